@@ -1,0 +1,175 @@
+//! The command line: argument parsing, output formats and exit codes. Commands call the
+//! pipeline stages and render what they return; they hold no domain logic of their own.
+
+pub mod validate;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// Exit codes shared by every command.
+pub mod exit {
+    /// Success: nothing that blocks (warnings may have been printed).
+    pub const OK: u8 = 0;
+    /// The input was examined and refused (validation errors, policy denials).
+    pub const FINDINGS: u8 = 1;
+    /// The command could not run: bad arguments, repository, revision or I/O.
+    pub const FAILURE: u8 = 2;
+}
+
+const ABOUT: &str = "Tenancy: GitOps governance for multi-tenant platforms.
+
+Tenancy reads tenant manifests from a Git repository, validates every change against JSON \
+Schema (and, later, WebAssembly governance policies) and converges each tenant's PostgreSQL, \
+object-store and Kafka resources.";
+
+const AFTER_HELP: &str = "Exit codes: 0 = success, 1 = the input was refused (findings), 2 = could not run.
+
+Examples:
+  tenancy validate                          # the manifests committed at HEAD of the current repository
+  tenancy validate --repo ./tenants-repo --rev origin/main
+  tenancy validate --worktree               # uncommitted edits in the work tree
+  tenancy validate --path tenants --output json | jq '.findings[]'";
+
+#[derive(Debug, Parser)]
+#[command(name = "tenancy", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// When to use colours in text output.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, env = "TENANCY_COLOR")]
+    pub color: ColorChoice,
+
+    /// Log more (repeat for more detail); logs go to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a revision's manifests: YAML, JSON Schema, identifiers and cross-references.
+    ///
+    /// Reads the manifests committed at --rev (default HEAD) from Git's object database — not
+    /// the work tree — so what is checked is exactly what was committed. Every file is checked
+    /// even when others are broken; findings are printed like compiler diagnostics.
+    #[command(
+        after_help = "Exit codes: 0 = no errors (warnings allowed), 1 = at least one error, 2 = could not run.\n\nJSON output (--output json) is documented in docs/validate-output.md and schemas/validate-report.schema.json."
+    )]
+    Validate(validate::Args),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Human-readable diagnostics.
+    Text,
+    /// One JSON document with a stable shape.
+    Json,
+}
+
+/// Parse sizes such as `1MiB`, `512KiB`, `2000000`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try 1MiB, 512KiB or a number of bytes)"))?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "kib" => 1024,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1024 * 1024,
+        "gib" => 1024 * 1024 * 1024,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, KB or MB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENANCY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Entry point used by `main`: parse arguments, run the command, map the result to an exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let color = cli.color.enabled();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&args, color),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("{:?}", miette::Report::new(err));
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// A failure that stops a command (exit code 2).
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum CliError {
+    #[error(transparent)]
+    #[diagnostic(code(tenancy::source), help("check --repo, --rev and --path"))]
+    Source(#[from] crate::source::SourceError),
+    #[error("cannot write output: {0}")]
+    #[diagnostic(code(tenancy::io))]
+    Io(#[from] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1MiB"), Ok(1024 * 1024));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("2000"), Ok(2000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("1PB").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

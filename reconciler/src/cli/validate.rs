@@ -1,0 +1,141 @@
+//! `tenancy validate`.
+
+use super::{CliError, Output, exit};
+use crate::diagnostics::{self, Finding};
+use crate::source::{self, ReadOptions};
+use crate::validate::{self, Report, ValidateOptions};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Path to the Git repository that holds the manifests.
+    #[arg(long, default_value = ".", env = "TENANCY_REPO")]
+    pub repo: PathBuf,
+
+    /// Revision to read (branch, tag, sha, `HEAD~1`, …). Ignored with --worktree.
+    #[arg(long, default_value = "HEAD", conflicts_with = "worktree")]
+    pub rev: String,
+
+    /// Read the work tree instead of a commit (for local edits before committing).
+    #[arg(long)]
+    pub worktree: bool,
+
+    /// Sub-directory of the repository that holds the manifests.
+    #[arg(long, default_value = "", value_name = "DIR")]
+    pub path: String,
+
+    /// Largest manifest file accepted, e.g. 1MiB or 200KiB.
+    #[arg(long, default_value = "1MiB", value_parser = super::parse_size, value_name = "SIZE")]
+    pub max_file_size: u64,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// The JSON report: a stable, documented shape (schemas/validate-report.schema.json).
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    source: JsonSource<'a>,
+    summary: validate::Summary,
+    findings: &'a [Finding],
+}
+
+#[derive(Serialize)]
+struct JsonSource<'a> {
+    repo: String,
+    path: &'a str,
+    revision: Option<&'a str>,
+    commit: Option<&'a str>,
+    worktree: bool,
+}
+
+pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
+    let started = Instant::now();
+    let opts = ReadOptions {
+        path: args.path.clone(),
+        max_file_bytes: args.max_file_size,
+    };
+    let snapshot = if args.worktree {
+        source::read_worktree(&args.repo, &opts)?
+    } else {
+        source::read_revision(&args.repo, &args.rev, &opts)?
+    };
+    let report = validate::validate(&snapshot, &ValidateOptions::default());
+    tracing::info!(
+        files = report.summary.files,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "validated"
+    );
+
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.output {
+        Output::Json => {
+            let json = JsonReport {
+                api_version: "tenancy.dev/v1",
+                kind: "ValidationReport",
+                source: JsonSource {
+                    repo: args.repo.display().to_string(),
+                    path: &args.path,
+                    revision: (!args.worktree).then_some(args.rev.as_str()),
+                    commit: snapshot.commit.as_ref().map(|c| c.sha.as_str()),
+                    worktree: args.worktree,
+                },
+                summary: report.summary,
+                findings: &report.findings,
+            };
+            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Output::Text => write_text(&mut out, &report, &snapshot, args, color, started)?,
+    }
+    out.flush()?;
+    Ok(if report.has_errors() {
+        exit::FINDINGS
+    } else {
+        exit::OK
+    })
+}
+
+fn write_text(
+    out: &mut impl Write,
+    report: &Report,
+    snapshot: &source::Snapshot,
+    args: &Args,
+    color: bool,
+    started: Instant,
+) -> std::io::Result<()> {
+    let texts: HashMap<&str, &str> = snapshot
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.text.as_str()))
+        .collect();
+    for f in &report.findings {
+        let text = diagnostics::render_text(f, texts.get(f.file.as_str()).copied(), color);
+        writeln!(out, "{text}")?;
+    }
+    let s = &report.summary;
+    let what = match &snapshot.commit {
+        Some(c) => format!("{} ({})", args.rev, &c.sha[..c.sha.len().min(12)]),
+        None => "work tree".to_owned(),
+    };
+    let verdict = if s.errors > 0 { "refused" } else { "ok" };
+    writeln!(
+        out,
+        "{verdict}: {} error(s), {} warning(s) in {} file(s), {} document(s), {} tenant(s) at {what} [{:.2}s]",
+        s.errors,
+        s.warnings,
+        s.files,
+        s.documents,
+        s.tenants,
+        started.elapsed().as_secs_f64()
+    )
+}

@@ -1,0 +1,231 @@
+//! Typed manifests. Values of these types have passed the JSON Schema and the identifier
+//! checks, so downstream stages (policy, plan, converge) can use them without re-validating.
+
+use super::ids::{EnvName, OrgId, PlanName, RegionName, TenantId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const API_VERSION: &str = "tenancy.dev/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    MtStandard,
+    StDedicated,
+    Hybrid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lifecycle {
+    Draft,
+    Active,
+    Suspended,
+    Archived,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Quotas {
+    #[serde(rename = "storageGiB")]
+    pub storage_gib: Option<u64>,
+    pub concurrent_jobs: Option<u64>,
+    pub api_rate_limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Contacts {
+    pub technical: Option<String>,
+    pub billing: Option<String>,
+    pub incident: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tenant {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: TenantMetadata,
+    pub spec: TenantSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantMetadata {
+    pub id: TenantId,
+    pub organization: OrgId,
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenantSpec {
+    pub profile: Profile,
+    pub lifecycle: Lifecycle,
+    pub plan: PlanName,
+    pub regions: Regions,
+    pub environments: Vec<Environment>,
+    #[serde(default)]
+    pub quotas: Quotas,
+    #[serde(default)]
+    pub policies: Policies,
+    pub billing: Option<Billing>,
+    #[serde(default)]
+    pub contacts: Contacts,
+    #[serde(default)]
+    pub external_ids: BTreeMap<String, String>,
+    pub deletion: Option<Deletion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Regions {
+    pub allowed: Vec<RegionName>,
+    pub preferred: RegionName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Environment {
+    pub name: EnvName,
+    pub region: Option<RegionName>,
+    #[serde(default)]
+    pub quotas: Quotas,
+    pub retention_days: Option<u32>,
+    pub isolation: Option<Isolation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Standard,
+    Strict,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policies {
+    pub data_residency: Option<String>,
+    pub encryption: Option<String>,
+    pub retention_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Billing {
+    pub plan: Option<PlanName>,
+    pub cost_center: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Deletion {
+    pub confirm: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Organization {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: OrganizationMetadata,
+    #[serde(default)]
+    pub spec: OrganizationSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationMetadata {
+    pub id: OrgId,
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationSpec {
+    #[serde(default)]
+    pub contacts: Contacts,
+    #[serde(default)]
+    pub external_ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamedMetadata<N> {
+    pub name: N,
+    pub display_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Region {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: NamedMetadata<RegionName>,
+    pub spec: RegionSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegionSpec {
+    pub residency_zone: String,
+    #[serde(default)]
+    pub encryption: RegionEncryption,
+    pub targets: Targets,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegionEncryption {
+    #[serde(default)]
+    pub per_tenant_keys: bool,
+}
+
+/// Logical target names; the reconciler's own configuration maps them to URLs and secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Targets {
+    pub postgres: String,
+    pub object_store: String,
+    pub kafka: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plan {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: NamedMetadata<PlanName>,
+    pub spec: PlanSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanSpec {
+    pub profiles: Vec<Profile>,
+    pub ceilings: Ceilings,
+    pub max_retention_days: Option<u32>,
+    pub kafka: Option<PlanKafka>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ceilings {
+    #[serde(rename = "storageGiB")]
+    pub storage_gib: u64,
+    pub concurrent_jobs: u64,
+    pub api_rate_limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlanKafka {
+    pub retention_ms: Option<u64>,
+    pub partitions_per_job: Option<u32>,
+}

@@ -1,0 +1,373 @@
+//! YAML documents as positioned trees.
+//!
+//! Manifests are parsed with `serde-saphyr` into [`Node`]s that remember where every value and
+//! key stands in the file, so a JSON-Schema error at `/spec/quotas/storageGiB` can be reported at
+//! `file:line:col`. Parsing is bounded: duplicate keys are errors and alias expansion, nesting
+//! depth, node count and document count have hard budgets, so a "billion laughs" file is a
+//! finding rather than an out-of-memory kill.
+
+use crate::diagnostics::Position;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::{Location, Spanned};
+use std::fmt;
+
+/// A YAML value and where it stands.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub pos: Position,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Seq(Vec<Node>),
+    Map(Vec<(Key, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Key {
+    pub name: String,
+    pub pos: Position,
+}
+
+/// A YAML syntax or budget error, positioned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseError {
+    pub message: String,
+    pub pos: Position,
+    pub kind: ParseErrorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    Syntax,
+    DuplicateKey,
+    Budget,
+}
+
+fn position(loc: &Location) -> Position {
+    let span_len = loc.span().len();
+    Position {
+        line: u32::try_from(loc.line()).unwrap_or(u32::MAX),
+        column: u32::try_from(loc.column()).unwrap_or(u32::MAX),
+        len: u32::try_from(span_len).unwrap_or(0),
+    }
+}
+
+impl Node {
+    /// Convert to JSON for schema validation. YAML values that JSON cannot hold were already
+    /// refused while parsing (non-finite floats, complex keys).
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match &self.value {
+            Value::Null => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::Number(n) => J::Number(n.clone()),
+            Value::String(s) => J::String(s.clone()),
+            Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
+            Value::Map(entries) => J::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    pub fn get_key(&self, key: &str) -> Option<&Key> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(k, _)| k),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Follow a JSON pointer (RFC 6901) and return the node it names, or the deepest node on
+    /// the way there (so an error about a missing field points at the object that lacks it).
+    pub fn locate(&self, pointer: &str) -> &Node {
+        let mut node = self;
+        for raw in pointer.split('/').skip(1) {
+            let seg = raw.replace("~1", "/").replace("~0", "~");
+            let next = match &node.value {
+                Value::Map(entries) => entries.iter().find(|(k, _)| k.name == seg).map(|(_, v)| v),
+                Value::Seq(items) => seg.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node
+    }
+
+    /// Position of the key `name` inside the object at `pointer`, for unknown-field errors.
+    pub fn locate_key(&self, pointer: &str, name: &str) -> Option<Position> {
+        self.locate(pointer).get_key(name).map(|k| k.pos)
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Seq(_) => "sequence",
+            Value::Map(_) => "mapping",
+        }
+    }
+}
+
+/// Limits applied to every file; the defaults suit manifests (a few hundred nodes each).
+#[derive(Debug, Clone, Copy)]
+pub struct YamlLimits {
+    pub max_nodes: usize,
+    pub max_aliases: usize,
+    pub max_depth: usize,
+    pub max_documents: usize,
+}
+
+impl Default for YamlLimits {
+    fn default() -> Self {
+        YamlLimits {
+            max_nodes: 100_000,
+            max_aliases: 1_000,
+            max_depth: 64,
+            max_documents: 1_000,
+        }
+    }
+}
+
+/// Parse every document of a YAML stream. Empty documents (only comments) are returned as
+/// `Null` nodes so the caller can report them.
+pub fn parse_documents(text: &str, limits: &YamlLimits) -> Result<Vec<Node>, ParseError> {
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    // YAML 1.2 core schema: `no`/`on` are strings, not booleans (the "Norway problem").
+    options.strict_booleans = true;
+    if let Some(budget) = options.budget.as_mut() {
+        budget.max_nodes = limits.max_nodes;
+        budget.max_aliases = limits.max_aliases;
+        budget.max_depth = limits.max_depth;
+        budget.max_documents = limits.max_documents;
+    }
+    options.alias_limits.max_total_replayed_events = limits.max_nodes;
+    let docs: Vec<Spanned<RawValue>> =
+        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| convert_error(&e))?;
+    Ok(docs.into_iter().map(into_node).collect())
+}
+
+fn convert_error(e: &serde_saphyr::Error) -> ParseError {
+    let pos = e.location().map(|l| position(&l)).unwrap_or_default();
+    let full = e.to_string();
+    // serde-saphyr appends " at line L, column C …"; we print the position ourselves.
+    let mut message = match full.find(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full.clone(),
+    };
+    let kind = if message.starts_with("duplicate mapping key") {
+        let key = message.trim_start_matches("duplicate mapping key: ");
+        let key = key
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(key)
+            .to_string();
+        message = format!("duplicate key `{key}`: a key may appear only once in a mapping");
+        ParseErrorKind::DuplicateKey
+    } else if message.starts_with("budget breached") || message.contains("limit exceeded") {
+        message = format!(
+            "document exceeds the parsing budget ({}): alias expansion, nesting or size is too large",
+            message.trim_start_matches("budget breached: ")
+        );
+        ParseErrorKind::Budget
+    } else {
+        ParseErrorKind::Syntax
+    };
+    ParseError { message, pos, kind }
+}
+
+fn into_node(s: Spanned<RawValue>) -> Node {
+    let pos = position(&s.referenced);
+    let value = match s.value {
+        RawValue::Null => Value::Null,
+        RawValue::Bool(b) => Value::Bool(b),
+        RawValue::Number(n) => Value::Number(n),
+        RawValue::String(s) => Value::String(s),
+        RawValue::Seq(items) => Value::Seq(items.into_iter().map(into_node).collect()),
+        RawValue::Map(entries) => Value::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        Key {
+                            name: k.value,
+                            pos: position(&k.referenced),
+                        },
+                        into_node(v),
+                    )
+                })
+                .collect(),
+        ),
+    };
+    Node { value, pos }
+}
+
+/// What serde-saphyr hands us: every child wrapped in `Spanned` so it carries its location.
+enum RawValue {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Seq(Vec<Spanned<RawValue>>),
+    Map(Vec<(Spanned<String>, Spanned<RawValue>)>),
+}
+
+impl<'de> Deserialize<'de> for RawValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<RawValue, E> {
+                Ok(RawValue::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<RawValue, D::Error> {
+                RawValue::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
+                Ok(RawValue::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
+                Ok(RawValue::Number(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawValue, E> {
+                Ok(RawValue::Number(v.into()))
+            }
+            fn visit_i128<E: de::Error>(self, _: i128) -> Result<RawValue, E> {
+                Err(E::custom("integer out of range"))
+            }
+            fn visit_u128<E: de::Error>(self, _: u128) -> Result<RawValue, E> {
+                Err(E::custom("integer out of range"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawValue, E> {
+                serde_json::Number::from_f64(v)
+                    .map(RawValue::Number)
+                    .ok_or_else(|| E::custom("non-finite numbers are not allowed"))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
+                Ok(RawValue::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
+                Ok(RawValue::String(v))
+            }
+            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<RawValue, E> {
+                Err(E::custom("binary values are not allowed in manifests"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<RawValue, A::Error> {
+                let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
+                while let Some(x) = a.next_element()? {
+                    items.push(x);
+                }
+                Ok(RawValue::Seq(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RawValue, A::Error> {
+                let mut entries = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
+                while let Some(k) = a.next_key()? {
+                    let v = a.next_value()?;
+                    entries.push((k, v));
+                }
+                Ok(RawValue::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Vec<Node>, ParseError> {
+        parse_documents(s, &YamlLimits::default())
+    }
+
+    #[test]
+    fn positions_and_types() {
+        let docs = parse("a: 1\nb: \"2\"\nc: no\nspec:\n  plan: starter\n").unwrap();
+        let d = &docs[0];
+        assert_eq!(
+            d.to_json(),
+            serde_json::json!({"a": 1, "b": "2", "c": "no", "spec": {"plan": "starter"}})
+        );
+        let plan = d.locate("/spec/plan");
+        assert_eq!((plan.pos.line, plan.pos.column), (5, 9));
+        assert_eq!(
+            d.locate_key("/spec", "plan").map(|p| (p.line, p.column)),
+            Some((5, 3))
+        );
+        // A pointer that runs past the tree stops at the deepest existing node.
+        assert_eq!(
+            d.locate("/spec/quotas/x").pos.line,
+            d.locate("/spec").pos.line
+        );
+    }
+
+    #[test]
+    fn multiple_documents() {
+        let docs = parse("---\nx: 1\n---\ny: 2\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].locate("/y").pos.line, 4);
+    }
+
+    #[test]
+    fn duplicate_keys_are_errors() {
+        let e = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::DuplicateKey);
+        assert_eq!(e.pos.line, 3);
+        assert!(e.message.contains("`a`"), "{}", e.message);
+    }
+
+    #[test]
+    fn alias_bomb_hits_the_budget() {
+        let mut s = String::from("a: &a [x,x,x,x,x,x,x,x,x,x]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let refs = vec![format!("*{}", w[0]); 10].join(",");
+            s.push_str(&format!("{}: &{} [{}]\n", w[1], w[1], refs));
+        }
+        let e = parse(&s).unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::Budget, "{}", e.message);
+    }
+
+    #[test]
+    fn syntax_errors_are_positioned() {
+        let e = parse("a:\n  b: 1\n   c: 2\n").unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::Syntax);
+        assert_eq!(e.pos.line, 3);
+        assert!(parse("x: .inf\n").is_err());
+        assert!(parse("x: [1, 2\n").is_err());
+    }
+}

@@ -1,0 +1,441 @@
+//! Source: what a commit (or the work tree) declares, read without interpreting it.
+//!
+//! Manifests are read from the commit's tree in the object database, not from the work tree,
+//! so what is validated is exactly what was committed. Symlinks and submodules are reported,
+//! never followed; oversized and non-UTF-8 files are reported without being parsed. This module
+//! knows nothing of YAML: it hands text to the manifest stage.
+
+use crate::diagnostics::{Finding, Position};
+use std::path::{Path, PathBuf};
+
+/// A file that may hold manifests.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to the repository root, `/`-separated.
+    pub path: String,
+    pub text: String,
+}
+
+/// The commit a snapshot was read from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub author_name: String,
+    pub author_email: String,
+    pub summary: String,
+}
+
+/// Everything read from one revision (or the work tree).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub files: Vec<SourceFile>,
+    /// Files that could not be handed on (symlink, submodule, too large, not UTF-8).
+    pub findings: Vec<Finding>,
+    pub commit: Option<CommitInfo>,
+}
+
+/// What to read and the limits to read it with.
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Sub-directory of the repository that holds the manifests ("" = the root).
+    pub path: String,
+    pub max_file_bytes: u64,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            path: String::new(),
+            max_file_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Failures that stop the whole run (exit code 2), as opposed to findings about one file.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{path}: not a Git repository ({source})")]
+    NotARepository { path: PathBuf, source: git2::Error },
+    #[error("revision `{rev}` not found in {repo}: {message}")]
+    BadRevision {
+        rev: String,
+        repo: PathBuf,
+        message: String,
+    },
+    #[error("the repository at {0} has no commits yet; commit your manifests or use --worktree")]
+    NoCommits(PathBuf),
+    #[error("path `{path}` does not exist in {at}")]
+    MissingPath { path: String, at: String },
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("git error: {0}")]
+    Git(#[from] git2::Error),
+}
+
+/// Is this a file the manifest stage should read? YAML by extension, nothing hidden.
+pub fn is_manifest_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    lower.ends_with(".yaml") || lower.ends_with(".yml")
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+fn normalize_subpath(path: &str) -> String {
+    path.split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+fn too_large(path: &str, size: u64, max: u64) -> Finding {
+    Finding::error(
+        path,
+        "file.too-large",
+        format!("file is {size} bytes, larger than the {max}-byte limit"),
+    )
+    .hint("split the file, or raise the limit with --max-file-size")
+}
+
+fn symlink_finding(path: &str) -> Finding {
+    Finding::error(
+        path,
+        "file.symlink",
+        "symbolic links are not followed in a tenant repository",
+    )
+    .hint("replace the link with the file it points to")
+}
+
+/// Turn bytes into text, or a finding naming the first byte that is not UTF-8.
+fn decode(path: &str, bytes: Vec<u8>) -> Result<String, Finding> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(text
+            .strip_prefix('\u{feff}')
+            .map(str::to_owned)
+            .unwrap_or(text)),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let before = &bytes[..at];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            let column = String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1;
+            Err(Finding::error(
+                path,
+                "file.encoding",
+                format!("invalid UTF-8 byte 0x{:02x}", bytes[at]),
+            )
+            .at(Position {
+                line: line as u32,
+                column: column as u32,
+                len: 1,
+            })
+            .hint("manifests must be UTF-8 text; re-save the file as UTF-8"))
+        }
+    }
+}
+
+/// Read the manifests of revision `rev` from the repository at `repo`.
+pub fn read_revision(repo: &Path, rev: &str, opts: &ReadOptions) -> Result<Snapshot, SourceError> {
+    let repository =
+        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
+            path: repo.to_owned(),
+            source,
+        })?;
+    if rev == "HEAD" && repository.head().is_err() {
+        return Err(SourceError::NoCommits(repo.to_owned()));
+    }
+    let object = repository
+        .revparse_single(rev)
+        .map_err(|e| SourceError::BadRevision {
+            rev: rev.to_owned(),
+            repo: repo.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|e| SourceError::BadRevision {
+            rev: rev.to_owned(),
+            repo: repo.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+    let author = commit.author();
+    let info = CommitInfo {
+        sha: commit.id().to_string(),
+        author_name: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+        author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+        summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+    };
+    let root = commit.tree()?;
+    let sub = normalize_subpath(&opts.path);
+    let tree = if sub.is_empty() {
+        root
+    } else {
+        let entry = root
+            .get_path(Path::new(&sub))
+            .map_err(|_| SourceError::MissingPath {
+                path: sub.clone(),
+                at: format!("commit {}", &info.sha[..12]),
+            })?;
+        entry
+            .to_object(&repository)?
+            .peel_to_tree()
+            .map_err(|_| SourceError::MissingPath {
+                path: sub.clone(),
+                at: format!("commit {} (it is not a directory)", &info.sha[..12]),
+            })?
+    };
+    let odb = repository.odb()?;
+    let mut snapshot = Snapshot {
+        commit: Some(info),
+        ..Snapshot::default()
+    };
+    walk_tree(&repository, &odb, &tree, &sub, opts, &mut snapshot)?;
+    Ok(snapshot)
+}
+
+fn walk_tree(
+    repo: &git2::Repository,
+    odb: &git2::Odb<'_>,
+    tree: &git2::Tree<'_>,
+    prefix: &str,
+    opts: &ReadOptions,
+    out: &mut Snapshot,
+) -> Result<(), SourceError> {
+    for entry in tree.iter() {
+        let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
+            let lossy = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+            out.findings.push(
+                Finding::error(
+                    join(prefix, &lossy),
+                    "file.name-encoding",
+                    "file name is not valid UTF-8",
+                )
+                .hint("rename the file using UTF-8"),
+            );
+            continue;
+        };
+        if is_hidden(name) {
+            continue;
+        }
+        let path = join(prefix, name);
+        match entry.filemode() {
+            0o040000 => {
+                let sub = repo.find_tree(entry.id())?;
+                walk_tree(repo, odb, &sub, &path, opts, out)?;
+            }
+            0o120000 => out.findings.push(symlink_finding(&path)),
+            0o160000 => out.findings.push(
+                Finding::error(
+                    &path,
+                    "file.submodule",
+                    "submodules are not read in a tenant repository",
+                )
+                .hint("vendor the manifests into this repository instead of linking another one"),
+            ),
+            _ if is_manifest_path(&path) => {
+                let (size, _) = odb.read_header(entry.id())?;
+                if size as u64 > opts.max_file_bytes {
+                    out.findings
+                        .push(too_large(&path, size as u64, opts.max_file_bytes));
+                    continue;
+                }
+                let blob = repo.find_blob(entry.id())?;
+                match decode(&path, blob.content().to_vec()) {
+                    Ok(text) => out.files.push(SourceFile { path, text }),
+                    Err(f) => out.findings.push(f),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Read the manifests from the work tree (uncommitted edits), with the same rules as a commit.
+pub fn read_worktree(root: &Path, opts: &ReadOptions) -> Result<Snapshot, SourceError> {
+    let sub = normalize_subpath(&opts.path);
+    let dir = if sub.is_empty() {
+        root.to_owned()
+    } else {
+        root.join(&sub)
+    };
+    let meta = std::fs::symlink_metadata(&dir).map_err(|_| SourceError::MissingPath {
+        path: if sub.is_empty() {
+            ".".into()
+        } else {
+            sub.clone()
+        },
+        at: root.display().to_string(),
+    })?;
+    if !meta.is_dir() {
+        return Err(SourceError::MissingPath {
+            path: sub,
+            at: format!("{} (it is not a directory)", root.display()),
+        });
+    }
+    let mut snapshot = Snapshot::default();
+    walk_dir(&dir, &sub, opts, &mut snapshot)?;
+    snapshot.files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(snapshot)
+}
+
+fn walk_dir(
+    dir: &Path,
+    prefix: &str,
+    opts: &ReadOptions,
+    out: &mut Snapshot,
+) -> Result<(), SourceError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SourceError::Io { path, source }
+    };
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .collect::<Result<_, _>>()
+        .map_err(io(dir))?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let os_name = entry.file_name();
+        let Some(name) = os_name.to_str() else {
+            out.findings.push(
+                Finding::error(
+                    join(prefix, &os_name.to_string_lossy()),
+                    "file.name-encoding",
+                    "file name is not valid UTF-8",
+                )
+                .hint("rename the file using UTF-8"),
+            );
+            continue;
+        };
+        if is_hidden(name) {
+            continue;
+        }
+        let path = join(prefix, name);
+        let file_type = entry.file_type().map_err(io(&entry.path()))?;
+        if file_type.is_symlink() {
+            out.findings.push(symlink_finding(&path));
+        } else if file_type.is_dir() {
+            walk_dir(&entry.path(), &path, opts, out)?;
+        } else if file_type.is_file() && is_manifest_path(&path) {
+            let size = entry.metadata().map_err(io(&entry.path()))?.len();
+            if size > opts.max_file_bytes {
+                out.findings
+                    .push(too_large(&path, size, opts.max_file_bytes));
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).map_err(io(&entry.path()))?;
+            match decode(&path, bytes) {
+                Ok(text) => out.files.push(SourceFile { path, text }),
+                Err(f) => out.findings.push(f),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How a path changed between two revisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChangedPath {
+    pub path: String,
+    pub change: ChangeKind,
+}
+
+/// Manifest files that differ between `base` and `head` (renames appear as delete + add), so
+/// `plan --base --head` and the daemon reconcile only what a commit touched.
+pub fn changed_paths(
+    repo: &Path,
+    base: &str,
+    head: &str,
+    opts: &ReadOptions,
+) -> Result<Vec<ChangedPath>, SourceError> {
+    let repository =
+        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
+            path: repo.to_owned(),
+            source,
+        })?;
+    let tree_of = |rev: &str| -> Result<git2::Tree<'_>, SourceError> {
+        repository
+            .revparse_single(rev)
+            .and_then(|o| o.peel_to_tree())
+            .map_err(|e| SourceError::BadRevision {
+                rev: rev.to_owned(),
+                repo: repo.to_owned(),
+                message: e.message().to_owned(),
+            })
+    };
+    let (old, new) = (tree_of(base)?, tree_of(head)?);
+    let mut diff_opts = git2::DiffOptions::new();
+    let sub = normalize_subpath(&opts.path);
+    if !sub.is_empty() {
+        diff_opts.pathspec(&sub);
+    }
+    let diff = repository.diff_tree_to_tree(Some(&old), Some(&new), Some(&mut diff_opts))?;
+    let mut changes = Vec::new();
+    for delta in diff.deltas() {
+        let (file, change) = match delta.status() {
+            git2::Delta::Added => (delta.new_file(), ChangeKind::Added),
+            git2::Delta::Deleted => (delta.old_file(), ChangeKind::Deleted),
+            _ => (delta.new_file(), ChangeKind::Modified),
+        };
+        let Some(path) = file.path().and_then(Path::to_str) else {
+            continue;
+        };
+        let path = path.to_owned();
+        if is_manifest_path(&path) && !path.split('/').any(is_hidden) {
+            changes.push(ChangedPath { path, change });
+        }
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_reports_first_bad_byte() {
+        let f = decode("a.yaml", b"a: 1\nb: \xff\n".to_vec()).unwrap_err();
+        assert_eq!((f.line, f.column), (Some(2), Some(4)));
+        assert_eq!(f.rule, "file.encoding");
+        assert_eq!(
+            decode("a.yaml", "\u{feff}a: 1".as_bytes().to_vec()).unwrap(),
+            "a: 1"
+        );
+    }
+
+    #[test]
+    fn manifest_paths() {
+        assert!(is_manifest_path("org/t.yaml"));
+        assert!(is_manifest_path("org/t.YML"));
+        assert!(!is_manifest_path("README.md"));
+        assert_eq!(normalize_subpath("./tenants//"), "tenants");
+    }
+}
