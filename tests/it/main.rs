@@ -1,1 +1,10 @@
-fn main() {}
+//! The workspace's single integration-test binary (see ARCHITECTURE.md, "Tests").
+//!
+//! Modules run the real `tenancy` binary against real temporary Git repositories and, for the
+//! service checks, against the real PostgreSQL, S3 and Kafka-protocol servers started by
+//! `scripts/services.sh`.
+
+mod services;
+mod source;
+mod support;
+mod validate;

@@ -118,6 +118,13 @@ impl Node {
         node
     }
 
+    /// Position of the key under which the value at `pointer` stands (`spec:` for `/spec`).
+    pub fn key_of(&self, pointer: &str) -> Option<Position> {
+        let (parent, last) = pointer.rsplit_once('/')?;
+        let last = last.replace("~1", "/").replace("~0", "~");
+        self.locate_key(parent, &last)
+    }
+
     /// Position of the key `name` inside the object at `pointer`, for unknown-field errors.
     pub fn locate_key(&self, pointer: &str, name: &str) -> Option<Position> {
         self.locate(pointer).get_key(name).map(|k| k.pos)

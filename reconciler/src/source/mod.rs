@@ -119,7 +119,7 @@ fn symlink_finding(path: &str) -> Finding {
 }
 
 /// Turn bytes into text, or a finding naming the first byte that is not UTF-8.
-fn decode(path: &str, bytes: Vec<u8>) -> Result<String, Finding> {
+fn decode(path: &str, bytes: Vec<u8>) -> Result<String, Box<Finding>> {
     match String::from_utf8(bytes) {
         Ok(text) => Ok(text
             .strip_prefix('\u{feff}')
@@ -139,17 +139,19 @@ fn decode(path: &str, bytes: Vec<u8>) -> Result<String, Finding> {
                 .chars()
                 .count()
                 + 1;
-            Err(Finding::error(
-                path,
-                "file.encoding",
-                format!("invalid UTF-8 byte 0x{:02x}", bytes[at]),
-            )
-            .at(Position {
-                line: line as u32,
-                column: column as u32,
-                len: 1,
-            })
-            .hint("manifests must be UTF-8 text; re-save the file as UTF-8"))
+            Err(Box::new(
+                Finding::error(
+                    path,
+                    "file.encoding",
+                    format!("invalid UTF-8 byte 0x{:02x}", bytes[at]),
+                )
+                .at(Position {
+                    line: line as u32,
+                    column: column as u32,
+                    len: 1,
+                })
+                .hint("manifests must be UTF-8 text; re-save the file as UTF-8"),
+            ))
         }
     }
 }
@@ -262,7 +264,7 @@ fn walk_tree(
                 let blob = repo.find_blob(entry.id())?;
                 match decode(&path, blob.content().to_vec()) {
                     Ok(text) => out.files.push(SourceFile { path, text }),
-                    Err(f) => out.findings.push(f),
+                    Err(f) => out.findings.push(*f),
                 }
             }
             _ => {}
@@ -346,7 +348,7 @@ fn walk_dir(
             let bytes = std::fs::read(entry.path()).map_err(io(&entry.path()))?;
             match decode(&path, bytes) {
                 Ok(text) => out.files.push(SourceFile { path, text }),
-                Err(f) => out.findings.push(f),
+                Err(f) => out.findings.push(*f),
             }
         }
     }

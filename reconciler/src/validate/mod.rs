@@ -68,7 +68,7 @@ pub struct ValidateOptions {
 }
 
 enum Typed {
-    Tenant(Tenant),
+    Tenant(Box<Tenant>),
     Organization(Organization),
     Region(Region),
     Plan(Plan),
@@ -85,7 +85,7 @@ fn check_document(doc: Document, schemas: &Schemas) -> Result<Checked, Vec<Findi
     // The schema and the typed model agree by construction; a failure here is still reported
     // as a finding rather than trusted away.
     let typed = match doc.kind {
-        Kind::Tenant => serde_json::from_value(json).map(Typed::Tenant),
+        Kind::Tenant => serde_json::from_value(json).map(|t| Typed::Tenant(Box::new(t))),
         Kind::Organization => serde_json::from_value(json).map(Typed::Organization),
         Kind::Region => serde_json::from_value(json).map(Typed::Region),
         Kind::Plan => serde_json::from_value(json).map(Typed::Plan),
@@ -139,7 +139,7 @@ pub fn validate(snapshot: &Snapshot, opts: &ValidateOptions) -> Report {
             Typed::Tenant(value) => catalog.tenants.push(Located {
                 file,
                 pos,
-                value,
+                value: *value,
                 node,
             }),
             Typed::Organization(value) => catalog.organizations.push(Located {

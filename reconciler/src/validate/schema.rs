@@ -141,6 +141,14 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 fn show(v: &Value) -> String {
     match v {
         Value::String(s) => quote(s),
@@ -208,6 +216,8 @@ fn describe(
                 format!("missing required field `{name}` in {where_}"),
             )
             .pointer(child)
+            // Point at the key that opens the incomplete mapping (`spec:`), not its first child.
+            .at(node.key_of(pointer).unwrap_or(target.pos))
             .hint(format!("add `{name}:` under {where_}"))
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
@@ -264,7 +274,8 @@ fn describe(
             base(
                 "schema.type",
                 format!(
-                    "`{field}` must be a {expected}, found {} {}",
+                    "`{field}` must be {} {expected}, found {} {}",
+                    article(&expected),
                     json_type(instance),
                     show(instance)
                 ),

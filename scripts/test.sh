@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it: install and start the real services (PostgreSQL, S3,
+# two Kafka-protocol brokers) on 127.0.0.1, run every test, stop the services.
+#
+#   scripts/test.sh               # everything
+#   scripts/test.sh validate      # extra arguments go to `cargo test` (here: a name filter)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 2; }
+
+export TENANCY_SERVICES_DIR=${TENANCY_SERVICES_DIR:-$ROOT/.services}
+export TENANCY_SERVICES_ENV=$TENANCY_SERVICES_DIR/env
+trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
+scripts/services.sh start
+
+cargo test --workspace --locked "$@"

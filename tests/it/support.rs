@@ -1,0 +1,161 @@
+//! Helpers: temporary Git repositories built with git2, and running the `tenancy` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_owned()
+}
+
+pub fn example_tenants() -> PathBuf {
+    workspace_root().join("tenants")
+}
+
+pub fn bad_corpus() -> PathBuf {
+    workspace_root().join("tests/data/bad")
+}
+
+/// A Git repository in a temporary directory.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub repo: git2::Repository,
+}
+
+impl TestRepo {
+    pub fn new() -> TestRepo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = git2::Repository::init(dir.path()).expect("git init");
+        TestRepo { dir, repo }
+    }
+
+    /// A repository whose first commit holds a copy of the example `tenants/` directory.
+    pub fn with_examples() -> TestRepo {
+        let r = TestRepo::new();
+        copy_dir(&example_tenants(), r.path());
+        r.commit("import example tenants");
+        r
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        let p = self.path().join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, content).expect("write");
+    }
+
+    pub fn remove(&self, rel: &str) {
+        std::fs::remove_file(self.path().join(rel)).expect("remove");
+    }
+
+    pub fn symlink(&self, target: &str, rel: &str) {
+        std::os::unix::fs::symlink(target, self.path().join(rel)).expect("symlink");
+    }
+
+    /// Stage everything (including removals) and commit; returns the new commit's sha.
+    pub fn commit(&self, message: &str) -> String {
+        let mut index = self.repo.index().expect("index");
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .expect("add");
+        index.update_all(["*"], None).expect("update");
+        self.commit_index(&mut index, message)
+    }
+
+    /// Commit a gitlink (submodule entry) at `rel` pointing at an arbitrary commit id.
+    pub fn commit_submodule_entry(&self, rel: &str, message: &str) -> String {
+        let mut index = self.repo.index().expect("index");
+        let entry = git2::IndexEntry {
+            ctime: git2::IndexTime::new(0, 0),
+            mtime: git2::IndexTime::new(0, 0),
+            dev: 0,
+            ino: 0,
+            mode: 0o160000,
+            uid: 0,
+            gid: 0,
+            file_size: 0,
+            id: git2::Oid::from_str("1234567890123456789012345678901234567890").expect("oid"),
+            flags: 0,
+            flags_extended: 0,
+            path: rel.as_bytes().to_vec(),
+        };
+        index.add(&entry).expect("add gitlink");
+        self.commit_index(&mut index, message)
+    }
+
+    fn commit_index(&self, index: &mut git2::Index, message: &str) -> String {
+        index.write().expect("write index");
+        let tree_id = index.write_tree().expect("write tree");
+        let tree = self.repo.find_tree(tree_id).expect("tree");
+        let sig = git2::Signature::now("Test Author", "author@tenancy.test").expect("sig");
+        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+            .expect("commit")
+            .to_string()
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+pub fn tenancy(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenancy"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("TENANCY_REPO")
+        .output()
+        .expect("run tenancy");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `tenancy validate --repo <repo> --output json <extra…>`
+pub fn validate_json(repo: &Path, extra: &[&str]) -> (Run, serde_json::Value) {
+    let repo = repo.to_str().expect("utf-8 path");
+    let mut args = vec!["validate", "--repo", repo, "--output", "json"];
+    args.extend_from_slice(extra);
+    let run = tenancy(&args);
+    let json = run.json();
+    (run, json)
+}
+
+pub fn findings(report: &serde_json::Value) -> &Vec<serde_json::Value> {
+    report["findings"].as_array().expect("findings array")
+}
