@@ -14,13 +14,62 @@ use schema::Schemas;
 use std::collections::{BTreeMap, HashMap};
 
 /// A manifest and where it was declared.
+///
+/// The positioned YAML tree is not kept: for 10,000 tenants it would cost more memory than
+/// everything else together. A [`Locator`] re-parses a document on the rare occasion a finding
+/// needs the position of a value inside it.
 #[derive(Debug, Clone)]
 pub struct Located<T> {
     pub file: String,
+    /// 0-based index of the document within its file.
+    pub doc: usize,
     pub pos: Position,
     pub value: T,
-    /// The document's tree, for positioning later findings (policy violations, plan notes).
-    pub node: Node,
+}
+
+/// Positions of values inside documents, found by re-parsing the document on demand.
+///
+/// Only the last document parsed is kept: findings about one manifest come together, and a
+/// repository with errors everywhere must not hold every tree in memory at once.
+pub struct Locator<'a> {
+    texts: HashMap<&'a str, &'a str>,
+    limits: YamlLimits,
+    last: std::cell::RefCell<Option<(String, usize, Option<Node>)>>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(snapshot: &'a Snapshot, limits: YamlLimits) -> Self {
+        let texts = snapshot
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.text.as_str()))
+            .collect();
+        Locator {
+            texts,
+            limits,
+            last: Default::default(),
+        }
+    }
+
+    /// Position of the value at JSON `pointer` in `item`'s document (or of the deepest value on
+    /// the way there); the document's start when it cannot be found.
+    pub fn at<T>(&self, item: &Located<T>, pointer: &str) -> Position {
+        let mut last = self.last.borrow_mut();
+        let hit = matches!(&*last, Some((file, doc, _)) if *file == item.file && *doc == item.doc);
+        if !hit {
+            let node = self.texts.get(item.file.as_str()).and_then(|text| {
+                crate::manifest::yaml::parse_documents(text, &self.limits)
+                    .ok()?
+                    .into_iter()
+                    .nth(item.doc)
+            });
+            *last = Some((item.file.clone(), item.doc, node));
+        }
+        match &*last {
+            Some((_, _, Some(node))) => node.locate(pointer).pos,
+            _ => item.pos,
+        }
+    }
 }
 
 /// Everything a repository declares, typed. Only manifests that passed validation are here.
@@ -74,8 +123,11 @@ enum Typed {
     Plan(Plan),
 }
 
+/// A document that passed; its YAML tree is dropped here (see [`Located`]).
 struct Checked {
-    doc: Document,
+    file: String,
+    doc: usize,
+    pos: Position,
     typed: Typed,
 }
 
@@ -91,7 +143,12 @@ fn check_document(doc: Document, schemas: &Schemas) -> Result<Checked, Vec<Findi
         Kind::Plan => serde_json::from_value(json).map(Typed::Plan),
     };
     match typed {
-        Ok(typed) => Ok(Checked { doc, typed }),
+        Ok(typed) => Ok(Checked {
+            file: doc.file,
+            doc: doc.index,
+            pos,
+            typed,
+        }),
         Err(e) => Err(vec![
             Finding::error(&doc.file, "manifest.invalid", e.to_string()).at(pos),
         ]),
@@ -134,35 +191,36 @@ pub fn validate(snapshot: &Snapshot, opts: &ValidateOptions) -> Report {
 
     let mut catalog = Catalog::default();
     for c in all {
-        let (file, pos, node) = (c.doc.file, c.doc.node.pos, c.doc.node);
+        let (file, doc, pos) = (c.file, c.doc, c.pos);
         match c.typed {
             Typed::Tenant(value) => catalog.tenants.push(Located {
                 file,
+                doc,
                 pos,
                 value: *value,
-                node,
             }),
             Typed::Organization(value) => catalog.organizations.push(Located {
                 file,
+                doc,
                 pos,
                 value,
-                node,
             }),
             Typed::Region(value) => catalog.regions.push(Located {
                 file,
+                doc,
                 pos,
                 value,
-                node,
             }),
             Typed::Plan(value) => catalog.plans.push(Located {
                 file,
+                doc,
                 pos,
                 value,
-                node,
             }),
         }
     }
-    cross_check(&mut catalog, &mut findings);
+    let locator = Locator::new(snapshot, opts.yaml);
+    cross_check(&mut catalog, &mut findings, &locator);
 
     diagnostics::sort(&mut findings);
     summary.tenants = catalog.tenants.len();
@@ -181,57 +239,59 @@ pub fn validate(snapshot: &Snapshot, opts: &ValidateOptions) -> Report {
     }
 }
 
-fn at(node: &Node, pointer: &str) -> Position {
-    node.locate(pointer).pos
+/// What must be unique, where it stands in a document, and the rule that reports it.
+struct Unique {
+    pointer: &'static str,
+    what: &'static str,
+    rule: &'static str,
 }
 
-/// Report the second and later declarations of the same key, naming the first; return the set
-/// of indices to drop so later stages see each name once.
-fn duplicates<T>(
-    items: &[Located<T>],
+/// Report the second and later declarations of the same key, naming the first, and drop them so
+/// later stages see each name once.
+fn dedupe<T>(
+    items: &mut Vec<Located<T>>,
     key: impl Fn(&T) -> &str,
-    pointer: &str,
-    what: &str,
-    rule: &'static str,
     tenant_of: impl Fn(&T) -> Option<&str>,
+    unique: Unique,
     findings: &mut Vec<Finding>,
-) -> Vec<usize> {
+    loc: &Locator<'_>,
+) {
+    let Unique {
+        pointer,
+        what,
+        rule,
+    } = unique;
     let mut first: HashMap<&str, &Located<T>> = HashMap::with_capacity(items.len());
-    let mut drop = Vec::new();
-    for (i, item) in items.iter().enumerate() {
+    let mut keep = Vec::with_capacity(items.len());
+    for item in items.iter() {
         let k = key(&item.value);
         if let Some(prev) = first.get(k) {
-            let prev_pos = at(&prev.node, pointer);
+            let prev_line = loc.at(prev, pointer).line;
             findings.push(
                 Finding::error(
                     &item.file,
                     rule,
                     format!(
-                        "{what} `{k}` is already declared at {}:{}",
-                        prev.file, prev_pos.line
+                        "{what} `{k}` is already declared at {}:{prev_line}",
+                        prev.file
                     ),
                 )
-                .at(at(&item.node, pointer))
+                .at(loc.at(item, pointer))
                 .pointer(pointer)
                 .tenant(tenant_of(&item.value))
                 .hint(format!("each {what} must be unique across the repository")),
             );
-            drop.push(i);
+            keep.push(false);
         } else {
             first.insert(k, item);
+            keep.push(true);
         }
     }
-    drop
+    let mut keep = keep.into_iter();
+    items.retain(|_| keep.next().unwrap_or(true));
 }
 
-fn remove_indices<T>(items: &mut Vec<Located<T>>, mut drop: Vec<usize>) {
-    drop.sort_unstable();
-    for i in drop.into_iter().rev() {
-        items.remove(i);
-    }
-}
-
-fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>) {
+fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator<'_>) {
     // Deterministic "first declaration wins": sort by file then position.
     catalog
         .tenants
@@ -246,46 +306,54 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>) {
         .plans
         .sort_by(|a, b| (&a.file, a.pos.line).cmp(&(&b.file, b.pos.line)));
 
-    let d = duplicates(
-        &catalog.tenants,
+    dedupe(
+        &mut catalog.tenants,
         |t| t.metadata.id.as_str(),
-        "/metadata/id",
-        "tenant id",
-        "unique.tenant-id",
         |t| Some(t.metadata.id.as_str()),
+        Unique {
+            pointer: "/metadata/id",
+            what: "tenant id",
+            rule: "unique.tenant-id",
+        },
         findings,
+        loc,
     );
-    remove_indices(&mut catalog.tenants, d);
-    let d = duplicates(
-        &catalog.organizations,
+    dedupe(
+        &mut catalog.organizations,
         |o| o.metadata.id.as_str(),
-        "/metadata/id",
-        "organization id",
-        "unique.organization-id",
         |_| None,
+        Unique {
+            pointer: "/metadata/id",
+            what: "organization id",
+            rule: "unique.organization-id",
+        },
         findings,
+        loc,
     );
-    remove_indices(&mut catalog.organizations, d);
-    let d = duplicates(
-        &catalog.regions,
+    dedupe(
+        &mut catalog.regions,
         |r| r.metadata.name.as_str(),
-        "/metadata/name",
-        "region",
-        "unique.region",
         |_| None,
+        Unique {
+            pointer: "/metadata/name",
+            what: "region",
+            rule: "unique.region",
+        },
         findings,
+        loc,
     );
-    remove_indices(&mut catalog.regions, d);
-    let d = duplicates(
-        &catalog.plans,
+    dedupe(
+        &mut catalog.plans,
         |p| p.metadata.name.as_str(),
-        "/metadata/name",
-        "plan",
-        "unique.plan",
         |_| None,
+        Unique {
+            pointer: "/metadata/name",
+            what: "plan",
+            rule: "unique.plan",
+        },
         findings,
+        loc,
     );
-    remove_indices(&mut catalog.plans, d);
 
     // Without any Region (or Plan) declared, one finding says so instead of one per tenant.
     if catalog.regions.is_empty() && !catalog.tenants.is_empty() {
@@ -326,8 +394,8 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>) {
         .collect();
     let region_list = || sorted_keys(&regions);
     let plan_list = || sorted_keys(&plans);
-    // (external-id key, value) → first tenant that used it
-    let mut external: HashMap<(&str, &str), (&str, &str, u32)> = HashMap::new();
+    // (external-id key, value) → the first tenant that used it
+    let mut external: HashMap<(&str, &str), &Located<Tenant>> = HashMap::new();
 
     for t in &catalog.tenants {
         let id = t.value.metadata.id.as_str();
@@ -336,7 +404,7 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>) {
             |pointer: String, rule: &'static str, message: String, hint: String| {
                 findings.push(
                     Finding::error(&t.file, rule, message)
-                        .at(at(&t.node, &pointer))
+                        .at(loc.at(t, &pointer))
                         .pointer(pointer)
                         .tenant(Some(id))
                         .hint(hint),
@@ -400,7 +468,7 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>) {
             if let Some(first) = seen_env.insert(name, i) {
                 findings.push(
                     Finding::error(&t.file, "unique.environment", format!("environment `{name}` is declared twice (first as environments[{first}])"))
-                        .at(at(&t.node, &pointer))
+                        .at(loc.at(t, &pointer))
                         .pointer(pointer.clone())
                         .tenant(Some(id))
                         .hint("environment names must be unique within a tenant"),
@@ -412,7 +480,7 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>) {
             if derived > manifest::ids::MAX_SQL_IDENT {
                 findings.push(
                     Finding::error(&t.file, "id.derived-name-too-long", format!("resource name `{id}_{name}` would be {derived} characters; the limit is 63"))
-                        .at(at(&t.node, &pointer))
+                        .at(loc.at(t, &pointer))
                         .pointer(pointer)
                         .tenant(Some(id))
                         .hint("shorten the tenant id or the environment name"),
@@ -421,25 +489,32 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>) {
         }
         for (key, value) in &spec.external_ids {
             let pointer = format!("/spec/externalIds/{key}");
-            let line = at(&t.node, &pointer).line;
-            if let Some((other, other_file, other_line)) =
-                external.get(&(key.as_str(), value.as_str()))
-            {
+            if let Some(other) = external.get(&(key.as_str(), value.as_str())) {
+                let other_line = loc.at(other, &pointer).line;
                 findings.push(
-                    Finding::error(&t.file, "unique.external-id", format!("externalIds.{key} {} is already used by tenant `{other}` ({other_file}:{other_line})", quote(value)))
-                        .at(at(&t.node, &pointer))
-                        .pointer(pointer)
-                        .tenant(Some(id))
-                        .hint("an external id identifies one tenant; check for a copy-paste"),
+                    Finding::error(
+                        &t.file,
+                        "unique.external-id",
+                        format!(
+                            "externalIds.{key} {} is already used by tenant `{}` ({}:{other_line})",
+                            quote(value),
+                            other.value.metadata.id,
+                            other.file
+                        ),
+                    )
+                    .at(loc.at(t, &pointer))
+                    .pointer(pointer)
+                    .tenant(Some(id))
+                    .hint("an external id identifies one tenant; check for a copy-paste"),
                 );
             } else {
-                external.insert((key.as_str(), value.as_str()), (id, t.file.as_str(), line));
+                external.insert((key.as_str(), value.as_str()), t);
             }
         }
         if spec.lifecycle == Lifecycle::Deleted && spec.deletion.is_none() {
             findings.push(
                 Finding::warning(&t.file, "lifecycle.delete-unconfirmed", "lifecycle is Deleted but `spec.deletion.confirm` is not set; nothing will be removed")
-                    .at(at(&t.node, "/spec/lifecycle"))
+                    .at(loc.at(t, "/spec/lifecycle"))
                     .pointer("/spec/lifecycle")
                     .tenant(Some(id))
                     .hint(format!("add `deletion: {{ confirm: {id} }}` under spec to confirm the deletion")),
