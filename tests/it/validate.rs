@@ -28,6 +28,16 @@ const CORPUS: &[(&str, &str, Option<u64>)] = &[
     ("unknown-field.yaml", "schema.unknown-field", Some(11)),
     ("unknown-kind.yaml", "manifest.unknown-kind", Some(2)),
     ("wrong-type.yaml", "schema.type", Some(11)),
+    ("deep-nesting.yaml", "yaml.budget", Some(3)),
+    ("tabs.yaml", "yaml.syntax", Some(4)),
+    ("not-a-mapping.yaml", "manifest.not-a-mapping", Some(1)),
+    ("wrong-api-version.yaml", "schema.const", Some(1)),
+    ("language-tag.yaml", "yaml.syntax", Some(2)),
+    (
+        "derived-name-too-long.yaml",
+        "id.derived-name-too-long",
+        Some(12),
+    ),
 ];
 
 const EXAMPLE_TENANTS: u64 = 13;

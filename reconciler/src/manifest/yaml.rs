@@ -170,6 +170,8 @@ pub fn parse_documents(text: &str, limits: &YamlLimits) -> Result<Vec<Node>, Par
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
     // YAML 1.2 core schema: `no`/`on` are strings, not booleans (the "Norway problem").
     options.strict_booleans = true;
+    // Language-specific tags (`!!python/object`, custom `!Tags`) have no meaning in a manifest.
+    options.reject_unsupported_tags = true;
     if let Some(budget) = options.budget.as_mut() {
         budget.max_nodes = limits.max_nodes;
         budget.max_aliases = limits.max_aliases;
@@ -177,12 +179,12 @@ pub fn parse_documents(text: &str, limits: &YamlLimits) -> Result<Vec<Node>, Par
         budget.max_documents = limits.max_documents;
     }
     options.alias_limits.max_total_replayed_events = limits.max_nodes;
-    let docs: Vec<Spanned<RawValue>> =
-        serde_saphyr::from_multiple_with_options(text, options).map_err(|e| convert_error(&e))?;
+    let docs: Vec<Spanned<RawValue>> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| convert_error(&e, limits))?;
     Ok(docs.into_iter().map(into_node).collect())
 }
 
-fn convert_error(e: &serde_saphyr::Error) -> ParseError {
+fn convert_error(e: &serde_saphyr::Error, limits: &YamlLimits) -> ParseError {
     let pos = e.location().map(|l| position(&l)).unwrap_or_default();
     let full = e.to_string();
     // serde-saphyr appends " at line L, column C …"; we print the position ourselves.
@@ -200,12 +202,32 @@ fn convert_error(e: &serde_saphyr::Error) -> ParseError {
         message = format!("duplicate key `{key}`: a key may appear only once in a mapping");
         ParseErrorKind::DuplicateKey
     } else if message.starts_with("budget breached") || message.contains("limit exceeded") {
-        message = format!(
-            "document exceeds the parsing budget ({}): alias expansion, nesting or size is too large",
-            message.trim_start_matches("budget breached: ")
-        );
+        let detail = if message.contains("Depth") || message.contains("recursion") {
+            format!("nesting is deeper than {} levels", limits.max_depth)
+        } else if message.contains("Documents") {
+            format!(
+                "the file holds more than {} documents",
+                limits.max_documents
+            )
+        } else if message.contains("Aliases") {
+            format!("more than {} aliases are used", limits.max_aliases)
+        } else if message.contains("Nodes") || message.contains("replay") {
+            format!(
+                "alias expansion produces more than {} values",
+                limits.max_nodes
+            )
+        } else {
+            message.trim_start_matches("budget breached: ").to_owned()
+        };
+        message = format!("document exceeds the parsing budget: {detail}");
         ParseErrorKind::Budget
     } else {
+        if message.starts_with("cannot deserialize null into string") {
+            message = "mapping keys must be non-empty strings (found a null key)".to_owned();
+        } else if message == "expected string scalar" {
+            message = "mapping keys must be plain strings (found a sequence or mapping as a key)"
+                .to_owned();
+        }
         ParseErrorKind::Syntax
     };
     ParseError { message, pos, kind }

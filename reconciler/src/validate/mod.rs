@@ -155,28 +155,50 @@ fn check_document(doc: Document, schemas: &Schemas) -> Result<Checked, Vec<Findi
     }
 }
 
+/// The worker pool for parsing. Its threads get large stacks: YAML parsing recurses once per
+/// nesting level, and although depth is budgeted (64), an unoptimised build's frames are big.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .stack_size(64 << 20)
+            .thread_name(|i| format!("tenancy-parse-{i}"))
+            .build()
+            // Without threads (a constrained sandbox) parse on the calling thread.
+            .or_else(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .use_current_thread()
+                    .build()
+            })
+            .expect("a single-threaded pool on the current thread can always be built")
+    })
+}
+
 /// Validate every file of a snapshot.
 pub fn validate(snapshot: &Snapshot, opts: &ValidateOptions) -> Report {
     let schemas = Schemas::get();
     let mut findings = snapshot.findings.clone();
     // Parse and schema-check files in parallel; each file is independent until cross-checks.
-    let per_file: Vec<(Vec<Checked>, Vec<Finding>, usize)> = snapshot
-        .files
-        .par_iter()
-        .map(|file| {
-            let (docs, mut file_findings) =
-                manifest::parse_file(&file.path, &file.text, &opts.yaml);
-            let count = docs.len();
-            let mut checked = Vec::with_capacity(docs.len());
-            for doc in docs {
-                match check_document(doc, schemas) {
-                    Ok(c) => checked.push(c),
-                    Err(fs) => file_findings.extend(fs),
+    let per_file: Vec<(Vec<Checked>, Vec<Finding>, usize)> = pool().install(|| {
+        snapshot
+            .files
+            .par_iter()
+            .map(|file| {
+                let (docs, mut file_findings) =
+                    manifest::parse_file(&file.path, &file.text, &opts.yaml);
+                let count = docs.len();
+                let mut checked = Vec::with_capacity(docs.len());
+                for doc in docs {
+                    match check_document(doc, schemas) {
+                        Ok(c) => checked.push(c),
+                        Err(fs) => file_findings.extend(fs),
+                    }
                 }
-            }
-            (checked, file_findings, count)
-        })
-        .collect();
+                (checked, file_findings, count)
+            })
+            .collect()
+    });
 
     let mut summary = Summary {
         files: snapshot.files.len(),
