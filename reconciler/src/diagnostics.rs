@@ -5,6 +5,7 @@
 //! the rendering; it never decides what is wrong.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// How bad a finding is. Only `Error` makes `tenancy validate` exit 1.
@@ -45,25 +46,40 @@ pub struct Finding {
     pub column: Option<u32>,
     /// The tenant the finding concerns, when the manifest declared a valid id.
     pub tenant: Option<String>,
-    /// Stable rule identifier, e.g. `schema.missing-field` or `ref.plan`.
-    pub rule: &'static str,
+    /// Stable rule identifier, e.g. `schema.missing-field`, `ref.plan`, or a policy's own rule
+    /// such as `residency.outside-zone`.
+    pub rule: Cow<'static, str>,
     pub severity: Severity,
     pub message: String,
     pub hint: Option<String>,
     /// JSON pointer to the offending value inside the document, when there is one.
     pub pointer: Option<String>,
+    /// The policy that reported this finding (name and module digest), for policy findings.
+    pub policy: Option<PolicyRef>,
     #[serde(skip)]
     pub span_len: u32,
 }
 
+/// Which policy module produced a finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PolicyRef {
+    pub name: String,
+    pub digest: String,
+}
+
 impl Finding {
-    pub fn error(file: impl Into<String>, rule: &'static str, message: impl Into<String>) -> Self {
+    pub fn error(
+        file: impl Into<String>,
+        rule: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         Finding {
             file: file.into(),
             line: None,
             column: None,
             tenant: None,
-            rule,
+            rule: rule.into(),
+            policy: None,
             severity: Severity::Error,
             message: message.into(),
             hint: None,
@@ -74,7 +90,7 @@ impl Finding {
 
     pub fn warning(
         file: impl Into<String>,
-        rule: &'static str,
+        rule: impl Into<Cow<'static, str>>,
         message: impl Into<String>,
     ) -> Self {
         Finding {
@@ -116,13 +132,13 @@ impl Finding {
         }
     }
 
-    fn sort_key(&self) -> (&str, u32, u32, Severity, &'static str) {
+    fn sort_key(&self) -> (&str, u32, u32, Severity, &str) {
         (
             &self.file,
             self.line.unwrap_or(0),
             self.column.unwrap_or(0),
             self.severity,
-            self.rule,
+            &self.rule,
         )
     }
 }

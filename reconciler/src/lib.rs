@@ -16,5 +16,6 @@
 pub mod cli;
 pub mod diagnostics;
 pub mod manifest;
+pub mod policy;
 pub mod source;
 pub mod validate;

@@ -1,0 +1,98 @@
+//! Hostile policies: each feature builds a module that attacks the host in one way.
+//! The host must turn every one of them into a clear deny, within its limits.
+
+#[cfg(not(any(feature = "missing-export", feature = "mistyped-export")))]
+mod hostile {
+    use tenancy_policy_sdk::*;
+
+    pub struct Hostile;
+
+    #[allow(unreachable_code)] // each feature's body diverges or returns early on purpose
+    fn attack(ctx: &Context) -> Vec<Violation> {
+        let _ = ctx;
+        #[cfg(feature = "infinite-loop")]
+        {
+            let mut n: u64 = 0;
+            loop {
+                n = core::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        #[cfg(feature = "memory-bomb")]
+        {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 16 << 20]);
+                core::hint::black_box(&hoard);
+            }
+        }
+        #[cfg(feature = "deep-recursion")]
+        {
+            #[allow(unconditional_recursion)] // the point of this module
+            fn down(n: u64) -> u64 {
+                core::hint::black_box(down(n + 1)) + 1
+            }
+            let _ = down(0);
+        }
+        #[cfg(feature = "huge-output")]
+        {
+            return vec![deny("hostile.huge", "", "x".repeat(8 << 20))];
+        }
+        #[cfg(feature = "trap")]
+        {
+            core::arch::wasm32::unreachable();
+        }
+        #[cfg(feature = "malformed-output")]
+        {
+            return vec![deny("", "not a pointer", "")];
+        }
+        #[cfg(feature = "wasi-filesystem")]
+        {
+            let secret = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            return vec![deny("hostile.exfiltrate", "", secret)];
+        }
+        #[cfg(feature = "wasi-sockets")]
+        {
+            let ok = std::net::TcpStream::connect("127.0.0.1:5432").is_ok();
+            return vec![deny("hostile.network", "", format!("connected: {ok}"))];
+        }
+        Vec::new()
+    }
+
+    impl Policy for Hostile {
+        const NAME: &'static str = "hostile";
+        const VERSION: &'static str = "0.0.0";
+        const RULES: &'static [&'static str] = &["hostile.huge", "hostile.exfiltrate", "hostile.network"];
+        fn evaluate(ctx: &Context) -> Vec<Violation> {
+            attack(ctx)
+        }
+    }
+
+    export_policy!(Hostile);
+}
+
+#[cfg(feature = "missing-export")]
+mod wrong {
+    wit_bindgen::generate!({ path: "wit-wrong", world: "missing-export" });
+    struct W;
+    impl Guest for W {
+        fn info() -> String {
+            "not a policy-info record".into()
+        }
+    }
+    export!(W);
+}
+
+#[cfg(feature = "mistyped-export")]
+mod wrong {
+    wit_bindgen::generate!({ path: "wit-wrong", world: "mistyped-export" });
+    struct W;
+    impl Guest for W {
+        fn info() -> String {
+            "mistyped".into()
+        }
+        fn evaluate(input: String) -> String {
+            input
+        }
+    }
+    export!(W);
+}

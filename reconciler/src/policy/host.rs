@@ -1,0 +1,309 @@
+//! The WebAssembly sandbox. The only code in the project that touches wasmtime.
+//!
+//! One [`Engine`]; components compiled once per sha256 digest; a fresh [`Store`] per
+//! evaluation with fuel, memory and wall-clock (epoch) limits; nothing linked but the contract's
+//! types, so a module that imports files, sockets, clocks, randomness or environment cannot be
+//! instantiated at all. Every failure — digest mismatch, compile error, wrong exports, trap,
+//! exhausted limit, oversized or malformed output — becomes a [`Failure`] the caller turns into
+//! a deny; nothing here panics on module behaviour.
+
+use super::bundle::{Entry, Limits};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../policies/wit",
+        world: "policy",
+    });
+}
+
+pub use bindings::tenancy::policy::types::{
+    Commit, Input, Operation, PolicyInfo, Severity, Violation,
+};
+
+/// How often the epoch ticks; the wall-clock limit is counted in ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a module could not give a verdict. Always reported as a deny naming the module.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("cannot read module {path}: {message}")]
+    Read { path: String, message: String },
+    #[error(
+        "module digest sha256:{actual} does not match the bundle's sha256:{expected}; refusing to load it"
+    )]
+    DigestMismatch { expected: String, actual: String },
+    #[error("module is not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("module does not implement the tenancy:policy contract: {0}")]
+    Contract(String),
+    #[error("module exceeded its fuel limit ({0} units): it runs too long or loops forever")]
+    Fuel(u64),
+    #[error("module exceeded its time limit ({0} ms)")]
+    Timeout(u64),
+    #[error("module exceeded its memory limit ({0} MiB)")]
+    Memory(u64),
+    #[error("module overflowed its stack (unbounded recursion?)")]
+    StackOverflow,
+    #[error("module trapped: {0}")]
+    Trap(String),
+    #[error("module returned {size} bytes of violations, more than its {limit}-byte output limit")]
+    OutputTooLarge { size: u64, limit: u64 },
+    #[error("module returned a malformed violation: {0}")]
+    Malformed(String),
+}
+
+struct HostState {
+    limits: StoreLimits,
+}
+
+/// A compiled, contract-checked module, shared by every evaluation of that digest.
+pub struct LoadedModule {
+    pub digest: String,
+    pub info: PolicyInfo,
+    pre: bindings::PolicyPre<HostState>,
+    pub compile_time: Duration,
+}
+
+/// The sandbox host: one engine, a cache of compiled modules by digest.
+pub struct PolicyHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: Mutex<HashMap<String, Arc<LoadedModule>>>,
+}
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.consume_fuel(true);
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    // Deep recursion traps as a stack overflow long before the host's own stack is at risk.
+    config.max_wasm_stack(1 << 20);
+    config
+}
+
+impl PolicyHost {
+    pub fn new() -> Result<PolicyHost, Failure> {
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| Failure::Compile(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        // The contract's `types` interface carries only types; it is the one import allowed.
+        linker
+            .instance("tenancy:policy/types@0.1.0")
+            .map_err(|e| Failure::Contract(format!("{e:#}")))?;
+        start_epoch_ticker(&engine);
+        Ok(PolicyHost {
+            engine,
+            linker,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Read, verify, compile and check a bundle entry's module (once per digest).
+    pub fn load(&self, entry: &Entry) -> Result<Arc<LoadedModule>, Failure> {
+        let bytes = std::fs::read(&entry.module).map_err(|e| Failure::Read {
+            path: entry.module_ref.clone(),
+            message: e.to_string(),
+        })?;
+        self.load_bytes(&bytes, &entry.sha256)
+    }
+
+    /// Verify `bytes` against `expected_sha256` before anything else, then compile and check.
+    pub fn load_bytes(
+        &self,
+        bytes: &[u8],
+        expected_sha256: &str,
+    ) -> Result<Arc<LoadedModule>, Failure> {
+        let actual = hex::encode(Sha256::digest(bytes));
+        if !actual.eq_ignore_ascii_case(expected_sha256) {
+            return Err(Failure::DigestMismatch {
+                expected: expected_sha256.to_owned(),
+                actual,
+            });
+        }
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&actual)
+        {
+            return Ok(hit.clone());
+        }
+        let started = Instant::now();
+        let component = Component::from_binary(&self.engine, bytes)
+            .map_err(|e| Failure::Compile(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| Failure::Contract(describe_link_error(&e)))?;
+        let pre = bindings::PolicyPre::new(instance_pre)
+            .map_err(|e| Failure::Contract(format!("{e:#}")))?;
+        let compile_time = started.elapsed();
+        let mut loaded = LoadedModule {
+            digest: actual.clone(),
+            info: PolicyInfo {
+                name: String::new(),
+                version: String::new(),
+                rules: Vec::new(),
+            },
+            pre,
+            compile_time,
+        };
+        loaded.info = self.call(&loaded, &Limits::default(), |p, s| p.call_info(s))?;
+        let loaded = Arc::new(loaded);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(actual, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Evaluate one input in a fresh sandbox.
+    pub fn evaluate(
+        &self,
+        module: &LoadedModule,
+        limits: &Limits,
+        input: &Input,
+    ) -> Result<Vec<Violation>, Failure> {
+        let violations = self.call(module, limits, |p, s| p.call_evaluate(s, input))?;
+        let size: u64 = violations
+            .iter()
+            .map(|v| (v.rule.len() + v.message.len() + v.path.len()) as u64)
+            .sum();
+        if size > limits.max_output_bytes {
+            return Err(Failure::OutputTooLarge {
+                size,
+                limit: limits.max_output_bytes,
+            });
+        }
+        for v in &violations {
+            check_violation(v)?;
+        }
+        Ok(violations)
+    }
+
+    fn call<R>(
+        &self,
+        module: &LoadedModule,
+        limits: &Limits,
+        f: impl FnOnce(&bindings::Policy, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Failure> {
+        let memory_bytes =
+            usize::try_from(limits.memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes)
+                .instances(8)
+                .memories(8)
+                .tables(8)
+                .table_elements(1 << 16)
+                .trap_on_grow_failure(true)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| Failure::Trap(format!("{e:#}")))?;
+        let ticks = limits
+            .timeout_ms
+            .div_ceil(EPOCH_TICK.as_millis() as u64)
+            .max(1)
+            + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        let result = module
+            .pre
+            .instantiate(&mut store)
+            .and_then(|policy| f(&policy, &mut store));
+        result.map_err(|e| classify(&e, limits))
+    }
+}
+
+fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
+    if let Some(trap) = e.downcast_ref::<Trap>() {
+        return match trap {
+            Trap::OutOfFuel => Failure::Fuel(limits.fuel),
+            Trap::Interrupt => Failure::Timeout(limits.timeout_ms),
+            Trap::StackOverflow => Failure::StackOverflow,
+            other => Failure::Trap(other.to_string()),
+        };
+    }
+    let text = format!("{e:#}");
+    if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") {
+        return Failure::Memory(limits.memory_mib);
+    }
+    Failure::Trap(text)
+}
+
+/// wasmtime names the missing import; say it in the terms of the sandbox.
+fn describe_link_error(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    if let Some(start) = text.find("import `") {
+        let rest = &text[start + 8..];
+        let name = rest.split('`').next().unwrap_or(rest);
+        let what = if name.starts_with("wasi:filesystem") {
+            " (file system access)"
+        } else if name.starts_with("wasi:sockets") || name.starts_with("wasi:http") {
+            " (network access)"
+        } else if name.starts_with("wasi:") {
+            " (WASI is not provided to policies)"
+        } else {
+            ""
+        };
+        return format!(
+            "it imports `{name}`{what}; policies may import nothing but tenancy:policy/types"
+        );
+    }
+    text
+}
+
+fn check_violation(v: &Violation) -> Result<(), Failure> {
+    let rule_ok = !v.rule.is_empty()
+        && v.rule.len() <= 128
+        && v.rule
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
+    if !rule_ok {
+        return Err(Failure::Malformed(format!(
+            "rule id {} is not of the form `policy.rule-name`",
+            crate::diagnostics::quote(&v.rule)
+        )));
+    }
+    if !(v.path.is_empty() || v.path.starts_with('/')) {
+        return Err(Failure::Malformed(format!(
+            "path {} is not a JSON pointer",
+            crate::diagnostics::quote(&v.path)
+        )));
+    }
+    if v.message.trim().is_empty() {
+        return Err(Failure::Malformed(format!(
+            "violation `{}` has no message",
+            v.rule
+        )));
+    }
+    Ok(())
+}
+
+/// One background thread per engine advances the epoch, so a module that runs past its
+/// deadline is interrupted even while every worker thread is busy inside WebAssembly.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("tenancy-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the policy epoch ticker ({e}); time limits fall back to fuel");
+    }
+}

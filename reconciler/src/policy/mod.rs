@@ -1,0 +1,210 @@
+//! Govern: run the bundle's WebAssembly policies over tenant changes and turn their verdicts
+//! into decisions (recorded with the module digest) and findings.
+//!
+//! [`host`] is the sandbox and the only code that touches wasmtime; [`bundle`] reads
+//! `bundle.yaml`; [`fixtures`] is `tenancy policy test`.
+
+pub mod bundle;
+pub mod fixtures;
+pub mod host;
+
+use crate::manifest::model::{Plan, Region, Tenant};
+use crate::manifest::{Lifecycle, Profile};
+use bundle::{Bundle, Entry, Mode, OperationKind};
+use host::{Failure, LoadedModule, PolicyHost};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The severity a policy gave, before the bundle's mode is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Deny,
+    Warn,
+    Info,
+}
+
+/// One violation reported by a policy (or the deny that stands for a failed module).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub rule: String,
+    pub message: String,
+    /// JSON pointer into the tenant manifest.
+    pub path: String,
+    pub severity: Severity,
+}
+
+/// What one policy decided about one tenant change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub policy: String,
+    /// sha256 of the module that decided (from the bundle, verified before loading).
+    pub digest: String,
+    pub mode: Mode,
+    pub verdicts: Vec<Verdict>,
+    /// Set when the module could not decide; `verdicts` then holds one deny saying why.
+    pub failure: Option<String>,
+}
+
+impl Decision {
+    /// Does this decision refuse the change? Only denies in `enforce` mode do.
+    pub fn blocks(&self) -> bool {
+        self.mode == Mode::Enforce && self.verdicts.iter().any(|v| v.severity == Severity::Deny)
+    }
+}
+
+/// A tenant change to judge.
+pub struct Change<'a> {
+    pub tenant: &'a Tenant,
+    pub previous: Option<&'a Tenant>,
+    pub commit_sha: &'a str,
+    pub commit_author: &'a str,
+}
+
+impl Change<'_> {
+    pub fn operation(&self) -> OperationKind {
+        match self.previous {
+            None => OperationKind::Create,
+            Some(_) if self.tenant.spec.lifecycle == Lifecycle::Deleted => OperationKind::Delete,
+            Some(p) if p.spec.lifecycle != self.tenant.spec.lifecycle => OperationKind::Transition,
+            Some(_) => OperationKind::Update,
+        }
+    }
+}
+
+/// The platform inventory handed to every evaluation, serialised once.
+pub fn platform_json(regions: &[&Region], plans: &[&Plan]) -> String {
+    #[derive(Serialize)]
+    struct Platform<'a> {
+        regions: &'a [&'a Region],
+        plans: &'a [&'a Plan],
+    }
+    serde_json::to_string(&Platform { regions, plans }).unwrap_or_else(|_| "{}".into())
+}
+
+/// A bundle's modules, loaded (or the reason each could not be).
+pub struct PolicySet {
+    host: Arc<PolicyHost>,
+    pub policies: Vec<(Entry, Result<Arc<LoadedModule>, Failure>)>,
+}
+
+impl PolicySet {
+    /// Load every module of a bundle. A module that fails to load does not stop the others;
+    /// it denies every change in its scope with the reason.
+    pub fn load(host: Arc<PolicyHost>, bundle: &Bundle) -> PolicySet {
+        let policies = bundle
+            .entries
+            .iter()
+            .map(|e| (e.clone(), host.load(e)))
+            .collect();
+        PolicySet { host, policies }
+    }
+
+    pub fn compile_time(&self) -> Duration {
+        self.policies
+            .iter()
+            .filter_map(|(_, m)| m.as_ref().ok())
+            .map(|m| m.compile_time)
+            .sum()
+    }
+
+    /// Evaluate every applicable policy for one change.
+    pub fn evaluate(&self, change: &Change<'_>, platform: &str) -> Vec<Decision> {
+        let op = change.operation();
+        let in_scope: Vec<_> = self
+            .policies
+            .iter()
+            .filter(|(e, _)| e.scope.applies(change.tenant.spec.profile, op))
+            .collect();
+        if in_scope.is_empty() {
+            return Vec::new();
+        }
+        let tenant_json = serde_json::to_string(change.tenant).unwrap_or_default();
+        let previous_json = change
+            .previous
+            .map(|p| serde_json::to_string(p).unwrap_or_default());
+        let input = host::Input {
+            operation: match op {
+                OperationKind::Create => host::Operation::Create,
+                OperationKind::Update => host::Operation::Update,
+                OperationKind::Transition => host::Operation::Transition,
+                OperationKind::Delete => host::Operation::Delete,
+            },
+            tenant: tenant_json,
+            previous: previous_json,
+            platform: platform.to_owned(),
+            commit: host::Commit {
+                sha: change.commit_sha.to_owned(),
+                author: change.commit_author.to_owned(),
+            },
+        };
+        in_scope
+            .into_iter()
+            .map(|(entry, module)| {
+                let outcome = module
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|m| self.host.evaluate(m, &entry.limits, &input));
+                decision(entry, outcome)
+            })
+            .collect()
+    }
+
+    /// Evaluate many changes in parallel (the platform JSON is shared).
+    pub fn evaluate_all(&self, changes: &[Change<'_>], platform: &str) -> Vec<Vec<Decision>> {
+        changes
+            .par_iter()
+            .map(|c| self.evaluate(c, platform))
+            .collect()
+    }
+}
+
+fn decision(entry: &Entry, outcome: Result<Vec<host::Violation>, Failure>) -> Decision {
+    match outcome {
+        Ok(violations) => Decision {
+            policy: entry.name.clone(),
+            digest: entry.sha256.clone(),
+            mode: entry.mode,
+            verdicts: violations
+                .into_iter()
+                .map(|v| Verdict {
+                    rule: v.rule,
+                    message: v.message,
+                    path: v.path,
+                    severity: match v.severity {
+                        host::Severity::Deny => Severity::Deny,
+                        host::Severity::Warn => Severity::Warn,
+                        host::Severity::Info => Severity::Info,
+                    },
+                })
+                .collect(),
+            failure: None,
+        },
+        Err(failure) => Decision {
+            policy: entry.name.clone(),
+            digest: entry.sha256.clone(),
+            mode: entry.mode,
+            verdicts: vec![Verdict {
+                rule: "policy.failed".into(),
+                message: format!(
+                    "policy `{}` ({}) could not decide: {failure}",
+                    entry.name, entry.module_ref
+                ),
+                path: String::new(),
+                severity: Severity::Deny,
+            }],
+            failure: Some(failure.to_string()),
+        },
+    }
+}
+
+/// Profiles and lifecycles are plain strings in the contract; keep the mapping in one place.
+pub fn profile_name(p: Profile) -> &'static str {
+    match p {
+        Profile::MtStandard => "mt-standard",
+        Profile::StDedicated => "st-dedicated",
+        Profile::Hybrid => "hybrid",
+    }
+}

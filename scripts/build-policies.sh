@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Build the policy components reproducibly and record their digests.
+#
+#   scripts/build-policies.sh           # rebuild policies/*/*.wasm, the hostile test modules,
+#                                       # and rewrite the sha256 digests in policies/bundle.yaml
+#   scripts/build-policies.sh --check   # rebuild into a temporary directory and fail if any
+#                                       # committed .wasm or bundle digest differs (used by CI)
+#
+# Guests are compiled for wasm32-unknown-unknown and wrapped with `wasm-tools component new`, so
+# a standard policy imports nothing at all. Paths are remapped so the bytes do not depend on
+# where the repository is checked out.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WASM_TOOLS_VERSION=1.263.0
+CHECK=0
+[ "${1:-}" = "--check" ] && CHECK=1
+
+log() { printf '[policies] %s\n' "$*" >&2; }
+
+# Toolchain pieces (idempotent).
+installed_targets=$(rustup target list --installed)
+for t in wasm32-unknown-unknown wasm32-wasip2; do
+  grep -qx "$t" <<<"$installed_targets" || rustup target add "$t"
+done
+if ! command -v wasm-tools >/dev/null || [ "$(wasm-tools --version | awk '{print $2}')" != "$WASM_TOOLS_VERSION" ]; then
+  log "installing wasm-tools $WASM_TOOLS_VERSION"
+  cargo install --locked --quiet wasm-tools --version "$WASM_TOOLS_VERSION"
+fi
+
+CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
+export CARGO_TARGET_DIR=${POLICY_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/policies}
+export RUSTFLAGS="--remap-path-prefix=$ROOT=/tenancy --remap-path-prefix=$CARGO_HOME=/cargo"
+export SOURCE_DATE_EPOCH=0
+
+OUT=$ROOT
+if [ $CHECK = 1 ]; then OUT=$(mktemp -d); fi
+mkdir -p "$OUT/policies" "$OUT/tests/data/policies/hostile"
+cd "$ROOT/policies"
+
+component() { # target package features output
+  local target=$1 pkg=$2 features=$3 out=$4 core
+  cargo build --quiet --locked --release --target "$target" -p "$pkg" ${features:+--features "$features"}
+  core=$CARGO_TARGET_DIR/$target/release/${pkg//-/_}.wasm
+  mkdir -p "$(dirname "$out")"
+  if [ "$target" = wasm32-wasip2 ]; then
+    cp "$core" "$out" # the wasip2 linker already emits a component
+  else
+    wasm-tools component new "$core" -o "$out"
+  fi
+  wasm-tools validate --features all "$out"
+}
+
+STANDARD=(residency encryption quotas lifecycle)
+for p in "${STANDARD[@]}"; do
+  component wasm32-unknown-unknown "policy-$p" "" "$OUT/policies/$p/$p.wasm"
+  log "built $p ($(wc -c <"$OUT/policies/$p/$p.wasm") bytes)"
+done
+for f in infinite-loop memory-bomb deep-recursion huge-output trap malformed-output missing-export mistyped-export; do
+  component wasm32-unknown-unknown policy-hostile "$f" "$OUT/tests/data/policies/hostile/$f.wasm"
+done
+for f in wasi-filesystem wasi-sockets; do
+  component wasm32-wasip2 policy-hostile "$f" "$OUT/tests/data/policies/hostile/$f.wasm"
+done
+# A module cut short: the first half of a valid one.
+head -c 20000 "$OUT/policies/residency/residency.wasm" >"$OUT/tests/data/policies/hostile/truncated.wasm"
+log "built hostile test modules"
+
+sha() { sha256sum "$1" | awk '{print $1}'; }
+if [ $CHECK = 1 ]; then
+  status=0
+  for f in $(cd "$OUT" && find policies tests/data/policies -name '*.wasm' | sort); do
+    if ! cmp -s "$OUT/$f" "$ROOT/$f"; then
+      log "MISMATCH: $f rebuilt to $(sha "$OUT/$f"), committed $(sha "$ROOT/$f" 2>/dev/null || echo missing)"
+      status=1
+    fi
+  done
+  for p in "${STANDARD[@]}"; do
+    want=$(sha "$ROOT/policies/$p/$p.wasm")
+    grep -q "sha256: $want" "$ROOT/policies/bundle.yaml" || { log "MISMATCH: bundle.yaml digest for $p is not $want"; status=1; }
+  done
+  rm -rf "$OUT"
+  [ $status = 0 ] && log "committed modules and bundle digests match a fresh build"
+  exit $status
+fi
+
+# Record the digests in the bundle (the line after each module's path).
+python3 - "$ROOT/policies/bundle.yaml" "${STANDARD[@]}" <<'PY'
+import hashlib, re, sys, pathlib
+bundle = pathlib.Path(sys.argv[1])
+text = bundle.read_text()
+for name in sys.argv[2:]:
+    module = f"{name}/{name}.wasm"
+    digest = hashlib.sha256((bundle.parent / module).read_bytes()).hexdigest()
+    text, n = re.subn(rf"(module: {re.escape(module)}\n\s+sha256: )[0-9a-f]*", rf"\g<1>{digest}", text)
+    if n != 1:
+        sys.exit(f"bundle.yaml has no `module: {module}` followed by `sha256:`")
+bundle.write_text(text)
+PY
+log "digests written to policies/bundle.yaml"
