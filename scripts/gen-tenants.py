@@ -36,6 +36,7 @@ def tenant(i, org, rng):
         extra = ", isolation: strict" if e == "prod" else f", retentionDays: {rng.choice([7, 14, 30])}"
         env_lines.append(f"    - {{ name: {e}, quotas: {{ storageGiB: {per_env} }}{extra} }}")
     enc = "kms-per-tenant" if zone != "us" else "platform-managed"
+    residency = "in-region-only" if len(allowed) == 1 else "in-zone"
     text = f"""apiVersion: tenancy.dev/v1
 kind: Tenant
 metadata:
@@ -51,7 +52,7 @@ spec:
   environments:
 {chr(10).join(env_lines)}
   quotas: {{ storageGiB: {storage // 2}, concurrentJobs: {max(1, jobs // 2)}, apiRateLimit: {api // 2} }}
-  policies: {{ dataResidency: in-region-only, encryption: {enc}, retentionDays: 30 }}
+  policies: {{ dataResidency: {residency}, encryption: {enc}, retentionDays: 30 }}
   billing: {{ plan: {plan}, costCenter: cc-{i % 500} }}
   contacts: {{ technical: ops-{i}@{org}.example, billing: ap@{org}.example, incident: oncall@{org}.example }}
   externalIds: {{ crm: "crm-{i:08d}", billing: "cus_{i:08d}" }}

@@ -22,7 +22,12 @@
 //! export_policy!(NoFreeProd);
 //! ```
 
+pub mod alloc;
 pub mod model;
+
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::BumpAllocator = alloc::BumpAllocator::new();
 
 pub use model::*;
 

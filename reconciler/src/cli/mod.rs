@@ -149,6 +149,15 @@ pub enum CliError {
     #[error(transparent)]
     #[diagnostic(code(tenancy::source), help("check --repo, --rev and --path"))]
     Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    #[diagnostic(
+        code(tenancy::policy_bundle),
+        help("check the --policies file against schemas/policy-bundle.schema.json")
+    )]
+    Bundle(#[from] crate::policy::bundle::BundleError),
+    #[error("policy host: {0}")]
+    #[diagnostic(code(tenancy::policy_host))]
+    Policy(String),
     #[error("cannot write output: {0}")]
     #[diagnostic(code(tenancy::io))]
     Io(#[from] std::io::Error),

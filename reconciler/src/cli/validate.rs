@@ -1,14 +1,22 @@
-//! `tenancy validate`.
+//! `tenancy validate`: schema and cross-manifest checks, then the governance policies.
 
 use super::{CliError, Output, exit};
-use crate::diagnostics::{self, Finding};
+use crate::diagnostics::{self, Finding, Severity};
+use crate::policy::bundle::{Bundle, Mode};
+use crate::policy::history::History;
+use crate::policy::host::PolicyHost;
+use crate::policy::{PolicySet, govern};
 use crate::source::{self, ReadOptions};
-use crate::validate::{self, Report, ValidateOptions};
+use crate::validate::{self, Locator, Report, ValidateOptions};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
+
+/// Where the policy bundle is looked for when --policies is not given.
+pub const DEFAULT_BUNDLE: &str = "policies/bundle.yaml";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,6 +40,20 @@ pub struct Args {
     #[arg(long, default_value = "1MiB", value_parser = super::parse_size, value_name = "SIZE")]
     pub max_file_size: u64,
 
+    /// Policy bundle to enforce (default: policies/bundle.yaml in the current directory, if any).
+    /// The bundle is the operator's, never read from the tenant repository under review.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TENANCY_POLICIES",
+        conflicts_with = "no_policies"
+    )]
+    pub policies: Option<PathBuf>,
+
+    /// Run the schema and cross-manifest checks only.
+    #[arg(long)]
+    pub no_policies: bool,
+
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -45,6 +67,7 @@ struct JsonReport<'a> {
     kind: &'static str,
     source: JsonSource<'a>,
     summary: validate::Summary,
+    policies: Vec<JsonPolicy>,
     findings: &'a [Finding],
 }
 
@@ -57,23 +80,95 @@ struct JsonSource<'a> {
     worktree: bool,
 }
 
+#[derive(Serialize)]
+struct JsonPolicy {
+    name: String,
+    digest: String,
+    mode: Mode,
+    /// Why the module could not be loaded (it then denies every change in its scope).
+    error: Option<String>,
+}
+
+fn bundle_path(args: &Args) -> Option<PathBuf> {
+    if args.no_policies {
+        return None;
+    }
+    match &args.policies {
+        Some(p) => Some(p.clone()),
+        None => {
+            let default = PathBuf::from(DEFAULT_BUNDLE);
+            if default.is_file() {
+                Some(default)
+            } else {
+                eprintln!(
+                    "note: no policy bundle at {DEFAULT_BUNDLE}; only schema and cross-manifest checks ran (use --policies FILE)"
+                );
+                None
+            }
+        }
+    }
+}
+
 pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
     let opts = ReadOptions {
         path: args.path.clone(),
         max_file_bytes: args.max_file_size,
+        only: None,
     };
+    let bundle = bundle_path(args).map(|p| Bundle::load(&p)).transpose()?;
     let snapshot = if args.worktree {
         source::read_worktree(&args.repo, &opts)?
     } else {
         source::read_revision(&args.repo, &args.rev, &opts)?
     };
-    let report = validate::validate(&snapshot, &ValidateOptions::default());
+    let mut report = validate::validate(&snapshot, &ValidateOptions::default());
     tracing::info!(
         files = report.summary.files,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "validated"
     );
+
+    let mut policies = Vec::new();
+    if let Some(bundle) = &bundle {
+        let host = Arc::new(PolicyHost::new().map_err(|e| CliError::Policy(e.to_string()))?);
+        let set = PolicySet::load(host, bundle);
+        for (entry, module) in &set.policies {
+            policies.push(JsonPolicy {
+                name: entry.name.clone(),
+                digest: entry.sha256.clone(),
+                mode: entry.mode,
+                error: module.as_ref().err().map(|e| e.to_string()),
+            });
+        }
+        let rev = (!args.worktree).then_some(args.rev.as_str());
+        let history = History::load(&args.repo, rev, &snapshot, &opts)?;
+        let locator = Locator::new(&snapshot, Default::default());
+        let governance = govern(
+            &set,
+            &report.catalog,
+            &history,
+            snapshot.commit.as_ref(),
+            &locator,
+        );
+        tracing::info!(
+            evaluations = governance.evaluations,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "governed"
+        );
+        report.findings.extend(governance.findings);
+        diagnostics::sort(&mut report.findings);
+        report.summary.errors = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        report.summary.warnings = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count();
+    }
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -90,12 +185,21 @@ pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
                     worktree: args.worktree,
                 },
                 summary: report.summary,
+                policies,
                 findings: &report.findings,
             };
             serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        Output::Text => write_text(&mut out, &report, &snapshot, args, color, started)?,
+        Output::Text => write_text(
+            &mut out,
+            &report,
+            &snapshot,
+            args,
+            color,
+            started,
+            policies.len(),
+        )?,
     }
     out.flush()?;
     Ok(if report.has_errors() {
@@ -112,6 +216,7 @@ fn write_text(
     args: &Args,
     color: bool,
     started: Instant,
+    policies: usize,
 ) -> std::io::Result<()> {
     let texts: HashMap<&str, &str> = snapshot
         .files
@@ -130,12 +235,13 @@ fn write_text(
     let verdict = if s.errors > 0 { "refused" } else { "ok" };
     writeln!(
         out,
-        "{verdict}: {} error(s), {} warning(s) in {} file(s), {} document(s), {} tenant(s) at {what} [{:.2}s]",
+        "{verdict}: {} error(s), {} warning(s) in {} file(s), {} document(s), {} tenant(s), {policies} polic{} at {what} [{:.2}s]",
         s.errors,
         s.warnings,
         s.files,
         s.documents,
         s.tenants,
+        if policies == 1 { "y" } else { "ies" },
         started.elapsed().as_secs_f64()
     )
 }

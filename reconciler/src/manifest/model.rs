@@ -28,16 +28,22 @@ pub enum Lifecycle {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quotas {
     #[serde(rename = "storageGiB")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_gib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrent_jobs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub api_rate_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Contacts {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub technical: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub billing: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub incident: Option<String>,
 }
 
@@ -55,8 +61,9 @@ pub struct Tenant {
 pub struct TenantMetadata {
     pub id: TenantId,
     pub organization: OrgId,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -72,11 +79,13 @@ pub struct TenantSpec {
     pub quotas: Quotas,
     #[serde(default)]
     pub policies: Policies,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub billing: Option<Billing>,
     #[serde(default)]
     pub contacts: Contacts,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion: Option<Deletion>,
 }
 
@@ -91,10 +100,13 @@ pub struct Regions {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Environment {
     pub name: EnvName,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<RegionName>,
     #[serde(default)]
     pub quotas: Quotas,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub isolation: Option<Isolation>,
 }
 
@@ -108,15 +120,20 @@ pub enum Isolation {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Policies {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_residency: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Billing {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_center: Option<String>,
 }
 
@@ -124,6 +141,7 @@ pub struct Billing {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Deletion {
     pub confirm: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -141,8 +159,9 @@ pub struct Organization {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrganizationMetadata {
     pub id: OrgId,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -151,7 +170,7 @@ pub struct OrganizationMetadata {
 pub struct OrganizationSpec {
     #[serde(default)]
     pub contacts: Contacts,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
 }
 
@@ -159,6 +178,7 @@ pub struct OrganizationSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamedMetadata<N> {
     pub name: N,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
 }
 
@@ -210,7 +230,9 @@ pub struct Plan {
 pub struct PlanSpec {
     pub profiles: Vec<Profile>,
     pub ceilings: Ceilings,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retention_days: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<PlanKafka>,
 }
 
@@ -226,6 +248,8 @@ pub struct Ceilings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanKafka {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions_per_job: Option<u32>,
 }

@@ -6,10 +6,11 @@
 
 pub mod bundle;
 pub mod fixtures;
+pub mod history;
 pub mod host;
 
+use crate::manifest::Lifecycle;
 use crate::manifest::model::{Plan, Region, Tenant};
-use crate::manifest::{Lifecycle, Profile};
 use bundle::{Bundle, Entry, Mode, OperationKind};
 use host::{Failure, LoadedModule, PolicyHost};
 use rayon::prelude::*;
@@ -200,11 +201,98 @@ fn decision(entry: &Entry, outcome: Result<Vec<host::Violation>, Failure>) -> De
     }
 }
 
-/// Profiles and lifecycles are plain strings in the contract; keep the mapping in one place.
-pub fn profile_name(p: Profile) -> &'static str {
-    match p {
-        Profile::MtStandard => "mt-standard",
-        Profile::StDedicated => "st-dedicated",
-        Profile::Hybrid => "hybrid",
+/// Every tenant's decisions, and the findings they produce.
+#[derive(Debug, Default)]
+pub struct Governance {
+    pub tenants: Vec<TenantDecisions>,
+    pub findings: Vec<crate::diagnostics::Finding>,
+    pub evaluations: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantDecisions {
+    pub tenant: String,
+    pub file: String,
+    pub operation: OperationKind,
+    pub decisions: Vec<Decision>,
+}
+
+impl Governance {
+    pub fn blocked(&self) -> impl Iterator<Item = &TenantDecisions> {
+        self.tenants
+            .iter()
+            .filter(|t| t.decisions.iter().any(Decision::blocks))
     }
+}
+
+/// Run the policies over every tenant of a catalog and turn verdicts into findings positioned in
+/// the manifests (deny in enforce mode = error, in warn mode = warning, in audit mode = info).
+pub fn govern(
+    set: &PolicySet,
+    catalog: &crate::validate::Catalog,
+    history: &history::History,
+    commit: Option<&crate::source::CommitInfo>,
+    locator: &crate::validate::Locator<'_>,
+) -> Governance {
+    use crate::diagnostics::{Finding, PolicyRef, Severity as Sev};
+    let regions: Vec<&Region> = catalog.regions.iter().map(|r| &r.value).collect();
+    let plans: Vec<&Plan> = catalog.plans.iter().map(|p| &p.value).collect();
+    let platform = platform_json(&regions, &plans);
+    let (sha, author) = match commit {
+        Some(c) => (
+            c.sha.clone(),
+            format!("{} <{}>", c.author_name, c.author_email),
+        ),
+        None => (String::new(), String::new()),
+    };
+    let changes: Vec<Change<'_>> = catalog
+        .tenants
+        .iter()
+        .map(|t| Change {
+            tenant: &t.value,
+            previous: history.previous_of(t),
+            commit_sha: &sha,
+            commit_author: &author,
+        })
+        .collect();
+    let all = set.evaluate_all(&changes, &platform);
+    let mut out = Governance::default();
+    for ((t, change), decisions) in catalog.tenants.iter().zip(&changes).zip(all) {
+        let id = t.value.metadata.id.as_str();
+        out.evaluations += decisions.len();
+        for d in &decisions {
+            for v in &d.verdicts {
+                let severity = match (v.severity, d.mode) {
+                    (Severity::Deny, Mode::Enforce) => Sev::Error,
+                    (Severity::Deny, Mode::Warn) | (Severity::Warn, _) => Sev::Warning,
+                    (Severity::Deny, Mode::Audit) | (Severity::Info, _) => Sev::Info,
+                };
+                let mut f = Finding::error(&t.file, v.rule.clone(), v.message.clone())
+                    .at(locator.at(t, &v.path))
+                    .tenant(Some(id))
+                    .hint(format!(
+                        "reported by policy `{}` (sha256:{}, {} mode)",
+                        d.policy,
+                        &d.digest[..d.digest.len().min(12)],
+                        d.mode.as_str()
+                    ));
+                f.severity = severity;
+                if !v.path.is_empty() {
+                    f.pointer = Some(v.path.clone());
+                }
+                f.policy = Some(PolicyRef {
+                    name: d.policy.clone(),
+                    digest: d.digest.clone(),
+                });
+                out.findings.push(f);
+            }
+        }
+        out.tenants.push(TenantDecisions {
+            tenant: id.to_owned(),
+            file: t.file.clone(),
+            operation: change.operation(),
+            decisions,
+        });
+    }
+    out
 }

@@ -40,6 +40,15 @@ pub struct ReadOptions {
     /// Sub-directory of the repository that holds the manifests ("" = the root).
     pub path: String,
     pub max_file_bytes: u64,
+    /// When set, read only these manifest paths (repository-relative); used to fetch the
+    /// previous versions of just the files a change touched.
+    pub only: Option<std::collections::BTreeSet<String>>,
+}
+
+impl ReadOptions {
+    fn wanted(&self, path: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.contains(path))
+    }
 }
 
 impl Default for ReadOptions {
@@ -47,6 +56,7 @@ impl Default for ReadOptions {
         ReadOptions {
             path: String::new(),
             max_file_bytes: 1024 * 1024,
+            only: None,
         }
     }
 }
@@ -254,7 +264,7 @@ fn walk_tree(
                 )
                 .hint("vendor the manifests into this repository instead of linking another one"),
             ),
-            _ if is_manifest_path(&path) => {
+            _ if is_manifest_path(&path) && opts.wanted(&path) => {
                 let (size, _) = odb.read_header(entry.id())?;
                 if size as u64 > opts.max_file_bytes {
                     out.findings
@@ -338,7 +348,7 @@ fn walk_dir(
             out.findings.push(symlink_finding(&path));
         } else if file_type.is_dir() {
             walk_dir(&entry.path(), &path, opts, out)?;
-        } else if file_type.is_file() && is_manifest_path(&path) {
+        } else if file_type.is_file() && is_manifest_path(&path) && opts.wanted(&path) {
             let size = entry.metadata().map_err(io(&entry.path()))?.len();
             if size > opts.max_file_bytes {
                 out.findings
@@ -353,6 +363,24 @@ fn walk_dir(
         }
     }
     Ok(())
+}
+
+/// The first parent of `rev`, if it has one.
+pub fn parent_of(repo: &Path, rev: &str) -> Result<Option<String>, SourceError> {
+    let repository =
+        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
+            path: repo.to_owned(),
+            source,
+        })?;
+    let commit = repository
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|e| SourceError::BadRevision {
+            rev: rev.to_owned(),
+            repo: repo.to_owned(),
+            message: e.message().to_owned(),
+        })?;
+    Ok(commit.parent_ids().next().map(|id| id.to_string()))
 }
 
 /// How a path changed between two revisions.

@@ -1,0 +1,180 @@
+//! `tenancy-bench policies`: the standard policies over a tenant repository, end to end
+//! (instantiation included), with a per-evaluation breakdown, against regorus evaluating the
+//! equivalent Rego rules (bench/rego) on the same inputs.
+//!
+//!     cargo run --release --manifest-path bench/Cargo.toml -- policies --repo /tmp/repo-10k
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tenancy::policy::bundle::Bundle;
+use tenancy::policy::host::{self, PolicyHost};
+use tenancy::policy::{Change, PolicySet, platform_json};
+
+struct Args {
+    repo: PathBuf,
+    bundle: PathBuf,
+    rego: PathBuf,
+    runs: usize,
+}
+
+fn args() -> Result<Args> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut a = Args { repo: root.clone(), bundle: root.join("policies/bundle.yaml"), rego: root.join("bench/rego"), runs: 5 };
+    let mut it = std::env::args().skip(1);
+    match it.next().as_deref() {
+        Some("policies") => {}
+        _ => bail!("usage: tenancy-bench policies [--repo DIR] [--bundle FILE] [--rego DIR] [--runs N]"),
+    }
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--repo" => a.repo = value.into(),
+            "--bundle" => a.bundle = value.into(),
+            "--rego" => a.rego = value.into(),
+            "--runs" => a.runs = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn per_sec(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn main() -> Result<()> {
+    let a = args()?;
+    let snapshot = tenancy::source::read_revision(&a.repo, "HEAD", &Default::default())?;
+    let report = tenancy::validate::validate(&snapshot, &Default::default());
+    let catalog = report.catalog;
+    let tenants: Vec<_> = catalog.tenants.iter().map(|t| &t.value).collect();
+    let regions: Vec<_> = catalog.regions.iter().map(|r| &r.value).collect();
+    let plans: Vec<_> = catalog.plans.iter().map(|p| &p.value).collect();
+    let platform = platform_json(&regions, &plans);
+    println!("repository: {} tenants, {} threads", tenants.len(), rayon::current_num_threads());
+
+    // Compile cost: paid once per digest.
+    let host = Arc::new(PolicyHost::new().map_err(|e| anyhow::anyhow!("{e}"))?);
+    let bundle = Bundle::load(&a.bundle)?;
+    let started = Instant::now();
+    let set = PolicySet::load(host.clone(), &bundle);
+    let cold = started.elapsed();
+    let started = Instant::now();
+    let again = PolicySet::load(host.clone(), &bundle);
+    let warm = started.elapsed();
+    for (e, m) in &set.policies {
+        let m = m.as_ref().map_err(|f| anyhow::anyhow!("{}: {f}", e.name))?;
+        println!("  compile {:<11} {:>7.1} ms  ({} rules)", e.name, m.compile_time.as_secs_f64() * 1e3, m.info.rules.len());
+    }
+    println!("load bundle: cold {:.1} ms, again (cached by digest) {:.3} ms", cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3);
+    drop(again);
+
+    // End to end: every tenant × every policy in scope, in parallel, fresh sandbox each.
+    let changes: Vec<Change<'_>> =
+        tenants.iter().map(|t| Change { tenant: t, previous: None, commit_sha: "0", commit_author: "bench" }).collect();
+    let mut best = Duration::MAX;
+    let mut evaluations = 0;
+    let mut denies = 0;
+    for _ in 0..a.runs {
+        let started = Instant::now();
+        let all = set.evaluate_all(&changes, &platform);
+        let took = started.elapsed();
+        evaluations = all.iter().map(Vec::len).sum::<usize>();
+        denies = all.iter().flatten().filter(|d| d.blocks()).count();
+        best = best.min(took);
+    }
+    println!(
+        "wasm end to end: {evaluations} evaluations in {:.3} s (best of {}) = {:.0} evaluations/s, {denies} denies",
+        best.as_secs_f64(),
+        a.runs,
+        per_sec(evaluations, best)
+    );
+
+    // Breakdown on one thread: marshal (JSON for the input), instantiate, call.
+    let sample = &tenants[..tenants.len().min(2_000)];
+    let (mut marshal, mut inst, mut call, mut n) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u32);
+    for t in sample {
+        let started = Instant::now();
+        let input = host::Input {
+            operation: host::Operation::Create,
+            tenant: serde_json::to_string(t)?,
+            previous: None,
+            platform: platform.clone(),
+            commit: host::Commit { sha: "0".into(), author: "bench".into() },
+        };
+        marshal += started.elapsed();
+        for (e, m) in &set.policies {
+            let m = m.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?;
+            let (r, timing) = host.evaluate_timed(m, &e.limits, &input);
+            r.map_err(|f| anyhow::anyhow!("{}: {f}", e.name))?;
+            inst += timing.instantiate;
+            call += timing.call;
+            n += 1;
+        }
+    }
+    let us = |d: Duration, k: u32| d.as_secs_f64() * 1e6 / k as f64;
+    println!(
+        "per evaluation (1 thread, {n} samples): marshal {:.1} µs (once per tenant: {:.1} µs), instantiate {:.1} µs, call (lower + run + lift) {:.1} µs",
+        us(marshal, n),
+        us(marshal, sample.len() as u32),
+        us(inst, n),
+        us(call, n)
+    );
+
+    // regorus: the same rules in Rego, the same inputs.
+    let mut engine = regorus::Engine::new();
+    let mut packages = Vec::new();
+    for entry in std::fs::read_dir(&a.rego)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rego") {
+            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            engine.add_policy_from_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            packages.push(format!("data.tenancy.{name}.violations"));
+        }
+    }
+    packages.sort();
+    let inputs: Vec<String> = tenants
+        .iter()
+        .map(|t| Ok(format!(r#"{{"tenant":{},"platform":{platform}}}"#, serde_json::to_string(t)?)))
+        .collect::<Result<_>>()?;
+    let mut best_rego = Duration::MAX;
+    let mut rego_violations = 0;
+    for _ in 0..a.runs {
+        let started = Instant::now();
+        let counts: Vec<usize> = inputs
+            .par_iter()
+            .map_init(
+                || engine.clone(),
+                |eng, input| {
+                    eng.set_input(regorus::Value::from_json_str(input).expect("input is JSON"));
+                    packages
+                        .iter()
+                        .map(|p| match eng.eval_rule(p.clone()) {
+                            Ok(v) => v.as_set().map(|s| s.len()).unwrap_or(0),
+                            Err(_) => 0,
+                        })
+                        .sum()
+                },
+            )
+            .collect();
+        best_rego = best_rego.min(started.elapsed());
+        rego_violations = counts.iter().sum();
+    }
+    let rego_evals = inputs.len() * packages.len();
+    println!(
+        "regorus: {rego_evals} evaluations in {:.3} s (best of {}) = {:.0} evaluations/s, {rego_violations} violations",
+        best_rego.as_secs_f64(),
+        a.runs,
+        per_sec(rego_evals, best_rego)
+    );
+    println!(
+        "summary: wasm {:.0}/s vs regorus {:.0}/s -> wasm is {:.2}x",
+        per_sec(evaluations, best),
+        per_sec(rego_evals, best_rego),
+        per_sec(evaluations, best) / per_sec(rego_evals, best_rego)
+    );
+    Ok(())
+}
