@@ -78,7 +78,7 @@ if [ $CHECK = 1 ]; then
   done
   for p in "${STANDARD[@]}"; do
     want=$(sha "$ROOT/policies/$p/$p.wasm")
-    grep -q "sha256: $want" "$ROOT/policies/bundle.yaml" || { log "MISMATCH: bundle.yaml digest for $p is not $want"; status=1; }
+    grep -q "sha256: \"$want\"" "$ROOT/policies/bundle.yaml" || { log "MISMATCH: bundle.yaml digest for $p is not $want"; status=1; }
   done
   rm -rf "$OUT"
   [ $status = 0 ] && log "committed modules and bundle digests match a fresh build"
@@ -93,7 +93,8 @@ text = bundle.read_text()
 for name in sys.argv[2:]:
     module = f"{name}/{name}.wasm"
     digest = hashlib.sha256((bundle.parent / module).read_bytes()).hexdigest()
-    text, n = re.subn(rf"(module: {re.escape(module)}\n\s+sha256: )[0-9a-f]*", rf"\g<1>{digest}", text)
+    # Quoted: an unquoted digest made only of digits (and an `e`) would read as a YAML number.
+    text, n = re.subn(rf"(module: {re.escape(module)}\n\s+sha256: )\"?[0-9a-f]*\"?", rf'\g<1>"{digest}"', text)
     if n != 1:
         sys.exit(f"bundle.yaml has no `module: {module}` followed by `sha256:`")
 bundle.write_text(text)

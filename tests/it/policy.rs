@@ -242,3 +242,275 @@ fn a_hostile_module_in_a_bundle_denies_while_the_others_keep_deciding() {
         assert_eq!(tampered.verdicts[0].severity, Severity::Deny);
     }
 }
+
+fn bundle_arg() -> String {
+    workspace_root()
+        .join("policies/bundle.yaml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn validate_runs_the_policies_and_the_example_repository_passes_them() {
+    let repo = crate::support::TestRepo::with_examples();
+    let (run, report) = crate::support::validate_json(repo.path(), &["--policies", &bundle_arg()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let policies = report["policies"].as_array().expect("policies");
+    assert_eq!(policies.len(), 4);
+    for p in policies {
+        assert!(p["error"].is_null(), "{p}");
+        assert_eq!(p["digest"].as_str().map(str::len), Some(64));
+    }
+    assert_eq!(report["summary"]["errors"], 0);
+}
+
+#[test]
+fn a_policy_denial_is_a_positioned_finding_with_the_module_digest() {
+    let repo = crate::support::TestRepo::with_examples();
+    let t = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("read");
+    // kms-per-tenant in a region without per-tenant keys, and a plan ceiling broken.
+    let bad = t
+        .replace(
+            "allowed: [ap-south-1], preferred: ap-south-1",
+            "allowed: [us-east-1], preferred: us-east-1",
+        )
+        .replace("concurrentJobs: 10", "concurrentJobs: 99");
+    repo.write("org_acme/t_5001.yaml", bad);
+    repo.commit("move t_5001 to us-east-1");
+    let (run, report) = crate::support::validate_json(repo.path(), &["--policies", &bundle_arg()]);
+    assert_eq!(run.code, 1);
+    let find = |rule: &str| {
+        crate::support::findings(&report)
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .unwrap_or_else(|| panic!("no {rule} in {}", run.stdout))
+            .clone()
+    };
+    let kms = find("encryption.kms-unavailable");
+    assert_eq!(kms["file"], "org_acme/t_5001.yaml");
+    assert_eq!(kms["line"], 17, "points at spec.policies.encryption");
+    assert_eq!(kms["tenant"], "t_5001");
+    assert_eq!(kms["severity"], "error");
+    assert_eq!(kms["policy"]["name"], "encryption");
+    assert_eq!(kms["policy"]["digest"].as_str().map(str::len), Some(64));
+    let jobs = find("quotas.over-plan");
+    assert_eq!(jobs["pointer"], "/spec/quotas/concurrentJobs");
+    // Moving every placement to one region of one zone is not a residency problem.
+    assert!(!crate::support::findings(&report).iter().any(|f| {
+        f["rule"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("residency."))
+    }));
+
+    // The same in text: file:line:col, the rule, and the policy with its digest.
+    let run = crate::support::tenancy(&[
+        "validate",
+        "--repo",
+        repo.path().to_str().expect("p"),
+        "--policies",
+        &bundle_arg(),
+    ]);
+    assert!(
+        run.stdout.contains("error[encryption.kms-unavailable]"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("--> org_acme/t_5001.yaml:17:"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("reported by policy `encryption` (sha256:"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn transitions_are_judged_against_the_previous_commit() {
+    let repo = crate::support::TestRepo::with_examples();
+    let path = repo.path().join("org_acme/t_5004.yaml"); // Archived
+    let archived = std::fs::read_to_string(&path).expect("read");
+    repo.write(
+        "org_acme/t_5004.yaml",
+        archived.replace("lifecycle: Archived", "lifecycle: Active"),
+    );
+    // Uncommitted: judged against HEAD.
+    let (run, report) =
+        crate::support::validate_json(repo.path(), &["--worktree", "--policies", &bundle_arg()]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let f = crate::support::findings(&report)
+        .iter()
+        .find(|f| f["rule"] == "lifecycle.transition-not-allowed")
+        .expect("transition refused")
+        .clone();
+    assert_eq!(f["tenant"], "t_5004");
+    assert!(
+        f["message"]
+            .as_str()
+            .expect("m")
+            .contains("Archived to Active"),
+        "{f}"
+    );
+    // Committed: judged against the parent; the parent itself is still fine.
+    repo.commit("reactivate t_5004");
+    let (run, _) = crate::support::validate_json(repo.path(), &["--policies", &bundle_arg()]);
+    assert_eq!(run.code, 1);
+    let (run, _) = crate::support::validate_json(
+        repo.path(),
+        &["--rev", "HEAD~1", "--policies", &bundle_arg()],
+    );
+    assert_eq!(run.code, 0, "{}", run.stdout);
+}
+
+#[test]
+fn enforcement_modes_and_tampered_modules() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = workspace_root();
+    std::fs::create_dir_all(dir.path().join("encryption")).expect("mkdir");
+    std::fs::copy(
+        root.join("policies/encryption/encryption.wasm"),
+        dir.path().join("encryption/encryption.wasm"),
+    )
+    .expect("copy");
+    let digest = sha(&std::fs::read(dir.path().join("encryption/encryption.wasm")).expect("read"));
+    let repo = crate::support::TestRepo::with_examples();
+    let t = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("read");
+    repo.write(
+        "org_acme/t_5001.yaml",
+        t.replace(
+            "allowed: [ap-south-1], preferred: ap-south-1",
+            "allowed: [us-east-1], preferred: us-east-1",
+        )
+        .replace("in-region-only", "unrestricted"),
+    );
+    repo.commit("kms where there is none");
+    let bundle = dir.path().join("bundle.yaml");
+    let run_with = |mode: &str, sha: &str| {
+        std::fs::write(
+            &bundle,
+            format!("apiVersion: tenancy.dev/v1\nkind: PolicyBundle\npolicies:\n  - {{ name: encryption, module: encryption/encryption.wasm, sha256: \"{sha}\", mode: {mode} }}\n"),
+        )
+        .expect("bundle");
+        crate::support::validate_json(repo.path(), &["--policies", bundle.to_str().expect("p")])
+    };
+    let severity_of = |report: &serde_json::Value, rule: &str| {
+        crate::support::findings(report)
+            .iter()
+            .find(|f| f["rule"] == rule)
+            .map(|f| f["severity"].as_str().unwrap_or_default().to_owned())
+    };
+    let (run, report) = run_with("enforce", &digest);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        severity_of(&report, "encryption.kms-unavailable").as_deref(),
+        Some("error")
+    );
+    let (run, report) = run_with("warn", &digest);
+    assert_eq!(run.code, 0, "warn mode never blocks");
+    assert_eq!(
+        severity_of(&report, "encryption.kms-unavailable").as_deref(),
+        Some("warning")
+    );
+    let (run, report) = run_with("audit", &digest);
+    assert_eq!(run.code, 0, "audit mode records only");
+    assert_eq!(
+        severity_of(&report, "encryption.kms-unavailable").as_deref(),
+        Some("info")
+    );
+
+    // A module whose bytes do not match the bundle is refused, and that refusal blocks.
+    let (run, report) = run_with("enforce", &"0".repeat(64));
+    assert_eq!(run.code, 1);
+    assert!(
+        report["policies"][0]["error"]
+            .as_str()
+            .expect("error")
+            .contains("does not match"),
+        "{report}"
+    );
+    let failed = crate::support::findings(&report)
+        .iter()
+        .filter(|f| f["rule"] == "policy.failed")
+        .count();
+    assert_eq!(
+        failed, 13,
+        "every tenant in scope is denied with the reason"
+    );
+}
+
+#[test]
+fn policy_test_runs_the_fixtures_and_shows_a_diff_on_mismatch() {
+    let run = crate::support::tenancy(&["policy", "test", "--bundle", &bundle_arg()]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .contains("36 passed, 0 failed (4 fixture file(s))"),
+        "{}",
+        run.stdout
+    );
+
+    // Every rule of every standard policy is exercised by at least one denying case.
+    let root = workspace_root();
+    for p in ["residency", "encryption", "quotas", "lifecycle"] {
+        let info = crate::support::tenancy(&[
+            "policy",
+            "inspect",
+            "-o",
+            "json",
+            root.join(format!("policies/{p}/{p}.wasm"))
+                .to_str()
+                .expect("p"),
+        ]);
+        let info: serde_json::Value = serde_json::from_str(&info.stdout).expect("json");
+        let fixtures =
+            std::fs::read_to_string(root.join(format!("policies/{p}/fixtures/{p}.yaml")))
+                .expect("fixtures");
+        for rule in info["rules"].as_array().expect("rules") {
+            let rule = rule.as_str().expect("rule");
+            assert!(
+                fixtures.contains(&format!("rule: {rule},")),
+                "{p}: no fixture expects {rule}"
+            );
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let wrong = std::fs::read_to_string(root.join("policies/quotas/fixtures/quotas.yaml"))
+        .expect("read")
+        .replace("../../../", &format!("{}/", root.display()))
+        .replace(
+            "rule: quotas.over-plan, path: /spec/quotas/apiRateLimit",
+            "rule: quotas.over-plan, path: /spec/quotas/storageGiB",
+        );
+    let file = dir.path().join("wrong.yaml");
+    std::fs::write(&file, wrong).expect("write");
+    let run = crate::support::tenancy(&[
+        "policy",
+        "test",
+        "--bundle",
+        &bundle_arg(),
+        file.to_str().expect("p"),
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout
+            .contains("FAIL quotas › an API rate limit above the plan's ceiling is refused"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("missing:    deny quotas.over-plan at \"/spec/quotas/storageGiB\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("unexpected: deny quotas.over-plan at \"/spec/quotas/apiRateLimit\""),
+        "{}",
+        run.stdout
+    );
+}

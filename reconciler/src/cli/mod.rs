@@ -1,6 +1,7 @@
 //! The command line: argument parsing, output formats and exit codes. Commands call the
 //! pipeline stages and render what they return; they hold no domain logic of their own.
 
+pub mod policy;
 pub mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -19,7 +20,7 @@ pub mod exit {
 const ABOUT: &str = "Tenancy: GitOps governance for multi-tenant platforms.
 
 Tenancy reads tenant manifests from a Git repository, validates every change against JSON \
-Schema (and, later, WebAssembly governance policies) and converges each tenant's PostgreSQL, \
+Schema and sandboxed WebAssembly governance policies, and (later) converges each tenant's PostgreSQL, \
 object-store and Kafka resources.";
 
 const AFTER_HELP: &str = "Exit codes: 0 = success, 1 = the input was refused (findings), 2 = could not run.
@@ -56,6 +57,10 @@ pub enum Command {
         after_help = "Exit codes: 0 = no errors (warnings allowed), 1 = at least one error, 2 = could not run.\n\nJSON output (--output json) is documented in docs/validate-output.md and schemas/validate-report.schema.json."
     )]
     Validate(validate::Args),
+
+    /// Policy author tools: run fixture cases, inspect a module.
+    #[command(subcommand)]
+    Policy(policy::Command),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +138,7 @@ pub fn run() -> ExitCode {
     let color = cli.color.enabled();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, color),
+        Command::Policy(cmd) => policy::run(&cmd, color),
     };
     match result {
         Ok(code) => ExitCode::from(code),

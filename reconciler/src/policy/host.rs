@@ -167,10 +167,11 @@ impl PolicyHost {
         let started = Instant::now();
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| Failure::Compile(format!("{e:#}")))?;
+        check_imports(&self.engine, &component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| Failure::Contract(describe_link_error(&e)))?;
+            .map_err(|e| Failure::Contract(format!("{e:#}")))?;
         let pre = bindings::PolicyPre::new(instance_pre)
             .map_err(|e| Failure::Contract(format!("{e:#}")))?;
         let compile_time = started.elapsed();
@@ -304,26 +305,44 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
     Failure::Trap(text)
 }
 
-/// wasmtime names the missing import; say it in the terms of the sandbox.
-fn describe_link_error(e: &wasmtime::Error) -> String {
-    let text = format!("{e:#}");
-    if let Some(start) = text.find("import `") {
-        let rest = &text[start + 8..];
-        let name = rest.split('`').next().unwrap_or(rest);
-        let what = if name.starts_with("wasi:filesystem") {
-            " (file system access)"
+/// The contract's types interface is the one import a policy may have.
+const ALLOWED_IMPORT: &str = "tenancy:policy/types@";
+
+/// Refuse, before linking, a component that imports anything the sandbox does not grant,
+/// naming every such import and what it would have given the module.
+fn check_imports(engine: &Engine, component: &Component) -> Result<(), Failure> {
+    let forbidden: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| !name.starts_with(ALLOWED_IMPORT))
+        .collect();
+    if forbidden.is_empty() {
+        return Ok(());
+    }
+    let grants = |name: &str| {
+        if name.starts_with("wasi:filesystem") {
+            " (file system)"
         } else if name.starts_with("wasi:sockets") || name.starts_with("wasi:http") {
-            " (network access)"
-        } else if name.starts_with("wasi:") {
-            " (WASI is not provided to policies)"
+            " (network)"
+        } else if name.starts_with("wasi:clocks") {
+            " (clock)"
+        } else if name.starts_with("wasi:random") {
+            " (randomness)"
+        } else if name.starts_with("wasi:cli/environment") {
+            " (environment)"
         } else {
             ""
-        };
-        return format!(
-            "it imports `{name}`{what}; policies may import nothing but tenancy:policy/types"
-        );
-    }
-    text
+        }
+    };
+    let listed: Vec<String> = forbidden
+        .iter()
+        .map(|n| format!("`{n}`{}", grants(n)))
+        .collect();
+    Err(Failure::Contract(format!(
+        "it imports {}; policies may import nothing but tenancy:policy/types (build for wasm32-unknown-unknown, see policies/README.md)",
+        listed.join(", ")
+    )))
 }
 
 fn check_violation(v: &Violation) -> Result<(), Failure> {

@@ -7,7 +7,7 @@ pub mod schema;
 use crate::diagnostics::{self, Finding, Position, quote};
 use crate::manifest::model::{Organization, Plan, Region, Tenant};
 use crate::manifest::yaml::{Node, YamlLimits};
-use crate::manifest::{self, Document, Kind, Lifecycle};
+use crate::manifest::{self, Document, Kind};
 use crate::source::Snapshot;
 use rayon::prelude::*;
 use schema::Schemas;
@@ -532,15 +532,6 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator
             } else {
                 external.insert((key.as_str(), value.as_str()), t);
             }
-        }
-        if spec.lifecycle == Lifecycle::Deleted && spec.deletion.is_none() {
-            findings.push(
-                Finding::warning(&t.file, "lifecycle.delete-unconfirmed", "lifecycle is Deleted but `spec.deletion.confirm` is not set; nothing will be removed")
-                    .at(loc.at(t, "/spec/lifecycle"))
-                    .pointer("/spec/lifecycle")
-                    .tenant(Some(id))
-                    .hint(format!("add `deletion: {{ confirm: {id} }}` under spec to confirm the deletion")),
-            );
         }
     }
 }
