@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it: install and start the real services (PostgreSQL, S3,
-# two Kafka-protocol brokers) on 127.0.0.1, run every test, stop the services.
+# two Kafka-protocol brokers) on 127.0.0.1, build the JavaScript example policy, run every
+# test, stop the services.
 #
 #   scripts/test.sh               # everything
 #   scripts/test.sh validate      # extra arguments go to `cargo test` (here: a name filter)
@@ -14,5 +15,9 @@ export TENANCY_SERVICES_DIR=${TENANCY_SERVICES_DIR:-$ROOT/.services}
 export TENANCY_SERVICES_ENV=$TENANCY_SERVICES_DIR/env
 trap 'scripts/services.sh stop >/dev/null 2>&1 || true' EXIT
 scripts/services.sh start
+
+# The JavaScript example policy (componentize-js from npm) for the cross-language test.
+TENANCY_JS_POLICY_BUNDLE=$(scripts/build-js-policy.sh)
+export TENANCY_JS_POLICY_BUNDLE
 
 cargo test --workspace --locked "$@"

@@ -514,3 +514,45 @@ fn policy_test_runs_the_fixtures_and_shows_a_diff_on_mismatch() {
         run.stdout
     );
 }
+
+/// The JavaScript example policy, built by scripts/build-js-policy.sh (scripts/test.sh does it
+/// and sets TENANCY_JS_POLICY_BUNDLE), goes through the same host and the same fixture runner.
+#[test]
+fn a_javascript_policy_runs_in_the_same_sandbox() {
+    if std::env::var_os("TENANCY_SKIP_JS").is_some_and(|v| v == "1") {
+        eprintln!("TENANCY_SKIP_JS=1: JavaScript policy test skipped");
+        return;
+    }
+    let bundle = std::env::var("TENANCY_JS_POLICY_BUNDLE").unwrap_or_else(|_| {
+        panic!("TENANCY_JS_POLICY_BUNDLE is not set: run scripts/build-js-policy.sh (scripts/test.sh does), or set TENANCY_SKIP_JS=1")
+    });
+    let fixtures = workspace_root().join("policies/examples/contacts-js/fixtures/contacts.yaml");
+    let run = crate::support::tenancy(&[
+        "policy",
+        "test",
+        "--bundle",
+        &bundle,
+        fixtures.to_str().expect("p"),
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains("4 passed, 0 failed"), "{}", run.stdout);
+
+    // And in `validate`, side by side with the Rust policies' findings format.
+    let repo = crate::support::TestRepo::with_examples();
+    let t = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("read");
+    repo.write(
+        "org_acme/t_5001.yaml",
+        t.replace(", incident: oncall@acme.example", ""),
+    );
+    repo.commit("drop the incident contact");
+    let (run, report) = crate::support::validate_json(repo.path(), &["--policies", &bundle]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let f = crate::support::findings(&report)
+        .iter()
+        .find(|f| f["rule"] == "contacts.incident-required")
+        .expect("finding")
+        .clone();
+    assert_eq!(f["file"], "org_acme/t_5001.yaml");
+    assert_eq!(f["line"], 19, "points at spec.contacts");
+    assert_eq!(f["policy"]["name"], "contacts");
+}
