@@ -89,6 +89,9 @@ pub struct PolicyHost {
 /// Largest linear memory a policy may have; per-policy `memoryMiB` limits are capped here.
 pub const MAX_MEMORY_MIB: u64 = 256;
 
+/// Largest module accepted (a JavaScript policy, engine included, is ~12 MiB).
+pub const MAX_MODULE_BYTES: usize = 64 << 20;
+
 /// Concurrent sandboxes the pool keeps slots for (evaluations beyond that wait for a slot).
 const POOL_SLOTS: u32 = 64;
 
@@ -136,10 +139,17 @@ impl PolicyHost {
 
     /// Read, verify, compile and check a bundle entry's module (once per digest).
     pub fn load(&self, entry: &Entry) -> Result<Arc<LoadedModule>, Failure> {
-        let bytes = std::fs::read(&entry.module).map_err(|e| Failure::Read {
+        let read_error = |e: std::io::Error| Failure::Read {
             path: entry.module_ref.clone(),
             message: e.to_string(),
-        })?;
+        };
+        let size = std::fs::metadata(&entry.module).map_err(read_error)?.len();
+        if size > MAX_MODULE_BYTES as u64 {
+            return Err(Failure::Compile(format!(
+                "module is {size} bytes, more than the {MAX_MODULE_BYTES}-byte limit"
+            )));
+        }
+        let bytes = std::fs::read(&entry.module).map_err(read_error)?;
         self.load_bytes(&bytes, &entry.sha256)
     }
 
@@ -149,6 +159,12 @@ impl PolicyHost {
         bytes: &[u8],
         expected_sha256: &str,
     ) -> Result<Arc<LoadedModule>, Failure> {
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(Failure::Compile(format!(
+                "module is {} bytes, more than the {MAX_MODULE_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
         let actual = hex::encode(Sha256::digest(bytes));
         if !actual.eq_ignore_ascii_case(expected_sha256) {
             return Err(Failure::DigestMismatch {
@@ -185,7 +201,23 @@ impl PolicyHost {
             pre,
             compile_time,
         };
-        loaded.info = self.call(&loaded, &Limits::default(), |p, s| p.call_info(s))?;
+        let limits = Limits::default();
+        let info = self.call(&loaded, &limits, |p, s| p.call_info(s))?;
+        let size: usize = info.name.len()
+            + info.version.len()
+            + info.rules.iter().map(String::len).sum::<usize>();
+        if size as u64 > limits.max_output_bytes {
+            return Err(Failure::OutputTooLarge {
+                size: size as u64,
+                limit: limits.max_output_bytes,
+            });
+        }
+        if info.name.is_empty() {
+            return Err(Failure::Malformed(
+                "info() returned an empty policy name".into(),
+            ));
+        }
+        loaded.info = info;
         let loaded = Arc::new(loaded);
         self.cache
             .lock()
