@@ -556,3 +556,54 @@ fn a_javascript_policy_runs_in_the_same_sandbox() {
     assert_eq!(f["line"], 19, "points at spec.contacts");
     assert_eq!(f["policy"]["name"], "contacts");
 }
+
+#[test]
+fn policy_run_judges_one_manifest_with_exit_codes() {
+    let root = workspace_root();
+    let tenant = root.join("tenants/org_acme/t_5001.yaml");
+    let platform = root.join("tenants/platform");
+    let args = |module: PathBuf| -> Vec<String> {
+        [
+            "policy",
+            "run",
+            module.to_str().expect("p"),
+            "--tenant",
+            tenant.to_str().expect("p"),
+            "--platform",
+            platform.to_str().expect("p"),
+            "-o",
+            "json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |module: PathBuf| {
+        let a = args(module);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let r = crate::support::tenancy(&a);
+        let json: serde_json::Value = serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", r.stdout, r.stderr));
+        (r.code, json)
+    };
+    let (code, json) = run(root.join("policies/quotas/quotas.wasm"));
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["allowed"], true);
+    let (code, json) = run(root.join("tests/data/policies/hostile/infinite-loop.wasm"));
+    assert_eq!(code, 1);
+    assert!(
+        json["error"]
+            .as_str()
+            .expect("error")
+            .contains("fuel limit"),
+        "{json}"
+    );
+    let (code, json) = run(root.join("tests/data/policies/hostile/wasi-filesystem.wasm"));
+    assert_eq!(code, 1);
+    assert!(
+        json["error"]
+            .as_str()
+            .expect("error")
+            .contains("(file system)"),
+        "{json}"
+    );
+}

@@ -21,6 +21,37 @@ pub enum Command {
     Test(TestArgs),
     /// Show a module's digest, metadata and whether the sandbox accepts it.
     Inspect(InspectArgs),
+    /// Evaluate one module against one tenant manifest, as `kwctl run` does for Kubewarden.
+    #[command(
+        after_help = "Exit codes: 0 = allowed, 1 = denied (or the module failed), 2 = could not run."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A policy component (.wasm).
+    pub module: PathBuf,
+    /// The tenant manifest to judge (YAML).
+    #[arg(long)]
+    pub tenant: PathBuf,
+    /// Its previous version, for update/transition/delete.
+    #[arg(long)]
+    pub previous: Option<PathBuf>,
+    /// Directory holding the platform's Region and Plan manifests.
+    #[arg(long, default_value = "tenants/platform")]
+    pub platform: PathBuf,
+    /// Fuel (instructions) limit.
+    #[arg(long, default_value_t = crate::policy::bundle::Limits::default().fuel)]
+    pub fuel: u64,
+    /// Memory limit in MiB.
+    #[arg(long, default_value_t = crate::policy::bundle::Limits::default().memory_mib)]
+    pub memory_mib: u64,
+    /// Wall-clock limit in milliseconds.
+    #[arg(long, default_value_t = crate::policy::bundle::Limits::default().timeout_ms)]
+    pub timeout_ms: u64,
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -46,6 +77,7 @@ pub fn run(cmd: &Command, color: bool) -> Result<u8, CliError> {
     match cmd {
         Command::Test(a) => test(a, color),
         Command::Inspect(a) => inspect(a),
+        Command::Run(a) => run_module(a),
     }
 }
 
@@ -204,6 +236,143 @@ fn inspect(args: &InspectArgs) -> Result<u8, CliError> {
         }
     }
     Ok(if report.accepted {
+        exit::OK
+    } else {
+        exit::FINDINGS
+    })
+}
+
+fn read_manifest_json(path: &std::path::Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path)?;
+    let docs = crate::manifest::yaml::parse_documents(&text, &Default::default()).map_err(|e| {
+        CliError::Policy(format!(
+            "{}:{}:{}: {}",
+            path.display(),
+            e.pos.line,
+            e.pos.column,
+            e.message
+        ))
+    })?;
+    let doc = docs
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Policy(format!("{}: no YAML document", path.display())))?;
+    Ok(doc.to_json().to_string())
+}
+
+fn run_module(args: &RunArgs) -> Result<u8, CliError> {
+    use crate::policy::host::{Commit, Input, Operation};
+    let bytes = std::fs::read(&args.module)?;
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let snapshot = crate::source::read_worktree(&args.platform, &Default::default())?;
+    let catalog = crate::validate::validate(&snapshot, &Default::default()).catalog;
+    let regions: Vec<_> = catalog.regions.iter().map(|r| &r.value).collect();
+    let plans: Vec<_> = catalog.plans.iter().map(|p| &p.value).collect();
+    let tenant = read_manifest_json(&args.tenant)?;
+    let previous = args
+        .previous
+        .as_deref()
+        .map(read_manifest_json)
+        .transpose()?;
+    let input = Input {
+        operation: if previous.is_some() {
+            Operation::Update
+        } else {
+            Operation::Create
+        },
+        tenant,
+        previous,
+        platform: crate::policy::platform_json(&regions, &plans),
+        commit: Commit {
+            sha: String::new(),
+            author: String::new(),
+        },
+    };
+    let limits = crate::policy::bundle::Limits {
+        fuel: args.fuel,
+        memory_mib: args.memory_mib,
+        timeout_ms: args.timeout_ms,
+        ..Default::default()
+    };
+    let host = host()?;
+    let started = std::time::Instant::now();
+    let outcome = host
+        .load_bytes(&bytes, &digest)
+        .and_then(|m| host.evaluate(&m, &limits, &input));
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+    #[derive(Serialize)]
+    struct V {
+        rule: String,
+        severity: &'static str,
+        path: String,
+        message: String,
+    }
+    #[derive(Serialize)]
+    struct Report {
+        module: String,
+        sha256: String,
+        allowed: bool,
+        error: Option<String>,
+        violations: Vec<V>,
+        elapsed_ms: f64,
+    }
+    let (violations, error) = match outcome {
+        Ok(vs) => (
+            vs.into_iter()
+                .map(|v| V {
+                    severity: match v.severity {
+                        crate::policy::host::Severity::Deny => "deny",
+                        crate::policy::host::Severity::Warn => "warn",
+                        crate::policy::host::Severity::Info => "info",
+                    },
+                    rule: v.rule,
+                    path: v.path,
+                    message: v.message,
+                })
+                .collect::<Vec<_>>(),
+            None,
+        ),
+        Err(f) => (Vec::new(), Some(f.to_string())),
+    };
+    let allowed = error.is_none() && !violations.iter().any(|v| v.severity == "deny");
+    let report = Report {
+        module: args.module.display().to_string(),
+        sha256: digest,
+        allowed,
+        error,
+        violations,
+        elapsed_ms,
+    };
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Output::Text => {
+            if let Some(e) = &report.error {
+                writeln!(out, "denied: {e}")?;
+            }
+            for v in &report.violations {
+                writeln!(
+                    out,
+                    "{} {} at {:?}: {}",
+                    v.severity,
+                    v.rule,
+                    v.path,
+                    crate::diagnostics::quote(&v.message)
+                )?;
+            }
+            writeln!(
+                out,
+                "{} in {:.1} ms",
+                if report.allowed { "allowed" } else { "denied" },
+                report.elapsed_ms
+            )?;
+        }
+    }
+    Ok(if report.allowed {
         exit::OK
     } else {
         exit::FINDINGS
