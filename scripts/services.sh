@@ -57,43 +57,6 @@ sys.exit(0 if os.access(p, os.X_OK) and print(p) is None else 1)' 2>/dev/null
 }
 
 install() {
-  local missing=()
-  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "apt-get install ${missing[*]}"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
-}
-
-pip_has() { # package version — capture first: `pip show | grep -q` breaks the pipe under pipefail
-  local info
-  info=$(python3 -m pip show "$1" 2>/dev/null) || return 1
-  grep -qx "Version: $2" <<<"$info"
-}
-
-pg_bindir() {
-  local d
-  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
-    [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }
-  done
-  command -v pg_ctl >/dev/null && { dirname "$(command -v pg_ctl)"; return 0; }
-  return 1
-}
-
-tansu_bin() {
-  command -v tansu 2>/dev/null && return 0
-  python3 - <<'PY'
-import os, sysconfig, site, sys
-cands = [sysconfig.get_path("scripts")] + site.getsitepackages()
-for base in cands:
-    for dirpath, _, files in os.walk(base):
-        if "tansu" in files and os.access(os.path.join(dirpath, "tansu"), os.X_OK):
-            print(os.path.join(dirpath, "tansu")); sys.exit(0)
-sys.exit(1)
-PY
-}
-
-install() {
   pg_bindir >/dev/null || apt_install postgresql
   command -v kcat >/dev/null || apt_install kcat
   command -v curl >/dev/null || apt_install curl
