@@ -321,11 +321,7 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
         Ok(vs) => (
             vs.into_iter()
                 .map(|v| V {
-                    severity: match v.severity {
-                        crate::policy::host::Severity::Deny => "deny",
-                        crate::policy::host::Severity::Warn => "warn",
-                        crate::policy::host::Severity::Info => "info",
-                    },
+                    severity: v.severity.as_str(),
                     rule: v.rule,
                     path: v.path,
                     message: v.message,

@@ -242,12 +242,7 @@ pub fn run_file(
                     .map(|v| Expected {
                         rule: v.rule,
                         path: v.path,
-                        severity: match v.severity {
-                            host::Severity::Deny => "deny",
-                            host::Severity::Warn => "warn",
-                            host::Severity::Info => "info",
-                        }
-                        .into(),
+                        severity: v.severity.as_str().into(),
                     })
                     .collect(),
                 None,

@@ -26,6 +26,16 @@ pub use bindings::tenancy::policy::types::{
     Commit, Input, Operation, PolicyInfo, Severity, Violation,
 };
 
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Deny => "deny",
+            Severity::Warn => "warn",
+            Severity::Info => "info",
+        }
+    }
+}
+
 /// How often the epoch ticks; the wall-clock limit is counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 

@@ -119,6 +119,15 @@ fn too_large(path: &str, size: u64, max: u64) -> Finding {
     .hint("split the file, or raise the limit with --max-file-size")
 }
 
+fn bad_name(prefix: &str, lossy: &str) -> Finding {
+    Finding::error(
+        join(prefix, lossy),
+        "file.name-encoding",
+        "file name is not valid UTF-8",
+    )
+    .hint("rename the file using UTF-8")
+}
+
 fn symlink_finding(path: &str) -> Finding {
     Finding::error(
         path,
@@ -236,14 +245,7 @@ fn walk_tree(
     for entry in tree.iter() {
         let Ok(name) = std::str::from_utf8(entry.name_bytes()) else {
             let lossy = String::from_utf8_lossy(entry.name_bytes()).into_owned();
-            out.findings.push(
-                Finding::error(
-                    join(prefix, &lossy),
-                    "file.name-encoding",
-                    "file name is not valid UTF-8",
-                )
-                .hint("rename the file using UTF-8"),
-            );
+            out.findings.push(bad_name(prefix, &lossy));
             continue;
         };
         if is_hidden(name) {
@@ -329,14 +331,8 @@ fn walk_dir(
     for entry in entries {
         let os_name = entry.file_name();
         let Some(name) = os_name.to_str() else {
-            out.findings.push(
-                Finding::error(
-                    join(prefix, &os_name.to_string_lossy()),
-                    "file.name-encoding",
-                    "file name is not valid UTF-8",
-                )
-                .hint("rename the file using UTF-8"),
-            );
+            out.findings
+                .push(bad_name(prefix, &os_name.to_string_lossy()));
             continue;
         };
         if is_hidden(name) {
