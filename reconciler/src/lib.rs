@@ -18,4 +18,5 @@ pub mod diagnostics;
 pub mod manifest;
 pub mod policy;
 pub mod source;
+pub mod store;
 pub mod validate;

@@ -7,5 +7,6 @@
 mod policy;
 mod services;
 mod source;
+mod store;
 mod support;
 mod validate;

@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-fn endpoints() -> Option<HashMap<String, String>> {
+pub fn endpoints() -> Option<HashMap<String, String>> {
     if std::env::var_os("TENANCY_SKIP_SERVICES").is_some_and(|v| v == "1") {
         eprintln!("TENANCY_SKIP_SERVICES=1: service checks skipped");
         return None;

@@ -1,0 +1,428 @@
+//! The state store: what the reconciler has applied and decided, per tenant.
+//!
+//! SQLite (a file, the embedded default) or PostgreSQL (production, several replicas), chosen by
+//! URL, behind one API through sqlx's `Any` driver. Each backend has its own migrations
+//! (`reconciler/migrations/{sqlite,postgres}`); the few dialect differences (JSON columns) are
+//! confined to [`Dialect`]. Tables follow seed 002 (`tenants`, `environments`, `tenant_audit`,
+//! `tenant_jobs`, `tenant_webhooks`) plus `reconcile_status` and `policy_decisions`.
+//!
+//! Writes to a tenant use optimistic concurrency on its `version` column: a writer states the
+//! version it read, and loses with [`StoreError::Conflict`] if someone wrote in between.
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("unsupported state store URL `{0}` (use sqlite://PATH or postgres://…)")]
+    UnsupportedUrl(String),
+    #[error("state store: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("state store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "tenant `{tenant}` was changed concurrently (expected version {expected:?}, found {found:?}); re-read and retry"
+    )]
+    Conflict {
+        tenant: String,
+        expected: Option<i64>,
+        found: Option<i64>,
+    },
+    #[error("state store holds invalid JSON in {what}: {source}")]
+    Json {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// A bound parameter that lands in a JSON column.
+    fn json(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("${n}"),
+            Dialect::Postgres => format!("CAST(${n} AS JSONB)"),
+        }
+    }
+}
+
+/// SQL assembled in this module only from its own constants (column lists, the dialect's JSON
+/// cast); every value is a bound parameter. That is the audit sqlx asks for.
+fn safe(sql: String) -> sqlx::AssertSqlSafe<String> {
+    sqlx::AssertSqlSafe(sql)
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A tenant as the store keeps it: the columns seed 002 names, plus the whole manifest.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TenantRecord {
+    pub tenant_id: String,
+    pub organization_id: String,
+    pub profile: String,
+    pub state: String,
+    pub region: String,
+    pub plan: String,
+    pub quotas: serde_json::Value,
+    pub policies: serde_json::Value,
+    pub billing: serde_json::Value,
+    pub manifest: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+}
+
+impl TenantRecord {
+    /// The record for a validated manifest (version and timestamps are set by the store).
+    pub fn from_manifest(t: &crate::manifest::Tenant) -> TenantRecord {
+        let value = |v: &dyn erased::Ser| v.json();
+        TenantRecord {
+            tenant_id: t.metadata.id.to_string(),
+            organization_id: t.metadata.organization.to_string(),
+            profile: value(&t.spec.profile)
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            state: value(&t.spec.lifecycle)
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            region: t.spec.regions.preferred.to_string(),
+            plan: t.spec.plan.to_string(),
+            quotas: value(&t.spec.quotas),
+            policies: value(&t.spec.policies),
+            billing: value(&t.spec.billing),
+            manifest: value(t),
+            created_at: 0,
+            updated_at: 0,
+            version: 0,
+        }
+    }
+}
+
+mod erased {
+    /// Serialize any manifest part to a JSON value (they are plain data; this cannot fail).
+    pub trait Ser {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+/// Per-tenant reconcile status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub tenant_id: String,
+    /// Synced, Progressing, Blocked, Failed, Drifted.
+    pub status: String,
+    pub last_applied_commit: Option<String>,
+    pub last_attempted_commit: Option<String>,
+    pub blocked_reason: Option<String>,
+    pub error: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A recorded policy decision (see [`crate::policy::Decision`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionRecord {
+    pub tenant_id: String,
+    pub commit_sha: String,
+    pub operation: String,
+    pub policy: String,
+    pub digest: String,
+    pub mode: String,
+    pub blocks: bool,
+    pub verdicts: serde_json::Value,
+    pub failure: Option<String>,
+    pub decided_at: i64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Open (creating the SQLite file if needed) and migrate. URLs: `sqlite://PATH`,
+    /// `sqlite::memory:`, `postgres://user@host:port/db`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        install_default_drivers();
+        let (dialect, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let url = if rest.contains("mode=") || rest == ":memory:" {
+                url.to_owned()
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Dialect::Sqlite, url)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Dialect::Postgres, url.to_owned())
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        // An in-memory SQLite database exists per connection: keep exactly one.
+        let max = if url.contains(":memory:") { 1 } else { 8 };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .connect(&url)
+            .await?;
+        match dialect {
+            Dialect::Sqlite => {
+                sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&pool)
+                    .await?;
+                SQLITE_MIGRATIONS.run(&pool).await?
+            }
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Insert or update a tenant. `expected_version` is the version the caller read (None: the
+    /// caller believes the tenant is new). Returns the new version.
+    pub async fn put_tenant(
+        &self,
+        record: &TenantRecord,
+        expected_version: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let j = |n| self.dialect.json(n);
+        let affected = match expected_version {
+            None => sqlx::query(safe(format!(
+                "INSERT INTO tenants (tenant_id, organization_id, profile, state, region, plan, quotas, policies, billing, manifest, created_at, updated_at, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, {}, {}, {}, {}, $11, $12, 1) ON CONFLICT (tenant_id) DO NOTHING",
+                j(7), j(8), j(9), j(10)
+            )))
+            .bind(&record.tenant_id)
+            .bind(&record.organization_id)
+            .bind(&record.profile)
+            .bind(&record.state)
+            .bind(&record.region)
+            .bind(&record.plan)
+            .bind(record.quotas.to_string())
+            .bind(record.policies.to_string())
+            .bind(record.billing.to_string())
+            .bind(record.manifest.to_string())
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected(),
+            Some(v) => sqlx::query(safe(format!(
+                "UPDATE tenants SET organization_id = $1, profile = $2, state = $3, region = $4, plan = $5, quotas = {}, policies = {}, billing = {}, manifest = {}, \
+                 updated_at = $10, version = version + 1 WHERE tenant_id = $11 AND version = $12",
+                j(6), j(7), j(8), j(9)
+            )))
+            .bind(&record.organization_id)
+            .bind(&record.profile)
+            .bind(&record.state)
+            .bind(&record.region)
+            .bind(&record.plan)
+            .bind(record.quotas.to_string())
+            .bind(record.policies.to_string())
+            .bind(record.billing.to_string())
+            .bind(record.manifest.to_string())
+            .bind(now)
+            .bind(&record.tenant_id)
+            .bind(v)
+            .execute(&self.pool)
+            .await?
+            .rows_affected(),
+        };
+        if affected == 1 {
+            return Ok(expected_version.map_or(1, |v| v + 1));
+        }
+        let found = self.tenant(&record.tenant_id).await?.map(|t| t.version);
+        Err(StoreError::Conflict {
+            tenant: record.tenant_id.clone(),
+            expected: expected_version,
+            found,
+        })
+    }
+
+    const TENANT_COLUMNS: &'static str = "tenant_id, organization_id, profile, state, region, plan, CAST(quotas AS TEXT) AS quotas, \
+         CAST(policies AS TEXT) AS policies, CAST(billing AS TEXT) AS billing, CAST(manifest AS TEXT) AS manifest, created_at, updated_at, version";
+
+    fn tenant_from_row(row: &sqlx::any::AnyRow) -> Result<TenantRecord, StoreError> {
+        let json = |col: &'static str| -> Result<serde_json::Value, StoreError> {
+            let text: String = row.try_get(col)?;
+            serde_json::from_str(&text).map_err(|source| StoreError::Json { what: col, source })
+        };
+        Ok(TenantRecord {
+            tenant_id: row.try_get("tenant_id")?,
+            organization_id: row.try_get("organization_id")?,
+            profile: row.try_get("profile")?,
+            state: row.try_get("state")?,
+            region: row.try_get("region")?,
+            plan: row.try_get("plan")?,
+            quotas: json("quotas")?,
+            policies: json("policies")?,
+            billing: json("billing")?,
+            manifest: json("manifest")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            version: row.try_get("version")?,
+        })
+    }
+
+    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let row = sqlx::query(safe(format!(
+            "SELECT {} FROM tenants WHERE tenant_id = $1",
+            Self::TENANT_COLUMNS
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::tenant_from_row).transpose()
+    }
+
+    /// Every tenant, in id order (one query).
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {} FROM tenants ORDER BY tenant_id",
+            Self::TENANT_COLUMNS
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::tenant_from_row).collect()
+    }
+
+    /// Record the outcome of a reconcile attempt.
+    pub async fn set_status(&self, s: &Status) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO reconcile_status (tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id) DO UPDATE SET status = excluded.status, \
+               last_applied_commit = COALESCE(excluded.last_applied_commit, reconcile_status.last_applied_commit), \
+               last_attempted_commit = excluded.last_attempted_commit, blocked_reason = excluded.blocked_reason, \
+               error = excluded.error, updated_at = excluded.updated_at",
+        )
+        .bind(&s.tenant_id)
+        .bind(&s.status)
+        .bind(&s.last_applied_commit)
+        .bind(&s.last_attempted_commit)
+        .bind(&s.blocked_reason)
+        .bind(&s.error)
+        .bind(s.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn status(&self, tenant: &str) -> Result<Option<Status>, StoreError> {
+        let row = sqlx::query(
+            "SELECT tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at \
+             FROM reconcile_status WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Status {
+                tenant_id: r.try_get("tenant_id")?,
+                status: r.try_get("status")?,
+                last_applied_commit: r.try_get("last_applied_commit")?,
+                last_attempted_commit: r.try_get("last_attempted_commit")?,
+                blocked_reason: r.try_get("blocked_reason")?,
+                error: r.try_get("error")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Record every decision of one tenant change in one transaction.
+    pub async fn record_decisions(&self, decisions: &[DecisionRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "INSERT INTO policy_decisions (decision_id, tenant_id, commit_sha, operation, policy, digest, mode, blocks, verdicts, failure, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {}, $10, $11)",
+            self.dialect.json(9)
+        );
+        for d in decisions {
+            // Stable id: the same decision recorded twice (a retried commit) collides, not duplicates.
+            use sha2::Digest;
+            let id = hex::encode(
+                &sha2::Sha256::digest(format!(
+                    "{}\0{}\0{}\0{}",
+                    d.tenant_id, d.commit_sha, d.policy, d.digest
+                ))[..16],
+            );
+            sqlx::query(safe(format!("{sql} ON CONFLICT (decision_id) DO NOTHING")))
+                .bind(id)
+                .bind(&d.tenant_id)
+                .bind(&d.commit_sha)
+                .bind(&d.operation)
+                .bind(&d.policy)
+                .bind(&d.digest)
+                .bind(&d.mode)
+                .bind(d.blocks)
+                .bind(d.verdicts.to_string())
+                .bind(&d.failure)
+                .bind(d.decided_at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A tenant's decisions, oldest first.
+    pub async fn decisions(&self, tenant: &str) -> Result<Vec<DecisionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, commit_sha, operation, policy, digest, mode, CAST(blocks AS INTEGER) AS blocks, \
+             CAST(verdicts AS TEXT) AS verdicts, failure, decided_at FROM policy_decisions WHERE tenant_id = $1 ORDER BY decided_at, policy",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let verdicts: String = r.try_get("verdicts")?;
+                let blocks: i64 = r
+                    .try_get::<i32, _>("blocks")
+                    .map(i64::from)
+                    .or_else(|_| r.try_get::<i64, _>("blocks"))?;
+                Ok(DecisionRecord {
+                    tenant_id: r.try_get("tenant_id")?,
+                    commit_sha: r.try_get("commit_sha")?,
+                    operation: r.try_get("operation")?,
+                    policy: r.try_get("policy")?,
+                    digest: r.try_get("digest")?,
+                    mode: r.try_get("mode")?,
+                    blocks: blocks != 0,
+                    verdicts: serde_json::from_str(&verdicts).map_err(|source| {
+                        StoreError::Json {
+                            what: "verdicts",
+                            source,
+                        }
+                    })?,
+                    failure: r.try_get("failure")?,
+                    decided_at: r.try_get("decided_at")?,
+                })
+            })
+            .collect()
+    }
+}

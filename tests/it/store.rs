@@ -1,0 +1,258 @@
+//! The state store against both backends: a SQLite file and the real PostgreSQL from
+//! scripts/services.sh (a fresh database per test).
+
+use crate::support::workspace_root;
+use tenancy::store::{DecisionRecord, Status, Store, StoreError, TenantRecord};
+
+fn example_tenants() -> Vec<tenancy::manifest::Tenant> {
+    let snapshot = tenancy::source::read_worktree(
+        &workspace_root(),
+        &tenancy::source::ReadOptions {
+            path: "tenants".into(),
+            ..Default::default()
+        },
+    )
+    .expect("read");
+    tenancy::validate::validate(&snapshot, &Default::default())
+        .catalog
+        .tenants
+        .into_iter()
+        .map(|t| t.value)
+        .collect()
+}
+
+/// A fresh PostgreSQL database on the test cluster, or None when services are skipped.
+async fn postgres_url(name: &str) -> Option<String> {
+    let env = crate::services::endpoints()?;
+    let admin = env["TENANCY_TEST_PG_URL"].clone();
+    let db = format!("tenancy_it_{name}_{}", std::process::id());
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("connect to the test cluster");
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db}")))
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut conn)
+        .await
+        .expect("create");
+    Some(format!(
+        "{}/{db}",
+        admin.rsplit_once('/').expect("url has a database").0
+    ))
+}
+
+async fn backends(name: &str) -> Vec<(Store, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sqlite = Store::open(&format!(
+        "sqlite://{}",
+        dir.path().join("state.db").display()
+    ))
+    .await
+    .expect("sqlite");
+    let mut out = vec![(sqlite, dir)];
+    if let Some(url) = postgres_url(name).await {
+        out.push((
+            Store::open(&url).await.expect("postgres"),
+            tempfile::tempdir().expect("tmp"),
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn tenants_round_trip_with_optimistic_concurrency() {
+    let tenants = example_tenants();
+    for (store, _dir) in backends("tenants").await {
+        let name = format!("{:?}", store.dialect());
+        for t in &tenants {
+            assert_eq!(
+                store
+                    .put_tenant(&TenantRecord::from_manifest(t), None)
+                    .await
+                    .expect("insert"),
+                1,
+                "{name}"
+            );
+        }
+        let all = store.tenants().await.expect("list");
+        assert_eq!(all.len(), tenants.len(), "{name}");
+        assert!(
+            all.windows(2).all(|w| w[0].tenant_id < w[1].tenant_id),
+            "{name}: sorted by id"
+        );
+
+        let t5001 = store.tenant("t_5001").await.expect("get").expect("present");
+        assert_eq!(t5001.state, "Active");
+        assert_eq!(t5001.profile, "mt-standard");
+        assert_eq!(t5001.region, "ap-south-1");
+        assert_eq!(
+            t5001.quotas["storageGiB"], 200,
+            "{name}: JSON columns round-trip"
+        );
+        assert_eq!(t5001.manifest["spec"]["plan"], "starter");
+
+        // Update with the version read: accepted, version 2.
+        let mut changed = t5001.clone();
+        changed.state = "Suspended".into();
+        assert_eq!(
+            store.put_tenant(&changed, Some(1)).await.expect("update"),
+            2,
+            "{name}"
+        );
+        // A writer that read version 1 before that update loses.
+        match store.put_tenant(&t5001, Some(1)).await {
+            Err(StoreError::Conflict {
+                expected: Some(1),
+                found: Some(2),
+                ..
+            }) => {}
+            other => panic!("{name}: expected a conflict, got {other:?}"),
+        }
+        // Creating a tenant that exists is a conflict too.
+        assert!(
+            matches!(
+                store.put_tenant(&t5001, None).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .tenant("t_5001")
+                .await
+                .expect("get")
+                .expect("present")
+                .state,
+            "Suspended",
+            "{name}"
+        );
+        assert!(store.tenant("t_nope").await.expect("get").is_none());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_lose_an_update() {
+    let tenant = example_tenants().remove(0);
+    for (store, _dir) in backends("race").await {
+        store
+            .put_tenant(&TenantRecord::from_manifest(&tenant), None)
+            .await
+            .expect("insert");
+        // Eight writers each retry until their increment lands.
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let store = store.clone();
+            let id = tenant.metadata.id.to_string();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let mut current = store.tenant(&id).await.expect("get").expect("present");
+                    current.billing = serde_json::json!({ "writer": w });
+                    match store.put_tenant(&current, Some(current.version)).await {
+                        Ok(v) => return v,
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }));
+        }
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(t.await.expect("task"));
+        }
+        versions.sort();
+        assert_eq!(
+            versions,
+            (2..=9).collect::<Vec<i64>>(),
+            "{:?}: every write got its own version",
+            store.dialect()
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_and_decisions_are_recorded() {
+    for (store, _dir) in backends("status").await {
+        let name = format!("{:?}", store.dialect());
+        let applied = Status {
+            tenant_id: "t_5001".into(),
+            status: "Synced".into(),
+            last_applied_commit: Some("a".repeat(40)),
+            last_attempted_commit: Some("a".repeat(40)),
+            blocked_reason: None,
+            error: None,
+            updated_at: 1,
+        };
+        store.set_status(&applied).await.expect("status");
+        // A later refused commit keeps the last applied one and says why.
+        let blocked = Status {
+            status: "Blocked".into(),
+            last_applied_commit: None,
+            last_attempted_commit: Some("b".repeat(40)),
+            blocked_reason: Some("encryption.kms-unavailable".into()),
+            updated_at: 2,
+            ..applied.clone()
+        };
+        store.set_status(&blocked).await.expect("status");
+        let s = store
+            .status("t_5001")
+            .await
+            .expect("read")
+            .expect("present");
+        assert_eq!(s.status, "Blocked", "{name}");
+        assert_eq!(
+            s.last_applied_commit.as_deref(),
+            Some("a".repeat(40).as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            s.last_attempted_commit.as_deref(),
+            Some("b".repeat(40).as_str())
+        );
+        assert_eq!(
+            s.blocked_reason.as_deref(),
+            Some("encryption.kms-unavailable")
+        );
+
+        let decision = DecisionRecord {
+            tenant_id: "t_5001".into(),
+            commit_sha: "b".repeat(40),
+            operation: "update".into(),
+            policy: "encryption".into(),
+            digest: "c".repeat(64),
+            mode: "enforce".into(),
+            blocks: true,
+            verdicts: serde_json::json!([{ "rule": "encryption.kms-unavailable", "path": "/spec/policies/encryption" }]),
+            failure: None,
+            decided_at: 3,
+        };
+        store
+            .record_decisions(std::slice::from_ref(&decision))
+            .await
+            .expect("record");
+        store
+            .record_decisions(std::slice::from_ref(&decision))
+            .await
+            .expect("record again is idempotent");
+        let got = store.decisions("t_5001").await.expect("read");
+        assert_eq!(got, vec![decision], "{name}");
+    }
+}
+
+#[tokio::test]
+async fn opening_is_idempotent_and_bad_urls_are_clear() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    Store::open(&url).await.expect("first open migrates");
+    Store::open(&url)
+        .await
+        .expect("second open finds the migrations applied");
+    let err = Store::open("mysql://x").await.err().expect("refused");
+    assert!(
+        err.to_string().contains("unsupported state store URL"),
+        "{err}"
+    );
+}
