@@ -607,3 +607,26 @@ fn policy_run_judges_one_manifest_with_exit_codes() {
         "{json}"
     );
 }
+
+#[test]
+fn tenants_that_fail_validation_are_not_also_judged_by_policies() {
+    let repo = crate::support::TestRepo::with_examples();
+    repo.write(
+        "org_acme/bad.yaml",
+        std::fs::read(workspace_root().join("tests/data/bad/bad-reference.yaml")).expect("read"),
+    );
+    repo.commit("an unknown plan");
+    let (run, report) = crate::support::validate_json(repo.path(), &["--policies", &bundle_arg()]);
+    assert_eq!(run.code, 1);
+    let rules: Vec<&str> = crate::support::findings(&report)
+        .iter()
+        .filter_map(|f| f["rule"].as_str())
+        .collect();
+    assert!(rules.contains(&"ref.plan"), "{rules:?}");
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r.starts_with("quotas.") || r.starts_with("residency.")),
+        "{rules:?}"
+    );
+}

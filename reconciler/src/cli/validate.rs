@@ -144,12 +144,20 @@ pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
         let rev = (!args.worktree).then_some(args.rev.as_str());
         let history = History::load(&args.repo, rev, &snapshot, &opts)?;
         let locator = Locator::new(&snapshot, Default::default());
+        // A tenant that already failed validation is not judged: its errors come first.
+        let invalid: std::collections::HashSet<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .filter_map(|f| f.tenant.clone())
+            .collect();
         let governance = govern(
             &set,
             &report.catalog,
             &history,
             snapshot.commit.as_ref(),
             &locator,
+            |t| !invalid.contains(t.value.metadata.id.as_str()),
         );
         tracing::info!(
             evaluations = governance.evaluations,

@@ -233,6 +233,7 @@ pub fn govern(
     history: &history::History,
     commit: Option<&crate::source::CommitInfo>,
     locator: &crate::validate::Locator<'_>,
+    judge: impl Fn(&crate::validate::Located<Tenant>) -> bool,
 ) -> Governance {
     use crate::diagnostics::{Finding, PolicyRef, Severity as Sev};
     let regions: Vec<&Region> = catalog.regions.iter().map(|r| &r.value).collect();
@@ -245,8 +246,9 @@ pub fn govern(
         ),
         None => (String::new(), String::new()),
     };
-    let changes: Vec<Change<'_>> = catalog
-        .tenants
+    let judged: Vec<&crate::validate::Located<Tenant>> =
+        catalog.tenants.iter().filter(|t| judge(t)).collect();
+    let changes: Vec<Change<'_>> = judged
         .iter()
         .map(|t| Change {
             tenant: &t.value,
@@ -257,7 +259,7 @@ pub fn govern(
         .collect();
     let all = set.evaluate_all(&changes, &platform);
     let mut out = Governance::default();
-    for ((t, change), decisions) in catalog.tenants.iter().zip(&changes).zip(all) {
+    for ((t, change), decisions) in judged.iter().copied().zip(&changes).zip(all) {
         let id = t.value.metadata.id.as_str();
         out.evaluations += decisions.len();
         for d in &decisions {
