@@ -1,0 +1,386 @@
+//! The embedded object plane: what `tenancy demo` uses when no S3 endpoint is configured.
+//!
+//! The same model as the S3 plane, on a local directory:
+//! * `mt-standard` — a prefix `tenants/<tenant>/<env>/` in the shared bucket of its target
+//!   (`<root>/<target>/`);
+//! * `st-dedicated` and `hybrid` — a bucket of its own, `<root>/<bucket>/`, named after the
+//!   tenant-environment with S3's rules (lowercase, no `_`, at most 63 characters).
+//!
+//! Each bucket or prefix holds `.tenancy.json`: the configuration S3 would keep as tags,
+//! versioning, lifecycle, default encryption and (for a suspended tenant) a write block. Drift
+//! in that file is detected and corrected like drift in S3. Markers are written atomically
+//! (temporary file + rename), so a crash never leaves half a configuration.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use tenancy_plane::{
+    Change, FieldChange, Lifecycle, Op, Plane, PlaneError, PlaneFuture, Profile, TenantEnv,
+};
+
+const PLANE: &str = "object-store";
+const MARKER: &str = ".tenancy.json";
+
+/// What the plane keeps for one bucket or prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectConfig {
+    pub tags: BTreeMap<String, String>,
+    pub versioning: bool,
+    pub retention_days: Option<u32>,
+    pub encryption_key: Option<String>,
+    /// False while the tenant is suspended or archived.
+    pub writable: bool,
+}
+
+pub struct LocalObjectPlane {
+    root: PathBuf,
+}
+
+/// An S3-valid bucket name for a dedicated tenant-environment. Ids are `[a-z0-9_]`, so mapping
+/// `_` to `-` cannot make two names collide; names over 63 characters keep a hash suffix.
+pub fn bucket_name(tenant: &str, env: &str) -> String {
+    let full = format!("tenancy-{}-{env}", tenant.replace('_', "-"));
+    if full.len() <= 63 {
+        return full;
+    }
+    // FNV-1a: stable across builds and platforms, enough to keep truncated names apart.
+    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("{}-{hash:016x}", full[..46].trim_end_matches('-'))
+}
+
+impl LocalObjectPlane {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalObjectPlane { root: root.into() }
+    }
+
+    /// Directory (relative to the root) that holds this tenant-environment's objects.
+    fn location(&self, d: &TenantEnv) -> String {
+        match d.profile {
+            Profile::MtStandard => format!(
+                "{}/tenants/{}/{}",
+                d.placement.target, d.tenant, d.environment
+            ),
+            Profile::StDedicated | Profile::Hybrid => bucket_name(&d.tenant, &d.environment),
+        }
+    }
+
+    fn desired_config(d: &TenantEnv) -> ObjectConfig {
+        ObjectConfig {
+            tags: d.labels().into_iter().collect(),
+            versioning: d.profile != Profile::MtStandard,
+            retention_days: d.retention_days,
+            encryption_key: d.encryption_key.clone(),
+            writable: d.lifecycle == Lifecycle::Active,
+        }
+    }
+
+    /// Every marker under the root, by location: a bounded walk (buckets at depth 1, prefixes at
+    /// depth 4), one pass however many tenants. Unreadable markers are `Err` (= drift).
+    fn observe(&self) -> Result<BTreeMap<String, Result<ObjectConfig, String>>, PlaneError> {
+        let mut found = BTreeMap::new();
+        let Ok(top) = std::fs::read_dir(&self.root) else {
+            return Ok(found);
+        };
+        for bucket in top.flatten() {
+            let name = bucket.file_name().to_string_lossy().into_owned();
+            if !bucket.path().is_dir() {
+                continue;
+            }
+            if bucket.path().join(MARKER).is_file() {
+                found.insert(name.clone(), read_marker(&bucket.path().join(MARKER)));
+            }
+            let Ok(tenants) = std::fs::read_dir(bucket.path().join("tenants")) else {
+                continue;
+            };
+            for tenant in tenants.flatten() {
+                let Ok(envs) = std::fs::read_dir(tenant.path()) else {
+                    continue;
+                };
+                for env in envs.flatten() {
+                    let marker = env.path().join(MARKER);
+                    if marker.is_file() {
+                        let loc = format!(
+                            "{name}/tenants/{}/{}",
+                            tenant.file_name().to_string_lossy(),
+                            env.file_name().to_string_lossy()
+                        );
+                        found.insert(loc, read_marker(&marker));
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn plan_sync(&self, desired: &[TenantEnv]) -> Result<Vec<Change>, PlaneError> {
+        let actual = self.observe()?;
+        let mut changes = Vec::new();
+        let mut seen = BTreeSet::new();
+        for d in desired {
+            let loc = self.location(d);
+            if !seen.insert(loc.clone()) {
+                continue;
+            }
+            let resource = match d.profile {
+                Profile::MtStandard => format!("prefix {loc}/"),
+                _ => format!("bucket {loc}"),
+            };
+            let change = |op, fields| Change {
+                plane: PLANE,
+                tenant: d.tenant.clone(),
+                environment: d.environment.clone(),
+                resource: resource.clone(),
+                op,
+                fields,
+                desired: Some(d.clone()),
+            };
+            match (d.lifecycle, actual.get(&loc)) {
+                (Lifecycle::Draft, _) | (Lifecycle::Deleted, None) => {}
+                (Lifecycle::Deleted, Some(_)) => changes.push(change(Op::Delete, Vec::new())),
+                (_, None) => changes.push(change(Op::Create, diff(None, &Self::desired_config(d)))),
+                (_, Some(current)) => {
+                    let want = Self::desired_config(d);
+                    let fields = match current {
+                        Ok(cur) => diff(Some(cur), &want),
+                        Err(why) => vec![FieldChange {
+                            field: "configuration".into(),
+                            before: Some(why.clone()),
+                            after: Some("rewritten".into()),
+                        }],
+                    };
+                    if !fields.is_empty() {
+                        changes.push(change(Op::Update, fields));
+                    }
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    fn apply_sync(&self, change: &Change) -> Result<(), PlaneError> {
+        let d = change.desired.as_ref().ok_or_else(|| PlaneError::Failed {
+            plane: PLANE,
+            resource: change.resource.clone(),
+            message: "change carries no desired state".into(),
+        })?;
+        let dir = self.root.join(self.location(d));
+        let failed = |e: std::io::Error| PlaneError::Failed {
+            plane: PLANE,
+            resource: change.resource.clone(),
+            message: e.to_string(),
+        };
+        match change.op {
+            Op::Delete => match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(failed(e)),
+                _ => Ok(()),
+            },
+            Op::Create | Op::Update => {
+                std::fs::create_dir_all(&dir).map_err(failed)?;
+                let json = serde_json::to_vec_pretty(&Self::desired_config(d))
+                    .map_err(|e| failed(std::io::Error::other(e)))?;
+                let tmp = dir.join(format!("{MARKER}.tmp"));
+                std::fs::write(&tmp, json).map_err(failed)?;
+                std::fs::rename(&tmp, dir.join(MARKER)).map_err(failed)
+            }
+        }
+    }
+}
+
+fn read_marker(path: &Path) -> Result<ObjectConfig, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid: {e}"))
+}
+
+fn show<T: Serialize>(v: &T) -> Option<String> {
+    serde_json::to_string(v).ok()
+}
+
+/// Field-by-field difference, in a stable order.
+fn diff(current: Option<&ObjectConfig>, want: &ObjectConfig) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, before: Option<String>, after: Option<String>| {
+        if before != after {
+            out.push(FieldChange {
+                field: name.into(),
+                before,
+                after,
+            });
+        }
+    };
+    field(
+        "tags",
+        current.and_then(|c| show(&c.tags)),
+        show(&want.tags),
+    );
+    field(
+        "versioning",
+        current.and_then(|c| show(&c.versioning)),
+        show(&want.versioning),
+    );
+    field(
+        "retentionDays",
+        current.and_then(|c| show(&c.retention_days)),
+        show(&want.retention_days),
+    );
+    field(
+        "encryptionKey",
+        current.and_then(|c| show(&c.encryption_key)),
+        show(&want.encryption_key),
+    );
+    field(
+        "writable",
+        current.and_then(|c| show(&c.writable)),
+        show(&want.writable),
+    );
+    out
+}
+
+impl Plane for LocalObjectPlane {
+    fn name(&self) -> &'static str {
+        PLANE
+    }
+
+    fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>> {
+        Box::pin(async move { self.plan_sync(desired) })
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> PlaneFuture<'a, ()> {
+        Box::pin(async move { self.apply_sync(change) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenancy_plane::Placement;
+
+    fn env(tenant: &str, env: &str, profile: Profile, lifecycle: Lifecycle) -> TenantEnv {
+        TenantEnv {
+            tenant: tenant.into(),
+            environment: env.into(),
+            organization: "org_acme".into(),
+            profile,
+            lifecycle,
+            placement: Placement {
+                region: "ap-south-1".into(),
+                target: "s3-ap-south-1".into(),
+            },
+            retention_days: Some(30),
+            encryption_key: None,
+            storage_gib: Some(10),
+            concurrent_jobs: None,
+        }
+    }
+
+    async fn converge(plane: &LocalObjectPlane, desired: &[TenantEnv]) -> Vec<Change> {
+        let plan = plane.plan(desired).await.expect("plan");
+        for c in &plan {
+            plane.apply(c).await.expect("apply");
+        }
+        plan
+    }
+
+    #[tokio::test]
+    async fn apply_then_plan_is_empty_and_drift_is_corrected() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let plane = LocalObjectPlane::new(dir.path());
+        let desired = vec![
+            env("t_5001", "dev", Profile::MtStandard, Lifecycle::Active),
+            env("t_5001", "prod", Profile::MtStandard, Lifecycle::Active),
+            env("t_5002", "prod", Profile::StDedicated, Lifecycle::Active),
+            env("t_5003", "dev", Profile::Hybrid, Lifecycle::Draft),
+        ];
+        let first = converge(&plane, &desired).await;
+        assert_eq!(first.len(), 3, "Draft provisions nothing: {first:#?}");
+        assert!(first.iter().all(|c| c.op == Op::Create));
+        assert!(
+            dir.path()
+                .join("s3-ap-south-1/tenants/t_5001/prod/.tenancy.json")
+                .is_file()
+        );
+        assert!(
+            dir.path()
+                .join("tenancy-t-5002-prod/.tenancy.json")
+                .is_file()
+        );
+        assert!(
+            plane.plan(&desired).await.expect("plan").is_empty(),
+            "converged"
+        );
+
+        // Drift: someone edits the tags and turns versioning off.
+        let marker = dir.path().join("tenancy-t-5002-prod/.tenancy.json");
+        let mut cfg: ObjectConfig =
+            serde_json::from_slice(&std::fs::read(&marker).expect("read")).expect("json");
+        cfg.tags.remove("tenancy.dev/tenant");
+        cfg.versioning = false;
+        std::fs::write(&marker, serde_json::to_vec(&cfg).expect("json")).expect("write");
+        let drift = plane.plan(&desired).await.expect("plan");
+        assert_eq!(drift.len(), 1);
+        assert_eq!(drift[0].op, Op::Update);
+        let fields: Vec<&str> = drift[0].fields.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(fields, ["tags", "versioning"]);
+        converge(&plane, &desired).await;
+        assert!(plane.plan(&desired).await.expect("plan").is_empty());
+
+        // A garbage marker is drift too, never a crash.
+        std::fs::write(&marker, b"{not json").expect("write");
+        let drift = plane.plan(&desired).await.expect("plan");
+        assert_eq!(drift[0].fields[0].field, "configuration");
+        converge(&plane, &desired).await;
+        assert!(plane.plan(&desired).await.expect("plan").is_empty());
+    }
+
+    #[tokio::test]
+    async fn lifecycle_has_effects() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let plane = LocalObjectPlane::new(dir.path());
+        let mut desired = vec![env(
+            "t_6004",
+            "prod",
+            Profile::StDedicated,
+            Lifecycle::Active,
+        )];
+        converge(&plane, &desired).await;
+        desired[0].lifecycle = Lifecycle::Suspended;
+        let suspend = converge(&plane, &desired).await;
+        assert_eq!(
+            suspend[0].fields,
+            vec![FieldChange {
+                field: "writable".into(),
+                before: Some("true".into()),
+                after: Some("false".into())
+            }]
+        );
+        desired[0].lifecycle = Lifecycle::Deleted;
+        let delete = converge(&plane, &desired).await;
+        assert_eq!(delete[0].op, Op::Delete);
+        assert!(!dir.path().join("tenancy-t-6004-prod").exists());
+        assert!(
+            plane.plan(&desired).await.expect("plan").is_empty(),
+            "deleting twice is a no-op"
+        );
+    }
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        assert_eq!(bucket_name("t_5001", "prod"), "tenancy-t-5001-prod");
+        let long = bucket_name(&"a".repeat(60), "staging");
+        assert!(long.len() <= 63, "{long}");
+        assert_ne!(
+            long,
+            bucket_name(&format!("{}b", "a".repeat(59)), "staging")
+        );
+        for name in [bucket_name("t_5001", "prod"), long] {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.ends_with('-'));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The data-plane interface.
+//!
+//! A plane turns desired tenant-environments into real resources (schemas and roles, buckets
+//! and prefixes, topics). The pipeline knows planes only through [`Plane`]: it hands a plane
+//! the whole desired set, gets back typed [`Change`]s (the plan — a value to print, test and
+//! compare), and applies them one at a time. Planes are level-triggered: `plan` observes the
+//! actual state in bulk and diffs it against the desired state, never "what changed last time";
+//! every `apply` is idempotent and safe to repeat after a crash. `apply(plan(desired))` followed
+//! by `plan(desired)` must be empty.
+//!
+//! A plane never imports another plane, and never sees manifests: the pipeline has already
+//! validated ids (lowercase ASCII, `<tenant>_<env>` ≤ 63 characters) and decided placement.
+
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    MtStandard,
+    StDedicated,
+    Hybrid,
+}
+
+/// The lifecycle state a tenant-environment's resources must reflect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Lifecycle {
+    /// Nothing is provisioned yet.
+    Draft,
+    Active,
+    /// Access revoked (no login, writes blocked where the plane allows); data kept.
+    Suspended,
+    /// Retired: no access, data kept per retention.
+    Archived,
+    /// Removed. The pipeline only sends this for a confirmed deletion.
+    Deleted,
+}
+
+/// Where a tenant-environment lives: a region and the logical target serving it there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Placement {
+    pub region: String,
+    /// Logical target name from platform/regions.yaml (e.g. `pg-ap-south-1-shared`).
+    pub target: String,
+}
+
+/// One tenant-environment as it should be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantEnv {
+    pub tenant: String,
+    pub environment: String,
+    pub organization: String,
+    pub profile: Profile,
+    pub lifecycle: Lifecycle,
+    pub placement: Placement,
+    pub retention_days: Option<u32>,
+    /// Per-tenant encryption key id (kms-per-tenant), when the policy asks for one.
+    pub encryption_key: Option<String>,
+    pub storage_gib: Option<u64>,
+    pub concurrent_jobs: Option<u64>,
+}
+
+impl TenantEnv {
+    /// `<tenant>_<env>`: the name of this tenant-environment's schema, role, database and topic.
+    pub fn qualified_name(&self) -> String {
+        format!("{}_{}", self.tenant, self.environment)
+    }
+
+    /// Labels every resource carries, so an operator can tell whose it is.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        vec![
+            ("tenancy.dev/tenant".into(), self.tenant.clone()),
+            ("tenancy.dev/environment".into(), self.environment.clone()),
+            ("tenancy.dev/organization".into(), self.organization.clone()),
+            (
+                "tenancy.dev/profile".into(),
+                serde_json::to_value(self.profile)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            ),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// `+`: the resource does not exist.
+    Create,
+    /// `~`: the resource exists but differs (drift, or a changed manifest).
+    Update,
+    /// `-`: the resource exists but must not.
+    Delete,
+}
+
+impl Op {
+    pub fn symbol(self) -> char {
+        match self {
+            Op::Create => '+',
+            Op::Update => '~',
+            Op::Delete => '-',
+        }
+    }
+}
+
+/// One field of a resource, before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub plane: &'static str,
+    pub tenant: String,
+    pub environment: String,
+    /// What the change acts on, in the plane's words (`bucket tenancy-t-5001-prod`).
+    pub resource: String,
+    pub op: Op,
+    pub fields: Vec<FieldChange>,
+    /// Everything `apply` needs, so a plan can be applied exactly as it was shown.
+    #[serde(skip)]
+    pub desired: Option<TenantEnv>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    #[error("{plane}: target `{target}` is not configured")]
+    UnknownTarget { plane: &'static str, target: String },
+    #[error("{plane}: {message}")]
+    Unavailable {
+        plane: &'static str,
+        message: String,
+    },
+    #[error("{plane}: {resource}: {message}")]
+    Failed {
+        plane: &'static str,
+        resource: String,
+        message: String,
+    },
+    /// The change cannot be made safely (e.g. reducing Kafka partitions).
+    #[error("{plane}: {resource}: {message}")]
+    Refused {
+        plane: &'static str,
+        resource: String,
+        message: String,
+    },
+}
+
+pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PlaneError>> + Send + 'a>>;
+
+/// What every data plane implements.
+pub trait Plane: Send + Sync {
+    /// `postgres`, `object-store`, `kafka`, …
+    fn name(&self) -> &'static str;
+
+    /// Observe the actual state of everything `desired` concerns (in bulk, a few round trips
+    /// however many tenants) and return the changes that would make it match, in a stable order.
+    fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>>;
+
+    /// Make one change. Idempotent: applying it again, or after a crash part-way, converges.
+    fn apply<'a>(&'a self, change: &'a Change) -> PlaneFuture<'a, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_labels_of_a_tenant_environment() {
+        let d = TenantEnv {
+            tenant: "t_5001".into(),
+            environment: "prod".into(),
+            organization: "org_acme".into(),
+            profile: Profile::StDedicated,
+            lifecycle: Lifecycle::Active,
+            placement: Placement {
+                region: "ap-south-1".into(),
+                target: "pg-ap-south-1-shared".into(),
+            },
+            retention_days: None,
+            encryption_key: None,
+            storage_gib: None,
+            concurrent_jobs: None,
+        };
+        assert_eq!(d.qualified_name(), "t_5001_prod");
+        assert!(
+            d.labels()
+                .contains(&("tenancy.dev/profile".into(), "st-dedicated".into()))
+        );
+        assert_eq!(
+            [Op::Create, Op::Update, Op::Delete].map(Op::symbol),
+            ['+', '~', '-']
+        );
+    }
+}
