@@ -16,6 +16,7 @@
 pub mod cli;
 pub mod diagnostics;
 pub mod manifest;
+pub mod plan;
 pub mod policy;
 pub mod source;
 pub mod store;
