@@ -28,14 +28,9 @@ fn tenant_env(tenant: &str, env: &str, profile: Profile) -> TenantEnv {
 }
 
 async fn converge(plane: &PostgresPlane, desired: &[TenantEnv]) -> Vec<tenancy_plane::Change> {
-    let plan = plane.plan(desired).await.expect("plan");
-    for c in &plan {
-        plane
-            .apply(c)
-            .await
-            .unwrap_or_else(|e| panic!("apply {}: {e}", c.resource));
-    }
-    plan
+    tenancy_plane::converge(plane, desired)
+        .await
+        .unwrap_or_else(|e| panic!("converge: {e}"))
 }
 
 fn url_for(base: &str, user: &str, db: &str) -> String {

@@ -276,11 +276,9 @@ mod tests {
     }
 
     async fn converge(plane: &LocalObjectPlane, desired: &[TenantEnv]) -> Vec<Change> {
-        let plan = plane.plan(desired).await.expect("plan");
-        for c in &plan {
-            plane.apply(c).await.expect("apply");
-        }
-        plan
+        tenancy_plane::converge(plane, desired)
+            .await
+            .unwrap_or_else(|e| panic!("converge: {e}"))
     }
 
     #[tokio::test]

@@ -167,6 +167,16 @@ pub trait Plane: Send + Sync {
     fn apply<'a>(&'a self, change: &'a Change) -> PlaneFuture<'a, ()>;
 }
 
+/// Plan, then apply every change in order; returns the plan that was applied. The first
+/// failing change stops the run (the changes before it stay applied, and a new plan resumes).
+pub async fn converge(plane: &dyn Plane, desired: &[TenantEnv]) -> Result<Vec<Change>, PlaneError> {
+    let plan = plane.plan(desired).await?;
+    for change in &plan {
+        plane.apply(change).await?;
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,11 +247,9 @@ mod tests {
     }
 
     async fn converge(plane: &SqlitePlane, desired: &[TenantEnv]) -> Vec<Change> {
-        let plan = plane.plan(desired).await.expect("plan");
-        for c in &plan {
-            plane.apply(c).await.expect("apply");
-        }
-        plan
+        tenancy_plane::converge(plane, desired)
+            .await
+            .unwrap_or_else(|e| panic!("converge: {e}"))
     }
 
     async fn can_write(path: &Path) -> bool {
