@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tenancy::policy::bundle::Bundle;
 use tenancy::policy::host::{self, PolicyHost};
-use tenancy::policy::{Change, PolicySet, platform_json};
+use tenancy::policy::{Change, PolicySet, platform_of};
 
 struct Args {
     repo: PathBuf,
@@ -22,11 +22,18 @@ struct Args {
 
 fn args() -> Result<Args> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut a = Args { repo: root.clone(), bundle: root.join("policies/bundle.yaml"), rego: root.join("bench/rego"), runs: 5 };
+    let mut a = Args {
+        repo: root.clone(),
+        bundle: root.join("policies/bundle.yaml"),
+        rego: root.join("bench/rego"),
+        runs: 5,
+    };
     let mut it = std::env::args().skip(1);
     match it.next().as_deref() {
         Some("policies") => {}
-        _ => bail!("usage: tenancy-bench policies [--repo DIR] [--bundle FILE] [--rego DIR] [--runs N]"),
+        _ => bail!(
+            "usage: tenancy-bench policies [--repo DIR] [--bundle FILE] [--rego DIR] [--runs N]"
+        ),
     }
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -51,10 +58,12 @@ fn main() -> Result<()> {
     let report = tenancy::validate::validate(&snapshot, &Default::default());
     let catalog = report.catalog;
     let tenants: Vec<_> = catalog.tenants.iter().map(|t| &t.value).collect();
-    let regions: Vec<_> = catalog.regions.iter().map(|r| &r.value).collect();
-    let plans: Vec<_> = catalog.plans.iter().map(|p| &p.value).collect();
-    let platform = platform_json(&regions, &plans);
-    println!("repository: {} tenants, {} threads", tenants.len(), rayon::current_num_threads());
+    let platform = platform_of(&catalog);
+    println!(
+        "repository: {} tenants, {} threads",
+        tenants.len(),
+        rayon::current_num_threads()
+    );
 
     // Compile cost: paid once per digest.
     let host = Arc::new(PolicyHost::new().map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -67,14 +76,30 @@ fn main() -> Result<()> {
     let warm = started.elapsed();
     for (e, m) in &set.policies {
         let m = m.as_ref().map_err(|f| anyhow::anyhow!("{}: {f}", e.name))?;
-        println!("  compile {:<11} {:>7.1} ms  ({} rules)", e.name, m.compile_time.as_secs_f64() * 1e3, m.info.rules.len());
+        println!(
+            "  compile {:<11} {:>7.1} ms  ({} rules)",
+            e.name,
+            m.compile_time.as_secs_f64() * 1e3,
+            m.info.rules.len()
+        );
     }
-    println!("load bundle: cold {:.1} ms, again (cached by digest) {:.3} ms", cold.as_secs_f64() * 1e3, warm.as_secs_f64() * 1e3);
+    println!(
+        "load bundle: cold {:.1} ms, again (cached by digest) {:.3} ms",
+        cold.as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3
+    );
     drop(again);
 
     // End to end: every tenant × every policy in scope, in parallel, fresh sandbox each.
-    let changes: Vec<Change<'_>> =
-        tenants.iter().map(|t| Change { tenant: t, previous: None, commit_sha: "0", commit_author: "bench" }).collect();
+    let changes: Vec<Change<'_>> = tenants
+        .iter()
+        .map(|t| Change {
+            tenant: t,
+            previous: None,
+            commit_sha: "0",
+            commit_author: "bench",
+        })
+        .collect();
     let mut best = Duration::MAX;
     let mut evaluations = 0;
     let mut denies = 0;
@@ -95,7 +120,8 @@ fn main() -> Result<()> {
 
     // Breakdown on one thread: marshal (JSON for the input), instantiate, call.
     let sample = &tenants[..tenants.len().min(2_000)];
-    let (mut marshal, mut inst, mut call, mut n) = (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u32);
+    let (mut marshal, mut inst, mut call, mut n) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u32);
     for t in sample {
         let started = Instant::now();
         let input = host::Input {
@@ -103,7 +129,10 @@ fn main() -> Result<()> {
             tenant: serde_json::to_string(t)?,
             previous: None,
             platform: platform.clone(),
-            commit: host::Commit { sha: "0".into(), author: "bench".into() },
+            commit: host::Commit {
+                sha: "0".into(),
+                author: "bench".into(),
+            },
         };
         marshal += started.elapsed();
         for (e, m) in &set.policies {
@@ -130,15 +159,26 @@ fn main() -> Result<()> {
     for entry in std::fs::read_dir(&a.rego)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "rego") {
-            let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
-            engine.add_policy_from_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            engine
+                .add_policy_from_file(&path)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             packages.push(format!("data.tenancy.{name}.violations"));
         }
     }
     packages.sort();
     let inputs: Vec<String> = tenants
         .iter()
-        .map(|t| Ok(format!(r#"{{"tenant":{},"platform":{platform}}}"#, serde_json::to_string(t)?)))
+        .map(|t| {
+            Ok(format!(
+                r#"{{"tenant":{},"platform":{platform}}}"#,
+                serde_json::to_string(t)?
+            ))
+        })
         .collect::<Result<_>>()?;
     let mut best_rego = Duration::MAX;
     let mut rego_violations = 0;

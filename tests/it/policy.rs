@@ -18,26 +18,6 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-fn example_catalog() -> tenancy::validate::Catalog {
-    let snapshot = tenancy::source::read_worktree(
-        &workspace_root(),
-        &tenancy::source::ReadOptions {
-            path: "tenants".into(),
-            ..Default::default()
-        },
-    )
-    .expect("read tenants");
-    let report = tenancy::validate::validate(&snapshot, &Default::default());
-    assert!(!report.has_errors(), "{:?}", report.findings);
-    report.catalog
-}
-
-fn platform(catalog: &tenancy::validate::Catalog) -> String {
-    let regions: Vec<_> = catalog.regions.iter().map(|r| &r.value).collect();
-    let plans: Vec<_> = catalog.plans.iter().map(|p| &p.value).collect();
-    tenancy::policy::platform_json(&regions, &plans)
-}
-
 fn change(t: &tenancy::manifest::Tenant) -> Change<'_> {
     Change {
         tenant: t,
@@ -64,8 +44,8 @@ fn the_standard_bundle_loads_and_allows_the_example_tenants() {
         .collect();
     assert_eq!(names, ["residency", "encryption", "quotas", "lifecycle"]);
 
-    let catalog = example_catalog();
-    let platform = platform(&catalog);
+    let catalog = crate::support::example_catalog();
+    let platform = tenancy::policy::platform_of(&catalog);
     for t in &catalog.tenants {
         let decisions = set.evaluate(&change(&t.value), &platform);
         assert!(!decisions.is_empty());
@@ -85,8 +65,8 @@ fn the_standard_bundle_loads_and_allows_the_example_tenants() {
 #[test]
 fn hostile_modules_become_clear_denies_within_their_limits() {
     let host = PolicyHost::new().expect("host");
-    let catalog = example_catalog();
-    let platform = platform(&catalog);
+    let catalog = crate::support::example_catalog();
+    let platform = tenancy::policy::platform_of(&catalog);
     let tenant = &catalog.tenants[0].value;
     let input_change = change(tenant);
     let limits = Limits {
@@ -209,8 +189,8 @@ fn a_hostile_module_in_a_bundle_denies_while_the_others_keep_deciding() {
     .expect("bundle");
     let bundle = Bundle::load(&dir.path().join("bundle.yaml")).expect("bundle loads");
     let set = PolicySet::load(Arc::new(PolicyHost::new().expect("host")), &bundle);
-    let catalog = example_catalog();
-    let platform = platform(&catalog);
+    let catalog = crate::support::example_catalog();
+    let platform = tenancy::policy::platform_of(&catalog);
     let changes: Vec<_> = catalog.tenants.iter().map(|t| change(&t.value)).collect();
     let all = set.evaluate_all(&changes, &platform);
     assert_eq!(all.len(), catalog.tenants.len());

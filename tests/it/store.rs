@@ -1,20 +1,10 @@
 //! The state store against both backends: a SQLite file and the real PostgreSQL from
 //! scripts/services.sh (a fresh database per test).
 
-use crate::support::workspace_root;
 use tenancy::store::{DecisionRecord, Status, Store, StoreError, TenantRecord};
 
 fn example_tenants() -> Vec<tenancy::manifest::Tenant> {
-    let snapshot = tenancy::source::read_worktree(
-        &workspace_root(),
-        &tenancy::source::ReadOptions {
-            path: "tenants".into(),
-            ..Default::default()
-        },
-    )
-    .expect("read");
-    tenancy::validate::validate(&snapshot, &Default::default())
-        .catalog
+    crate::support::example_catalog()
         .tenants
         .into_iter()
         .map(|t| t.value)

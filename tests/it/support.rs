@@ -14,6 +14,18 @@ pub fn example_tenants() -> PathBuf {
     workspace_root().join("tenants")
 }
 
+/// The example repository (`tenants/` of this workspace, read from the work tree), validated.
+pub fn example_catalog() -> tenancy::validate::Catalog {
+    let opts = tenancy::source::ReadOptions {
+        path: "tenants".into(),
+        ..Default::default()
+    };
+    let snapshot = tenancy::source::read_worktree(&workspace_root(), &opts).expect("read tenants");
+    let report = tenancy::validate::validate(&snapshot, &Default::default());
+    assert!(!report.has_errors(), "{:?}", report.findings);
+    report.catalog
+}
+
 pub fn bad_corpus() -> PathBuf {
     workspace_root().join("tests/data/bad")
 }

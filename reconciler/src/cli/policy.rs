@@ -243,21 +243,9 @@ fn inspect(args: &InspectArgs) -> Result<u8, CliError> {
 }
 
 fn read_manifest_json(path: &std::path::Path) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(path)?;
-    let docs = crate::manifest::yaml::parse_documents(&text, &Default::default()).map_err(|e| {
-        CliError::Policy(format!(
-            "{}:{}:{}: {}",
-            path.display(),
-            e.pos.line,
-            e.pos.column,
-            e.message
-        ))
-    })?;
-    let doc = docs
-        .into_iter()
-        .next()
-        .ok_or_else(|| CliError::Policy(format!("{}: no YAML document", path.display())))?;
-    Ok(doc.to_json().to_string())
+    fixtures::load_yaml_json(path, path)
+        .map(|(json, _)| json.to_string())
+        .map_err(|e| CliError::Policy(e.to_string()))
 }
 
 fn run_module(args: &RunArgs) -> Result<u8, CliError> {
@@ -265,10 +253,8 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
     let bytes = std::fs::read(&args.module)?;
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(&bytes));
-    let snapshot = crate::source::read_worktree(&args.platform, &Default::default())?;
-    let catalog = crate::validate::validate(&snapshot, &Default::default()).catalog;
-    let regions: Vec<_> = catalog.regions.iter().map(|r| &r.value).collect();
-    let plans: Vec<_> = catalog.plans.iter().map(|p| &p.value).collect();
+    let platform = fixtures::load_platform(&args.platform, &args.platform)
+        .map_err(|e| CliError::Policy(e.to_string()))?;
     let tenant = read_manifest_json(&args.tenant)?;
     let previous = args
         .previous
@@ -283,7 +269,7 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
         },
         tenant,
         previous,
-        platform: crate::policy::platform_json(&regions, &plans),
+        platform,
         commit: Commit {
             sha: String::new(),
             author: String::new(),

@@ -24,6 +24,19 @@ pub enum Lifecycle {
     Deleted,
 }
 
+impl Lifecycle {
+    /// The name as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Draft => "Draft",
+            Lifecycle::Active => "Active",
+            Lifecycle::Suspended => "Suspended",
+            Lifecycle::Archived => "Archived",
+            Lifecycle::Deleted => "Deleted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quotas {

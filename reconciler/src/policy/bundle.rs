@@ -40,6 +40,19 @@ pub enum OperationKind {
     Delete,
 }
 
+impl OperationKind {
+    /// What a change does, from the lifecycle state before (None: the tenant is new) and after:
+    /// `delete` when the tenant *became* Deleted, `transition` for any other state change.
+    pub fn of(previous: Option<&str>, current: &str) -> OperationKind {
+        match previous {
+            None => OperationKind::Create,
+            Some(p) if current == "Deleted" && p != "Deleted" => OperationKind::Delete,
+            Some(p) if p != current => OperationKind::Transition,
+            Some(_) => OperationKind::Update,
+        }
+    }
+}
+
 /// Sandbox limits for one evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -250,5 +263,19 @@ impl Bundle {
             path: path.to_owned(),
             entries,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OperationKind::{self, *};
+
+    #[test]
+    fn operations_follow_the_lifecycle() {
+        assert_eq!(OperationKind::of(None, "Active"), Create);
+        assert_eq!(OperationKind::of(Some("Active"), "Active"), Update);
+        assert_eq!(OperationKind::of(Some("Active"), "Suspended"), Transition);
+        assert_eq!(OperationKind::of(Some("Suspended"), "Deleted"), Delete);
+        assert_eq!(OperationKind::of(Some("Deleted"), "Deleted"), Update, "only becoming Deleted is a delete");
     }
 }

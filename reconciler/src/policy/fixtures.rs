@@ -122,7 +122,9 @@ pub fn discover(bundle: &Bundle) -> Vec<PathBuf> {
     out.into_iter().collect()
 }
 
-fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
+/// The platform JSON of a directory of Region and Plan manifests; `file` names the caller in
+/// errors. A platform with errors is refused rather than half-used.
+pub fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
     let snapshot = crate::source::read_worktree(dir, &ReadOptions::default())
         .map_err(|e| invalid(file, format!("platform directory {}: {e}", dir.display())))?;
     let report = crate::validate::validate(&snapshot, &Default::default());
@@ -141,12 +143,11 @@ fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
             ),
         ));
     }
-    let regions: Vec<_> = report.catalog.regions.iter().map(|r| &r.value).collect();
-    let plans: Vec<_> = report.catalog.plans.iter().map(|p| &p.value).collect();
-    Ok(super::platform_json(&regions, &plans))
+    Ok(super::platform_of(&report.catalog))
 }
 
-fn load_yaml_json(path: &Path, from: &Path) -> Result<(Value, yaml::Node), FixtureError> {
+/// The first YAML document of `path` as JSON (and its positioned tree); `from` names the caller.
+pub fn load_yaml_json(path: &Path, from: &Path) -> Result<(Value, yaml::Node), FixtureError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| invalid(from, format!("{}: {e}", path.display())))?;
     let docs = yaml::parse_documents(&text, &YamlLimits::default())
@@ -204,26 +205,20 @@ pub fn run_file(
             merge_patch(&mut prev, p);
             prev
         });
-        let operation = case.operation.unwrap_or(match &previous {
-            None => super::bundle::OperationKind::Create,
-            Some(p)
-                if tenant["spec"]["lifecycle"] == "Deleted"
-                    && p["spec"]["lifecycle"] != "Deleted" =>
-            {
-                super::bundle::OperationKind::Delete
-            }
-            Some(p) if p["spec"]["lifecycle"] != tenant["spec"]["lifecycle"] => {
-                super::bundle::OperationKind::Transition
-            }
-            Some(_) => super::bundle::OperationKind::Update,
+        let lifecycle = |v: &Value| {
+            v["spec"]["lifecycle"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let operation = case.operation.unwrap_or_else(|| {
+            super::bundle::OperationKind::of(
+                previous.as_ref().map(lifecycle).as_deref(),
+                &lifecycle(&tenant),
+            )
         });
         let input = host::Input {
-            operation: match operation {
-                super::bundle::OperationKind::Create => host::Operation::Create,
-                super::bundle::OperationKind::Update => host::Operation::Update,
-                super::bundle::OperationKind::Transition => host::Operation::Transition,
-                super::bundle::OperationKind::Delete => host::Operation::Delete,
-            },
+            operation: operation.into(),
             tenant: tenant.to_string(),
             previous: previous.map(|p| p.to_string()),
             platform: platform.clone(),

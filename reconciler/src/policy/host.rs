@@ -36,6 +36,18 @@ impl Severity {
     }
 }
 
+impl From<super::bundle::OperationKind> for Operation {
+    fn from(op: super::bundle::OperationKind) -> Operation {
+        use super::bundle::OperationKind as K;
+        match op {
+            K::Create => Operation::Create,
+            K::Update => Operation::Update,
+            K::Transition => Operation::Transition,
+            K::Delete => Operation::Delete,
+        }
+    }
+}
+
 /// How often the epoch ticks; the wall-clock limit is counted in ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 

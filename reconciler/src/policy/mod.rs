@@ -9,7 +9,6 @@ pub mod fixtures;
 pub mod history;
 pub mod host;
 
-use crate::manifest::Lifecycle;
 use crate::manifest::model::{Plan, Region, Tenant};
 use bundle::{Bundle, Entry, Mode, OperationKind};
 use host::{Failure, LoadedModule, PolicyHost};
@@ -66,12 +65,10 @@ pub struct Change<'a> {
 
 impl Change<'_> {
     pub fn operation(&self) -> OperationKind {
-        match self.previous {
-            None => OperationKind::Create,
-            Some(_) if self.tenant.spec.lifecycle == Lifecycle::Deleted => OperationKind::Delete,
-            Some(p) if p.spec.lifecycle != self.tenant.spec.lifecycle => OperationKind::Transition,
-            Some(_) => OperationKind::Update,
-        }
+        OperationKind::of(
+            self.previous.map(|p| p.spec.lifecycle.as_str()),
+            self.tenant.spec.lifecycle.as_str(),
+        )
     }
 }
 
@@ -83,6 +80,13 @@ pub fn platform_json(regions: &[&Region], plans: &[&Plan]) -> String {
         plans: &'a [&'a Plan],
     }
     serde_json::to_string(&Platform { regions, plans }).unwrap_or_else(|_| "{}".into())
+}
+
+/// The platform inventory of a catalog, as the JSON every evaluation receives.
+pub fn platform_of(catalog: &crate::validate::Catalog) -> String {
+    let regions: Vec<&Region> = catalog.regions.iter().map(|r| &r.value).collect();
+    let plans: Vec<&Plan> = catalog.plans.iter().map(|p| &p.value).collect();
+    platform_json(&regions, &plans)
 }
 
 /// A bundle's modules, loaded (or the reason each could not be).
@@ -127,12 +131,7 @@ impl PolicySet {
             .previous
             .map(|p| serde_json::to_string(p).unwrap_or_default());
         let input = host::Input {
-            operation: match op {
-                OperationKind::Create => host::Operation::Create,
-                OperationKind::Update => host::Operation::Update,
-                OperationKind::Transition => host::Operation::Transition,
-                OperationKind::Delete => host::Operation::Delete,
-            },
+            operation: op.into(),
             tenant: tenant_json,
             previous: previous_json,
             platform: platform.to_owned(),
@@ -236,9 +235,7 @@ pub fn govern(
     judge: impl Fn(&crate::validate::Located<Tenant>) -> bool,
 ) -> Governance {
     use crate::diagnostics::{Finding, PolicyRef, Severity as Sev};
-    let regions: Vec<&Region> = catalog.regions.iter().map(|r| &r.value).collect();
-    let plans: Vec<&Plan> = catalog.plans.iter().map(|p| &p.value).collect();
-    let platform = platform_json(&regions, &plans);
+    let platform = platform_of(catalog);
     let (sha, author) = match commit {
         Some(c) => (
             c.sha.clone(),

@@ -209,48 +209,42 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         let j = |n| self.dialect.json(n);
-        let affected = match expected_version {
-            None => sqlx::query(safe(format!(
+        // Both statements take the same parameters: $1 id, $2..$10 columns, $11 now, then
+        // ($12) the version the caller read, for the update.
+        let sql = match expected_version {
+            None => format!(
                 "INSERT INTO tenants (tenant_id, organization_id, profile, state, region, plan, quotas, policies, billing, manifest, created_at, updated_at, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, {}, {}, {}, {}, $11, $12, 1) ON CONFLICT (tenant_id) DO NOTHING",
-                j(7), j(8), j(9), j(10)
-            )))
-            .bind(&record.tenant_id)
-            .bind(&record.organization_id)
-            .bind(&record.profile)
-            .bind(&record.state)
-            .bind(&record.region)
-            .bind(&record.plan)
-            .bind(record.quotas.to_string())
-            .bind(record.policies.to_string())
-            .bind(record.billing.to_string())
-            .bind(record.manifest.to_string())
-            .bind(now)
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
-            Some(v) => sqlx::query(safe(format!(
-                "UPDATE tenants SET organization_id = $1, profile = $2, state = $3, region = $4, plan = $5, quotas = {}, policies = {}, billing = {}, manifest = {}, \
-                 updated_at = $10, version = version + 1 WHERE tenant_id = $11 AND version = $12",
-                j(6), j(7), j(8), j(9)
-            )))
-            .bind(&record.organization_id)
-            .bind(&record.profile)
-            .bind(&record.state)
-            .bind(&record.region)
-            .bind(&record.plan)
-            .bind(record.quotas.to_string())
-            .bind(record.policies.to_string())
-            .bind(record.billing.to_string())
-            .bind(record.manifest.to_string())
-            .bind(now)
-            .bind(&record.tenant_id)
-            .bind(v)
-            .execute(&self.pool)
-            .await?
-            .rows_affected(),
+                 VALUES ($1, $2, $3, $4, $5, $6, {}, {}, {}, {}, $11, $11, 1) ON CONFLICT (tenant_id) DO NOTHING",
+                j(7),
+                j(8),
+                j(9),
+                j(10)
+            ),
+            Some(_) => format!(
+                "UPDATE tenants SET organization_id = $2, profile = $3, state = $4, region = $5, plan = $6, quotas = {}, policies = {}, billing = {}, manifest = {}, \
+                 updated_at = $11, version = version + 1 WHERE tenant_id = $1 AND version = $12",
+                j(7),
+                j(8),
+                j(9),
+                j(10)
+            ),
         };
+        let mut query = sqlx::query(safe(sql))
+            .bind(&record.tenant_id)
+            .bind(&record.organization_id)
+            .bind(&record.profile)
+            .bind(&record.state)
+            .bind(&record.region)
+            .bind(&record.plan)
+            .bind(record.quotas.to_string())
+            .bind(record.policies.to_string())
+            .bind(record.billing.to_string())
+            .bind(record.manifest.to_string())
+            .bind(now);
+        if let Some(v) = expected_version {
+            query = query.bind(v);
+        }
+        let affected = query.execute(&self.pool).await?.rows_affected();
         if affected == 1 {
             return Ok(expected_version.map_or(1, |v| v + 1));
         }
