@@ -128,15 +128,7 @@ impl LocalObjectPlane {
                 Profile::MtStandard => format!("prefix {loc}/"),
                 _ => format!("bucket {loc}"),
             };
-            let change = |op, fields| Change {
-                plane: PLANE,
-                tenant: d.tenant.clone(),
-                environment: d.environment.clone(),
-                resource: resource.clone(),
-                op,
-                fields,
-                desired: Some(d.clone()),
-            };
+            let change = |op, fields| Change::new(PLANE, d, resource.clone(), op, fields);
             match (d.lifecycle, actual.get(&loc)) {
                 (Lifecycle::Draft, _) | (Lifecycle::Deleted, None) => {}
                 (Lifecycle::Deleted, Some(_)) => changes.push(change(Op::Delete, Vec::new())),

@@ -128,6 +128,37 @@ pub struct Change {
     pub desired: Option<TenantEnv>,
 }
 
+impl FieldChange {
+    pub fn new(field: &str, before: Option<String>, after: Option<String>) -> FieldChange {
+        FieldChange {
+            field: field.to_owned(),
+            before,
+            after,
+        }
+    }
+}
+
+impl Change {
+    /// A change of `plane` to `resource`, carrying the desired state `apply` will need.
+    pub fn new(
+        plane: &'static str,
+        desired: &TenantEnv,
+        resource: impl Into<String>,
+        op: Op,
+        fields: Vec<FieldChange>,
+    ) -> Change {
+        Change {
+            plane,
+            tenant: desired.tenant.clone(),
+            environment: desired.environment.clone(),
+            resource: resource.into(),
+            op,
+            fields,
+            desired: Some(desired.clone()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlaneError {
     #[error("{plane}: target `{target}` is not configured")]

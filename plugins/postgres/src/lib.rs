@@ -186,20 +186,8 @@ impl PostgresPlane {
         } else {
             o.schemas.get(&name)
         };
-        let change = |resource: String, op, fields| Change {
-            plane: PLANE,
-            tenant: d.tenant.clone(),
-            environment: d.environment.clone(),
-            resource,
-            op,
-            fields,
-            desired: Some(d.clone()),
-        };
-        let f = |field: &str, before: Option<String>, after: Option<String>| FieldChange {
-            field: field.into(),
-            before,
-            after,
-        };
+        let change = |resource: String, op, fields| Change::new(PLANE, d, resource, op, fields);
+        let f = FieldChange::new;
         if d.lifecycle == Lifecycle::Deleted {
             if container.is_some() {
                 out.push(change(

@@ -93,21 +93,9 @@ impl SqlitePlane {
                 d.qualified_name()
             );
             let observed = Self::observe(&path).await;
-            let change = |op, fields| Change {
-                plane: PLANE,
-                tenant: d.tenant.clone(),
-                environment: d.environment.clone(),
-                resource: resource.clone(),
-                op,
-                fields,
-                desired: Some(d.clone()),
-            };
+            let change = |op, fields| Change::new(PLANE, d, resource.clone(), op, fields);
             let want_writable = d.lifecycle == Lifecycle::Active;
-            let f = |field: &str, before: Option<String>, after: Option<String>| FieldChange {
-                field: field.into(),
-                before,
-                after,
-            };
+            let f = FieldChange::new;
             match (d.lifecycle, observed) {
                 (Lifecycle::Deleted, Ok(None)) => {}
                 (Lifecycle::Deleted, _) => changes.push(change(Op::Delete, Vec::new())),

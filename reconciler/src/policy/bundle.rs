@@ -276,6 +276,10 @@ mod tests {
         assert_eq!(OperationKind::of(Some("Active"), "Active"), Update);
         assert_eq!(OperationKind::of(Some("Active"), "Suspended"), Transition);
         assert_eq!(OperationKind::of(Some("Suspended"), "Deleted"), Delete);
-        assert_eq!(OperationKind::of(Some("Deleted"), "Deleted"), Update, "only becoming Deleted is a delete");
+        assert_eq!(
+            OperationKind::of(Some("Deleted"), "Deleted"),
+            Update,
+            "only becoming Deleted is a delete"
+        );
     }
 }
