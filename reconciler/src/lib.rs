@@ -3,21 +3,27 @@
 //! The crate is the pipeline, one module per stage, data flowing forward only:
 //!
 //! ```text
-//! source ─► manifest ─► validate ─► (policy ─► plan ─► converge ─► record ─► publish)
+//! source ─► manifest ─► validate ─► policy ─► plan ─► reconcile (converge, record) ─► (publish)
 //! ```
 //!
 //! * [`source`] reads exactly what a commit (or the work tree) declares, via git2.
 //! * [`manifest`] parses YAML into positioned trees and typed manifests with checked ids.
 //! * [`validate`] applies JSON Schema and cross-manifest checks, producing [`diagnostics`].
+//! * [`policy`] runs the sandboxed WebAssembly governance policies over each tenant change.
+//! * [`plan`] decides placement: the desired tenant-environments of each plane.
+//! * [`reconcile`] plans every plane against live state and applies tenant by tenant,
+//!   recording outcomes in the [`store`]; [`config`] maps logical targets to endpoints.
 //! * [`cli`] is the `tenancy` command line on top.
 //!
 //! See ARCHITECTURE.md at the repository root for the whole map and its invariants.
 
 pub mod cli;
+pub mod config;
 pub mod diagnostics;
 pub mod manifest;
 pub mod plan;
 pub mod policy;
+pub mod reconcile;
 pub mod source;
 pub mod store;
 pub mod validate;

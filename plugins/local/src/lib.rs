@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use tenancy_plane::{
     Change, FieldChange, Lifecycle, Op, Plane, PlaneError, PlaneFuture, Profile, TenantEnv,
+    bucket_name,
 };
 
 const PLANE: &str = "object-store";
@@ -37,20 +38,6 @@ pub struct LocalObjectPlane {
     root: PathBuf,
 }
 
-/// An S3-valid bucket name for a dedicated tenant-environment. Ids are `[a-z0-9_]`, so mapping
-/// `_` to `-` cannot make two names collide; names over 63 characters keep a hash suffix.
-pub fn bucket_name(tenant: &str, env: &str) -> String {
-    let full = format!("tenancy-{}-{env}", tenant.replace('_', "-"));
-    if full.len() <= 63 {
-        return full;
-    }
-    // FNV-1a: stable across builds and platforms, enough to keep truncated names apart.
-    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    });
-    format!("{}-{hash:016x}", full[..46].trim_end_matches('-'))
-}
-
 impl LocalObjectPlane {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalObjectPlane { root: root.into() }
@@ -63,7 +50,9 @@ impl LocalObjectPlane {
                 "{}/tenants/{}/{}",
                 d.placement.target, d.tenant, d.environment
             ),
-            Profile::StDedicated | Profile::Hybrid => bucket_name(&d.tenant, &d.environment),
+            Profile::StDedicated | Profile::Hybrid => {
+                bucket_name("tenancy", &d.tenant, &d.environment)
+            }
         }
     }
 
@@ -264,6 +253,8 @@ mod tests {
             encryption_key: None,
             storage_gib: Some(10),
             concurrent_jobs: None,
+            topic_partitions: None,
+            topic_retention_ms: None,
         }
     }
 
@@ -353,24 +344,5 @@ mod tests {
             plane.plan(&desired).await.expect("plan").is_empty(),
             "deleting twice is a no-op"
         );
-    }
-
-    #[test]
-    fn bucket_names_follow_s3_rules() {
-        assert_eq!(bucket_name("t_5001", "prod"), "tenancy-t-5001-prod");
-        let long = bucket_name(&"a".repeat(60), "staging");
-        assert!(long.len() <= 63, "{long}");
-        assert_ne!(
-            long,
-            bucket_name(&format!("{}b", "a".repeat(59)), "staging")
-        );
-        for name in [bucket_name("t_5001", "prod"), long] {
-            assert!(
-                name.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
-                "{name}"
-            );
-            assert!(!name.ends_with('-'));
-        }
     }
 }

@@ -59,6 +59,10 @@ pub struct TenantEnv {
     pub encryption_key: Option<String>,
     pub storage_gib: Option<u64>,
     pub concurrent_jobs: Option<u64>,
+    /// Dedicated topic partitions (`concurrentJobs` × the plan's `partitionsPerJob`).
+    pub topic_partitions: Option<u32>,
+    /// Dedicated topic `retention.ms`, from the plan.
+    pub topic_retention_ms: Option<u64>,
 }
 
 impl TenantEnv {
@@ -82,6 +86,22 @@ impl TenantEnv {
             ),
         ]
     }
+}
+
+/// An S3-valid bucket name (`<prefix>-<tenant>-<env>`) for a dedicated tenant-environment.
+/// Ids are `[a-z0-9_]`, so mapping `_` to `-` cannot make two names collide; names over 63
+/// characters keep a hash suffix. `prefix` must itself be a valid bucket-name start (bucket
+/// names are global in AWS, so operators choose one of their own).
+pub fn bucket_name(prefix: &str, tenant: &str, env: &str) -> String {
+    let full = format!("{prefix}-{}-{env}", tenant.replace('_', "-"));
+    if full.len() <= 63 {
+        return full;
+    }
+    // FNV-1a: stable across builds and platforms, enough to keep truncated names apart.
+    let hash = full.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    });
+    format!("{}-{hash:016x}", full[..46].trim_end_matches('-'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,6 +143,11 @@ pub struct Change {
     pub resource: String,
     pub op: Op,
     pub fields: Vec<FieldChange>,
+    /// Set when the plane will not make this change (e.g. fewer Kafka partitions, or an
+    /// operation the target does not support): shown in the plan, blocks the tenant, and
+    /// `apply` refuses it with this reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// Everything `apply` needs, so a plan can be applied exactly as it was shown.
     #[serde(skip)]
     pub desired: Option<TenantEnv>,
@@ -154,8 +179,15 @@ impl Change {
             resource: resource.into(),
             op,
             fields,
+            refused: None,
             desired: Some(desired.clone()),
         }
+    }
+
+    /// The same change, marked as one the plane will not make, and why.
+    pub fn refuse(mut self, reason: impl Into<String>) -> Change {
+        self.refused = Some(reason.into());
+        self
     }
 }
 
@@ -203,6 +235,13 @@ pub trait Plane: Send + Sync {
 pub async fn converge(plane: &dyn Plane, desired: &[TenantEnv]) -> Result<Vec<Change>, PlaneError> {
     let plan = plane.plan(desired).await?;
     for change in &plan {
+        if let Some(reason) = &change.refused {
+            return Err(PlaneError::Refused {
+                plane: change.plane,
+                resource: change.resource.clone(),
+                message: reason.clone(),
+            });
+        }
         plane.apply(change).await?;
     }
     Ok(plan)
@@ -228,6 +267,8 @@ mod tests {
             encryption_key: None,
             storage_gib: None,
             concurrent_jobs: None,
+            topic_partitions: None,
+            topic_retention_ms: None,
         };
         assert_eq!(d.qualified_name(), "t_5001_prod");
         assert!(
@@ -238,5 +279,27 @@ mod tests {
             [Op::Create, Op::Update, Op::Delete].map(Op::symbol),
             ['+', '~', '-']
         );
+    }
+
+    #[test]
+    fn bucket_names_follow_s3_rules() {
+        assert_eq!(
+            bucket_name("tenancy", "t_5001", "prod"),
+            "tenancy-t-5001-prod"
+        );
+        let long = bucket_name("tenancy", &"a".repeat(60), "staging");
+        assert!(long.len() <= 63, "{long}");
+        assert_ne!(
+            long,
+            bucket_name("tenancy", &format!("{}b", "a".repeat(59)), "staging")
+        );
+        for name in [bucket_name("tenancy", "t_5001", "prod"), long] {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.ends_with('-'));
+        }
     }
 }

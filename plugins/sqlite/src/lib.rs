@@ -231,6 +231,8 @@ mod tests {
             encryption_key: None,
             storage_gib: None,
             concurrent_jobs: None,
+            topic_partitions: None,
+            topic_retention_ms: None,
         }
     }
 

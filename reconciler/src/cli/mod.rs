@@ -1,6 +1,7 @@
 //! The command line: argument parsing, output formats and exit codes. Commands call the
 //! pipeline stages and render what they return; they hold no domain logic of their own.
 
+pub mod plan;
 pub mod policy;
 pub mod validate;
 
@@ -20,16 +21,19 @@ pub mod exit {
 const ABOUT: &str = "Tenancy: GitOps governance for multi-tenant platforms.
 
 Tenancy reads tenant manifests from a Git repository, validates every change against JSON \
-Schema and sandboxed WebAssembly governance policies, and (later) converges each tenant's PostgreSQL, \
-object-store and Kafka resources.";
+Schema and sandboxed WebAssembly governance policies, and converges each tenant's PostgreSQL (or embedded \
+SQLite), object-store and Kafka resources.";
 
-const AFTER_HELP: &str = "Exit codes: 0 = success, 1 = the input was refused (findings), 2 = could not run.
+const AFTER_HELP: &str = "Exit codes: 0 = success, 1 = the input was refused (findings), 2 = could not run;
+apply also: 3 = some tenants failed (a rerun resumes), 4 = drift found (--detect-only).
 
 Examples:
   tenancy validate                          # the manifests committed at HEAD of the current repository
   tenancy validate --repo ./tenants-repo --rev origin/main
   tenancy validate --worktree               # uncommitted edits in the work tree
-  tenancy validate --path tenants --output json | jq '.findings[]'";
+  tenancy validate --path tenants --output json | jq '.findings[]'
+  tenancy plan --path tenants --base origin/main --head HEAD --output markdown
+  tenancy apply --path tenants --config tenancy.toml --yes";
 
 #[derive(Debug, Parser)]
 #[command(name = "tenancy", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
@@ -57,6 +61,26 @@ pub enum Command {
         after_help = "Exit codes: 0 = no errors (warnings allowed), 1 = at least one error, 2 = could not run.\n\nJSON output (--output json) is documented in docs/validate-output.md and schemas/validate-report.schema.json."
     )]
     Validate(validate::Args),
+
+    /// Show what would change in every plane, per tenant, against live state.
+    ///
+    /// Validates and governs the revision, decides placement, observes each plane's actual
+    /// state in bulk and prints the differences (`+` create, `~` change, `-` delete, `!`
+    /// refused) with before and after values, and why any tenant is blocked. Changes nothing.
+    #[command(
+        after_help = "Exit codes: 0 = can be applied, 1 = refused by validation or policy (or a change a plane refuses), 2 = could not run (bad arguments, repository, or a plane that could not be observed).\n\nExamples:\n  tenancy plan --path tenants\n  tenancy plan --path tenants --base origin/main --head HEAD --output markdown > plan.md\n  tenancy plan --config tenancy.toml --output json | jq '.summary'"
+    )]
+    Plan(plan::PlanArgs),
+
+    /// Make the plan so: tenant by tenant, recording every outcome in the state store.
+    ///
+    /// A tenant refused by validation or policy keeps its last applied state; a tenant whose
+    /// change fails does not stop the others, and its reason is recorded. Every step is
+    /// idempotent: rerunning after a failure or crash resumes where it stopped.
+    #[command(
+        after_help = "Exit codes: 0 = converged, 1 = some tenants refused (validation, policy, or a change a plane refuses), 2 = could not run, 3 = some tenants failed (rerun to resume), 4 = drift found with --detect-only."
+    )]
+    Apply(plan::ApplyArgs),
 
     /// Policy author tools: run fixture cases, inspect a module.
     #[command(subcommand)]
@@ -138,6 +162,8 @@ pub fn run() -> ExitCode {
     let color = cli.color.enabled();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, color),
+        Command::Plan(args) => plan::run_plan(&args, color),
+        Command::Apply(args) => plan::run_apply(&args, color),
         Command::Policy(cmd) => policy::run(&cmd, color),
     };
     match result {
@@ -164,6 +190,15 @@ pub enum CliError {
     #[error("policy host: {0}")]
     #[diagnostic(code(tenancy::policy_host))]
     Policy(String),
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    #[diagnostic(
+        code(tenancy::state),
+        help("check [state] url in tenancy.toml or TENANCY_STATE_URL")
+    )]
+    State(String),
     #[error("cannot write output: {0}")]
     #[diagnostic(code(tenancy::io))]
     Io(#[from] std::io::Error),

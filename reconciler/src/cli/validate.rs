@@ -1,18 +1,14 @@
 //! `tenancy validate`: schema and cross-manifest checks, then the governance policies.
 
 use super::{CliError, Output, exit};
-use crate::diagnostics::{self, Finding, Severity};
-use crate::policy::bundle::{Bundle, Mode};
-use crate::policy::history::History;
-use crate::policy::host::PolicyHost;
-use crate::policy::{PolicySet, govern};
-use crate::source::{self, ReadOptions};
-use crate::validate::{self, Locator, Report, ValidateOptions};
+use crate::diagnostics::{self, Finding};
+use crate::reconcile::{self, Evaluation, Inputs, PolicyStatus};
+use crate::source;
+use crate::validate::{self, Report};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 /// Where the policy bundle is looked for when --policies is not given.
@@ -67,7 +63,7 @@ struct JsonReport<'a> {
     kind: &'static str,
     source: JsonSource<'a>,
     summary: validate::Summary,
-    policies: Vec<JsonPolicy>,
+    policies: Vec<PolicyStatus>,
     findings: &'a [Finding],
 }
 
@@ -78,15 +74,6 @@ struct JsonSource<'a> {
     revision: Option<&'a str>,
     commit: Option<&'a str>,
     worktree: bool,
-}
-
-#[derive(Serialize)]
-struct JsonPolicy {
-    name: String,
-    digest: String,
-    mode: Mode,
-    /// Why the module could not be loaded (it then denies every change in its scope).
-    error: Option<String>,
 }
 
 fn bundle_path(args: &Args) -> Option<PathBuf> {
@@ -111,72 +98,25 @@ fn bundle_path(args: &Args) -> Option<PathBuf> {
 
 pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
-    let opts = ReadOptions {
+    let inputs = Inputs {
+        repo: args.repo.clone(),
+        rev: (!args.worktree).then(|| args.rev.clone()),
         path: args.path.clone(),
         max_file_bytes: args.max_file_size,
-        only: None,
+        bundle: bundle_path(args),
     };
-    let bundle = bundle_path(args).map(|p| Bundle::load(&p)).transpose()?;
-    let snapshot = if args.worktree {
-        source::read_worktree(&args.repo, &opts)?
-    } else {
-        source::read_revision(&args.repo, &args.rev, &opts)?
-    };
-    let mut report = validate::validate(&snapshot, &ValidateOptions::default());
+    let Evaluation {
+        snapshot,
+        report,
+        policies,
+        governance,
+    } = reconcile::evaluate(&inputs)?;
     tracing::info!(
         files = report.summary.files,
+        evaluations = governance.evaluations,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "validated"
+        "validated and governed"
     );
-
-    let mut policies = Vec::new();
-    if let Some(bundle) = &bundle {
-        let host = Arc::new(PolicyHost::new().map_err(|e| CliError::Policy(e.to_string()))?);
-        let set = PolicySet::load(host, bundle);
-        for (entry, module) in &set.policies {
-            policies.push(JsonPolicy {
-                name: entry.name.clone(),
-                digest: entry.sha256.clone(),
-                mode: entry.mode,
-                error: module.as_ref().err().map(|e| e.to_string()),
-            });
-        }
-        let rev = (!args.worktree).then_some(args.rev.as_str());
-        let history = History::load(&args.repo, rev, &snapshot, &opts)?;
-        let locator = Locator::new(&snapshot, Default::default());
-        // A tenant that already failed validation is not judged: its errors come first.
-        let invalid: std::collections::HashSet<String> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .filter_map(|f| f.tenant.clone())
-            .collect();
-        let governance = govern(
-            &set,
-            &report.catalog,
-            &history,
-            snapshot.commit.as_ref(),
-            &locator,
-            |t| !invalid.contains(t.value.metadata.id.as_str()),
-        );
-        tracing::info!(
-            evaluations = governance.evaluations,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "governed"
-        );
-        report.findings.extend(governance.findings);
-        diagnostics::sort(&mut report.findings);
-        report.summary.errors = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count();
-        report.summary.warnings = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Warning)
-            .count();
-    }
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -5,7 +5,7 @@
 //! each plane — and maps lifecycle to what the planes must enforce. The planes then diff this
 //! against what they observe.
 
-use crate::manifest::model::{Region, Tenant};
+use crate::manifest::model::{Plan, Region, Tenant};
 use crate::manifest::{Lifecycle, Profile};
 use crate::validate::Catalog;
 use std::collections::HashMap;
@@ -59,9 +59,17 @@ pub fn desired<'a>(
         .iter()
         .map(|r| (r.value.metadata.name.as_str(), &r.value))
         .collect();
+    let plans: HashMap<&str, &Plan> = catalog
+        .plans
+        .iter()
+        .map(|p| (p.value.metadata.name.as_str(), &p.value))
+        .collect();
     let mut out = Vec::new();
     for t in tenants {
         let spec = &t.spec;
+        let kafka = plans
+            .get(spec.plan.as_str())
+            .and_then(|p| p.spec.kafka.as_ref());
         let profile = match spec.profile {
             Profile::MtStandard => tenancy_plane::Profile::MtStandard,
             Profile::StDedicated => tenancy_plane::Profile::StDedicated,
@@ -72,6 +80,7 @@ pub fn desired<'a>(
             let Some(region) = regions.get(region_name.as_str()) else {
                 continue;
             };
+            let jobs = e.quotas.concurrent_jobs.or(spec.quotas.concurrent_jobs);
             out.push(TenantEnv {
                 tenant: t.metadata.id.to_string(),
                 environment: e.name.to_string(),
@@ -86,7 +95,15 @@ pub fn desired<'a>(
                 encryption_key: (spec.policies.encryption.as_deref() == Some("kms-per-tenant"))
                     .then(|| format!("alias/tenancy/{}", t.metadata.id)),
                 storage_gib: e.quotas.storage_gib.or(spec.quotas.storage_gib),
-                concurrent_jobs: e.quotas.concurrent_jobs.or(spec.quotas.concurrent_jobs),
+                concurrent_jobs: jobs,
+                topic_partitions: jobs.map(|j| {
+                    let per_job = kafka.and_then(|k| k.partitions_per_job).unwrap_or(1);
+                    u32::try_from(j)
+                        .unwrap_or(u32::MAX)
+                        .saturating_mul(per_job)
+                        .max(1)
+                }),
+                topic_retention_ms: kafka.and_then(|k| k.retention_ms),
             });
         }
     }
@@ -123,6 +140,12 @@ mod tests {
             .find(|d| d.tenant == "t_5001" && d.environment == "prod")
             .expect("t_5001 prod");
         assert_eq!(t5001.placement.target, "pg-ap-south-1-shared");
+        // Starter: 1 partition per job, 7 days of retention; enterprise: 2 per job.
+        assert_eq!(t5001.topic_partitions, Some(10));
+        assert_eq!(t5001.topic_retention_ms, Some(604_800_000));
+        let t7003 = db.iter().find(|d| d.tenant == "t_7003").expect("t_7003");
+        let jobs = t7003.concurrent_jobs.expect("jobs") as u32;
+        assert_eq!(t7003.topic_partitions, Some(jobs * 2));
         assert_eq!(
             t5001.encryption_key.as_deref(),
             Some("alias/tenancy/t_5001")

@@ -1,0 +1,877 @@
+//! The object-store plane, against any S3 endpoint (AWS, MinIO, Ceph, moto; path-style optional).
+//!
+//! * `st-dedicated` / `hybrid`: a bucket per tenant-environment (`<prefix>-<tenant>-<env>`,
+//!   see [`tenancy_plane::bucket_name`]) with tags (tenant, environment, organization, profile),
+//!   versioning, a lifecycle rule from `retentionDays`, default encryption (SSE-KMS with the
+//!   tenant's key when its policy is `kms-per-tenant`, else SSE-S3) and, while the tenant is
+//!   suspended or archived, a bucket policy that denies writes. Drift in any of these is found
+//!   and corrected; rules, tags and policy statements are owned whole by Tenancy.
+//! * `mt-standard`: a prefix `tenants/<tenant>/<env>/` in the target's shared bucket, marked
+//!   by `tenants/<tenant>/<env>/.tenancy.json` — the same configuration as a JSON document,
+//!   with the labels as object tags. S3 allows 1,000 lifecycle rules and one default
+//!   encryption per bucket, so a shared bucket cannot hold a rule or key per prefix: retention
+//!   and key id are recorded on the marker for the tenant's writers (and the shared bucket's
+//!   own configuration is the platform's). The database role is what suspends an mt tenant.
+//!
+//! Observation is bulk: one `ListBuckets` per target; one `ListObjectsV2` page per 1,000
+//! prefixes (the marker's ETag is compared with the MD5 of the desired document, so an
+//! unchanged prefix costs no request of its own); five GETs per dedicated bucket, sixteen
+//! buckets at a time.
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
+    CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter, NoncurrentVersionExpiration, ObjectIdentifier, ServerSideEncryption,
+    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    Tag, Tagging, VersioningConfiguration,
+};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+use tenancy_plane::{
+    Change, FieldChange, Lifecycle, Op, Plane, PlaneError, PlaneFuture, Profile, TenantEnv,
+    bucket_name,
+};
+use tokio::sync::Mutex;
+
+const PLANE: &str = "object-store";
+const MARKER: &str = ".tenancy.json";
+const RETENTION_RULE: &str = "tenancy-retention";
+const SUSPENDED_SID: &str = "TenancySuspended";
+/// Dedicated buckets observed at once.
+const OBSERVE_CONCURRENCY: usize = 16;
+
+/// One S3 endpoint, by logical target name (platform/regions.yaml).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct S3Target {
+    /// Custom endpoint (MinIO, Ceph, moto); AWS's regional endpoint when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`), which most non-AWS servers need.
+    #[serde(default)]
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub session_token: Option<String>,
+    /// Start of every bucket name Tenancy creates here (bucket names are global on AWS).
+    #[serde(default = "default_bucket_prefix")]
+    pub bucket_prefix: String,
+    /// The shared bucket of mt-standard tenants; `<bucket-prefix>-shared` when absent.
+    #[serde(default)]
+    pub shared_bucket: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_bucket_prefix() -> String {
+    "tenancy".into()
+}
+
+impl S3Target {
+    fn shared_bucket(&self) -> String {
+        self.shared_bucket
+            .clone()
+            .unwrap_or_else(|| format!("{}-shared", self.bucket_prefix))
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    pub targets: BTreeMap<String, S3Target>,
+}
+
+/// What Tenancy keeps of one bucket or prefix; the mt marker document is this, serialized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectConfig {
+    tags: BTreeMap<String, String>,
+    versioning: bool,
+    retention_days: Option<u32>,
+    encryption_key: Option<String>,
+    writable: bool,
+}
+
+impl ObjectConfig {
+    fn desired(d: &TenantEnv) -> ObjectConfig {
+        ObjectConfig {
+            tags: d.labels().into_iter().collect(),
+            versioning: d.profile != Profile::MtStandard,
+            retention_days: d.retention_days,
+            encryption_key: d.encryption_key.clone(),
+            writable: d.lifecycle == Lifecycle::Active,
+        }
+    }
+
+    fn document(&self) -> Vec<u8> {
+        // Field order is the struct's and tags are a BTreeMap: the bytes are canonical.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+struct Target {
+    client: Client,
+    config: S3Target,
+}
+
+pub struct S3Plane {
+    config: S3Config,
+    clients: Mutex<HashMap<String, std::sync::Arc<Target>>>,
+    /// Shared buckets known to exist (created or seen) in this process.
+    shared_ready: Mutex<HashSet<(String, String)>>,
+}
+
+fn unavailable(target: &str, e: impl std::fmt::Display) -> PlaneError {
+    PlaneError::Unavailable {
+        plane: PLANE,
+        message: format!("target `{target}`: {e}"),
+    }
+}
+
+/// An SDK error as a plane error: a connection or timeout failure means the service is
+/// unavailable (the whole target), anything else fails this resource.
+fn sdk_error<E>(resource: &str, e: SdkError<E, HttpResponse>) -> PlaneError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let message = match (e.code(), &e) {
+        (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("(no message)")),
+        // An unparseable reply: say what the client saw, not the whole raw response.
+        (None, SdkError::ServiceError(s)) => format!(
+            "unexpected reply (HTTP {}): {}",
+            s.raw().status().as_u16(),
+            first_chars(&DisplayErrorContext(s.err()).to_string(), 300)
+        ),
+        (None, _) => first_chars(&DisplayErrorContext(&e).to_string(), 300),
+    };
+    match e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => PlaneError::Unavailable {
+            plane: PLANE,
+            message: format!("{resource}: {message}"),
+        },
+        _ => PlaneError::Failed {
+            plane: PLANE,
+            resource: resource.to_owned(),
+            message,
+        },
+    }
+}
+
+/// `Ok(None)` when the error is one of `absent` (e.g. `NoSuchTagSet`): the setting is unset.
+fn absent_ok<T, E>(
+    resource: &str,
+    result: Result<T, SdkError<E, HttpResponse>>,
+    absent: &[&str],
+) -> Result<Option<T>, PlaneError>
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code().is_some_and(|c| absent.contains(&c)) => Ok(None),
+        Err(e) => Err(sdk_error(resource, e)),
+    }
+}
+
+fn first_chars(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// Some S3 implementations (moto 5.2, at least) answer GetBucketVersioning with the root
+/// element `GetBucketVersioningResponse` instead of S3's `VersioningConfiguration`, which the
+/// SDK's strict parser rejects. The reply is otherwise S3's, so its status is read from the raw
+/// body the error keeps; any other failure stays a failure.
+fn versioning_from_misnamed_reply<E>(e: &SdkError<E, HttpResponse>) -> Option<bool> {
+    let SdkError::ServiceError(s) = e else {
+        return None;
+    };
+    let text = std::str::from_utf8(s.raw().body().bytes()?).ok()?;
+    text.contains("<GetBucketVersioningResponse")
+        .then(|| text.contains("<Status>Enabled</Status>"))
+}
+
+fn build_error(resource: &str, e: impl std::fmt::Display) -> PlaneError {
+    PlaneError::Failed {
+        plane: PLANE,
+        resource: resource.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+fn show<T: Serialize>(v: &T) -> Option<String> {
+    serde_json::to_string(v).ok()
+}
+
+/// Field-by-field difference, in a stable order.
+fn diff(current: Option<&ObjectConfig>, want: &ObjectConfig) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let mut field = |name: &str, before: Option<String>, after: Option<String>| {
+        if before != after {
+            out.push(FieldChange::new(name, before, after));
+        }
+    };
+    field(
+        "tags",
+        current.and_then(|c| show(&c.tags)),
+        show(&want.tags),
+    );
+    field(
+        "versioning",
+        current.and_then(|c| show(&c.versioning)),
+        show(&want.versioning),
+    );
+    field(
+        "retentionDays",
+        current.and_then(|c| show(&c.retention_days)),
+        show(&want.retention_days),
+    );
+    field(
+        "encryptionKey",
+        current.and_then(|c| show(&c.encryption_key)),
+        show(&want.encryption_key),
+    );
+    field(
+        "writable",
+        current.and_then(|c| show(&c.writable)),
+        show(&want.writable),
+    );
+    out
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(Md5::digest(bytes))
+}
+
+fn prefix_of(d: &TenantEnv) -> String {
+    format!("tenants/{}/{}/", d.tenant, d.environment)
+}
+
+impl S3Plane {
+    pub fn new(config: S3Config) -> Self {
+        S3Plane {
+            config,
+            clients: Mutex::new(HashMap::new()),
+            shared_ready: Mutex::new(HashSet::new()),
+        }
+    }
+
+    async fn target(&self, name: &str) -> Result<std::sync::Arc<Target>, PlaneError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(t) = clients.get(name) {
+            return Ok(t.clone());
+        }
+        let cfg = self
+            .config
+            .targets
+            .get(name)
+            .ok_or_else(|| PlaneError::UnknownTarget {
+                plane: PLANE,
+                target: name.to_owned(),
+            })?;
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(cfg.region.clone()))
+            .credentials_provider(Credentials::new(
+                cfg.access_key_id.clone(),
+                cfg.secret_access_key.clone(),
+                cfg.session_token.clone(),
+                None,
+                "tenancy.toml",
+            ))
+            .force_path_style(cfg.path_style)
+            // Checksums only where S3 requires them: works with every S3 implementation.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_timeout(Duration::from_secs(30))
+                    .build(),
+            );
+        if let Some(endpoint) = &cfg.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let target = std::sync::Arc::new(Target {
+            client: Client::from_conf(builder.build()),
+            config: cfg.clone(),
+        });
+        clients.insert(name.to_owned(), target.clone());
+        Ok(target)
+    }
+
+    async fn list_buckets(&self, name: &str, t: &Target) -> Result<HashSet<String>, PlaneError> {
+        let mut out = HashSet::new();
+        let mut token = None;
+        loop {
+            let page = t
+                .client
+                .list_buckets()
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| match sdk_error("ListBuckets", e) {
+                    PlaneError::Failed { message, .. } => unavailable(name, message),
+                    other => other,
+                })?;
+            out.extend(
+                page.buckets()
+                    .iter()
+                    .filter_map(|b| b.name().map(str::to_owned)),
+            );
+            token = page.continuation_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Markers under `tenants/` in a shared bucket: key → ETag (quotes stripped).
+    async fn list_markers(
+        &self,
+        t: &Target,
+        bucket: &str,
+    ) -> Result<HashMap<String, String>, PlaneError> {
+        let mut out = HashMap::new();
+        let mut token = None;
+        loop {
+            let page = t
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix("tenants/")
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| sdk_error(&format!("bucket {bucket}"), e))?;
+            for o in page.contents() {
+                if let Some(key) = o.key().filter(|k| k.ends_with(MARKER)) {
+                    out.insert(
+                        key.to_owned(),
+                        o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                    );
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn read_marker(
+        &self,
+        t: &Target,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectConfig, String> {
+        let object = t
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| format!("unreadable: {}", DisplayErrorContext(&e)))?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("unreadable: {e}"))?
+            .into_bytes();
+        serde_json::from_slice(&bytes).map_err(|e| format!("invalid: {e}"))
+    }
+
+    /// The configuration of a dedicated bucket, read with five GETs.
+    async fn observe_bucket(client: Client, bucket: String) -> Result<ObjectConfig, PlaneError> {
+        let resource = format!("bucket {bucket}");
+        let (tags, versioning, lifecycle, encryption, policy) = tokio::join!(
+            client.get_bucket_tagging().bucket(&bucket).send(),
+            client.get_bucket_versioning().bucket(&bucket).send(),
+            client
+                .get_bucket_lifecycle_configuration()
+                .bucket(&bucket)
+                .send(),
+            client.get_bucket_encryption().bucket(&bucket).send(),
+            client.get_bucket_policy().bucket(&bucket).send(),
+        );
+        let tags = absent_ok(&resource, tags, &["NoSuchTagSet", "NoSuchTagSetError"])?
+            .map(|t| {
+                t.tag_set()
+                    .iter()
+                    .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let versioning = match versioning {
+            Ok(v) => v
+                .status()
+                .is_some_and(|s| *s == BucketVersioningStatus::Enabled),
+            Err(e) => match versioning_from_misnamed_reply(&e) {
+                Some(enabled) => enabled,
+                None => return Err(sdk_error(&resource, e)),
+            },
+        };
+        let retention_days = absent_ok(&resource, lifecycle, &["NoSuchLifecycleConfiguration"])?
+            .and_then(|l| {
+                l.rules()
+                    .iter()
+                    .find(|r| {
+                        r.id() == Some(RETENTION_RULE) && r.status() == &ExpirationStatus::Enabled
+                    })
+                    .and_then(|r| r.expiration().and_then(|e| e.days()))
+                    .and_then(|d| u32::try_from(d).ok())
+            });
+        let encryption = absent_ok(
+            &resource,
+            encryption,
+            &["ServerSideEncryptionConfigurationNotFoundError"],
+        )?;
+        let encryption_key = encryption.and_then(|e| {
+            let rule = e.server_side_encryption_configuration()?.rules().first()?;
+            let default = rule.apply_server_side_encryption_by_default()?;
+            (default.sse_algorithm() == &ServerSideEncryption::AwsKms)
+                .then(|| default.kms_master_key_id().unwrap_or("aws/s3").to_owned())
+        });
+        let writable = !absent_ok(&resource, policy, &["NoSuchBucketPolicy"])?
+            .and_then(|p| p.policy().map(|p| p.contains(SUSPENDED_SID)))
+            .unwrap_or(false);
+        Ok(ObjectConfig {
+            tags,
+            versioning,
+            retention_days,
+            encryption_key,
+            writable,
+        })
+    }
+
+    async fn plan_async(&self, desired: &[TenantEnv]) -> Result<Vec<Change>, PlaneError> {
+        let mut by_target: BTreeMap<&str, Vec<&TenantEnv>> = BTreeMap::new();
+        for d in desired.iter().filter(|d| d.lifecycle != Lifecycle::Draft) {
+            by_target
+                .entry(d.placement.target.as_str())
+                .or_default()
+                .push(d);
+        }
+        let mut changes = Vec::new();
+        for (name, envs) in by_target {
+            let t = self.target(name).await?;
+            let buckets = self.list_buckets(name, &t).await?;
+            let shared = t.config.shared_bucket();
+            let markers = if buckets.contains(&shared) {
+                self.list_markers(&t, &shared).await?
+            } else {
+                HashMap::new()
+            };
+            // Dedicated buckets that exist, observed concurrently.
+            let dedicated: BTreeSet<String> = envs
+                .iter()
+                .filter(|d| d.profile != Profile::MtStandard)
+                .map(|d| bucket_name(&t.config.bucket_prefix, &d.tenant, &d.environment))
+                .filter(|b| buckets.contains(b))
+                .collect();
+            let mut observed: HashMap<String, ObjectConfig> = HashMap::new();
+            let dedicated: Vec<String> = dedicated.into_iter().collect();
+            for chunk in dedicated.chunks(OBSERVE_CONCURRENCY) {
+                let mut set = tokio::task::JoinSet::new();
+                for b in chunk {
+                    let client = t.client.clone();
+                    let b = b.clone();
+                    set.spawn(async move { (b.clone(), Self::observe_bucket(client, b).await) });
+                }
+                while let Some(joined) = set.join_next().await {
+                    let (bucket, result) = joined.map_err(|e| unavailable(name, e))?;
+                    observed.insert(bucket, result?);
+                }
+            }
+            let mut seen = HashSet::new();
+            for d in envs {
+                let want = ObjectConfig::desired(d);
+                let (resource, current): (String, Option<Result<ObjectConfig, String>>) = if d
+                    .profile
+                    == Profile::MtStandard
+                {
+                    let key = format!("{}{MARKER}", prefix_of(d));
+                    let current = match markers.get(&key) {
+                        None => None,
+                        // Unchanged: the ETag of a single-part upload is its MD5.
+                        Some(etag) if *etag == md5_hex(&want.document()) => Some(Ok(want.clone())),
+                        Some(_) => Some(self.read_marker(&t, &shared, &key).await),
+                    };
+                    (format!("prefix {shared}/{}", prefix_of(d)), current)
+                } else {
+                    let b = bucket_name(&t.config.bucket_prefix, &d.tenant, &d.environment);
+                    let current = observed.remove(&b).map(Ok);
+                    (format!("bucket {b}"), current)
+                };
+                if !seen.insert(resource.clone()) {
+                    continue;
+                }
+                let change = |op, fields| Change::new(PLANE, d, resource.clone(), op, fields);
+                match (d.lifecycle, current) {
+                    (Lifecycle::Deleted, None) => {}
+                    (Lifecycle::Deleted, Some(_)) => changes.push(change(Op::Delete, Vec::new())),
+                    (_, None) => changes.push(change(Op::Create, diff(None, &want))),
+                    (_, Some(Ok(cur))) => {
+                        let fields = diff(Some(&cur), &want);
+                        if !fields.is_empty() {
+                            changes.push(change(Op::Update, fields));
+                        }
+                    }
+                    (_, Some(Err(why))) => changes.push(change(
+                        Op::Update,
+                        vec![FieldChange::new(
+                            "configuration",
+                            Some(why),
+                            Some("rewritten".into()),
+                        )],
+                    )),
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Create a bucket unless it exists (idempotent: "already owned by you" is success).
+    async fn ensure_bucket(&self, t: &Target, bucket: &str) -> Result<(), PlaneError> {
+        let mut create = t.client.create_bucket().bucket(bucket);
+        if t.config.region != "us-east-1" {
+            create = create.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(t.config.region.as_str()))
+                    .build(),
+            );
+        }
+        absent_ok(
+            &format!("bucket {bucket}"),
+            create.send().await,
+            &["BucketAlreadyOwnedByYou"],
+        )
+        .map(|_| ())
+    }
+
+    async fn apply_dedicated(
+        &self,
+        t: &Target,
+        bucket: &str,
+        d: &TenantEnv,
+        resource: &str,
+    ) -> Result<(), PlaneError> {
+        let c = &t.client;
+        let want = ObjectConfig::desired(d);
+        self.ensure_bucket(t, bucket).await?;
+        let tags = want
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| build_error(resource, e))?;
+        c.put_bucket_tagging()
+            .bucket(bucket)
+            .tagging(
+                Tagging::builder()
+                    .set_tag_set(Some(tags))
+                    .build()
+                    .map_err(|e| build_error(resource, e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(resource, e))?;
+        // Versioning is only ever enabled: suspending it is never what a tenant bucket wants.
+        c.put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(resource, e))?;
+        match want.retention_days {
+            Some(days) => {
+                let days = i32::try_from(days).unwrap_or(i32::MAX);
+                let rule = LifecycleRule::builder()
+                    .id(RETENTION_RULE)
+                    .status(ExpirationStatus::Enabled)
+                    .filter(LifecycleRuleFilter::builder().prefix("").build())
+                    .expiration(LifecycleExpiration::builder().days(days).build())
+                    .noncurrent_version_expiration(
+                        NoncurrentVersionExpiration::builder()
+                            .noncurrent_days(days)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| build_error(resource, e))?;
+                c.put_bucket_lifecycle_configuration()
+                    .bucket(bucket)
+                    .lifecycle_configuration(
+                        BucketLifecycleConfiguration::builder()
+                            .rules(rule)
+                            .build()
+                            .map_err(|e| build_error(resource, e))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(resource, e))?;
+            }
+            None => {
+                c.delete_bucket_lifecycle()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(resource, e))?;
+            }
+        }
+        let by_default = match &want.encryption_key {
+            Some(key) => ServerSideEncryptionByDefault::builder()
+                .sse_algorithm(ServerSideEncryption::AwsKms)
+                .kms_master_key_id(key),
+            None => {
+                ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256)
+            }
+        }
+        .build()
+        .map_err(|e| build_error(resource, e))?;
+        c.put_bucket_encryption()
+            .bucket(bucket)
+            .server_side_encryption_configuration(
+                ServerSideEncryptionConfiguration::builder()
+                    .rules(
+                        ServerSideEncryptionRule::builder()
+                            .apply_server_side_encryption_by_default(by_default)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| build_error(resource, e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error(resource, e))?;
+        if want.writable {
+            absent_ok(
+                resource,
+                c.delete_bucket_policy().bucket(bucket).send().await,
+                &["NoSuchBucketPolicy"],
+            )?;
+        } else {
+            let policy = serde_json::json!({
+                "Version": "2012-10-17",
+                "Statement": [{
+                    "Sid": SUSPENDED_SID,
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": ["s3:PutObject", "s3:DeleteObject", "s3:DeleteObjectVersion"],
+                    "Resource": [format!("arn:aws:s3:::{bucket}/*")]
+                }]
+            });
+            c.put_bucket_policy()
+                .bucket(bucket)
+                .policy(policy.to_string())
+                .send()
+                .await
+                .map_err(|e| sdk_error(resource, e))?;
+        }
+        Ok(())
+    }
+
+    /// Delete every object version and delete marker under `prefix` (`""` = whole bucket).
+    async fn empty(
+        &self,
+        t: &Target,
+        bucket: &str,
+        prefix: &str,
+        resource: &str,
+    ) -> Result<(), PlaneError> {
+        loop {
+            let page = match t
+                .client
+                .list_object_versions()
+                .bucket(bucket)
+                .prefix(prefix)
+                .send()
+                .await
+            {
+                Err(e) if e.code() == Some("NoSuchBucket") => return Ok(()),
+                other => other.map_err(|e| sdk_error(resource, e))?,
+            };
+            let mut ids = Vec::new();
+            for (key, version) in page
+                .versions()
+                .iter()
+                .map(|v| (v.key(), v.version_id()))
+                .chain(
+                    page.delete_markers()
+                        .iter()
+                        .map(|m| (m.key(), m.version_id())),
+                )
+            {
+                if let Some(key) = key {
+                    ids.push(
+                        ObjectIdentifier::builder()
+                            .key(key)
+                            .set_version_id(version.map(str::to_owned))
+                            .build()
+                            .map_err(|e| build_error(resource, e))?,
+                    );
+                }
+            }
+            if ids.is_empty() {
+                return Ok(());
+            }
+            t.client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(
+                    Delete::builder()
+                        .set_objects(Some(ids))
+                        .quiet(true)
+                        .build()
+                        .map_err(|e| build_error(resource, e))?,
+                )
+                .send()
+                .await
+                .map_err(|e| sdk_error(resource, e))?;
+        }
+    }
+
+    async fn apply_async(&self, change: &Change) -> Result<(), PlaneError> {
+        let resource = change.resource.as_str();
+        let d = change
+            .desired
+            .as_ref()
+            .ok_or_else(|| build_error(resource, "change carries no desired state"))?;
+        let t = self.target(&d.placement.target).await?;
+        if d.profile == Profile::MtStandard {
+            let shared = t.config.shared_bucket();
+            let prefix = prefix_of(d);
+            if change.op == Op::Delete {
+                return self.empty(&t, &shared, &prefix, resource).await;
+            }
+            let key = (d.placement.target.clone(), shared.clone());
+            if !self.shared_ready.lock().await.contains(&key) {
+                self.ensure_bucket(&t, &shared).await?;
+                self.shared_ready.lock().await.insert(key);
+            }
+            let want = ObjectConfig::desired(d);
+            let tagging: String = want
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            t.client
+                .put_object()
+                .bucket(&shared)
+                .key(format!("{prefix}{MARKER}"))
+                .content_type("application/json")
+                .tagging(tagging)
+                .body(ByteStream::from(want.document()))
+                .send()
+                .await
+                .map_err(|e| sdk_error(resource, e))?;
+            return Ok(());
+        }
+        let bucket = bucket_name(&t.config.bucket_prefix, &d.tenant, &d.environment);
+        if change.op == Op::Delete {
+            // Lift a suspension's write block first: it would deny the deletes.
+            absent_ok(
+                resource,
+                t.client.delete_bucket_policy().bucket(&bucket).send().await,
+                &["NoSuchBucketPolicy", "NoSuchBucket"],
+            )?;
+            self.empty(&t, &bucket, "", resource).await?;
+            absent_ok(
+                resource,
+                t.client.delete_bucket().bucket(&bucket).send().await,
+                &["NoSuchBucket"],
+            )?;
+            return Ok(());
+        }
+        self.apply_dedicated(&t, &bucket, d, resource).await
+    }
+}
+
+/// Percent-encoding for the `x-amz-tagging` header (RFC 3986 unreserved characters kept).
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Plane for S3Plane {
+    fn name(&self) -> &'static str {
+        PLANE
+    }
+
+    fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>> {
+        Box::pin(self.plan_async(desired))
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> PlaneFuture<'a, ()> {
+        Box::pin(self.apply_async(change))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_documents_are_canonical_and_tags_are_encoded() {
+        let mut a = ObjectConfig {
+            tags: BTreeMap::from([("b".into(), "2".into()), ("a".into(), "1".into())]),
+            versioning: false,
+            retention_days: Some(30),
+            encryption_key: None,
+            writable: true,
+        };
+        let first = a.document();
+        a.tags = BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
+        assert_eq!(
+            first,
+            a.document(),
+            "same configuration, same bytes, same MD5"
+        );
+        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(urlencode("tenancy.dev/tenant"), "tenancy.dev%2Ftenant");
+        assert_eq!(
+            diff(
+                Some(&a),
+                &ObjectConfig {
+                    writable: false,
+                    ..a.clone()
+                }
+            ),
+            vec![FieldChange::new(
+                "writable",
+                Some("true".into()),
+                Some("false".into())
+            )]
+        );
+    }
+}

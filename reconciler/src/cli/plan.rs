@@ -1,0 +1,667 @@
+//! `tenancy plan` and `tenancy apply`: the diff against live state, and making it so.
+
+use super::{CliError, exit};
+use crate::config::Config;
+use crate::diagnostics::{self, Finding, Severity};
+use crate::reconcile::{
+    self, ApplyReport, Evaluation, Inputs, Outcome, PlanReport, Planes, TenantOutcome,
+};
+use crate::store::Store;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+use tenancy_plane::{Change, Op};
+
+/// What to read, shared by `plan` and `apply`.
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
+    /// Path to the Git repository that holds the manifests.
+    #[arg(long, default_value = ".", env = "TENANCY_REPO")]
+    pub repo: PathBuf,
+
+    /// Sub-directory of the repository that holds the manifests.
+    #[arg(long, default_value = "", value_name = "DIR")]
+    pub path: String,
+
+    /// The reconciler's configuration (targets, state store, limits). Default: ./tenancy.toml
+    /// if present, else embedded defaults (SQLite and a local directory under .tenancy/).
+    #[arg(long, value_name = "FILE", env = "TENANCY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Policy bundle to enforce (default: the config's `policies.bundle`, else
+    /// policies/bundle.yaml in the current directory, if any).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "TENANCY_POLICIES",
+        conflicts_with = "no_policies"
+    )]
+    pub policies: Option<PathBuf>,
+
+    /// Run the schema and cross-manifest checks only.
+    #[arg(long)]
+    pub no_policies: bool,
+
+    /// Largest manifest file accepted, e.g. 1MiB or 200KiB.
+    #[arg(long, default_value = "1MiB", value_parser = super::parse_size, value_name = "SIZE")]
+    pub max_file_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanOutput {
+    /// `+ ~ -` per tenant, for a terminal.
+    Text,
+    /// One JSON document (kind: Plan).
+    Json,
+    /// Ready to paste as a pull-request comment.
+    Markdown,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Revision to plan (default HEAD).
+    #[arg(long, default_value = "HEAD", conflicts_with_all = ["base", "head"])]
+    pub rev: String,
+
+    /// With --head: plan only the tenants changed between the two revisions (pull requests).
+    #[arg(long, requires = "head", value_name = "REV")]
+    pub base: Option<String>,
+
+    /// The revision under review (with --base).
+    #[arg(long, requires = "base", value_name = "REV")]
+    pub head: Option<String>,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = PlanOutput::Text)]
+    pub output: PlanOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApplyOutput {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Revision to apply.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+
+    /// Apply without asking (required when stdin is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+
+    /// Report drift without correcting it (also per tenant or plane in the config's
+    /// [apply.detect-only]).
+    #[arg(long)]
+    pub detect_only: bool,
+
+    /// Output format of the summary.
+    #[arg(long, short, value_enum, default_value_t = ApplyOutput::Text)]
+    pub output: ApplyOutput,
+}
+
+/// Exit code of `apply` when some tenant failed (the next run resumes where it stopped).
+pub const PARTIAL: u8 = 3;
+/// Exit code of `apply --detect-only` when drift was found.
+pub const DRIFT: u8 = 4;
+
+fn bundle(source: &SourceArgs, config: &Config) -> Option<PathBuf> {
+    if source.no_policies {
+        return None;
+    }
+    source
+        .policies
+        .clone()
+        .or_else(|| config.policies.bundle.clone())
+        .or_else(|| {
+            let default = PathBuf::from(super::validate::DEFAULT_BUNDLE);
+            default.is_file().then_some(default)
+        })
+}
+
+fn inputs(source: &SourceArgs, config: &Config, rev: &str) -> Inputs {
+    Inputs {
+        repo: source.repo.clone(),
+        rev: Some(rev.to_owned()),
+        path: source.path.clone(),
+        max_file_bytes: source.max_file_size,
+        bundle: bundle(source, config),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn run_plan(args: &PlanArgs, color: bool) -> Result<u8, CliError> {
+    let started = Instant::now();
+    let config = Config::load(args.source.config.as_deref())?;
+    let rev = args.head.as_deref().unwrap_or(&args.rev);
+    let inputs = inputs(&args.source, &config, rev);
+    let evaluation = reconcile::evaluate(&inputs)?;
+    let (selected, removed) = match &args.base {
+        Some(base) => reconcile::changed_tenants(&inputs, base, rev, &evaluation.report.catalog)?,
+        None => (None, Vec::new()),
+    };
+    let planes = Planes::from_config(&config);
+    let mut report = runtime()?.block_on(reconcile::plan(&planes, &evaluation, selected.as_ref()));
+    report.removed = removed;
+    let findings = relevant_findings(&evaluation, selected.as_ref());
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.output {
+        PlanOutput::Json => {
+            serde_json::to_writer_pretty(&mut out, &json_plan(&report, &findings, rev))
+                .map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        PlanOutput::Text => {
+            write_findings(&mut out, &evaluation, &findings, color)?;
+            write_text(&mut out, &report, rev, color)?;
+            writeln!(out, "[{:.2}s]", started.elapsed().as_secs_f64())?;
+        }
+        PlanOutput::Markdown => write_markdown(&mut out, &report, &findings, rev)?,
+    }
+    out.flush()?;
+    let refused = findings.iter().any(|f| f.severity == Severity::Error) || report.blocked() > 0;
+    Ok(if report.errors() > 0 {
+        exit::FAILURE
+    } else if refused {
+        exit::FINDINGS
+    } else {
+        exit::OK
+    })
+}
+
+/// The findings that concern the planned tenants (and those of no tenant).
+fn relevant_findings<'a>(
+    evaluation: &'a Evaluation,
+    selected: Option<&BTreeSet<String>>,
+) -> Vec<&'a Finding> {
+    evaluation
+        .report
+        .findings
+        .iter()
+        .filter(|f| match (selected, &f.tenant) {
+            (Some(s), Some(t)) => s.contains(t),
+            _ => true,
+        })
+        .collect()
+}
+
+pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
+    let started = Instant::now();
+    let mut config = Config::load(args.source.config.as_deref())?;
+    if args.detect_only {
+        config.apply.detect_only.all = true;
+    }
+    let inputs = inputs(&args.source, &config, &args.rev);
+    let evaluation = reconcile::evaluate(&inputs)?;
+    let planes = Planes::from_config(&config);
+    let rt = runtime()?;
+    let report = rt.block_on(reconcile::plan(&planes, &evaluation, None));
+    let findings = relevant_findings(&evaluation, None);
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if !args.yes && !config.apply.detect_only.all {
+        if !interactive {
+            eprintln!(
+                "error: `tenancy apply` changes live resources; pass --yes to apply without a prompt \
+                 (or run `tenancy plan` first to see the changes)"
+            );
+            return Ok(exit::FAILURE);
+        }
+        let mut err = std::io::stderr().lock();
+        write_findings(&mut err, &evaluation, &findings, color)?;
+        write_text(&mut err, &report, &args.rev, color)?;
+        if report.changes() == 0 {
+            writeln!(err, "Nothing to apply.")?;
+        } else {
+            write!(err, "Apply these changes? Only `yes` is accepted: ")?;
+            err.flush()?;
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if answer.trim() != "yes" {
+                writeln!(err, "Apply cancelled; nothing was changed.")?;
+                return Ok(exit::FAILURE);
+            }
+        }
+    }
+    let root = &config.embedded.root;
+    if config.state.url.is_none() {
+        std::fs::create_dir_all(root)?;
+    }
+    let store = rt
+        .block_on(Store::open(&config.state_url()))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    let bar = progress_bar(report.tenants.len() as u64, interactive);
+    let tick = |o: &TenantOutcome| {
+        bar.inc(1);
+        if o.outcome != Outcome::Applied || o.applied > 0 {
+            bar.set_message(format!("{} {:?}", o.tenant, o.outcome));
+        }
+        if bar.is_hidden() {
+            let done = bar.position();
+            let total = bar.length().unwrap_or(0).max(1);
+            if done % (total / 10).max(1) == 0 || done == total {
+                eprintln!("apply: {done}/{total} tenants");
+            }
+        }
+    };
+    let applied = rt
+        .block_on(reconcile::apply(
+            &planes,
+            &evaluation,
+            &report,
+            &store,
+            &config.apply.detect_only,
+            config.apply.concurrency,
+            &tick,
+        ))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    bar.finish_and_clear();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.output {
+        ApplyOutput::Json => {
+            #[derive(Serialize)]
+            struct Json<'a> {
+                #[serde(rename = "apiVersion")]
+                api_version: &'static str,
+                kind: &'static str,
+                commit: Option<&'a str>,
+                summary: Summary,
+                tenants: &'a [TenantOutcome],
+                findings: &'a [&'a Finding],
+            }
+            let json = Json {
+                api_version: "tenancy.dev/v1",
+                kind: "ApplyReport",
+                commit: applied.commit.as_deref(),
+                summary: Summary::of(&applied),
+                tenants: &applied.tenants,
+                findings: &findings,
+            };
+            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        ApplyOutput::Text => {
+            write_findings(&mut out, &evaluation, &findings, color)?;
+            for t in &applied.tenants {
+                if t.outcome != Outcome::Applied {
+                    writeln!(
+                        out,
+                        "{} {}: {}",
+                        paint(color, "1;33", &format!("{:?}", t.outcome).to_lowercase()),
+                        t.tenant,
+                        t.reason.as_deref().unwrap_or_default()
+                    )?;
+                }
+            }
+            let s = Summary::of(&applied);
+            writeln!(
+                out,
+                "Apply {}: {} tenant(s) applied ({} change(s)), {} blocked, {} failed, {} drifted ({} change(s) not applied) at {} [{:.2}s]",
+                if s.failed > 0 {
+                    "incomplete"
+                } else {
+                    "complete"
+                },
+                s.applied,
+                s.changes,
+                s.blocked,
+                s.failed,
+                s.drifted,
+                s.detected,
+                short(applied.commit.as_deref().unwrap_or(&args.rev)),
+                started.elapsed().as_secs_f64()
+            )?;
+        }
+    }
+    out.flush()?;
+    let s = Summary::of(&applied);
+    let refused = findings.iter().any(|f| f.severity == Severity::Error) || s.blocked > 0;
+    Ok(if s.failed > 0 {
+        PARTIAL
+    } else if refused {
+        exit::FINDINGS
+    } else if s.drifted > 0 {
+        DRIFT
+    } else {
+        exit::OK
+    })
+}
+
+#[derive(Serialize)]
+struct Summary {
+    applied: usize,
+    blocked: usize,
+    failed: usize,
+    drifted: usize,
+    changes: usize,
+    detected: usize,
+}
+
+impl Summary {
+    fn of(r: &ApplyReport) -> Summary {
+        Summary {
+            applied: r.count(Outcome::Applied),
+            blocked: r.count(Outcome::Blocked),
+            failed: r.count(Outcome::Failed),
+            drifted: r.count(Outcome::Drifted),
+            changes: r.tenants.iter().map(|t| t.applied).sum(),
+            detected: r.tenants.iter().map(|t| t.detected).sum(),
+        }
+    }
+}
+
+fn progress_bar(len: u64, interactive: bool) -> indicatif::ProgressBar {
+    if interactive {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} applying [{bar:30}] {pos}/{len} tenants {elapsed} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_length(len);
+        bar
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+fn paint(color: bool, code: &str, s: &str) -> String {
+    if color {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn write_findings(
+    out: &mut impl Write,
+    evaluation: &Evaluation,
+    findings: &[&Finding],
+    color: bool,
+) -> std::io::Result<()> {
+    let texts: HashMap<&str, &str> = evaluation
+        .snapshot
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.text.as_str()))
+        .collect();
+    for f in findings.iter().filter(|f| f.severity != Severity::Info) {
+        writeln!(
+            out,
+            "{}",
+            diagnostics::render_text(f, texts.get(f.file.as_str()).copied(), color)
+        )?;
+    }
+    Ok(())
+}
+
+#[derive(Default, Serialize)]
+struct Counts {
+    create: usize,
+    update: usize,
+    delete: usize,
+}
+
+fn counts(report: &PlanReport) -> Counts {
+    let mut c = Counts::default();
+    for change in report.tenants.iter().flat_map(|t| &t.changes) {
+        match change.op {
+            Op::Create => c.create += 1,
+            Op::Update => c.update += 1,
+            Op::Delete => c.delete += 1,
+        }
+    }
+    c
+}
+
+fn change_lines(c: &Change) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} {} {}{}",
+        if c.refused.is_some() {
+            '!'
+        } else {
+            c.op.symbol()
+        },
+        c.plane,
+        c.resource,
+        c.refused
+            .as_deref()
+            .map_or(String::new(), |r| format!(" — refused: {r}"))
+    )];
+    for f in &c.fields {
+        let line = match (&f.before, &f.after) {
+            (None, Some(a)) => format!("    {}: {a}", f.field),
+            (Some(b), Some(a)) => format!("    {}: {b} → {a}", f.field),
+            (Some(b), None) => format!("    {}: {b} → (none)", f.field),
+            (None, None) => format!("    {}", f.field),
+        };
+        lines.push(line);
+    }
+    lines
+}
+
+fn write_text(
+    out: &mut impl Write,
+    report: &PlanReport,
+    rev: &str,
+    color: bool,
+) -> std::io::Result<()> {
+    let at = report.commit.as_deref().map(short).unwrap_or(rev);
+    writeln!(
+        out,
+        "Tenancy plan for {rev} ({at}): {} tenant(s)",
+        report.tenants.len()
+    )?;
+    for p in &report.planes {
+        match (&p.backend, &p.skipped) {
+            (Some(b), _) => writeln!(out, "  plane {}: {b}", p.plane)?,
+            (None, Some(why)) => writeln!(out, "  plane {}: skipped — {why}", p.plane)?,
+            _ => {}
+        }
+    }
+    let mut unchanged = 0;
+    for t in &report.tenants {
+        if t.changes.is_empty() && t.blocked.is_empty() && t.errors.is_empty() {
+            unchanged += 1;
+            continue;
+        }
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{} ({}) {}",
+            paint(color, "1", &t.tenant),
+            t.lifecycle,
+            t.file
+        )?;
+        for reason in &t.blocked {
+            writeln!(out, "  {} {reason}", paint(color, "1;31", "blocked:"))?;
+        }
+        for e in &t.errors {
+            writeln!(out, "  {} {e}", paint(color, "1;31", "error:"))?;
+        }
+        if !t.changes.is_empty() {
+            let mut envs: Vec<String> = Vec::new();
+            for p in &t.placements {
+                envs.push(format!(
+                    "{}/{}→{} ({})",
+                    p.environment, p.plane, p.target, p.region
+                ));
+            }
+            writeln!(out, "  placement: {}", envs.join(", "))?;
+        }
+        for c in &t.changes {
+            let code = match (c.refused.is_some(), c.op) {
+                (true, _) => "1;31",
+                (_, Op::Create) => "32",
+                (_, Op::Update) => "33",
+                (_, Op::Delete) => "31",
+            };
+            for (i, line) in change_lines(c).iter().enumerate() {
+                let line = format!("  {line}");
+                writeln!(
+                    out,
+                    "{}",
+                    if i == 0 {
+                        paint(color, code, &line)
+                    } else {
+                        line
+                    }
+                )?;
+            }
+        }
+    }
+    for file in &report.removed {
+        writeln!(
+            out,
+            "\nremoved: {file} — its resources are kept; declare `lifecycle: Deleted` with a confirmation to remove them"
+        )?;
+    }
+    let c = counts(report);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Plan: {} to create, {} to change, {} to delete; {} tenant(s) blocked, {} could not be planned, {unchanged} up to date.",
+        c.create,
+        c.update,
+        c.delete,
+        report.blocked(),
+        report.errors()
+    )
+}
+
+fn write_markdown(
+    out: &mut impl Write,
+    report: &PlanReport,
+    findings: &[&Finding],
+    rev: &str,
+) -> std::io::Result<()> {
+    let c = counts(report);
+    let at = report.commit.as_deref().map(short).unwrap_or(rev);
+    let verdict = if report.errors() > 0 {
+        "⚠️ could not be fully planned"
+    } else if report.blocked() > 0 || findings.iter().any(|f| f.severity == Severity::Error) {
+        "❌ refused"
+    } else {
+        "✅ can be applied"
+    };
+    writeln!(out, "### Tenancy plan for `{at}` — {verdict}\n")?;
+    writeln!(
+        out,
+        "**{} to create, {} to change, {} to delete** · {} tenant(s) planned · {} blocked\n",
+        c.create,
+        c.update,
+        c.delete,
+        report.tenants.len(),
+        report.blocked()
+    )?;
+    let errors: Vec<&&Finding> = findings
+        .iter()
+        .filter(|f| f.severity != Severity::Info)
+        .collect();
+    if !errors.is_empty() {
+        writeln!(out, "| | Where | Rule | Message |\n|---|---|---|---|")?;
+        for f in errors {
+            let icon = if f.severity == Severity::Error {
+                "❌"
+            } else {
+                "⚠️"
+            };
+            writeln!(
+                out,
+                "| {icon} | `{}` | `{}` | {} |",
+                f.location(),
+                f.rule,
+                f.message.replace('|', "\\|").replace('\n', " ")
+            )?;
+        }
+        writeln!(out)?;
+    }
+    for t in &report.tenants {
+        if t.changes.is_empty() && t.blocked.is_empty() && t.errors.is_empty() {
+            continue;
+        }
+        let state = if !t.blocked.is_empty() || t.refused().next().is_some() {
+            "blocked"
+        } else if !t.errors.is_empty() {
+            "not planned"
+        } else {
+            "ok"
+        };
+        writeln!(
+            out,
+            "<details><summary><code>{}</code> ({}) — {} change(s), {state}</summary>\n",
+            t.tenant,
+            t.lifecycle,
+            t.changes.len()
+        )?;
+        for reason in t.blocked.iter().chain(&t.errors) {
+            writeln!(out, "- {}", reason.replace('\n', " "))?;
+        }
+        if !t.changes.is_empty() {
+            writeln!(out, "```diff")?;
+            for ch in &t.changes {
+                for line in change_lines(ch) {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            writeln!(out, "```")?;
+        }
+        writeln!(out, "\n</details>\n")?;
+    }
+    for file in &report.removed {
+        writeln!(
+            out,
+            "- `{file}` removed: its resources are kept until a confirmed `lifecycle: Deleted`."
+        )?;
+    }
+    Ok(())
+}
+
+fn json_plan<'a>(
+    report: &'a PlanReport,
+    findings: &'a [&'a Finding],
+    rev: &'a str,
+) -> serde_json::Value {
+    let c = counts(report);
+    serde_json::json!({
+        "apiVersion": "tenancy.dev/v1",
+        "kind": "Plan",
+        "revision": rev,
+        "commit": report.commit,
+        "summary": {
+            "create": c.create,
+            "update": c.update,
+            "delete": c.delete,
+            "tenants": report.tenants.len(),
+            "blocked": report.blocked(),
+            "errors": report.errors(),
+        },
+        "planes": report.planes,
+        "tenants": report.tenants,
+        "removed": report.removed,
+        "findings": findings,
+    })
+}

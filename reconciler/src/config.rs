@@ -1,0 +1,438 @@
+//! The reconciler's own configuration: `tenancy.toml` (+ `TENANCY_*` environment overrides).
+//!
+//! It maps the logical targets named in `platform/regions.yaml` to real endpoints and holds the
+//! state-store URL and limits. It is the operator's file, never read from the tenant
+//! repository. Secrets are not written into it: any string may be `${env:NAME}` (an environment
+//! variable) or `${file:/path}` (a file's contents, trailing newline removed, as Kubernetes and
+//! Docker mount secrets), expanded when the file is loaded; a missing variable or file is an
+//! error naming the key.
+//!
+//! A plane with no target configured uses its embedded default under `[embedded] root`
+//! (database: a SQLite file per tenant-environment; object store: a directory); the Kafka plane
+//! has no embedded default and is skipped, which the plan says.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tenancy_plane_kafka::KafkaTarget;
+use tenancy_plane_s3::S3Target;
+
+/// The file looked for when `--config` is not given.
+pub const DEFAULT_FILE: &str = "tenancy.toml";
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    #[diagnostic(code(tenancy::config))]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    #[diagnostic(
+        code(tenancy::config),
+        help("see the sample tenancy.toml in the README's \"Production backends\" section")
+    )]
+    Invalid { path: String, message: String },
+    #[error("{path}: `{key}` refers to {what}, which {problem}")]
+    #[diagnostic(
+        code(tenancy::config_secret),
+        help(
+            "set the variable or mount the file; secrets are never read from the tenant repository"
+        )
+    )]
+    Secret {
+        path: String,
+        key: String,
+        what: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
+    pub embedded: EmbeddedConfig,
+    #[serde(default)]
+    pub postgres: PostgresSection,
+    #[serde(default)]
+    pub object_store: ObjectStoreSection,
+    #[serde(default)]
+    pub kafka: KafkaSection,
+    #[serde(default)]
+    pub apply: ApplyConfig,
+    #[serde(default)]
+    pub policies: PoliciesConfig,
+    /// Where the configuration came from (for messages); not a key of the file.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateConfig {
+    /// `sqlite://PATH` or `postgres://…`; default: `<embedded root>/state.db`.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmbeddedConfig {
+    /// Directory of the embedded planes and the default state store.
+    pub root: PathBuf,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            root: PathBuf::from(".tenancy"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PostgresSection {
+    #[serde(default)]
+    pub targets: BTreeMap<String, PostgresTarget>,
+    /// Connection limit of a tenant role whose tenant declares no `concurrentJobs`.
+    #[serde(default = "default_connection_limit")]
+    pub default_connection_limit: i32,
+}
+
+impl Default for PostgresSection {
+    fn default() -> Self {
+        PostgresSection {
+            targets: BTreeMap::new(),
+            default_connection_limit: default_connection_limit(),
+        }
+    }
+}
+
+fn default_connection_limit() -> i32 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PostgresTarget {
+    /// URL of a role that may create roles, schemas and databases; its database is the
+    /// target's shared database.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ObjectStoreSection {
+    #[serde(default)]
+    pub targets: BTreeMap<String, S3Target>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaSection {
+    #[serde(default)]
+    pub targets: BTreeMap<String, KafkaTarget>,
+    /// Seconds one admin request may take (default 10).
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApplyConfig {
+    /// Tenants applied at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    #[serde(default)]
+    pub detect_only: DetectOnly,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            concurrency: default_concurrency(),
+            detect_only: DetectOnly::default(),
+        }
+    }
+}
+
+fn default_concurrency() -> usize {
+    8
+}
+
+/// Where drift is reported but not corrected.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DetectOnly {
+    /// Every tenant and plane.
+    #[serde(default)]
+    pub all: bool,
+    /// These tenants, in every plane.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// These planes (`postgres`, `database`, `object-store`, `kafka`), for every tenant.
+    #[serde(default)]
+    pub planes: Vec<String>,
+}
+
+impl DetectOnly {
+    pub fn covers(&self, tenant: &str, plane: &str) -> bool {
+        self.all
+            || self.tenants.iter().any(|t| t == tenant)
+            || self.planes.iter().any(|p| p == plane)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoliciesConfig {
+    /// The policy bundle (default: policies/bundle.yaml in the working directory, if any).
+    pub bundle: Option<PathBuf>,
+}
+
+impl Config {
+    /// Load `path`, or `tenancy.toml` if it exists, or the defaults; then apply `TENANCY_*`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(p) => Some(p.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file()),
+        };
+        let mut config = match &file {
+            None => Config::default(),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                Self::parse(&text, &p.display().to_string(), &env)?
+            }
+        };
+        config.source = file;
+        let shown = config
+            .source
+            .as_ref()
+            .map_or("environment".to_owned(), |p| p.display().to_string());
+        if let Some(url) = env("TENANCY_STATE_URL") {
+            config.state.url = Some(url);
+        }
+        if let Some(root) = env("TENANCY_EMBEDDED_ROOT") {
+            config.embedded.root = PathBuf::from(root);
+        }
+        if let Some(n) = env("TENANCY_APPLY_CONCURRENCY") {
+            config.apply.concurrency = n.parse().map_err(|_| ConfigError::Invalid {
+                path: shown.clone(),
+                message: format!("TENANCY_APPLY_CONCURRENCY=`{n}` is not a number"),
+            })?;
+        }
+        if let Some(v) = env("TENANCY_DETECT_ONLY") {
+            config.apply.detect_only.all = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if config.apply.concurrency == 0 {
+            return Err(ConfigError::Invalid {
+                path: shown,
+                message: "apply.concurrency must be at least 1".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Parse a configuration document, expanding `${env:…}` and `${file:…}` references.
+    pub fn parse(
+        text: &str,
+        path: &str,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        expand(&mut value, path, "", env)?;
+        value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The state store's URL.
+    pub fn state_url(&self) -> String {
+        self.state.url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.embedded.root.join("state.db").display())
+        })
+    }
+}
+
+fn expand(
+    value: &mut toml::Value,
+    path: &str,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) => {
+            if let Some(expanded) = expand_str(s, path, key, env)? {
+                *s = expanded;
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand(item, path, &format!("{key}[{i}]"), env)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, v) in table.iter_mut() {
+                let key = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                expand(v, path, &key, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `Some(expanded)` when `s` holds at least one `${env:…}`/`${file:…}` reference.
+fn expand_str(
+    s: &str,
+    path: &str,
+    key: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    if !s.contains("${") {
+        return Ok(None);
+    }
+    let secret = |what: String, problem: String| ConfigError::Secret {
+        path: path.to_owned(),
+        key: key.to_owned(),
+        what,
+        problem,
+    };
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| secret(format!("`{rest}`"), "is not closed with `}`".into()))?;
+        let reference = &after[..end];
+        let resolved = if let Some(name) = reference.strip_prefix("env:") {
+            env(name).ok_or_else(|| {
+                secret(
+                    format!("environment variable `{name}`"),
+                    "is not set".into(),
+                )
+            })?
+        } else if let Some(file) = reference.strip_prefix("file:") {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| secret(format!("file `{file}`"), format!("cannot be read: {e}")))?;
+            text.strip_suffix('\n')
+                .map(|t| t.strip_suffix('\r').unwrap_or(t))
+                .unwrap_or(&text)
+                .to_owned()
+        } else {
+            return Err(secret(
+                format!("`${{{reference}}}`"),
+                "is neither ${env:NAME} nor ${file:PATH}".into(),
+            ));
+        };
+        out.push_str(&resolved);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(Some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+[state]
+url = "postgres://tenancy:${env:PG_PASSWORD}@db/tenancy"
+
+[postgres.targets.pg-ap-south-1-shared]
+url = "postgres://tenancy:${env:PG_PASSWORD}@db-ap/tenants"
+
+[object-store.targets.s3-ap-south-1]
+endpoint = "http://127.0.0.1:9000"
+region = "ap-south-1"
+path-style = true
+access-key-id = "${env:S3_KEY}"
+secret-access-key = "${file:SECRET_FILE}"
+
+[kafka.targets.kafka-ap-south-1]
+bootstrap-servers = "127.0.0.1:9092"
+properties = { "security.protocol" = "plaintext" }
+
+[apply]
+concurrency = 4
+detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
+"#;
+
+    #[test]
+    fn secrets_expand_from_env_and_files_and_missing_ones_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let secret = dir.path().join("s3-secret");
+        std::fs::write(&secret, "s3cr3t\n").expect("write");
+        let text = SAMPLE.replace("SECRET_FILE", &secret.display().to_string());
+        let env = |k: &str| match k {
+            "PG_PASSWORD" => Some("pw".to_owned()),
+            "S3_KEY" => Some("AKIA".to_owned()),
+            _ => None,
+        };
+        let c = Config::parse(&text, "tenancy.toml", &env).expect("parse");
+        assert_eq!(c.state_url(), "postgres://tenancy:pw@db/tenancy");
+        let s3 = &c.object_store.targets["s3-ap-south-1"];
+        assert_eq!(
+            (s3.access_key_id.as_str(), s3.secret_access_key.as_str()),
+            ("AKIA", "s3cr3t")
+        );
+        assert!(s3.path_style);
+        assert_eq!(c.kafka.targets["kafka-ap-south-1"].shared_partitions, 12);
+        assert!(c.apply.detect_only.covers("t_9", "kafka"));
+        assert!(c.apply.detect_only.covers("t_5001", "postgres"));
+        assert!(!c.apply.detect_only.covers("t_9", "postgres"));
+
+        let only_pg = |k: &str| (k == "PG_PASSWORD").then(|| "pw".to_owned());
+        let err = Config::parse(&text, "tenancy.toml", &only_pg).expect_err("unset");
+        assert_eq!(
+            err.to_string(),
+            "tenancy.toml: `object-store.targets.s3-ap-south-1.access-key-id` refers to environment variable `S3_KEY`, which is not set"
+        );
+        let err = Config::parse("[postgres]\nbogus = 1\n", "t.toml", &env).expect_err("unknown");
+        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn defaults_are_embedded_and_env_overrides_apply() {
+        let c = Config::load_with_env(Some(Path::new("/nonexistent/tenancy.toml")), |_| None);
+        assert!(matches!(c, Err(ConfigError::Read { .. })));
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("tenancy.toml");
+        std::fs::write(&file, "").expect("write");
+        let c = Config::load_with_env(Some(&file), |k| match k {
+            "TENANCY_EMBEDDED_ROOT" => Some("/var/lib/tenancy".into()),
+            "TENANCY_DETECT_ONLY" => Some("true".into()),
+            _ => None,
+        })
+        .expect("load");
+        assert_eq!(c.state_url(), "sqlite:///var/lib/tenancy/state.db");
+        assert!(c.apply.detect_only.all);
+        assert!(c.postgres.targets.is_empty() && c.kafka.targets.is_empty());
+    }
+}

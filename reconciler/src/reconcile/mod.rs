@@ -1,0 +1,646 @@
+//! The reconcile pipeline: source → validate → govern → plan (per plane, against live state) →
+//! apply (tenant by tenant) → record.
+//!
+//! [`evaluate`] reads a revision, validates it and runs the policies; [`plan`] turns the
+//! tenants that passed into desired tenant-environments (placement decided once, in
+//! [`crate::plan`]) and asks every plane for its changes, one plane target at a time so an
+//! unreachable target blocks only the tenants it serves; [`apply`] makes the changes tenant by
+//! tenant with bounded concurrency, a failing tenant never stopping the others, and records
+//! every outcome (status, manifest, decisions) in the state store.
+
+use crate::cli::CliError;
+use crate::config::{Config, DetectOnly};
+use crate::diagnostics::{self, Severity};
+use crate::manifest::model::Tenant;
+use crate::plan::{PlaneKind, desired};
+use crate::policy::bundle::{Bundle, Mode};
+use crate::policy::history::History;
+use crate::policy::host::PolicyHost;
+use crate::policy::{Governance, PolicySet, govern};
+use crate::source::{self, ReadOptions, Snapshot};
+use crate::store::{DecisionRecord, Status, Store, StoreError, TenantRecord, now_ms};
+use crate::validate::{self, Located, Locator, Report, ValidateOptions};
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tenancy_plane::{Change, Plane, PlaneError, TenantEnv};
+
+/// What to read and which policies to enforce.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub repo: PathBuf,
+    /// `None` reads the work tree.
+    pub rev: Option<String>,
+    pub path: String,
+    pub max_file_bytes: u64,
+    pub bundle: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    pub digest: String,
+    pub mode: Mode,
+    /// Why the module could not be loaded (it then denies every change in its scope).
+    pub error: Option<String>,
+}
+
+/// A revision, validated and governed.
+pub struct Evaluation {
+    pub snapshot: Snapshot,
+    pub report: Report,
+    pub policies: Vec<PolicyStatus>,
+    pub governance: Governance,
+}
+
+impl Evaluation {
+    /// Why each tenant may not be applied: its validation errors and enforced policy denies.
+    pub fn blocked(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in &self.report.findings {
+            if f.severity != Severity::Error {
+                continue;
+            }
+            if let Some(t) = &f.tenant {
+                let by = f
+                    .policy
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" (policy {})", p.name));
+                out.entry(t.clone()).or_default().push(format!(
+                    "{}: {}{by} at {}",
+                    f.rule,
+                    f.message,
+                    f.location()
+                ));
+            }
+        }
+        out
+    }
+
+    /// Errors that belong to no tenant (a file that could not be parsed, a broken platform
+    /// file): the revision as a whole is refused.
+    pub fn global_errors(&self) -> usize {
+        self.report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error && f.tenant.is_none())
+            .count()
+    }
+
+    pub fn commit(&self) -> Option<&str> {
+        self.snapshot.commit.as_ref().map(|c| c.sha.as_str())
+    }
+}
+
+/// Read, validate and govern one revision.
+pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
+    let opts = ReadOptions {
+        path: inputs.path.clone(),
+        max_file_bytes: inputs.max_file_bytes,
+        only: None,
+    };
+    let bundle = inputs.bundle.as_deref().map(Bundle::load).transpose()?;
+    let snapshot = match &inputs.rev {
+        None => source::read_worktree(&inputs.repo, &opts)?,
+        Some(rev) => source::read_revision(&inputs.repo, rev, &opts)?,
+    };
+    let mut report = validate::validate(&snapshot, &ValidateOptions::default());
+    let mut policies = Vec::new();
+    let mut governance = Governance::default();
+    if let Some(bundle) = &bundle {
+        let host = Arc::new(PolicyHost::new().map_err(|e| CliError::Policy(e.to_string()))?);
+        let set = PolicySet::load(host, bundle);
+        for (entry, module) in &set.policies {
+            policies.push(PolicyStatus {
+                name: entry.name.clone(),
+                digest: entry.sha256.clone(),
+                mode: entry.mode,
+                error: module.as_ref().err().map(|e| e.to_string()),
+            });
+        }
+        let history = History::load(&inputs.repo, inputs.rev.as_deref(), &snapshot, &opts)?;
+        let locator = Locator::new(&snapshot, Default::default());
+        // A tenant that already failed validation is not judged: its errors come first.
+        let invalid: HashSet<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .filter_map(|f| f.tenant.clone())
+            .collect();
+        governance = govern(
+            &set,
+            &report.catalog,
+            &history,
+            snapshot.commit.as_ref(),
+            &locator,
+            |t| !invalid.contains(t.value.metadata.id.as_str()),
+        );
+        report.findings.append(&mut governance.findings);
+        diagnostics::sort(&mut report.findings);
+        report.summary.errors = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        report.summary.warnings = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count();
+    }
+    Ok(Evaluation {
+        snapshot,
+        report,
+        policies,
+        governance,
+    })
+}
+
+/// Tenants whose manifests differ between two revisions (all of them when a platform or
+/// organization file changed), and the files of tenants removed from the repository.
+pub fn changed_tenants(
+    inputs: &Inputs,
+    base: &str,
+    head: &str,
+    catalog: &validate::Catalog,
+) -> Result<(Option<BTreeSet<String>>, Vec<String>), CliError> {
+    let opts = ReadOptions {
+        path: inputs.path.clone(),
+        max_file_bytes: inputs.max_file_bytes,
+        only: None,
+    };
+    let changed = source::changed_paths(&inputs.repo, base, head, &opts)?;
+    let by_file: HashMap<&str, &str> = catalog
+        .tenants
+        .iter()
+        .map(|t| (t.file.as_str(), t.value.metadata.id.as_str()))
+        .collect();
+    let mut tenants = BTreeSet::new();
+    let mut removed = Vec::new();
+    for c in &changed {
+        match by_file.get(c.path.as_str()) {
+            Some(id) => {
+                tenants.insert((*id).to_owned());
+            }
+            None if c.change == source::ChangeKind::Deleted => removed.push(c.path.clone()),
+            // A platform, organization or unparseable file: everything may be affected.
+            None => return Ok((None, removed)),
+        }
+    }
+    Ok((Some(tenants), removed))
+}
+
+/// The planes in use, in apply order (database, object store, queue).
+pub struct Planes {
+    pub planes: Vec<(PlaneKind, Box<dyn Plane>, String)>,
+    /// Planes not in use, and why (shown in the plan).
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Planes {
+    /// Real targets where configured, embedded defaults otherwise.
+    pub fn from_config(config: &Config) -> Planes {
+        let root = &config.embedded.root;
+        let mut planes: Vec<(PlaneKind, Box<dyn Plane>, String)> = Vec::new();
+        let mut skipped = Vec::new();
+        if config.postgres.targets.is_empty() {
+            planes.push((
+                PlaneKind::Database,
+                Box::new(tenancy_plane_sqlite::SqlitePlane::new(
+                    root.join("databases"),
+                )),
+                format!("embedded SQLite under {}", root.join("databases").display()),
+            ));
+        } else {
+            let targets = config
+                .postgres
+                .targets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.url.clone()))
+                .collect();
+            planes.push((
+                PlaneKind::Database,
+                Box::new(tenancy_plane_postgres::PostgresPlane::new(
+                    tenancy_plane_postgres::PostgresConfig {
+                        targets,
+                        default_connection_limit: config.postgres.default_connection_limit,
+                    },
+                )),
+                format!("PostgreSQL ({} target(s))", config.postgres.targets.len()),
+            ));
+        }
+        if config.object_store.targets.is_empty() {
+            planes.push((
+                PlaneKind::ObjectStore,
+                Box::new(tenancy_plane_local::LocalObjectPlane::new(
+                    root.join("objects"),
+                )),
+                format!("embedded directory {}", root.join("objects").display()),
+            ));
+        } else {
+            planes.push((
+                PlaneKind::ObjectStore,
+                Box::new(tenancy_plane_s3::S3Plane::new(tenancy_plane_s3::S3Config {
+                    targets: config.object_store.targets.clone(),
+                })),
+                format!("S3 ({} target(s))", config.object_store.targets.len()),
+            ));
+        }
+        if config.kafka.targets.is_empty() {
+            skipped.push((
+                "kafka".to_owned(),
+                "no [kafka.targets] configured; topics are not managed".to_owned(),
+            ));
+        } else {
+            planes.push((
+                PlaneKind::Queue,
+                Box::new(tenancy_plane_kafka::KafkaPlane::new(
+                    tenancy_plane_kafka::KafkaConfig {
+                        targets: config.kafka.targets.clone(),
+                        timeout: config
+                            .kafka
+                            .timeout_seconds
+                            .map(std::time::Duration::from_secs),
+                    },
+                )),
+                format!("Kafka ({} target(s))", config.kafka.targets.len()),
+            ));
+        }
+        Planes { planes, skipped }
+    }
+}
+
+/// Where one tenant-environment lives in one plane.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlacementView {
+    pub environment: String,
+    pub plane: String,
+    pub region: String,
+    pub target: String,
+}
+
+/// Everything the plan says about one tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantPlan {
+    pub tenant: String,
+    pub file: String,
+    pub lifecycle: String,
+    pub placements: Vec<PlacementView>,
+    pub changes: Vec<Change>,
+    /// Validation errors and enforced policy denies: the tenant keeps its last applied state.
+    pub blocked: Vec<String>,
+    /// Planes that could not be observed for this tenant (unreachable, unconfigured target).
+    pub errors: Vec<String>,
+}
+
+impl TenantPlan {
+    pub fn refused(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.refused.is_some())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanReport {
+    pub commit: Option<String>,
+    pub planes: Vec<PlaneView>,
+    pub tenants: Vec<TenantPlan>,
+    /// Tenant files removed from the repository (resources are kept until a confirmed
+    /// `lifecycle: Deleted`).
+    pub removed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PlaneView {
+    pub plane: String,
+    pub backend: Option<String>,
+    pub skipped: Option<String>,
+}
+
+impl PlanReport {
+    pub fn changes(&self) -> usize {
+        self.tenants.iter().map(|t| t.changes.len()).sum()
+    }
+
+    pub fn blocked(&self) -> usize {
+        self.tenants
+            .iter()
+            .filter(|t| !t.blocked.is_empty() || t.refused().next().is_some())
+            .count()
+    }
+
+    pub fn errors(&self) -> usize {
+        self.tenants.iter().filter(|t| !t.errors.is_empty()).count()
+    }
+}
+
+fn kind_name(kind: PlaneKind) -> &'static str {
+    match kind {
+        PlaneKind::Database => "database",
+        PlaneKind::ObjectStore => "object-store",
+        PlaneKind::Queue => "kafka",
+    }
+}
+
+/// Plan `selected` tenants (all of the catalog when `None`) against live state.
+pub async fn plan(
+    planes: &Planes,
+    evaluation: &Evaluation,
+    selected: Option<&BTreeSet<String>>,
+) -> PlanReport {
+    let catalog = &evaluation.report.catalog;
+    let blocked = evaluation.blocked();
+    let chosen: Vec<&Located<Tenant>> = catalog
+        .tenants
+        .iter()
+        .filter(|t| selected.is_none_or(|s| s.contains(t.value.metadata.id.as_str())))
+        .collect();
+    let mut tenants: Vec<TenantPlan> = chosen
+        .iter()
+        .map(|t| TenantPlan {
+            tenant: t.value.metadata.id.to_string(),
+            file: t.file.clone(),
+            lifecycle: t.value.spec.lifecycle.as_str().to_owned(),
+            placements: Vec::new(),
+            changes: Vec::new(),
+            blocked: blocked
+                .get(t.value.metadata.id.as_str())
+                .cloned()
+                .unwrap_or_default(),
+            errors: Vec::new(),
+        })
+        .collect();
+    let index: HashMap<String, usize> = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.tenant.clone(), i))
+        .collect();
+    let eligible: Vec<&Tenant> = chosen
+        .iter()
+        .filter(|t| !blocked.contains_key(t.value.metadata.id.as_str()))
+        .map(|t| &t.value)
+        .collect();
+    for (kind, plane, _) in &planes.planes {
+        let envs = desired(catalog, eligible.iter().copied(), *kind);
+        let mut by_target: BTreeMap<String, Vec<TenantEnv>> = BTreeMap::new();
+        for d in envs {
+            let i = index[&d.tenant];
+            tenants[i].placements.push(PlacementView {
+                environment: d.environment.clone(),
+                plane: kind_name(*kind).to_owned(),
+                region: d.placement.region.clone(),
+                target: d.placement.target.clone(),
+            });
+            by_target
+                .entry(d.placement.target.clone())
+                .or_default()
+                .push(d);
+        }
+        for (target, group) in by_target {
+            match plane.plan(&group).await {
+                Ok(changes) => {
+                    for c in changes {
+                        tenants[index[&c.tenant]].changes.push(c);
+                    }
+                }
+                Err(e) => {
+                    let served: BTreeSet<&str> = group.iter().map(|d| d.tenant.as_str()).collect();
+                    tracing::warn!(plane = plane.name(), %target, error = %e, "plan failed");
+                    for t in served {
+                        tenants[index[t]].errors.push(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut views: Vec<PlaneView> = planes
+        .planes
+        .iter()
+        .map(|(kind, _, backend)| PlaneView {
+            plane: kind_name(*kind).to_owned(),
+            backend: Some(backend.clone()),
+            skipped: None,
+        })
+        .collect();
+    views.extend(planes.skipped.iter().map(|(plane, why)| PlaneView {
+        plane: plane.clone(),
+        backend: None,
+        skipped: Some(why.clone()),
+    }));
+    PlanReport {
+        commit: evaluation.commit().map(str::to_owned),
+        planes: views,
+        tenants,
+        removed: Vec::new(),
+    }
+}
+
+/// What happened to one tenant during apply.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every change made (or none was needed).
+    Applied,
+    /// Refused by validation, policy or a plane; last applied state kept.
+    Blocked,
+    /// A change failed; the changes before it are made, the rest wait for the next run.
+    Failed,
+    /// Detect-only: drift reported, not corrected.
+    Drifted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantOutcome {
+    pub tenant: String,
+    pub outcome: Outcome,
+    pub applied: usize,
+    /// Changes reported but not made (detect-only).
+    pub detected: usize,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApplyReport {
+    pub commit: Option<String>,
+    pub tenants: Vec<TenantOutcome>,
+}
+
+impl ApplyReport {
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.tenants.iter().filter(|t| t.outcome == outcome).count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Apply a plan tenant by tenant, `concurrency` at a time; `progress` sees each outcome.
+pub async fn apply(
+    planes: &Planes,
+    evaluation: &Evaluation,
+    report: &PlanReport,
+    store: &Store,
+    detect_only: &DetectOnly,
+    concurrency: usize,
+    progress: &(dyn Fn(&TenantOutcome) + Sync),
+) -> Result<ApplyReport, ApplyError> {
+    let commit = evaluation.commit().map(str::to_owned);
+    let decisions: HashMap<&str, &crate::policy::TenantDecisions> = evaluation
+        .governance
+        .tenants
+        .iter()
+        .map(|t| (t.tenant.as_str(), t))
+        .collect();
+    let manifests: HashMap<&str, &Tenant> = evaluation
+        .report
+        .catalog
+        .tenants
+        .iter()
+        .map(|t| (t.value.metadata.id.as_str(), &t.value))
+        .collect();
+    let results: Vec<Result<TenantOutcome, ApplyError>> =
+        futures_util::stream::iter(report.tenants.iter())
+            .map(|t| {
+                let commit = commit.clone();
+                let decisions = decisions.get(t.tenant.as_str()).copied();
+                let manifest = manifests.get(t.tenant.as_str()).copied();
+                async move {
+                    let outcome = apply_tenant(planes, t, detect_only).await;
+                    record(store, t, &outcome, commit.as_deref(), decisions, manifest).await?;
+                    progress(&outcome);
+                    Ok(outcome)
+                }
+            })
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+    Ok(ApplyReport {
+        commit,
+        tenants: results.into_iter().collect::<Result<_, _>>()?,
+    })
+}
+
+async fn apply_tenant(planes: &Planes, t: &TenantPlan, detect_only: &DetectOnly) -> TenantOutcome {
+    let outcome = |outcome, applied, detected, reason: Option<String>| TenantOutcome {
+        tenant: t.tenant.clone(),
+        outcome,
+        applied,
+        detected,
+        reason,
+    };
+    if !t.blocked.is_empty() {
+        return outcome(Outcome::Blocked, 0, 0, Some(t.blocked.join("; ")));
+    }
+    if let Some(c) = t.refused().next() {
+        let why = format!(
+            "{} {}: {}",
+            c.plane,
+            c.resource,
+            c.refused.as_deref().unwrap_or_default()
+        );
+        return outcome(Outcome::Blocked, 0, 0, Some(why));
+    }
+    if !t.errors.is_empty() {
+        return outcome(Outcome::Failed, 0, 0, Some(t.errors.join("; ")));
+    }
+    let (mut applied, mut detected) = (0, 0);
+    for c in &t.changes {
+        if detect_only.covers(&t.tenant, c.plane) {
+            detected += 1;
+            continue;
+        }
+        let Some((_, plane, _)) = planes.planes.iter().find(|(_, p, _)| p.name() == c.plane) else {
+            continue;
+        };
+        if let Err(e) = plane.apply(c).await {
+            let outcome_kind = match e {
+                PlaneError::Refused { .. } => Outcome::Blocked,
+                _ => Outcome::Failed,
+            };
+            return outcome(outcome_kind, applied, detected, Some(e.to_string()));
+        }
+        applied += 1;
+    }
+    if detected > 0 {
+        outcome(
+            Outcome::Drifted,
+            applied,
+            detected,
+            Some(format!(
+                "{detected} change(s) detected, not applied (detect-only)"
+            )),
+        )
+    } else {
+        outcome(Outcome::Applied, applied, 0, None)
+    }
+}
+
+/// Record one tenant's outcome: status always; manifest and decisions when applied.
+async fn record(
+    store: &Store,
+    t: &TenantPlan,
+    o: &TenantOutcome,
+    commit: Option<&str>,
+    decisions: Option<&crate::policy::TenantDecisions>,
+    manifest: Option<&Tenant>,
+) -> Result<(), ApplyError> {
+    let now = now_ms();
+    let status = match o.outcome {
+        Outcome::Applied => "applied",
+        Outcome::Blocked => "blocked",
+        Outcome::Failed => "failed",
+        Outcome::Drifted => "drifted",
+    };
+    store
+        .set_status(&Status {
+            tenant_id: t.tenant.clone(),
+            status: status.to_owned(),
+            last_applied_commit: (o.outcome == Outcome::Applied)
+                .then(|| commit.map(str::to_owned))
+                .flatten(),
+            last_attempted_commit: commit.map(str::to_owned),
+            blocked_reason: (o.outcome == Outcome::Blocked)
+                .then(|| o.reason.clone())
+                .flatten(),
+            error: (o.outcome == Outcome::Failed)
+                .then(|| o.reason.clone())
+                .flatten(),
+            updated_at: now,
+        })
+        .await?;
+    // Decisions are the compliance record of the commit, whatever the outcome.
+    if let (Some(d), Some(sha)) = (decisions, commit) {
+        let records: Vec<DecisionRecord> = d
+            .decisions
+            .iter()
+            .map(|dec| DecisionRecord {
+                tenant_id: t.tenant.clone(),
+                commit_sha: sha.to_owned(),
+                operation: serde_json::to_value(d.operation)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                policy: dec.policy.clone(),
+                digest: dec.digest.clone(),
+                mode: dec.mode.as_str().to_owned(),
+                blocks: dec.blocks(),
+                verdicts: serde_json::to_value(&dec.verdicts).unwrap_or_default(),
+                failure: dec.failure.clone(),
+                decided_at: now,
+            })
+            .collect();
+        store.record_decisions(&records).await?;
+    }
+    if o.outcome == Outcome::Applied
+        && let Some(m) = manifest
+    {
+        let record = TenantRecord::from_manifest(m);
+        let current = store.tenant(&t.tenant).await?.map(|r| r.version);
+        store.put_tenant(&record, current).await?;
+    }
+    Ok(())
+}
