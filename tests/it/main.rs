@@ -4,7 +4,9 @@
 //! service checks, against the real PostgreSQL, S3 and Kafka-protocol servers started by
 //! `scripts/services.sh`.
 
+mod apply;
 mod plane_postgres;
+mod planes;
 mod policy;
 mod services;
 mod source;

@@ -171,3 +171,66 @@ pub fn validate_json(repo: &Path, extra: &[&str]) -> (Run, serde_json::Value) {
 pub fn findings(report: &serde_json::Value) -> &Vec<serde_json::Value> {
     report["findings"].as_array().expect("findings array")
 }
+
+/// A short lowercase tag unique to this test process and call, so tests sharing one
+/// PostgreSQL cluster, S3 endpoint and broker never touch each other's resources (roles,
+/// bucket and topic names are global to their service).
+pub fn unique_tag() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("x{:x}{n}", (std::process::id() ^ nanos) % 0xfffff)
+}
+
+/// The example tenants with every tenant id `t_NNNN` renamed `t_NNNN<tag>` (ids, deletion
+/// confirmations and file names), committed to a fresh repository.
+pub fn tagged_examples(tag: &str) -> (TestRepo, Vec<String>) {
+    let r = TestRepo::new();
+    copy_dir(&example_tenants(), r.path());
+    let mut ids = Vec::new();
+    for org in std::fs::read_dir(r.path()).expect("read").flatten() {
+        if !org.path().is_dir() || org.file_name() == ".git" {
+            continue;
+        }
+        for f in std::fs::read_dir(org.path()).expect("read").flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name
+                .strip_prefix("t_")
+                .and_then(|n| n.strip_suffix(".yaml"))
+            {
+                ids.push(format!("t_{id}"));
+            }
+        }
+    }
+    ids.sort();
+    for org in std::fs::read_dir(r.path()).expect("read").flatten() {
+        if !org.path().is_dir() || org.file_name() == ".git" {
+            continue;
+        }
+        for f in std::fs::read_dir(org.path()).expect("read").flatten() {
+            let mut text = std::fs::read_to_string(f.path()).expect("read");
+            for id in &ids {
+                text = text.replace(&format!("{id}\n"), &format!("{id}{tag}\n"));
+                text = text.replace(&format!("{id} "), &format!("{id}{tag} "));
+                text = text.replace(&format!("{id},"), &format!("{id}{tag},"));
+            }
+            let name = f.file_name().to_string_lossy().into_owned();
+            std::fs::remove_file(f.path()).expect("rm");
+            let name = match name
+                .strip_suffix(".yaml")
+                .filter(|n| ids.iter().any(|i| i == n))
+            {
+                Some(id) => format!("{id}{tag}.yaml"),
+                None => name,
+            };
+            std::fs::write(org.path().join(name), text).expect("write");
+        }
+    }
+    r.commit("import example tenants");
+    let ids = ids.into_iter().map(|i| format!("{i}{tag}")).collect();
+    (r, ids)
+}

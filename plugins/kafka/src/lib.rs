@@ -31,6 +31,9 @@ use tenancy_plane::{
 };
 use tokio::sync::Mutex;
 
+/// The client library, for callers (and tests) that need to speak to the same brokers.
+pub use rdkafka;
+
 const PLANE: &str = "kafka";
 
 /// One Kafka cluster, by logical target name (platform/regions.yaml).

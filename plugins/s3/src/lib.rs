@@ -44,6 +44,9 @@ use tenancy_plane::{
 };
 use tokio::sync::Mutex;
 
+/// The SDK, for callers (and tests) that need to speak to the same endpoints.
+pub use aws_sdk_s3;
+
 const PLANE: &str = "object-store";
 const MARKER: &str = ".tenancy.json";
 const RETENTION_RULE: &str = "tenancy-retention";
