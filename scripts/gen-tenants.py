@@ -5,7 +5,8 @@ tenants/), committed to a fresh Git repository. Used by the benchmarks.
     scripts/gen-tenants.py 10000 /tmp/repo-10k [--seed 7]
 
 Tenants are varied the way real ones are: three profiles, every lifecycle state, one to three
-environments, several regions and plans, all valid.
+environments, several regions and plans, all valid. With --uniform every tenant is an Active
+mt-standard tenant with two environments (dev, prod), as in the apply benchmark.
 """
 import argparse, os, random, shutil, subprocess, sys
 
@@ -21,15 +22,15 @@ ENVS = ["dev", "qa", "staging", "prod"]
 LIFECYCLE = ["Active"] * 6 + ["Draft", "Suspended", "Archived", "Deleted"]
 
 
-def tenant(i, org, rng):
+def tenant(i, org, rng, uniform=False):
     tid = f"t_{100000 + i}"
     plan = rng.choice(list(PLANS))
     profiles, storage, jobs, api = PLANS[plan]
-    profile = rng.choice(profiles)
+    profile = "mt-standard" if uniform else rng.choice(profiles)
     zone = rng.choice(list(REGIONS))
     allowed = REGIONS[zone]
-    lifecycle = rng.choice(LIFECYCLE)
-    envs = rng.sample(ENVS, rng.randint(1, 3))
+    lifecycle = "Active" if uniform else rng.choice(LIFECYCLE)
+    envs = ["dev", "prod"] if uniform else rng.sample(ENVS, rng.randint(1, 3))
     per_env = max(1, storage // 2 // len(envs))
     env_lines = []
     for e in envs:
@@ -68,6 +69,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--orgs", type=int, default=0, help="number of organizations (default count/50)")
+    ap.add_argument("--uniform", action="store_true", help="Active mt-standard tenants with dev and prod")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     if os.path.exists(args.out):
@@ -83,7 +85,7 @@ def main():
             fh.write(f"apiVersion: tenancy.dev/v1\nkind: Organization\nmetadata: {{ id: {org}, displayName: Org {org} }}\n")
     for i in range(args.count):
         org = orgs[i % n_orgs]
-        tid, text = tenant(i, org, rng)
+        tid, text = tenant(i, org, rng, args.uniform)
         with open(os.path.join(args.out, org, f"{tid}.yaml"), "w") as fh:
             fh.write(text)
     git = ["git", "-C", args.out, "-c", "user.name=bench", "-c", "user.email=bench@tenancy.invalid"]

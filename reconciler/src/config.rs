@@ -435,4 +435,30 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         assert!(c.apply.detect_only.all);
         assert!(c.postgres.targets.is_empty() && c.kafka.targets.is_empty());
     }
+
+    #[test]
+    fn the_documented_sample_is_a_valid_configuration() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/tenancy.example.toml");
+        let text = std::fs::read_to_string(&path).expect("sample");
+        // Its secrets are references to files that exist only in a deployment: resolve every
+        // reference to a placeholder, keep everything else as written.
+        let mut plain = String::new();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("${") {
+            plain.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("closed") + start;
+            plain.push_str("secret");
+            rest = &rest[end + 1..];
+        }
+        plain.push_str(rest);
+        let c = Config::parse(&plain, "docs/tenancy.example.toml", &|_| None).expect("valid");
+        assert_eq!(c.postgres.targets.len(), 4);
+        assert_eq!(c.object_store.targets.len(), 4);
+        assert_eq!(c.kafka.targets["kafka-ap-south-1"].replication_factor, 3);
+        assert!(c.object_store.targets["s3-eu-central-1"].path_style);
+        assert!(c.apply.detect_only.covers("t_5001", "postgres"));
+        // And every reference in it has the documented form.
+        let err = Config::parse(&text, "sample", &|_| Some("x".into())).expect_err("files");
+        assert!(matches!(err, ConfigError::Secret { .. }), "{err}");
+    }
 }

@@ -376,10 +376,11 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
         topic(noida, &format!("{tag}ap-shared")).await.map(|t| t.0),
         Some(12)
     );
-    let (partitions, _) = topic(tansu, &format!("{tag}us-{t7003}_prod"))
+    let (partitions, retention) = topic(tansu, &format!("{tag}us-{t7003}_prod"))
         .await
         .expect("st topic on tansu");
     assert!(partitions >= 1);
+    assert_eq!(retention.as_deref(), Some("2592000000"), "enterprise plan retention on tansu");
 
     // Manual drift in every plane: a role dropped, a tag deleted, a topic's retention altered.
     let dropped = format!("{t5001}_prod");
@@ -700,6 +701,21 @@ fn embedded_loop_and_pull_request_plans() {
             .is_file(),
         "kept"
     );
+
+    // `tenancy status` reads the outcomes back.
+    let cfg = config.to_str().expect("utf-8");
+    let r = run(&["status", "--config", cfg, "--output", "json", "t_5001", "t_5002", "t_nobody"]);
+    assert_eq!(r.code, 1, "t_nobody was never reconciled: {}", r.stdout);
+    let status = r.json();
+    let rows = status["tenants"].as_array().expect("tenants");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["status"], "blocked");
+    assert!(rows[0]["blocked_reason"].as_str().expect("reason").contains("residency"));
+    assert_eq!(rows[1]["status"], "applied");
+    assert_eq!(status["unknown"][0], "t_nobody");
+    let r = run(&["status", "--config", cfg]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.lines().any(|l| l.starts_with("t_5002") && l.contains("applied")), "{}", r.stdout);
 
     // apply without --yes and without a terminal refuses to act.
     let r = run(&[

@@ -82,6 +82,12 @@ pub enum Command {
     )]
     Apply(plan::ApplyArgs),
 
+    /// Each tenant's last reconcile outcome, from the state store.
+    #[command(
+        after_help = "Exit codes: 0 = shown, 1 = a named tenant was never reconciled, 2 = could not run (no state store)."
+    )]
+    Status(plan::StatusArgs),
+
     /// Policy author tools: run fixture cases, inspect a module.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -164,6 +170,7 @@ pub fn run() -> ExitCode {
         Command::Validate(args) => validate::run(&args, color),
         Command::Plan(args) => plan::run_plan(&args, color),
         Command::Apply(args) => plan::run_apply(&args, color),
+        Command::Status(args) => plan::run_status(&args, color),
         Command::Policy(cmd) => policy::run(&cmd, color),
     };
     match result {

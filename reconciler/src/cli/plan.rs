@@ -238,6 +238,12 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
             }
         }
     }
+    if args.yes && args.output == ApplyOutput::Text {
+        // As `terraform apply -auto-approve` does: what is about to happen, then the outcome.
+        let mut out = std::io::stdout().lock();
+        write_text(&mut out, &report, &args.rev, color)?;
+        writeln!(out)?;
+    }
     let root = &config.embedded.root;
     if config.state.url.is_none() {
         std::fs::create_dir_all(root)?;
@@ -664,4 +670,84 @@ fn json_plan<'a>(
         "removed": report.removed,
         "findings": findings,
     })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Only these tenants.
+    pub tenants: Vec<String>,
+
+    /// The reconciler's configuration (for the state store URL).
+    #[arg(long, value_name = "FILE", env = "TENANCY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = ApplyOutput::Text)]
+    pub output: ApplyOutput,
+}
+
+/// `tenancy status`: each tenant's last outcome, from the state store.
+pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
+    let config = Config::load(args.config.as_deref())?;
+    let url = config.state_url();
+    if config.state.url.is_none() && !config.embedded.root.join("state.db").is_file() {
+        eprintln!(
+            "no state store at {url}: nothing has been applied yet (run `tenancy apply`, or pass --config)"
+        );
+        return Ok(exit::FAILURE);
+    }
+    let rt = runtime()?;
+    let statuses = rt
+        .block_on(async {
+            let store = Store::open(&url).await?;
+            store.statuses().await
+        })
+        .map_err(|e| CliError::State(e.to_string()))?;
+    let wanted: BTreeSet<&str> = args.tenants.iter().map(String::as_str).collect();
+    let shown: Vec<_> = statuses
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.contains(s.tenant_id.as_str()))
+        .collect();
+    let missing: Vec<&&str> = wanted
+        .iter()
+        .filter(|w| !statuses.iter().any(|s| s.tenant_id == **w))
+        .collect();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.output {
+        ApplyOutput::Json => {
+            let json = serde_json::json!({
+                "apiVersion": "tenancy.dev/v1",
+                "kind": "StatusList",
+                "tenants": shown,
+                "unknown": missing,
+            });
+            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        ApplyOutput::Text => {
+            writeln!(out, "{:<24} {:<8} {:<12} {:<12} REASON", "TENANT", "STATUS", "APPLIED", "ATTEMPTED")?;
+            for s in &shown {
+                let code = match s.status.as_str() {
+                    "applied" => "32",
+                    "drifted" => "33",
+                    _ => "31",
+                };
+                let reason = s.blocked_reason.as_deref().or(s.error.as_deref()).unwrap_or("");
+                writeln!(
+                    out,
+                    "{:<24} {} {:<12} {:<12} {reason}",
+                    s.tenant_id,
+                    paint(color, code, &format!("{:<8}", s.status)),
+                    s.last_applied_commit.as_deref().map(short).unwrap_or("-"),
+                    s.last_attempted_commit.as_deref().map(short).unwrap_or("-"),
+                )?;
+            }
+            for m in &missing {
+                writeln!(out, "{m:<24} unknown  (never reconciled)")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if missing.is_empty() { exit::OK } else { exit::FINDINGS })
 }

@@ -325,26 +325,40 @@ impl Store {
         Ok(())
     }
 
+    /// Every tenant's last reconcile outcome, by tenant id.
+    pub async fn statuses(&self) -> Result<Vec<Status>, StoreError> {
+        let rows = sqlx::query(safe(format!(
+            "SELECT {} FROM reconcile_status ORDER BY tenant_id",
+            Self::STATUS_COLUMNS
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::status_from_row).collect()
+    }
+
+    const STATUS_COLUMNS: &'static str = "tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at";
+
+    fn status_from_row(r: &sqlx::any::AnyRow) -> Result<Status, StoreError> {
+        Ok(Status {
+            tenant_id: r.try_get("tenant_id")?,
+            status: r.try_get("status")?,
+            last_applied_commit: r.try_get("last_applied_commit")?,
+            last_attempted_commit: r.try_get("last_attempted_commit")?,
+            blocked_reason: r.try_get("blocked_reason")?,
+            error: r.try_get("error")?,
+            updated_at: r.try_get("updated_at")?,
+        })
+    }
+
     pub async fn status(&self, tenant: &str) -> Result<Option<Status>, StoreError> {
-        let row = sqlx::query(
-            "SELECT tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at \
-             FROM reconcile_status WHERE tenant_id = $1",
-        )
+        let row = sqlx::query(safe(format!(
+            "SELECT {} FROM reconcile_status WHERE tenant_id = $1",
+            Self::STATUS_COLUMNS
+        )))
         .bind(tenant)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| {
-            Ok(Status {
-                tenant_id: r.try_get("tenant_id")?,
-                status: r.try_get("status")?,
-                last_applied_commit: r.try_get("last_applied_commit")?,
-                last_attempted_commit: r.try_get("last_attempted_commit")?,
-                blocked_reason: r.try_get("blocked_reason")?,
-                error: r.try_get("error")?,
-                updated_at: r.try_get("updated_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(Self::status_from_row).transpose()
     }
 
     /// Record every decision of one tenant change in one transaction.
