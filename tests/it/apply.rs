@@ -338,13 +338,19 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
         lifecycle.rules()[0].expiration().and_then(|e| e.days()),
         Some(1825)
     );
-    let marker = s3
-        .head_object()
+    let registry = s3
+        .get_object()
         .bucket(format!("{tag}-ap-shared"))
-        .key(format!("tenants/{t5001}/dev/.tenancy.json"))
+        .key(format!(".tenancy/tenants/{t5001}.json"))
         .send()
-        .await;
-    assert!(marker.is_ok(), "mt prefix marker: {marker:?}");
+        .await
+        .expect("the mt tenant's registry of prefixes");
+    let registry: serde_json::Value =
+        serde_json::from_slice(&registry.body.collect().await.expect("body").into_bytes())
+            .expect("json");
+    let dev = &registry["prefixes"][format!("tenants/{t5001}/dev/")];
+    assert_eq!(dev["retentionDays"], 30, "{registry:#}");
+    assert_eq!(dev["tags"]["tenancy.dev/tenant"], t5001.as_str());
 
     // Kafka, both brokers: the st topic on noida-db (ap) and on tansu (us), the shared topic.
     let noida = &env["TENANCY_TEST_KAFKA_NOIDA"];
@@ -380,7 +386,11 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
         .await
         .expect("st topic on tansu");
     assert!(partitions >= 1);
-    assert_eq!(retention.as_deref(), Some("2592000000"), "enterprise plan retention on tansu");
+    assert_eq!(
+        retention.as_deref(),
+        Some("2592000000"),
+        "enterprise plan retention on tansu"
+    );
 
     // Manual drift in every plane: a role dropped, a tag deleted, a topic's retention altered.
     let dropped = format!("{t5001}_prod");
@@ -704,18 +714,31 @@ fn embedded_loop_and_pull_request_plans() {
 
     // `tenancy status` reads the outcomes back.
     let cfg = config.to_str().expect("utf-8");
-    let r = run(&["status", "--config", cfg, "--output", "json", "t_5001", "t_5002", "t_nobody"]);
+    let r = run(&[
+        "status", "--config", cfg, "--output", "json", "t_5001", "t_5002", "t_nobody",
+    ]);
     assert_eq!(r.code, 1, "t_nobody was never reconciled: {}", r.stdout);
     let status = r.json();
     let rows = status["tenants"].as_array().expect("tenants");
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["status"], "blocked");
-    assert!(rows[0]["blocked_reason"].as_str().expect("reason").contains("residency"));
+    assert!(
+        rows[0]["blocked_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("residency")
+    );
     assert_eq!(rows[1]["status"], "applied");
     assert_eq!(status["unknown"][0], "t_nobody");
     let r = run(&["status", "--config", cfg]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.lines().any(|l| l.starts_with("t_5002") && l.contains("applied")), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.starts_with("t_5002") && l.contains("applied")),
+        "{}",
+        r.stdout
+    );
 
     // apply without --yes and without a terminal refuses to act.
     let r = run(&[

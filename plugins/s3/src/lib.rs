@@ -6,17 +6,18 @@
 //!   tenant's key when its policy is `kms-per-tenant`, else SSE-S3) and, while the tenant is
 //!   suspended or archived, a bucket policy that denies writes. Drift in any of these is found
 //!   and corrected; rules, tags and policy statements are owned whole by Tenancy.
-//! * `mt-standard`: a prefix `tenants/<tenant>/<env>/` in the target's shared bucket, marked
-//!   by `tenants/<tenant>/<env>/.tenancy.json` — the same configuration as a JSON document,
-//!   with the labels as object tags. S3 allows 1,000 lifecycle rules and one default
+//! * `mt-standard`: a prefix `tenants/<tenant>/<env>/` in the target's shared bucket, recorded
+//!   in the tenant's registry object `.tenancy/tenants/<tenant>.json` (prefix → the same
+//!   configuration as a dedicated bucket's, as JSON; the labels as object tags). S3 allows
+//!   1,000 lifecycle rules and one default
 //!   encryption per bucket, so a shared bucket cannot hold a rule or key per prefix: retention
 //!   and key id are recorded on the marker for the tenant's writers (and the shared bucket's
 //!   own configuration is the platform's). The database role is what suspends an mt tenant.
 //!
-//! Observation is bulk: one `ListBuckets` per target; one `ListObjectsV2` page per 1,000
-//! prefixes (the marker's ETag is compared with the MD5 of the desired document, so an
-//! unchanged prefix costs no request of its own); five GETs per dedicated bucket, sixteen
-//! buckets at a time.
+//! Observation is bulk: one `ListBuckets` per target; one `ListObjectsV2` page per 1,000 mt
+//! tenants (a registry's ETag is compared with the MD5 of the desired document, so an
+//! unchanged tenant costs no request of its own); five GETs per dedicated bucket, sixteen
+//! buckets at a time; targets observed concurrently.
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -48,7 +49,9 @@ use tokio::sync::Mutex;
 pub use aws_sdk_s3;
 
 const PLANE: &str = "object-store";
-const MARKER: &str = ".tenancy.json";
+/// Where a shared bucket keeps each tenant's registry of prefixes, away from tenant data, so
+/// that observing never lists a tenant's objects.
+const REGISTRY: &str = ".tenancy/tenants/";
 const RETENTION_RULE: &str = "tenancy-retention";
 const SUSPENDED_SID: &str = "TenancySuspended";
 /// Dedicated buckets observed at once.
@@ -120,11 +123,34 @@ impl ObjectConfig {
             writable: d.lifecycle == Lifecycle::Active,
         }
     }
+}
+
+/// One tenant's mt-standard prefixes in a shared bucket, as recorded there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Registry {
+    prefixes: BTreeMap<String, ObjectConfig>,
+}
+
+impl Registry {
+    /// What the registry must say: every environment that is not being deleted.
+    fn desired<'a>(envs: impl IntoIterator<Item = &'a TenantEnv>) -> Registry {
+        Registry {
+            prefixes: envs
+                .into_iter()
+                .filter(|d| d.lifecycle != Lifecycle::Deleted)
+                .map(|d| (prefix_of(d), ObjectConfig::desired(d)))
+                .collect(),
+        }
+    }
 
     fn document(&self) -> Vec<u8> {
-        // Field order is the struct's and tags are a BTreeMap: the bytes are canonical.
         serde_json::to_vec(self).unwrap_or_default()
     }
+}
+
+fn registry_key(tenant: &str) -> String {
+    format!("{REGISTRY}{tenant}.json")
 }
 
 struct Target {
@@ -321,7 +347,7 @@ impl S3Plane {
         Ok(target)
     }
 
-    async fn list_buckets(&self, name: &str, t: &Target) -> Result<HashSet<String>, PlaneError> {
+    async fn list_buckets(name: &str, t: &Target) -> Result<HashSet<String>, PlaneError> {
         let mut out = HashSet::new();
         let mut token = None;
         loop {
@@ -347,9 +373,8 @@ impl S3Plane {
         }
     }
 
-    /// Markers under `tenants/` in a shared bucket: key → ETag (quotes stripped).
-    async fn list_markers(
-        &self,
+    /// Registries in a shared bucket: key → ETag (quotes stripped).
+    async fn list_registries(
         t: &Target,
         bucket: &str,
     ) -> Result<HashMap<String, String>, PlaneError> {
@@ -360,13 +385,13 @@ impl S3Plane {
                 .client
                 .list_objects_v2()
                 .bucket(bucket)
-                .prefix("tenants/")
+                .prefix(REGISTRY)
                 .set_continuation_token(token)
                 .send()
                 .await
                 .map_err(|e| sdk_error(&format!("bucket {bucket}"), e))?;
             for o in page.contents() {
-                if let Some(key) = o.key().filter(|k| k.ends_with(MARKER)) {
+                if let Some(key) = o.key() {
                     out.insert(
                         key.to_owned(),
                         o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
@@ -380,27 +405,25 @@ impl S3Plane {
         }
     }
 
-    async fn read_marker(
-        &self,
+    /// A tenant's registry; `Ok(None)` when it does not exist, `Err` when it is unreadable.
+    async fn read_registry(
         t: &Target,
         bucket: &str,
         key: &str,
-    ) -> Result<ObjectConfig, String> {
-        let object = t
-            .client
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| format!("unreadable: {}", DisplayErrorContext(&e)))?;
+    ) -> Result<Option<Registry>, String> {
+        let object = match t.client.get_object().bucket(bucket).key(key).send().await {
+            Err(e) if matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket")) => return Ok(None),
+            other => other.map_err(|e| format!("unreadable: {}", DisplayErrorContext(&e)))?,
+        };
         let bytes = object
             .body
             .collect()
             .await
             .map_err(|e| format!("unreadable: {e}"))?
             .into_bytes();
-        serde_json::from_slice(&bytes).map_err(|e| format!("invalid: {e}"))
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("invalid: {e}"))
     }
 
     /// The configuration of a dedicated bucket, read with five GETs.
@@ -474,50 +497,90 @@ impl S3Plane {
                 .or_default()
                 .push(d);
         }
-        let mut changes = Vec::new();
+        // Targets are independent: observe them concurrently.
+        let mut set = tokio::task::JoinSet::new();
         for (name, envs) in by_target {
             let t = self.target(name).await?;
-            let buckets = self.list_buckets(name, &t).await?;
-            let shared = t.config.shared_bucket();
-            let markers = if buckets.contains(&shared) {
-                self.list_markers(&t, &shared).await?
-            } else {
-                HashMap::new()
-            };
-            // Dedicated buckets that exist, observed concurrently.
-            let dedicated: BTreeSet<String> = envs
-                .iter()
-                .filter(|d| d.profile != Profile::MtStandard)
-                .map(|d| bucket_name(&t.config.bucket_prefix, &d.tenant, &d.environment))
-                .filter(|b| buckets.contains(b))
-                .collect();
-            let mut observed: HashMap<String, ObjectConfig> = HashMap::new();
-            let dedicated: Vec<String> = dedicated.into_iter().collect();
-            for chunk in dedicated.chunks(OBSERVE_CONCURRENCY) {
-                let mut set = tokio::task::JoinSet::new();
-                for b in chunk {
-                    let client = t.client.clone();
-                    let b = b.clone();
-                    set.spawn(async move { (b.clone(), Self::observe_bucket(client, b).await) });
-                }
-                while let Some(joined) = set.join_next().await {
-                    let (bucket, result) = joined.map_err(|e| unavailable(name, e))?;
-                    observed.insert(bucket, result?);
-                }
+            let envs: Vec<TenantEnv> = envs.into_iter().cloned().collect();
+            let name = name.to_owned();
+            set.spawn(async move { Self::plan_target(&name, &t, &envs).await });
+        }
+        let mut changes = Vec::new();
+        while let Some(joined) = set.join_next().await {
+            changes.extend(joined.map_err(|e| unavailable("(task)", e))??);
+        }
+        // A stable order: by tenant, environment, resource.
+        changes.sort_by(|a, b| {
+            (&a.tenant, &a.environment, &a.resource).cmp(&(&b.tenant, &b.environment, &b.resource))
+        });
+        Ok(changes)
+    }
+
+    async fn plan_target(
+        name: &str,
+        t: &Target,
+        envs: &[TenantEnv],
+    ) -> Result<Vec<Change>, PlaneError> {
+        let buckets = Self::list_buckets(name, t).await?;
+        let shared = t.config.shared_bucket();
+        let registries = if buckets.contains(&shared) {
+            Self::list_registries(t, &shared).await?
+        } else {
+            HashMap::new()
+        };
+        // Dedicated buckets that exist, observed concurrently.
+        let dedicated: BTreeSet<String> = envs
+            .iter()
+            .filter(|d| d.profile != Profile::MtStandard)
+            .map(|d| bucket_name(&t.config.bucket_prefix, &d.tenant, &d.environment))
+            .filter(|b| buckets.contains(b))
+            .collect();
+        let mut observed: HashMap<String, ObjectConfig> = HashMap::new();
+        let dedicated: Vec<String> = dedicated.into_iter().collect();
+        for chunk in dedicated.chunks(OBSERVE_CONCURRENCY) {
+            let mut set = tokio::task::JoinSet::new();
+            for b in chunk {
+                let client = t.client.clone();
+                let b = b.clone();
+                set.spawn(async move { (b.clone(), Self::observe_bucket(client, b).await) });
             }
-            let mut seen = HashSet::new();
-            for d in envs {
-                let want = ObjectConfig::desired(d);
-                let (resource, current): (String, Option<Result<ObjectConfig, String>>) = if d
-                    .profile
-                    == Profile::MtStandard
-                {
-                    let key = format!("{}{MARKER}", prefix_of(d));
-                    let current = match markers.get(&key) {
-                        None => None,
-                        // Unchanged: the ETag of a single-part upload is its MD5.
-                        Some(etag) if *etag == md5_hex(&want.document()) => Some(Ok(want.clone())),
-                        Some(_) => Some(self.read_marker(&t, &shared, &key).await),
+            while let Some(joined) = set.join_next().await {
+                let (bucket, result) = joined.map_err(|e| unavailable(name, e))?;
+                observed.insert(bucket, result?);
+            }
+        }
+        // mt-standard tenants: one registry each; unchanged ones need no request.
+        let mut current_mt: HashMap<&str, Result<Registry, String>> = HashMap::new();
+        let mut mt: BTreeMap<&str, Vec<&TenantEnv>> = BTreeMap::new();
+        for d in envs.iter().filter(|d| d.profile == Profile::MtStandard) {
+            mt.entry(d.tenant.as_str()).or_default().push(d);
+        }
+        for (tenant, tenant_envs) in &mt {
+            let key = registry_key(tenant);
+            let current = match registries.get(&key) {
+                None => Ok(Registry::default()),
+                Some(etag) => {
+                    let want = Registry::desired(tenant_envs.iter().copied());
+                    if *etag == md5_hex(&want.document()) {
+                        Ok(want)
+                    } else {
+                        Self::read_registry(t, &shared, &key)
+                            .await
+                            .map(Option::unwrap_or_default)
+                    }
+                }
+            };
+            current_mt.insert(tenant, current);
+        }
+        let mut changes = Vec::new();
+        let mut seen = HashSet::new();
+        for d in envs {
+            let want = ObjectConfig::desired(d);
+            let (resource, current): (String, Option<Result<ObjectConfig, String>>) =
+                if d.profile == Profile::MtStandard {
+                    let current = match &current_mt[d.tenant.as_str()] {
+                        Ok(registry) => registry.prefixes.get(&prefix_of(d)).cloned().map(Ok),
+                        Err(why) => Some(Err(why.clone())),
                     };
                     (format!("prefix {shared}/{}", prefix_of(d)), current)
                 } else {
@@ -525,29 +588,28 @@ impl S3Plane {
                     let current = observed.remove(&b).map(Ok);
                     (format!("bucket {b}"), current)
                 };
-                if !seen.insert(resource.clone()) {
-                    continue;
-                }
-                let change = |op, fields| Change::new(PLANE, d, resource.clone(), op, fields);
-                match (d.lifecycle, current) {
-                    (Lifecycle::Deleted, None) => {}
-                    (Lifecycle::Deleted, Some(_)) => changes.push(change(Op::Delete, Vec::new())),
-                    (_, None) => changes.push(change(Op::Create, diff(None, &want))),
-                    (_, Some(Ok(cur))) => {
-                        let fields = diff(Some(&cur), &want);
-                        if !fields.is_empty() {
-                            changes.push(change(Op::Update, fields));
-                        }
+            if !seen.insert(resource.clone()) {
+                continue;
+            }
+            let change = |op, fields| Change::new(PLANE, d, resource.clone(), op, fields);
+            match (d.lifecycle, current) {
+                (Lifecycle::Deleted, None) => {}
+                (Lifecycle::Deleted, Some(_)) => changes.push(change(Op::Delete, Vec::new())),
+                (_, None) => changes.push(change(Op::Create, diff(None, &want))),
+                (_, Some(Ok(cur))) => {
+                    let fields = diff(Some(&cur), &want);
+                    if !fields.is_empty() {
+                        changes.push(change(Op::Update, fields));
                     }
-                    (_, Some(Err(why))) => changes.push(change(
-                        Op::Update,
-                        vec![FieldChange::new(
-                            "configuration",
-                            Some(why),
-                            Some("rewritten".into()),
-                        )],
-                    )),
                 }
+                (_, Some(Err(why))) => changes.push(change(
+                    Op::Update,
+                    vec![FieldChange::new(
+                        "configuration",
+                        Some(why),
+                        Some("rewritten".into()),
+                    )],
+                )),
             }
         }
         Ok(changes)
@@ -767,16 +829,43 @@ impl S3Plane {
             let shared = t.config.shared_bucket();
             let prefix = prefix_of(d);
             if change.op == Op::Delete {
-                return self.empty(&t, &shared, &prefix, resource).await;
+                self.empty(&t, &shared, &prefix, resource).await?;
+            } else {
+                let key = (d.placement.target.clone(), shared.clone());
+                if !self.shared_ready.lock().await.contains(&key) {
+                    self.ensure_bucket(&t, &shared).await?;
+                    self.shared_ready.lock().await.insert(key);
+                }
             }
-            let key = (d.placement.target.clone(), shared.clone());
-            if !self.shared_ready.lock().await.contains(&key) {
-                self.ensure_bucket(&t, &shared).await?;
-                self.shared_ready.lock().await.insert(key);
+            // Read-modify-write of the tenant's registry: a tenant's changes are applied one
+            // at a time, so no other writer races this one. An unreadable registry is rebuilt.
+            let key = registry_key(&d.tenant);
+            let mut registry = Self::read_registry(&t, &shared, &key)
+                .await
+                .unwrap_or_default()
+                .unwrap_or_default();
+            match change.op {
+                Op::Delete => registry.prefixes.remove(&prefix),
+                Op::Create | Op::Update => {
+                    registry.prefixes.insert(prefix, ObjectConfig::desired(d))
+                }
+            };
+            if registry.prefixes.is_empty() {
+                absent_ok(
+                    resource,
+                    t.client
+                        .delete_object()
+                        .bucket(&shared)
+                        .key(&key)
+                        .send()
+                        .await,
+                    &["NoSuchKey", "NoSuchBucket"],
+                )?;
+                return Ok(());
             }
-            let want = ObjectConfig::desired(d);
-            let tagging: String = want
-                .tags
+            let mut labels = d.labels();
+            labels.retain(|(k, _)| k != "tenancy.dev/environment");
+            let tagging: String = labels
                 .iter()
                 .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
                 .collect::<Vec<_>>()
@@ -784,10 +873,10 @@ impl S3Plane {
             t.client
                 .put_object()
                 .bucket(&shared)
-                .key(format!("{prefix}{MARKER}"))
+                .key(&key)
                 .content_type("application/json")
                 .tagging(tagging)
-                .body(ByteStream::from(want.document()))
+                .body(ByteStream::from(registry.document()))
                 .send()
                 .await
                 .map_err(|e| sdk_error(resource, e))?;
@@ -845,7 +934,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn marker_documents_are_canonical_and_tags_are_encoded() {
+    fn registry_documents_are_canonical_and_tags_are_encoded() {
         let mut a = ObjectConfig {
             tags: BTreeMap::from([("b".into(), "2".into()), ("a".into(), "1".into())]),
             versioning: false,
@@ -853,13 +942,15 @@ mod tests {
             encryption_key: None,
             writable: true,
         };
-        let first = a.document();
+        let doc = |c: &ObjectConfig| {
+            Registry {
+                prefixes: BTreeMap::from([("tenants/t/dev/".to_owned(), c.clone())]),
+            }
+            .document()
+        };
+        let first = doc(&a);
         a.tags = BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
-        assert_eq!(
-            first,
-            a.document(),
-            "same configuration, same bytes, same MD5"
-        );
+        assert_eq!(first, doc(&a), "same configuration, same bytes, same MD5");
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
         assert_eq!(urlencode("tenancy.dev/tenant"), "tenancy.dev%2Ftenant");
         assert_eq!(

@@ -726,14 +726,22 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
             writeln!(out)?;
         }
         ApplyOutput::Text => {
-            writeln!(out, "{:<24} {:<8} {:<12} {:<12} REASON", "TENANT", "STATUS", "APPLIED", "ATTEMPTED")?;
+            writeln!(
+                out,
+                "{:<24} {:<8} {:<12} {:<12} REASON",
+                "TENANT", "STATUS", "APPLIED", "ATTEMPTED"
+            )?;
             for s in &shown {
                 let code = match s.status.as_str() {
                     "applied" => "32",
                     "drifted" => "33",
                     _ => "31",
                 };
-                let reason = s.blocked_reason.as_deref().or(s.error.as_deref()).unwrap_or("");
+                let reason = s
+                    .blocked_reason
+                    .as_deref()
+                    .or(s.error.as_deref())
+                    .unwrap_or("");
                 writeln!(
                     out,
                     "{:<24} {} {:<12} {:<12} {reason}",
@@ -749,5 +757,9 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
         }
     }
     out.flush()?;
-    Ok(if missing.is_empty() { exit::OK } else { exit::FINDINGS })
+    Ok(if missing.is_empty() {
+        exit::OK
+    } else {
+        exit::FINDINGS
+    })
 }

@@ -381,6 +381,8 @@ pub async fn plan(
         .filter(|t| !blocked.contains_key(t.value.metadata.id.as_str()))
         .map(|t| &t.value)
         .collect();
+    // Every (plane, target) group is observed concurrently: they are independent services.
+    let mut groups: Vec<(&dyn Plane, String, Vec<TenantEnv>)> = Vec::new();
     for (kind, plane, _) in &planes.planes {
         let envs = desired(catalog, eligible.iter().copied(), *kind);
         let mut by_target: BTreeMap<String, Vec<TenantEnv>> = BTreeMap::new();
@@ -397,22 +399,44 @@ pub async fn plan(
                 .or_default()
                 .push(d);
         }
-        for (target, group) in by_target {
-            match plane.plan(&group).await {
-                Ok(changes) => {
-                    for c in changes {
-                        tenants[index[&c.tenant]].changes.push(c);
-                    }
+        groups.extend(
+            by_target
+                .into_iter()
+                .map(|(target, group)| (plane.as_ref(), target, group)),
+        );
+    }
+    let observed = futures_util::future::join_all(
+        groups
+            .iter()
+            .map(|(plane, _, group)| async move { plane.plan(group).await }),
+    )
+    .await;
+    for ((plane, target, group), result) in groups.iter().zip(observed) {
+        match result {
+            Ok(changes) => {
+                for c in changes {
+                    tenants[index[&c.tenant]].changes.push(c);
                 }
-                Err(e) => {
-                    let served: BTreeSet<&str> = group.iter().map(|d| d.tenant.as_str()).collect();
-                    tracing::warn!(plane = plane.name(), %target, error = %e, "plan failed");
-                    for t in served {
-                        tenants[index[t]].errors.push(e.to_string());
-                    }
+            }
+            Err(e) => {
+                let served: BTreeSet<&str> = group.iter().map(|d| d.tenant.as_str()).collect();
+                tracing::warn!(plane = plane.name(), %target, error = %e, "plan failed");
+                for t in served {
+                    tenants[index[t]].errors.push(e.to_string());
                 }
             }
         }
+    }
+    // Within a tenant, changes follow the planes' apply order.
+    let order: HashMap<&str, usize> = planes
+        .planes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p, _))| (p.name(), i))
+        .collect();
+    for t in &mut tenants {
+        t.changes
+            .sort_by_key(|c| order.get(c.plane).copied().unwrap_or(usize::MAX));
     }
     let mut views: Vec<PlaneView> = planes
         .planes
