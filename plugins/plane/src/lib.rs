@@ -228,6 +228,15 @@ pub trait Plane: Send + Sync {
 
     /// Make one change. Idempotent: applying it again, or after a crash part-way, converges.
     fn apply<'a>(&'a self, change: &'a Change) -> PlaneFuture<'a, ()>;
+
+    /// Optionally start the part of observation that does not depend on the desired state
+    /// (listing a target's buckets, say), so that it overlaps with validation. The next `plan`
+    /// of those targets uses it (once; later plans observe afresh). Errors are not reported
+    /// here: `plan` meets them again and reports them.
+    fn prefetch<'a>(&'a self, targets: &'a [String]) -> PlaneFuture<'a, ()> {
+        let _ = targets;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Plan, then apply every change in order; returns the plan that was applied. The first

@@ -163,6 +163,15 @@ pub struct S3Plane {
     clients: Mutex<HashMap<String, std::sync::Arc<Target>>>,
     /// Shared buckets known to exist (created or seen) in this process.
     shared_ready: Mutex<HashSet<(String, String)>>,
+    /// Target-level observations made ahead of a plan ([`Plane::prefetch`]), used once.
+    prefetched: Mutex<HashMap<String, TargetListing>>,
+}
+
+/// What a target holds, independent of the desired state: its buckets, and the registries in
+/// its shared bucket (key → ETag).
+struct TargetListing {
+    buckets: HashSet<String>,
+    registries: HashMap<String, String>,
 }
 
 fn unavailable(target: &str, e: impl std::fmt::Display) -> PlaneError {
@@ -299,6 +308,7 @@ impl S3Plane {
             config,
             clients: Mutex::new(HashMap::new()),
             shared_ready: Mutex::new(HashSet::new()),
+            prefetched: Mutex::new(HashMap::new()),
         }
     }
 
@@ -502,8 +512,9 @@ impl S3Plane {
         for (name, envs) in by_target {
             let t = self.target(name).await?;
             let envs: Vec<TenantEnv> = envs.into_iter().cloned().collect();
+            let listing = self.prefetched.lock().await.remove(name);
             let name = name.to_owned();
-            set.spawn(async move { Self::plan_target(&name, &t, &envs).await });
+            set.spawn(async move { Self::plan_target(&name, &t, &envs, listing).await });
         }
         let mut changes = Vec::new();
         while let Some(joined) = set.join_next().await {
@@ -516,11 +527,8 @@ impl S3Plane {
         Ok(changes)
     }
 
-    async fn plan_target(
-        name: &str,
-        t: &Target,
-        envs: &[TenantEnv],
-    ) -> Result<Vec<Change>, PlaneError> {
+    /// List a target's buckets and its shared bucket's registries.
+    async fn list_target(name: &str, t: &Target) -> Result<TargetListing, PlaneError> {
         let buckets = Self::list_buckets(name, t).await?;
         let shared = t.config.shared_bucket();
         let registries = if buckets.contains(&shared) {
@@ -528,6 +536,42 @@ impl S3Plane {
         } else {
             HashMap::new()
         };
+        Ok(TargetListing {
+            buckets,
+            registries,
+        })
+    }
+
+    async fn prefetch_async(&self, targets: &[String]) {
+        let mut set = tokio::task::JoinSet::new();
+        for name in targets {
+            let Ok(t) = self.target(name).await else {
+                continue;
+            };
+            let name = name.clone();
+            set.spawn(async move { (name.clone(), Self::list_target(&name, &t).await) });
+        }
+        while let Some(Ok((name, listing))) = set.join_next().await {
+            if let Ok(listing) = listing {
+                self.prefetched.lock().await.insert(name, listing);
+            }
+        }
+    }
+
+    async fn plan_target(
+        name: &str,
+        t: &Target,
+        envs: &[TenantEnv],
+        listing: Option<TargetListing>,
+    ) -> Result<Vec<Change>, PlaneError> {
+        let TargetListing {
+            buckets,
+            registries,
+        } = match listing {
+            Some(l) => l,
+            None => Self::list_target(name, t).await?,
+        };
+        let shared = t.config.shared_bucket();
         // Dedicated buckets that exist, observed concurrently.
         let dedicated: BTreeSet<String> = envs
             .iter()
@@ -926,6 +970,13 @@ impl Plane for S3Plane {
 
     fn apply<'a>(&'a self, change: &'a Change) -> PlaneFuture<'a, ()> {
         Box::pin(self.apply_async(change))
+    }
+
+    fn prefetch<'a>(&'a self, targets: &'a [String]) -> PlaneFuture<'a, ()> {
+        Box::pin(async move {
+            self.prefetch_async(targets).await;
+            Ok(())
+        })
     }
 }
 

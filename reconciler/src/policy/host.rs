@@ -139,7 +139,30 @@ fn engine_config() -> Config {
     config.wasm_component_model(true);
     // Deep recursion traps as a stack overflow long before the host's own stack is at risk.
     config.max_wasm_stack(1 << 20);
+    config.cache(compile_cache());
     config
+}
+
+/// Wasmtime's on-disk compilation cache (keyed by module bytes, engine settings and Wasmtime
+/// version), so a command does not recompile unchanged policies: ~0.1 s per module saved on
+/// every run. Directory: `$TENANCY_CACHE_DIR/wasmtime`, else the user cache directory
+/// (`~/.cache/wasmtime`); `TENANCY_COMPILE_CACHE=off` disables it. A cache that cannot be set
+/// up only costs the recompilation.
+fn compile_cache() -> Option<wasmtime::Cache> {
+    if std::env::var("TENANCY_COMPILE_CACHE").is_ok_and(|v| v == "off") {
+        return None;
+    }
+    let mut config = wasmtime::CacheConfig::new();
+    if let Some(dir) = std::env::var_os("TENANCY_CACHE_DIR") {
+        config.with_directory(std::path::PathBuf::from(dir).join("wasmtime"));
+    }
+    match wasmtime::Cache::new(config) {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            tracing::warn!(error = %e, "policy compilation cache unavailable; compiling every run");
+            None
+        }
+    }
 }
 
 impl PolicyHost {

@@ -101,17 +101,22 @@ pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
         max_file_bytes: inputs.max_file_bytes,
         only: None,
     };
+    let started = std::time::Instant::now();
+    let ms = || started.elapsed().as_millis() as u64;
     let bundle = inputs.bundle.as_deref().map(Bundle::load).transpose()?;
     let snapshot = match &inputs.rev {
         None => source::read_worktree(&inputs.repo, &opts)?,
         Some(rev) => source::read_revision(&inputs.repo, rev, &opts)?,
     };
+    tracing::info!(files = snapshot.files.len(), elapsed_ms = ms(), "read");
     let mut report = validate::validate(&snapshot, &ValidateOptions::default());
+    tracing::info!(elapsed_ms = ms(), "validated");
     let mut policies = Vec::new();
     let mut governance = Governance::default();
     if let Some(bundle) = &bundle {
         let host = Arc::new(PolicyHost::new().map_err(|e| CliError::Policy(e.to_string()))?);
         let set = PolicySet::load(host, bundle);
+        tracing::info!(elapsed_ms = ms(), "policy modules loaded");
         for (entry, module) in &set.policies {
             policies.push(PolicyStatus {
                 name: entry.name.clone(),
@@ -136,6 +141,11 @@ pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
             snapshot.commit.as_ref(),
             &locator,
             |t| !invalid.contains(t.value.metadata.id.as_str()),
+        );
+        tracing::info!(
+            evaluations = governance.evaluations,
+            elapsed_ms = ms(),
+            "governed"
         );
         report.findings.append(&mut governance.findings);
         diagnostics::sort(&mut report.findings);
@@ -192,9 +202,19 @@ pub fn changed_tenants(
     Ok((Some(tenants), removed))
 }
 
+/// One plane in use.
+pub struct PlaneEntry {
+    pub kind: PlaneKind,
+    pub plane: Box<dyn Plane>,
+    /// What serves it, for the plan's header (`PostgreSQL (4 target(s))`).
+    pub backend: String,
+    /// The configured targets (empty for embedded planes, which serve any target name).
+    pub targets: Vec<String>,
+}
+
 /// The planes in use, in apply order (database, object store, queue).
 pub struct Planes {
-    pub planes: Vec<(PlaneKind, Box<dyn Plane>, String)>,
+    pub planes: Vec<PlaneEntry>,
     /// Planes not in use, and why (shown in the plan).
     pub skipped: Vec<(String, String)>,
 }
@@ -203,15 +223,23 @@ impl Planes {
     /// Real targets where configured, embedded defaults otherwise.
     pub fn from_config(config: &Config) -> Planes {
         let root = &config.embedded.root;
-        let mut planes: Vec<(PlaneKind, Box<dyn Plane>, String)> = Vec::new();
+        let mut planes = Vec::new();
         let mut skipped = Vec::new();
+        let entry =
+            |kind, plane: Box<dyn Plane>, backend: String, targets: Vec<String>| PlaneEntry {
+                kind,
+                plane,
+                backend,
+                targets,
+            };
         if config.postgres.targets.is_empty() {
-            planes.push((
+            planes.push(entry(
                 PlaneKind::Database,
                 Box::new(tenancy_plane_sqlite::SqlitePlane::new(
                     root.join("databases"),
                 )),
                 format!("embedded SQLite under {}", root.join("databases").display()),
+                Vec::new(),
             ));
         } else {
             let targets = config
@@ -220,7 +248,7 @@ impl Planes {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.url.clone()))
                 .collect();
-            planes.push((
+            planes.push(entry(
                 PlaneKind::Database,
                 Box::new(tenancy_plane_postgres::PostgresPlane::new(
                     tenancy_plane_postgres::PostgresConfig {
@@ -229,23 +257,26 @@ impl Planes {
                     },
                 )),
                 format!("PostgreSQL ({} target(s))", config.postgres.targets.len()),
+                config.postgres.targets.keys().cloned().collect(),
             ));
         }
         if config.object_store.targets.is_empty() {
-            planes.push((
+            planes.push(entry(
                 PlaneKind::ObjectStore,
                 Box::new(tenancy_plane_local::LocalObjectPlane::new(
                     root.join("objects"),
                 )),
                 format!("embedded directory {}", root.join("objects").display()),
+                Vec::new(),
             ));
         } else {
-            planes.push((
+            planes.push(entry(
                 PlaneKind::ObjectStore,
                 Box::new(tenancy_plane_s3::S3Plane::new(tenancy_plane_s3::S3Config {
                     targets: config.object_store.targets.clone(),
                 })),
                 format!("S3 ({} target(s))", config.object_store.targets.len()),
+                config.object_store.targets.keys().cloned().collect(),
             ));
         }
         if config.kafka.targets.is_empty() {
@@ -254,7 +285,7 @@ impl Planes {
                 "no [kafka.targets] configured; topics are not managed".to_owned(),
             ));
         } else {
-            planes.push((
+            planes.push(entry(
                 PlaneKind::Queue,
                 Box::new(tenancy_plane_kafka::KafkaPlane::new(
                     tenancy_plane_kafka::KafkaConfig {
@@ -266,9 +297,28 @@ impl Planes {
                     },
                 )),
                 format!("Kafka ({} target(s))", config.kafka.targets.len()),
+                config.kafka.targets.keys().cloned().collect(),
             ));
         }
         Planes { planes, skipped }
+    }
+
+    /// Start every plane's desired-state-independent observation (run it concurrently with
+    /// [`evaluate`]); errors are left for `plan` to meet and report.
+    pub async fn prefetch(&self) {
+        futures_util::future::join_all(
+            self.planes
+                .iter()
+                .map(|p| async move { p.plane.prefetch(&p.targets).await }),
+        )
+        .await;
+    }
+
+    fn find(&self, name: &str) -> Option<&dyn Plane> {
+        self.planes
+            .iter()
+            .find(|p| p.plane.name() == name)
+            .map(|p| p.plane.as_ref())
     }
 }
 
@@ -383,7 +433,7 @@ pub async fn plan(
         .collect();
     // Every (plane, target) group is observed concurrently: they are independent services.
     let mut groups: Vec<(&dyn Plane, String, Vec<TenantEnv>)> = Vec::new();
-    for (kind, plane, _) in &planes.planes {
+    for PlaneEntry { kind, plane, .. } in &planes.planes {
         let envs = desired(catalog, eligible.iter().copied(), *kind);
         let mut by_target: BTreeMap<String, Vec<TenantEnv>> = BTreeMap::new();
         for d in envs {
@@ -432,7 +482,7 @@ pub async fn plan(
         .planes
         .iter()
         .enumerate()
-        .map(|(i, (_, p, _))| (p.name(), i))
+        .map(|(i, p)| (p.plane.name(), i))
         .collect();
     for t in &mut tenants {
         t.changes
@@ -441,9 +491,9 @@ pub async fn plan(
     let mut views: Vec<PlaneView> = planes
         .planes
         .iter()
-        .map(|(kind, _, backend)| PlaneView {
-            plane: kind_name(*kind).to_owned(),
-            backend: Some(backend.clone()),
+        .map(|p| PlaneView {
+            plane: kind_name(p.kind).to_owned(),
+            backend: Some(p.backend.clone()),
             skipped: None,
         })
         .collect();
@@ -577,7 +627,7 @@ async fn apply_tenant(planes: &Planes, t: &TenantPlan, detect_only: &DetectOnly)
             detected += 1;
             continue;
         }
-        let Some((_, plane, _)) = planes.planes.iter().find(|(_, p, _)| p.name() == c.plane) else {
+        let Some(plane) = planes.find(c.plane) else {
             continue;
         };
         if let Err(e) = plane.apply(c).await {
