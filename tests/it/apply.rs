@@ -751,3 +751,175 @@ fn embedded_loop_and_pull_request_plans() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--yes"), "{}", r.stderr);
 }
+
+/// A TCP proxy in front of a service, which the test can take down: established connections
+/// are cut and new ones refused, as when a service dies in the middle of an apply.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    down: tokio::sync::watch::Sender<bool>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Proxy {
+        let upstream: std::net::SocketAddr = upstream
+            .trim_start_matches("http://")
+            .parse()
+            .expect("upstream address");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (down, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut stop = watch.clone();
+            loop {
+                let (mut client, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(c) => c, Err(_) => return },
+                    _ = stop.changed() => return, // the listener is dropped: connections refused
+                };
+                let mut cut = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {} // both streams dropped: the connection is cut
+                    }
+                });
+            }
+        });
+        Proxy { addr, down }
+    }
+
+    fn take_down(&self) {
+        let _ = self.down.send(true);
+    }
+}
+
+/// The object store dies between plan and apply: tenants whose database changes were already
+/// made stop at their first object-store change, each with its reason recorded; tenants with
+/// nothing to do there complete; nothing is lost, and a rerun against the service finishes
+/// exactly the remaining work.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes() {
+    use tenancy::reconcile::{self, Inputs, Outcome, Planes};
+    let Some(env) = crate::services::endpoints() else {
+        return;
+    };
+    let tag = unique_tag();
+    let (repo, ids) = tagged_examples(&tag);
+    let work = tempfile::tempdir().expect("tmp");
+    let proxy = Proxy::start(&env["TENANCY_TEST_S3_URL"]).await;
+    let mut via_proxy = env.clone();
+    via_proxy.insert(
+        "TENANCY_TEST_S3_URL".into(),
+        format!("http://{}", proxy.addr),
+    );
+    let config_file = write_config(work.path(), &via_proxy, &tag, None, None);
+    unsafe { std::env::set_var("IT_S3_KEY", "test") };
+    let config = tenancy::config::Config::load(Some(&config_file)).expect("config");
+    let inputs = Inputs {
+        repo: repo.path().to_owned(),
+        rev: Some("HEAD".into()),
+        path: String::new(),
+        max_file_bytes: 1 << 20,
+        bundle: Some(PathBuf::from(bundle())),
+    };
+    let evaluation = reconcile::evaluate(&inputs).expect("evaluate");
+    let planes = Planes::from_config(&config);
+    let store = tenancy::store::Store::open(&config.state_url())
+        .await
+        .expect("store");
+    let plan = reconcile::plan(&planes, &evaluation, None).await;
+    assert_eq!(plan.errors(), 0, "planned through the proxy");
+
+    proxy.take_down();
+    let report = reconcile::apply(
+        &planes,
+        &evaluation,
+        &plan,
+        &store,
+        &Default::default(),
+        4,
+        &|_| {},
+    )
+    .await
+    .expect("apply records outcomes");
+    let t5002 = ids.iter().find(|i| i.starts_with("t_5002")).expect("id");
+    let failed = report
+        .tenants
+        .iter()
+        .find(|t| &t.tenant == t5002)
+        .expect("t_5002");
+    assert_eq!(failed.outcome, Outcome::Failed, "{failed:?}");
+    assert!(
+        failed.applied >= 2,
+        "its database changes were made first: {failed:?}"
+    );
+    let reason = failed.reason.as_deref().expect("reason");
+    assert!(reason.contains("object-store"), "{reason}");
+    let status = store
+        .status(t5002)
+        .await
+        .expect("status")
+        .expect("recorded");
+    assert_eq!(status.status, "failed");
+    assert!(
+        status
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("object-store")),
+        "{status:?}"
+    );
+    assert!(status.last_applied_commit.is_none(), "{status:?}");
+    let draft = ids
+        .iter()
+        .find(|i| i.starts_with("t_7004"))
+        .expect("Draft tenant");
+    let untouched = report
+        .tenants
+        .iter()
+        .find(|t| &t.tenant == draft)
+        .expect("t_7004");
+    assert_eq!(
+        untouched.outcome,
+        Outcome::Applied,
+        "nothing to do is done: {untouched:?}"
+    );
+
+    // The service is back (the proxy is bypassed): the rerun plans only the remaining work.
+    let config_file = write_config(work.path(), &env, &tag, None, None);
+    let config = tenancy::config::Config::load(Some(&config_file)).expect("config");
+    let planes = Planes::from_config(&config);
+    let rest = reconcile::plan(&planes, &evaluation, None).await;
+    let t = rest
+        .tenants
+        .iter()
+        .find(|t| &t.tenant == t5002)
+        .expect("t_5002");
+    assert!(
+        !t.changes.is_empty() && t.changes.iter().all(|c| c.plane == "object-store"),
+        "{t:#?}"
+    );
+    let report = reconcile::apply(
+        &planes,
+        &evaluation,
+        &rest,
+        &store,
+        &Default::default(),
+        4,
+        &|_| {},
+    )
+    .await
+    .expect("apply");
+    assert_eq!(report.count(Outcome::Failed), 0, "{report:#?}");
+    assert_eq!(
+        store.status(t5002).await.expect("s").expect("s").status,
+        "applied"
+    );
+    assert_eq!(
+        reconcile::plan(&planes, &evaluation, None).await.changes(),
+        0
+    );
+}
