@@ -279,10 +279,11 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         if o.outcome != Outcome::Applied || o.applied > 0 {
             bar.set_message(format!("{} {:?}", o.tenant, o.outcome));
         }
-        if bar.is_hidden() {
+        // Off a terminal, long runs report every 10 % (short ones only print the summary).
+        let total = bar.length().unwrap_or(0);
+        if bar.is_hidden() && total >= 50 {
             let done = bar.position();
-            let total = bar.length().unwrap_or(0).max(1);
-            if done % (total / 10).max(1) == 0 || done == total {
+            if done % total.div_ceil(10) == 0 || done == total {
                 eprintln!("apply: {done}/{total} tenants");
             }
         }
