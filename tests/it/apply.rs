@@ -487,14 +487,7 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
     ))
     .await
     .expect("store");
-    let head = repo
-        .repo
-        .head()
-        .expect("head")
-        .peel_to_commit()
-        .expect("commit")
-        .id()
-        .to_string();
+    let head = repo.head();
     let status = store
         .status(&t5001)
         .await
@@ -599,15 +592,7 @@ async fn a_service_down_fails_only_its_tenants_and_a_rerun_completes() {
 fn embedded_loop_and_pull_request_plans() {
     let repo = TestRepo::with_examples();
     let work = tempfile::tempdir().expect("tmp");
-    let config = work.path().join("tenancy.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[embedded]\nroot = \"{}\"\n",
-            work.path().join("data").display()
-        ),
-    )
-    .expect("config");
+    let config = crate::support::embedded_config(work.path());
     let (r, report) = apply_json(repo.path(), &config, &["--yes"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(report["summary"]["applied"], 13);
@@ -635,14 +620,7 @@ fn embedded_loop_and_pull_request_plans() {
     assert_eq!(planes, ["kafka"], "the plan says Kafka is not managed");
 
     // A pull request suspends t_5001: only t_5001 is planned, and the markdown says what changes.
-    let base = repo
-        .repo
-        .head()
-        .expect("head")
-        .peel_to_commit()
-        .expect("c")
-        .id()
-        .to_string();
+    let base = repo.head();
     let path = repo.path().join("org_acme/t_5001.yaml");
     let text = std::fs::read_to_string(&path).expect("read");
     std::fs::write(

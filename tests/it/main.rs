@@ -5,6 +5,7 @@
 //! `scripts/services.sh`.
 
 mod apply;
+mod events;
 mod plane_postgres;
 mod planes;
 mod policy;

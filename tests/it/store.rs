@@ -246,3 +246,110 @@ async fn opening_is_idempotent_and_bad_urls_are_clear() {
         "{err}"
     );
 }
+
+/// The outbox write is atomic with the state change, dedups by event id, numbers events per
+/// tenant without gaps, and reads back in order — on both backends. A failing write (a
+/// version conflict) leaves neither the status nor the events behind.
+#[tokio::test]
+async fn reconcile_records_are_atomic_with_their_events() {
+    use tenancy::store::{AuditRecord, NewEvent, ReconcileRecord, TenantRecord};
+    for (store, _dir) in backends("outbox").await {
+        let name = format!("{:?}", store.dialect());
+        let event = |id: &str, ty: &str| NewEvent {
+            event_id: id.into(),
+            event_type: ty.into(),
+            event: serde_json::json!({ "id": id, "type": ty, "tenantid": "t_5001" }),
+        };
+        let tenant = TenantRecord {
+            tenant_id: "t_5001".into(),
+            organization_id: "org_acme".into(),
+            profile: "mt-standard".into(),
+            state: "Active".into(),
+            region: "ap-south-1".into(),
+            plan: "starter".into(),
+            quotas: serde_json::json!({}),
+            policies: serde_json::json!({}),
+            billing: serde_json::json!({}),
+            manifest: serde_json::json!({ "v": 1 }),
+            created_at: 0,
+            updated_at: 0,
+            version: 0,
+        };
+        let audit = AuditRecord {
+            tenant_id: "t_5001".into(),
+            event_type: "TENANCY_CREATED".into(),
+            actor: "Dev <dev@example.com>".into(),
+            target: "tenant/t_5001".into(),
+            outcome: "applied".into(),
+            commit_sha: Some("a".repeat(40)),
+            payload: serde_json::json!({}),
+            correlation_id: "c1".into(),
+        };
+        let first = ReconcileRecord {
+            tenant: Some((tenant.clone(), None)),
+            audit: vec![audit.clone()],
+            events: vec![
+                event("e1", "TENANCY_CREATED"),
+                event("e2", "TENANCY_ACTIVATED"),
+            ],
+            ..Default::default()
+        };
+        let added = store.record_reconcile(&first).await.expect(&name);
+        assert_eq!(
+            added.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            [1, 2],
+            "{name}"
+        );
+        // The same record again (a retried run): no duplicate event, no duplicate audit entry.
+        let again = ReconcileRecord {
+            tenant: None,
+            ..first.clone()
+        };
+        assert!(
+            store
+                .record_reconcile(&again)
+                .await
+                .expect(&name)
+                .is_empty(),
+            "{name}"
+        );
+        // A conflicting write rolls back everything in it, events included.
+        let conflicting = ReconcileRecord {
+            tenant: Some((tenant.clone(), Some(41))),
+            events: vec![event("e3", "TENANCY_UPDATED")],
+            ..Default::default()
+        };
+        assert!(
+            store.record_reconcile(&conflicting).await.is_err(),
+            "{name}"
+        );
+        let all = store.events(None, None, 100).await.expect(&name);
+        assert_eq!(
+            all.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
+            ["e1", "e2"],
+            "{name}"
+        );
+        assert_eq!(all[1].event["tenantsequence"], 2, "{name}");
+        let next = ReconcileRecord {
+            tenant: Some((tenant, Some(1))),
+            events: vec![event("e3", "TENANCY_UPDATED")],
+            ..Default::default()
+        };
+        assert_eq!(
+            store.record_reconcile(&next).await.expect(&name)[0].sequence,
+            3,
+            "{name}"
+        );
+        let after = (all[1].created_at, all[1].tenant_id.clone(), all[1].sequence);
+        let newer = store
+            .events(Some("t_5001"), Some(after), 100)
+            .await
+            .expect(&name);
+        assert_eq!(newer.len(), 1, "{name}: the cursor skips what was seen");
+        assert_eq!(
+            store.audit("t_5001").await.expect(&name),
+            vec![audit],
+            "{name}"
+        );
+    }
+}

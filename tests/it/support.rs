@@ -70,6 +70,12 @@ impl TestRepo {
     }
 
     /// Stage everything (including removals) and commit; returns the new commit's sha.
+    /// The sha of HEAD.
+    pub fn head(&self) -> String {
+        let head = self.repo.head().expect("head");
+        head.peel_to_commit().expect("commit").id().to_string()
+    }
+
     pub fn commit(&self, message: &str) -> String {
         let mut index = self.repo.index().expect("index");
         index
@@ -233,4 +239,16 @@ pub fn tagged_examples(tag: &str) -> (TestRepo, Vec<String>) {
     r.commit("import example tenants");
     let ids = ids.into_iter().map(|i| format!("{i}{tag}")).collect();
     (r, ids)
+}
+
+/// A tenancy.toml in `dir` that uses only the embedded planes, under `dir/data`.
+pub fn embedded_config(dir: &Path) -> PathBuf {
+    let config = dir.join("tenancy.toml");
+    let root = dir.join("data");
+    std::fs::write(
+        &config,
+        format!("[embedded]\nroot = \"{}\"\n", root.display()),
+    )
+    .expect("write config");
+    config
 }

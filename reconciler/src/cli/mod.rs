@@ -88,6 +88,12 @@ pub enum Command {
     )]
     Status(plan::StatusArgs),
 
+    /// The events the reconciler has recorded (its outbox), oldest first: CloudEvents 1.0.
+    #[command(
+        after_help = "Events are written in the same transaction as the change they describe (schemas/event.schema.json).\n\nExamples:\n  tenancy events --tenant t_5001\n  tenancy events --output json --follow | jq .type"
+    )]
+    Events(plan::EventsArgs),
+
     /// Policy author tools: run fixture cases, inspect a module.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -171,6 +177,7 @@ pub fn run() -> ExitCode {
         Command::Plan(args) => plan::run_plan(&args, color),
         Command::Apply(args) => plan::run_apply(&args, color),
         Command::Status(args) => plan::run_status(&args, color),
+        Command::Events(args) => plan::run_events(&args, color),
         Command::Policy(cmd) => policy::run(&cmd, color),
     };
     match result {

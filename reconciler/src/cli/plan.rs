@@ -710,22 +710,33 @@ pub struct StatusArgs {
     pub output: ApplyOutput,
 }
 
-/// `tenancy status`: each tenant's last outcome, from the state store.
-pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
-    let config = Config::load(args.config.as_deref())?;
+/// The state store of a configuration, for read commands; `None` (after saying so) when the
+/// embedded default has never been created, rather than creating an empty one.
+fn open_state(
+    config: Option<&std::path::Path>,
+) -> Result<Option<(tokio::runtime::Runtime, Store)>, CliError> {
+    let config = Config::load(config)?;
     let url = config.state_url();
     if config.state.url.is_none() && !config.embedded.root.join("state.db").is_file() {
         eprintln!(
             "no state store at {url}: nothing has been applied yet (run `tenancy apply`, or pass --config)"
         );
-        return Ok(exit::FAILURE);
+        return Ok(None);
     }
     let rt = runtime()?;
+    let store = rt
+        .block_on(Store::open(&url))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    Ok(Some((rt, store)))
+}
+
+/// `tenancy status`: each tenant's last outcome, from the state store.
+pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
+    let Some((rt, store)) = open_state(args.config.as_deref())? else {
+        return Ok(exit::FAILURE);
+    };
     let statuses = rt
-        .block_on(async {
-            let store = Store::open(&url).await?;
-            store.statuses().await
-        })
+        .block_on(store.statuses())
         .map_err(|e| CliError::State(e.to_string()))?;
     let wanted: BTreeSet<&str> = args.tenants.iter().map(String::as_str).collect();
     let shown: Vec<_> = statuses
@@ -786,4 +797,72 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
     } else {
         exit::FINDINGS
     })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Only this tenant's events.
+    #[arg(long)]
+    pub tenant: Option<String>,
+
+    /// The reconciler's configuration (for the state store URL).
+    #[arg(long, value_name = "FILE", env = "TENANCY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Keep printing new events as they are recorded (Ctrl-C to stop).
+    #[arg(long, short)]
+    pub follow: bool,
+
+    /// At most this many events (the oldest first; with --follow, per poll).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+
+    /// Output format: text, or JSON lines (one CloudEvent per line).
+    #[arg(long, short, value_enum, default_value_t = ApplyOutput::Text)]
+    pub output: ApplyOutput,
+}
+
+/// `tenancy events`: the outbox, i.e. every event the reconciler has recorded, in order.
+pub fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
+    let Some((rt, store)) = open_state(args.config.as_deref())? else {
+        return Ok(exit::FAILURE);
+    };
+    let mut after = None;
+    loop {
+        let events = rt
+            .block_on(store.events(args.tenant.as_deref(), after.clone(), args.limit))
+            .map_err(|e| CliError::State(e.to_string()))?;
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for e in &events {
+            match args.output {
+                ApplyOutput::Json => writeln!(out, "{}", e.event)?,
+                ApplyOutput::Text => writeln!(
+                    out,
+                    "{} {:<24} #{:<4} {} {}{}",
+                    e.event["time"].as_str().unwrap_or_default(),
+                    e.tenant_id,
+                    e.sequence,
+                    paint(color, "1", &format!("{:<18}", e.event_type)),
+                    e.event["data"]["reason"]
+                        .as_str()
+                        .map(|r| format!("{r} "))
+                        .unwrap_or_default(),
+                    if e.published_at.is_some() {
+                        ""
+                    } else {
+                        "(not yet published)"
+                    }
+                )?,
+            }
+        }
+        out.flush()?;
+        if let Some(last) = events.last() {
+            after = Some((last.created_at, last.tenant_id.clone(), last.sequence));
+        }
+        if !args.follow {
+            return Ok(exit::OK);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
 }

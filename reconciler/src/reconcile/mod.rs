@@ -563,6 +563,14 @@ pub async fn apply(
     progress: &(dyn Fn(&TenantOutcome) + Sync),
 ) -> Result<ApplyReport, ApplyError> {
     let commit = evaluation.commit().map(str::to_owned);
+    let commit_info = evaluation.snapshot.commit.as_ref();
+    // One correlation id per apply run: every audit entry and event of the run carries it.
+    let correlation = crate::store::stable_id(&[
+        commit.as_deref().unwrap_or("worktree"),
+        &now_ms().to_string(),
+        &std::process::id().to_string(),
+    ]);
+    let correlation = correlation.as_str();
     let decisions: HashMap<&str, &crate::policy::TenantDecisions> = evaluation
         .governance
         .tenants
@@ -579,12 +587,20 @@ pub async fn apply(
     let results: Vec<Result<TenantOutcome, ApplyError>> =
         futures_util::stream::iter(report.tenants.iter())
             .map(|t| {
-                let commit = commit.clone();
                 let decisions = decisions.get(t.tenant.as_str()).copied();
                 let manifest = manifests.get(t.tenant.as_str()).copied();
                 async move {
                     let outcome = apply_tenant(planes, t, detect_only).await;
-                    record(store, t, &outcome, commit.as_deref(), decisions, manifest).await?;
+                    record(
+                        store,
+                        t,
+                        &outcome,
+                        commit_info,
+                        correlation,
+                        decisions,
+                        manifest,
+                    )
+                    .await?;
                     progress(&outcome);
                     Ok(outcome)
                 }
@@ -653,30 +669,52 @@ async fn apply_tenant(planes: &Planes, t: &TenantPlan, detect_only: &DetectOnly)
     }
 }
 
-/// Record one tenant's outcome: status always; manifest and decisions when applied.
+/// The event type for a lifecycle change from `from` (None: a new tenant) to `to`.
+fn transition_events(from: Option<&str>, to: &str) -> Vec<&'static str> {
+    match (from, to) {
+        (None, "Active") => vec!["TENANCY_CREATED", "TENANCY_ACTIVATED"],
+        (None, _) => vec!["TENANCY_CREATED"],
+        (Some(a), b) if a == b => Vec::new(),
+        (Some("Suspended"), "Active") => vec!["TENANCY_RESUMED"],
+        (Some(_), "Active") => vec!["TENANCY_ACTIVATED"],
+        (Some(_), "Suspended") => vec!["TENANCY_SUSPENDED"],
+        (Some(_), "Archived") => vec!["TENANCY_ARCHIVED"],
+        (Some(_), "Deleted") => vec!["TENANCY_DELETED"],
+        (Some(_), _) => vec!["TENANCY_UPDATED"],
+    }
+}
+
+/// Record one tenant's outcome in one transaction: status always; the applied manifest when
+/// applied; the commit's policy decisions; and the audit entries and CloudEvents for what
+/// happened (lifecycle transitions, updates, failures, policy denials).
 async fn record(
     store: &Store,
     t: &TenantPlan,
     o: &TenantOutcome,
-    commit: Option<&str>,
+    commit: Option<&crate::source::CommitInfo>,
+    correlation: &str,
     decisions: Option<&crate::policy::TenantDecisions>,
     manifest: Option<&Tenant>,
 ) -> Result<(), ApplyError> {
     let now = now_ms();
+    let sha = commit.map(|c| c.sha.clone());
+    let actor = commit
+        .map(|c| format!("{} <{}>", c.author_name, c.author_email))
+        .unwrap_or_else(|| "work tree".to_owned());
     let status = match o.outcome {
         Outcome::Applied => "applied",
         Outcome::Blocked => "blocked",
         Outcome::Failed => "failed",
         Outcome::Drifted => "drifted",
     };
-    store
-        .set_status(&Status {
+    let mut r = crate::store::ReconcileRecord {
+        status: Some(Status {
             tenant_id: t.tenant.clone(),
             status: status.to_owned(),
             last_applied_commit: (o.outcome == Outcome::Applied)
-                .then(|| commit.map(str::to_owned))
+                .then(|| sha.clone())
                 .flatten(),
-            last_attempted_commit: commit.map(str::to_owned),
+            last_attempted_commit: sha.clone(),
             blocked_reason: (o.outcome == Outcome::Blocked)
                 .then(|| o.reason.clone())
                 .flatten(),
@@ -684,16 +722,17 @@ async fn record(
                 .then(|| o.reason.clone())
                 .flatten(),
             updated_at: now,
-        })
-        .await?;
+        }),
+        ..Default::default()
+    };
     // Decisions are the compliance record of the commit, whatever the outcome.
-    if let (Some(d), Some(sha)) = (decisions, commit) {
-        let records: Vec<DecisionRecord> = d
+    if let (Some(d), Some(sha)) = (decisions, &sha) {
+        r.decisions = d
             .decisions
             .iter()
             .map(|dec| DecisionRecord {
                 tenant_id: t.tenant.clone(),
-                commit_sha: sha.to_owned(),
+                commit_sha: sha.clone(),
                 operation: serde_json::to_value(d.operation)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -707,14 +746,89 @@ async fn record(
                 decided_at: now,
             })
             .collect();
-        store.record_decisions(&records).await?;
     }
-    if o.outcome == Outcome::Applied
-        && let Some(m) = manifest
-    {
-        let record = TenantRecord::from_manifest(m);
-        let current = store.tenant(&t.tenant).await?.map(|r| r.version);
-        store.put_tenant(&record, current).await?;
+    let previous = store.tenant(&t.tenant).await?;
+    let mut types: Vec<&'static str> = Vec::new();
+    let mut data = serde_json::json!({
+        "tenantId": t.tenant,
+        "lifecycle": {
+            "from": previous.as_ref().map(|p| p.state.clone()),
+            "to": t.lifecycle,
+        },
+        "commit": { "sha": sha, "author": actor },
+        "changes": o.applied,
+    });
+    match o.outcome {
+        Outcome::Applied => {
+            if let Some(m) = manifest {
+                let record = TenantRecord::from_manifest(m);
+                types =
+                    transition_events(previous.as_ref().map(|p| p.state.as_str()), &record.state);
+                if types.is_empty()
+                    && previous
+                        .as_ref()
+                        .is_some_and(|p| p.manifest != record.manifest)
+                {
+                    types.push("TENANCY_UPDATED");
+                }
+                data["organizationId"] = record.organization_id.clone().into();
+                data["profile"] = record.profile.clone().into();
+                data["plan"] = record.plan.clone().into();
+                r.tenant = Some((record, previous.as_ref().map(|p| p.version)));
+            }
+        }
+        Outcome::Blocked | Outcome::Failed => {
+            let denied: Vec<serde_json::Value> = decisions
+                .map(|d| {
+                    d.decisions
+                        .iter()
+                        .filter(|d| d.blocks())
+                        .map(|d| serde_json::json!({ "policy": d.policy, "digest": d.digest, "violations": d.verdicts }))
+                        .collect()
+                })
+                .unwrap_or_default();
+            data["reason"] = o.reason.clone().into();
+            if o.outcome == Outcome::Blocked && !denied.is_empty() {
+                data["policies"] = denied.into();
+                types.push("POLICY_DENIED");
+            } else {
+                types.push("RECONCILE_FAILED");
+            }
+        }
+        Outcome::Drifted => {}
     }
+    let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    for ty in types {
+        let id = crate::store::stable_id(&[&t.tenant, sha.as_deref().unwrap_or(""), ty]);
+        let event = serde_json::json!({
+            "specversion": "1.0",
+            "id": id,
+            "source": "/tenancy/reconciler",
+            "type": ty,
+            "subject": t.tenant,
+            "time": time,
+            "datacontenttype": "application/json",
+            "tenantid": t.tenant,
+            "commitsha": sha.clone().unwrap_or_default(),
+            "correlationid": correlation,
+            "data": data,
+        });
+        r.audit.push(crate::store::AuditRecord {
+            tenant_id: t.tenant.clone(),
+            event_type: ty.to_owned(),
+            actor: actor.clone(),
+            target: format!("tenant/{}", t.tenant),
+            outcome: status.to_owned(),
+            commit_sha: sha.clone(),
+            payload: data.clone(),
+            correlation_id: correlation.to_owned(),
+        });
+        r.events.push(crate::store::NewEvent {
+            event_id: id,
+            event_type: ty.to_owned(),
+            event,
+        });
+    }
+    store.record_reconcile(&r).await?;
     Ok(())
 }

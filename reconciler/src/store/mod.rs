@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -60,6 +60,17 @@ impl Dialect {
 /// cast); every value is a bound parameter. That is the audit sqlx asks for.
 fn safe(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
+}
+
+/// A stable identifier: the first 128 bits of SHA-256 over the parts, hex.
+pub fn stable_id(parts: &[&str]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
 }
 
 pub fn now_ms() -> i64 {
@@ -155,6 +166,53 @@ pub struct DecisionRecord {
     pub decided_at: i64,
 }
 
+/// One audit entry (`tenant_audit`): who did what to which tenant, with what outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub tenant_id: String,
+    pub event_type: String,
+    /// The commit author, `Name <email>`.
+    pub actor: String,
+    pub target: String,
+    pub outcome: String,
+    pub commit_sha: Option<String>,
+    pub payload: serde_json::Value,
+    pub correlation_id: String,
+}
+
+/// An event to publish: a CloudEvents 1.0 document whose `id` is stable (the same fact
+/// recorded twice is one event) and whose per-tenant `tenantsequence` the store assigns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub event: serde_json::Value,
+}
+
+/// An event as stored in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRecord {
+    pub event_id: String,
+    pub tenant_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event: serde_json::Value,
+    pub created_at: i64,
+    pub published_at: Option<i64>,
+    pub attempts: i64,
+}
+
+/// Everything one reconcile of one tenant records, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileRecord {
+    pub status: Option<Status>,
+    /// The manifest now applied, and the version it replaces (`None`: new tenant).
+    pub tenant: Option<(TenantRecord, Option<i64>)>,
+    pub decisions: Vec<DecisionRecord>,
+    pub audit: Vec<AuditRecord>,
+    pub events: Vec<NewEvent>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -207,6 +265,17 @@ impl Store {
         record: &TenantRecord,
         expected_version: Option<i64>,
     ) -> Result<i64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.put_tenant_on(&mut conn, record, expected_version)
+            .await
+    }
+
+    async fn put_tenant_on(
+        &self,
+        conn: &mut AnyConnection,
+        record: &TenantRecord,
+        expected_version: Option<i64>,
+    ) -> Result<i64, StoreError> {
         let now = now_ms();
         let j = |n| self.dialect.json(n);
         // Both statements take the same parameters: $1 id, $2..$10 columns, $11 now, then
@@ -244,11 +313,15 @@ impl Store {
         if let Some(v) = expected_version {
             query = query.bind(v);
         }
-        let affected = query.execute(&self.pool).await?.rows_affected();
+        let affected = query.execute(&mut *conn).await?.rows_affected();
         if affected == 1 {
             return Ok(expected_version.map_or(1, |v| v + 1));
         }
-        let found = self.tenant(&record.tenant_id).await?.map(|t| t.version);
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM tenants WHERE tenant_id = $1")
+                .bind(&record.tenant_id)
+                .fetch_optional(&mut *conn)
+                .await?;
         Err(StoreError::Conflict {
             tenant: record.tenant_id.clone(),
             expected: expected_version,
@@ -305,6 +378,11 @@ impl Store {
 
     /// Record the outcome of a reconcile attempt.
     pub async fn set_status(&self, s: &Status) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::set_status_on(&mut conn, s).await
+    }
+
+    async fn set_status_on(conn: &mut AnyConnection, s: &Status) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO reconcile_status (tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -320,7 +398,7 @@ impl Store {
         .bind(&s.blocked_reason)
         .bind(&s.error)
         .bind(s.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -364,6 +442,16 @@ impl Store {
     /// Record every decision of one tenant change in one transaction.
     pub async fn record_decisions(&self, decisions: &[DecisionRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        self.record_decisions_on(&mut tx, decisions).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_decisions_on(
+        &self,
+        conn: &mut AnyConnection,
+        decisions: &[DecisionRecord],
+    ) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO policy_decisions (decision_id, tenant_id, commit_sha, operation, policy, digest, mode, blocks, verdicts, failure, decided_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {}, $10, $11)",
@@ -390,11 +478,168 @@ impl Store {
                 .bind(d.verdicts.to_string())
                 .bind(&d.failure)
                 .bind(d.decided_at)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
         }
-        tx.commit().await?;
         Ok(())
+    }
+
+    /// Record one reconcile of one tenant — status, applied manifest, decisions, audit and
+    /// events — atomically: either all of it is stored or none (the outbox pattern: an event
+    /// exists exactly when the state change it describes does). Events already recorded (same
+    /// id) are not duplicated. Returns the events this call added, with their sequence numbers.
+    pub async fn record_reconcile(
+        &self,
+        r: &ReconcileRecord,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(status) = &r.status {
+            Self::set_status_on(&mut tx, status).await?;
+        }
+        if let Some((tenant, expected)) = &r.tenant {
+            self.put_tenant_on(&mut tx, tenant, *expected).await?;
+        }
+        self.record_decisions_on(&mut tx, &r.decisions).await?;
+        let now = now_ms();
+        for (order, a) in r.audit.iter().enumerate() {
+            let id = stable_id(&[&a.tenant_id, &a.correlation_id, &a.event_type, &a.target]);
+            sqlx::query(safe(format!(
+                "INSERT INTO tenant_audit (audit_id, tenant_id, event_type, actor, target, outcome, commit_sha, payload, correlation_id, occurred_at, entry_order) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, {}, $9, $10, $11) ON CONFLICT (audit_id) DO NOTHING",
+                self.dialect.json(8)
+            )))
+            .bind(id)
+            .bind(&a.tenant_id)
+            .bind(&a.event_type)
+            .bind(&a.actor)
+            .bind(&a.target)
+            .bind(&a.outcome)
+            .bind(&a.commit_sha)
+            .bind(a.payload.to_string())
+            .bind(&a.correlation_id)
+            .bind(now)
+            .bind(order as i32)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut added = Vec::new();
+        for e in &r.events {
+            let tenant = e.event["tenantid"].as_str().unwrap_or_default().to_owned();
+            let exists: Option<String> =
+                sqlx::query_scalar("SELECT event_id FROM outbox WHERE event_id = $1")
+                    .bind(&e.event_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if exists.is_some() {
+                continue;
+            }
+            let sequence: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(MAX(sequence), 0) + 1 AS BIGINT) FROM outbox WHERE tenant_id = $1",
+            )
+            .bind(&tenant)
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut event = e.event.clone();
+            event["tenantsequence"] = serde_json::json!(sequence);
+            sqlx::query(safe(format!(
+                "INSERT INTO outbox (event_id, tenant_id, sequence, event_type, event, created_at, attempts) \
+                 VALUES ($1, $2, $3, $4, {}, $6, 0)",
+                self.dialect.json(5)
+            )))
+            .bind(&e.event_id)
+            .bind(&tenant)
+            .bind(sequence)
+            .bind(&e.event_type)
+            .bind(event.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            added.push(EventRecord {
+                event_id: e.event_id.clone(),
+                tenant_id: tenant,
+                sequence,
+                event_type: e.event_type.clone(),
+                event,
+                created_at: now,
+                published_at: None,
+                attempts: 0,
+            });
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Events in the outbox, oldest first (and in sequence within a tenant): all, or one
+    /// tenant's; only those after the cursor `after` = (created_at, tenant, sequence) of the
+    /// last one seen, for following; at most `limit`.
+    pub async fn events(
+        &self,
+        tenant: Option<&str>,
+        after: Option<(i64, String, i64)>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let (after_time, after_tenant, after_seq) = after.unwrap_or((-1, String::new(), 0));
+        let rows = sqlx::query(
+            "SELECT event_id, tenant_id, sequence, event_type, CAST(event AS TEXT) AS event, created_at, published_at, \
+             CAST(attempts AS BIGINT) AS attempts FROM outbox \
+             WHERE ($1 = '' OR tenant_id = $1) \
+               AND (created_at > $2 OR (created_at = $2 AND (tenant_id > $3 OR (tenant_id = $3 AND sequence > $4)))) \
+             ORDER BY created_at, tenant_id, sequence LIMIT $5",
+        )
+        .bind(tenant.unwrap_or(""))
+        .bind(after_time)
+        .bind(after_tenant)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("event")?;
+                Ok(EventRecord {
+                    event_id: r.try_get("event_id")?,
+                    tenant_id: r.try_get("tenant_id")?,
+                    sequence: r.try_get("sequence")?,
+                    event_type: r.try_get("event_type")?,
+                    event: serde_json::from_str(&text).map_err(|source| StoreError::Json {
+                        what: "event",
+                        source,
+                    })?,
+                    created_at: r.try_get("created_at")?,
+                    published_at: r.try_get("published_at")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// A tenant's audit trail, oldest first: (event type, actor, outcome, commit, correlation).
+    pub async fn audit(&self, tenant: &str) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tenant_id, event_type, actor, target, outcome, commit_sha, CAST(payload AS TEXT) AS payload, correlation_id \
+             FROM tenant_audit WHERE tenant_id = $1 ORDER BY occurred_at, entry_order",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("payload")?;
+                Ok(AuditRecord {
+                    tenant_id: r.try_get("tenant_id")?,
+                    event_type: r.try_get("event_type")?,
+                    actor: r.try_get("actor")?,
+                    target: r.try_get("target")?,
+                    outcome: r.try_get("outcome")?,
+                    commit_sha: r.try_get("commit_sha")?,
+                    payload: serde_json::from_str(&text).map_err(|source| StoreError::Json {
+                        what: "payload",
+                        source,
+                    })?,
+                    correlation_id: r.try_get("correlation_id")?,
+                })
+            })
+            .collect()
     }
 
     /// A tenant's decisions, oldest first.

@@ -1,0 +1,211 @@
+//! Events and audit (issue 5, first part): every apply records, in the same transaction as the
+//! state change, CloudEvents in the outbox and entries in `tenant_audit` — lifecycle
+//! transitions, updates, failures and policy denials — with stable ids (a rerun of the same
+//! commit adds nothing), gap-free per-tenant sequences, and payloads valid against
+//! schemas/event.schema.json. `tenancy events` reads them back.
+
+use crate::support::{TestRepo, tenancy, workspace_root};
+use serde_json::Value;
+use std::path::Path;
+
+fn run(args: &[&str]) -> crate::support::Run {
+    tenancy(args)
+}
+
+fn apply(repo: &Path, config: &Path) -> crate::support::Run {
+    let bundle = workspace_root().join("policies/bundle.yaml");
+    run(&[
+        "apply",
+        "--yes",
+        "--repo",
+        repo.to_str().expect("utf-8"),
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--policies",
+        bundle.to_str().expect("utf-8"),
+        "--output",
+        "json",
+    ])
+}
+
+fn events(config: &Path, tenant: Option<&str>) -> Vec<Value> {
+    let mut args = vec![
+        "events",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--output",
+        "json",
+    ];
+    if let Some(t) = tenant {
+        args.extend(["--tenant", t]);
+    }
+    let r = run(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn apply_records_events_and_audit_for_every_transition_once() {
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = crate::support::embedded_config(work.path());
+    let first = repo.head();
+    assert_eq!(apply(repo.path(), &config).code, 0);
+
+    let all = events(&config, None);
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace_root().join("schemas/event.schema.json"))
+            .expect("schema"),
+    )
+    .expect("json");
+    let validator = jsonschema::draft202012::new(&schema).expect("schema compiles");
+    for e in &all {
+        let errors: Vec<String> = validator
+            .iter_errors(e)
+            .map(|x| format!("{x} at {}", x.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?} in {e:#}");
+    }
+    // A new Active tenant: created, then activated; a new Draft one: created only.
+    assert_eq!(
+        types(&events(&config, Some("t_5001"))),
+        ["TENANCY_CREATED", "TENANCY_ACTIVATED"]
+    );
+    assert_eq!(types(&events(&config, Some("t_7004"))), ["TENANCY_CREATED"]);
+    let t5001 = events(&config, Some("t_5001"));
+    assert_eq!(
+        (
+            t5001[0]["tenantsequence"].as_i64(),
+            t5001[1]["tenantsequence"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(t5001[0]["commitsha"], first.as_str());
+    assert_eq!(t5001[0]["data"]["lifecycle"]["from"], Value::Null);
+    assert_eq!(
+        t5001[0]["correlationid"], t5001[1]["correlationid"],
+        "one run, one correlation id"
+    );
+
+    // Applying the same commit again records nothing new.
+    assert_eq!(apply(repo.path(), &config).code, 0);
+    assert_eq!(
+        events(&config, None).len(),
+        all.len(),
+        "no duplicate events"
+    );
+
+    // Suspend t_5001, edit t_5002's contacts, and break t_6001's residency in one commit.
+    let edit = |rel: &str, from: &str, to: &str| {
+        let p = repo.path().join(rel);
+        let text = std::fs::read_to_string(&p).expect("read");
+        assert!(text.contains(from), "{rel} has {from}");
+        std::fs::write(&p, text.replace(from, to)).expect("write");
+    };
+    edit(
+        "org_acme/t_5001.yaml",
+        "lifecycle: Active",
+        "lifecycle: Suspended",
+    );
+    edit(
+        "org_acme/t_5002.yaml",
+        "displayName:",
+        "displayName: Renamed",
+    );
+    edit(
+        "org_globex/t_6001.yaml",
+        "preferred: eu-central-1",
+        "preferred: us-east-1",
+    );
+    let second = repo.commit("suspend t_5001, rename t_5002, move t_6001");
+    assert_eq!(apply(repo.path(), &config).code, 1, "t_6001 is refused");
+    let t5001 = events(&config, Some("t_5001"));
+    assert_eq!(
+        types(&t5001),
+        ["TENANCY_CREATED", "TENANCY_ACTIVATED", "TENANCY_SUSPENDED"]
+    );
+    assert_eq!(t5001[2]["tenantsequence"], 3);
+    assert_eq!(
+        t5001[2]["data"]["lifecycle"],
+        serde_json::json!({ "from": "Active", "to": "Suspended" })
+    );
+    assert_eq!(t5001[2]["commitsha"], second.as_str());
+    assert_eq!(
+        types(&events(&config, Some("t_5002")))[2..],
+        ["TENANCY_UPDATED"]
+    );
+    let t6001 = events(&config, Some("t_6001"));
+    let denied = t6001.last().expect("event");
+    assert_eq!(denied["type"], "POLICY_DENIED");
+    assert_eq!(denied["data"]["policies"][0]["policy"], "residency");
+    assert!(
+        denied["data"]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("residency")
+    );
+    for e in events(&config, None) {
+        assert!(validator.iter_errors(&e).next().is_none(), "{e:#}");
+    }
+
+    // Resuming emits TENANCY_RESUMED; the audit trail names the commit author and outcome.
+    edit(
+        "org_acme/t_5001.yaml",
+        "lifecycle: Suspended",
+        "lifecycle: Active",
+    );
+    repo.commit("resume t_5001");
+    apply(repo.path(), &config);
+    assert_eq!(
+        types(&events(&config, Some("t_5001"))).last(),
+        Some(&"TENANCY_RESUMED")
+    );
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let audit = rt.block_on(async {
+        let store = tenancy::store::Store::open(&format!(
+            "sqlite://{}",
+            work.path().join("data/state.db").display()
+        ))
+        .await
+        .expect("store");
+        store.audit("t_5001").await.expect("audit")
+    });
+    let trail: Vec<(&str, &str)> = audit
+        .iter()
+        .map(|a| (a.event_type.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("TENANCY_CREATED", "applied"),
+            ("TENANCY_ACTIVATED", "applied"),
+            ("TENANCY_SUSPENDED", "applied"),
+            ("TENANCY_RESUMED", "applied")
+        ]
+    );
+    assert!(
+        audit[2].actor.contains('<') && audit[2].commit_sha.as_deref() == Some(second.as_str()),
+        "{:?}",
+        audit[2]
+    );
+
+    // The text view, for people.
+    let r = run(&[
+        "events",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--tenant",
+        "t_6001",
+    ]);
+    assert!(r.stdout.contains("POLICY_DENIED"), "{}", r.stdout);
+}
