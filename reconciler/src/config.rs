@@ -66,6 +66,8 @@ pub struct Config {
     pub apply: ApplyConfig,
     #[serde(default)]
     pub policies: PoliciesConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
     /// Where the configuration came from (for messages); not a key of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -184,6 +186,28 @@ impl DetectOnly {
             || self.tenants.iter().any(|t| t == tenant)
             || self.planes.iter().any(|p| p == plane)
     }
+}
+
+/// Where the outbox's events are published (none: they stay readable with `tenancy events`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EventsConfig {
+    pub kafka: Option<EventsKafka>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EventsKafka {
+    pub bootstrap_servers: String,
+    #[serde(default = "default_events_topic")]
+    pub topic: String,
+    /// Extra librdkafka producer properties (`security.protocol`, `sasl.*`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_events_topic() -> String {
+    "tenancy.events".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]

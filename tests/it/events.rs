@@ -209,3 +209,104 @@ fn apply_records_events_and_audit_for_every_transition_once() {
     ]);
     assert!(r.stdout.contains("POLICY_DENIED"), "{}", r.stdout);
 }
+
+/// The outbox is relayed to a real Kafka-protocol broker after apply: every event once
+/// acknowledged is marked published, keyed by tenant, in per-tenant order; with the broker
+/// unreachable the events wait in the outbox and the next run delivers them.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_are_relayed_to_kafka_and_wait_in_the_outbox_while_it_is_down() {
+    use tenancy_plane_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use tenancy_plane_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let Some(env) = crate::services::endpoints() else {
+        return;
+    };
+    let broker = env["TENANCY_TEST_KAFKA_NOIDA"].clone();
+    let topic = format!("events-{}", crate::support::unique_tag());
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = crate::support::embedded_config(work.path());
+    let base = std::fs::read_to_string(&config).expect("config");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    let dead = closed.local_addr().expect("addr").to_string();
+    drop(closed);
+    let with_broker = |servers: &str| {
+        format!(
+            "{base}[events.kafka]\nbootstrap-servers = \"{servers}\"\ntopic = \"{topic}\"\nproperties = {{ \"message.timeout.ms\" = \"2000\" }}\n"
+        )
+    };
+
+    // Kafka unreachable: apply still converges; the events wait.
+    std::fs::write(&config, with_broker(&dead)).expect("config");
+    let r = apply(repo.path(), &config);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("waiting in the outbox"), "{}", r.stderr);
+    let recorded = events(&config, None);
+    assert!(
+        recorded.len() >= 13,
+        "a CREATED event per tenant at least: {}",
+        recorded.len()
+    );
+
+    // Kafka back: the next run publishes every waiting event, once.
+    std::fs::write(&config, with_broker(&broker)).expect("config");
+    let r = apply(repo.path(), &config);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("events: {} published", recorded.len())),
+        "{}",
+        r.stderr
+    );
+    let r = apply(repo.path(), &config);
+    assert!(
+        r.stderr.contains("events: 0 published"),
+        "nothing twice: {}",
+        r.stderr
+    );
+
+    // Read them back with a real consumer: same ids, keyed by tenant, in sequence per tenant.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker)
+        .set("group.id", "tenancy-it")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))
+        .expect("metadata");
+    let mut assignment = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(&topic, p.id(), Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut received: Vec<(String, Value)> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while received.len() < recorded.len() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
+            let key = String::from_utf8_lossy(m.key().expect("key")).into_owned();
+            let event: Value = serde_json::from_slice(m.payload().expect("payload")).expect("json");
+            received.push((key, event));
+        }
+    }
+    assert_eq!(received.len(), recorded.len(), "every event delivered");
+    let mut ids: Vec<&str> = received
+        .iter()
+        .map(|(_, e)| e["id"].as_str().expect("id"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), recorded.len(), "no event twice");
+    let mut last: std::collections::HashMap<&str, i64> = Default::default();
+    for (key, e) in &received {
+        assert_eq!(
+            key,
+            e["tenantid"].as_str().expect("tenant"),
+            "key = tenant id"
+        );
+        let seq = e["tenantsequence"].as_i64().expect("seq");
+        let prev = last.insert(key, seq).unwrap_or(0);
+        assert!(seq > prev, "{key}: sequence {seq} after {prev}");
+    }
+}

@@ -300,6 +300,21 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         ))
         .map_err(|e| CliError::State(e.to_string()))?;
     bar.finish_and_clear();
+    // Publish what this run (and any earlier one) recorded; unpublished events wait.
+    let relayed = config
+        .events
+        .kafka
+        .as_ref()
+        .map(|k| rt.block_on(reconcile::relay(&store, k)));
+    if let Some(r) = &relayed {
+        match &r.error {
+            None => eprintln!("events: {} published", r.published),
+            Some(e) => eprintln!(
+                "events: {} published, {} waiting in the outbox ({e}); the next run publishes them",
+                r.published, r.pending
+            ),
+        }
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.output {

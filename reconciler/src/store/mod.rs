@@ -578,12 +578,28 @@ impl Store {
         after: Option<(i64, String, i64)>,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
+        self.select_events(tenant, after, limit, false).await
+    }
+
+    /// Events not yet published, oldest first and in sequence within each tenant.
+    pub async fn pending_events(&self, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+        self.select_events(None, None, limit, true).await
+    }
+
+    async fn select_events(
+        &self,
+        tenant: Option<&str>,
+        after: Option<(i64, String, i64)>,
+        limit: i64,
+        pending_only: bool,
+    ) -> Result<Vec<EventRecord>, StoreError> {
         let (after_time, after_tenant, after_seq) = after.unwrap_or((-1, String::new(), 0));
         let rows = sqlx::query(
             "SELECT event_id, tenant_id, sequence, event_type, CAST(event AS TEXT) AS event, created_at, published_at, \
              CAST(attempts AS BIGINT) AS attempts FROM outbox \
              WHERE ($1 = '' OR tenant_id = $1) \
                AND (created_at > $2 OR (created_at = $2 AND (tenant_id > $3 OR (tenant_id = $3 AND sequence > $4)))) \
+               AND ($6 = 0 OR published_at IS NULL) \
              ORDER BY created_at, tenant_id, sequence LIMIT $5",
         )
         .bind(tenant.unwrap_or(""))
@@ -591,6 +607,7 @@ impl Store {
         .bind(after_tenant)
         .bind(after_seq)
         .bind(limit)
+        .bind(i32::from(pending_only))
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -611,6 +628,23 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Mark events published (after the broker acknowledged them).
+    pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_ms();
+        for id in ids {
+            sqlx::query(
+                "UPDATE outbox SET published_at = $1, attempts = attempts + 1 WHERE event_id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A tenant's audit trail, oldest first: (event type, actor, outcome, commit, correlation).
