@@ -150,6 +150,9 @@ pub struct ApplyConfig {
     pub concurrency: usize,
     #[serde(default)]
     pub detect_only: DetectOnly,
+    /// Write each applied commit's decisions and outcome as a git note (refs/notes/tenancy).
+    #[serde(default = "yes")]
+    pub notes: bool,
 }
 
 impl Default for ApplyConfig {
@@ -157,8 +160,13 @@ impl Default for ApplyConfig {
         ApplyConfig {
             concurrency: default_concurrency(),
             detect_only: DetectOnly::default(),
+            notes: true,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_concurrency() -> usize {

@@ -310,3 +310,96 @@ async fn events_are_relayed_to_kafka_and_wait_in_the_outbox_while_it_is_down() {
         assert!(seq > prev, "{key}: sequence {seq} after {prev}");
     }
 }
+
+/// Every applied commit carries a git note with the policies that judged it and each tenant's
+/// outcome and verdicts (read back with git itself), a rerun appends to it, and
+/// `tenancy history` tells a tenant's story from the state store.
+#[test]
+fn applied_commits_carry_notes_and_history_tells_each_tenants_story() {
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = crate::support::embedded_config(work.path());
+    let first = repo.head();
+    assert_eq!(apply(repo.path(), &config).code, 0);
+    let p = repo.path().join("org_globex/t_6001.yaml");
+    let text = std::fs::read_to_string(&p).expect("read");
+    std::fs::write(
+        &p,
+        text.replace("preferred: eu-central-1", "preferred: us-east-1"),
+    )
+    .expect("write");
+    let second = repo.commit("move t_6001 out of its residency zone");
+    assert_eq!(apply(repo.path(), &config).code, 1);
+    assert_eq!(
+        apply(repo.path(), &config).code,
+        1,
+        "a rerun of the same commit"
+    );
+
+    let git_log = |rev: &str| {
+        let out = std::process::Command::new("git")
+            .args([
+                "-C",
+                repo.path().to_str().expect("utf-8"),
+                "log",
+                "-1",
+                "--notes=tenancy",
+                rev,
+            ])
+            .output()
+            .expect("git log");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let log = git_log(&first);
+    assert!(
+        log.contains("Tenancy apply at") && log.contains("13 applied, 0 blocked"),
+        "{log}"
+    );
+    assert!(log.contains("policy residency sha256:"), "{log}");
+    assert!(
+        log.contains("t_5001 applied: 4 of 4 change(s) made"),
+        "{log}"
+    );
+    let log = git_log(&second);
+    assert!(
+        log.contains("t_6001 blocked: 0 of 0 change(s) made — residency."),
+        "{log}"
+    );
+    assert!(
+        log.contains("residency sha256:") && log.contains("deny residency.preferred-not-allowed"),
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("Tenancy apply at").count(),
+        2,
+        "the rerun is appended: {log}"
+    );
+
+    let cfg = config.to_str().expect("utf-8");
+    let r = run(&["history", "t_6001", "--config", cfg, "--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let h = r.json();
+    assert_eq!(h["status"]["status"], "blocked");
+    let commits: Vec<&str> = h["commits"]
+        .as_array()
+        .expect("commits")
+        .iter()
+        .map(|c| c["commit"].as_str().expect("sha"))
+        .collect();
+    assert_eq!(commits, [first.as_str(), second.as_str()]);
+    let denied = h["commits"][1]["decisions"]
+        .as_array()
+        .expect("decisions")
+        .iter()
+        .find(|d| d["policy"] == "residency")
+        .expect("residency");
+    assert_eq!(denied["blocks"], true);
+    assert_eq!(h["commits"][1]["audit"][0]["event_type"], "POLICY_DENIED");
+    let r = run(&["history", "t_6001", "--config", cfg]);
+    assert!(
+        r.stdout.contains("policy residency sha256:") && r.stdout.contains("denied"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(run(&["history", "t_nobody", "--config", cfg]).code, 1);
+}

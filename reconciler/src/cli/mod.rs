@@ -94,6 +94,12 @@ pub enum Command {
     )]
     Events(plan::EventsArgs),
 
+    /// A tenant's commits, with what each did and the policy decisions on it.
+    #[command(
+        after_help = "Exit codes: 0 = shown, 1 = the tenant was never reconciled, 2 = could not run.\n\nEach applied commit also carries a git note: git log --notes=tenancy"
+    )]
+    History(plan::HistoryArgs),
+
     /// Policy author tools: run fixture cases, inspect a module.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -178,6 +184,7 @@ pub fn run() -> ExitCode {
         Command::Apply(args) => plan::run_apply(&args, color),
         Command::Status(args) => plan::run_status(&args, color),
         Command::Events(args) => plan::run_events(&args, color),
+        Command::History(args) => plan::run_history(&args, color),
         Command::Policy(cmd) => policy::run(&cmd, color),
     };
     match result {

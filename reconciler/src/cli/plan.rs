@@ -300,6 +300,18 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         ))
         .map_err(|e| CliError::State(e.to_string()))?;
     bar.finish_and_clear();
+    // The commit carries its decisions and outcome (`git log --notes=tenancy`).
+    if config.apply.notes
+        && let Some(sha) = evaluation.commit()
+    {
+        let note = reconcile::commit_note(&evaluation, &applied, &report);
+        if let Err(e) = crate::source::append_note(&args.source.repo, sha, &note) {
+            eprintln!(
+                "warning: could not write the git note on {}: {e}",
+                short(sha)
+            );
+        }
+    }
     // Publish what this run (and any earlier one) recorded; unpublished events wait.
     let relayed = config
         .events
@@ -880,4 +892,112 @@ pub fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HistoryArgs {
+    /// The tenant.
+    pub tenant: String,
+
+    /// The reconciler's configuration (for the state store URL).
+    #[arg(long, value_name = "FILE", env = "TENANCY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = ApplyOutput::Text)]
+    pub output: ApplyOutput,
+}
+
+/// `tenancy history TENANT`: the commits that concerned a tenant, what each did (audit) and
+/// the policy decisions on each, from the state store.
+pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
+    let Some((rt, store)) = open_state(args.config.as_deref())? else {
+        return Ok(exit::FAILURE);
+    };
+    let (status, audit, decisions) = rt
+        .block_on(async {
+            Ok::<_, crate::store::StoreError>((
+                store.status(&args.tenant).await?,
+                store.audit(&args.tenant).await?,
+                store.decisions(&args.tenant).await?,
+            ))
+        })
+        .map_err(|e| CliError::State(e.to_string()))?;
+    let Some(status) = status else {
+        eprintln!("tenant `{}` has never been reconciled", args.tenant);
+        return Ok(exit::FINDINGS);
+    };
+    // Commits in the order they were first decided on or audited.
+    let mut commits: Vec<String> = Vec::new();
+    for c in decisions
+        .iter()
+        .map(|d| d.commit_sha.clone())
+        .chain(audit.iter().filter_map(|a| a.commit_sha.clone()))
+    {
+        if !commits.contains(&c) {
+            commits.push(c);
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.output {
+        ApplyOutput::Json => {
+            let json = serde_json::json!({
+                "apiVersion": "tenancy.dev/v1",
+                "kind": "TenantHistory",
+                "tenant": args.tenant,
+                "status": status,
+                "commits": commits.iter().map(|c| serde_json::json!({
+                    "commit": c,
+                    "audit": audit.iter().filter(|a| a.commit_sha.as_deref() == Some(c)).collect::<Vec<_>>(),
+                    "decisions": decisions.iter().filter(|d| &d.commit_sha == c).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        ApplyOutput::Text => {
+            writeln!(
+                out,
+                "{} — {} (last applied {}, last attempted {})",
+                paint(color, "1", &args.tenant),
+                status.status,
+                status
+                    .last_applied_commit
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or("-"),
+                status
+                    .last_attempted_commit
+                    .as_deref()
+                    .map(short)
+                    .unwrap_or("-"),
+            )?;
+            for c in &commits {
+                writeln!(out, "\ncommit {c}")?;
+                for a in audit.iter().filter(|a| a.commit_sha.as_deref() == Some(c)) {
+                    writeln!(out, "  {} ({}) by {}", a.event_type, a.outcome, a.actor)?;
+                }
+                for d in decisions.iter().filter(|d| &d.commit_sha == c) {
+                    let verdicts = d.verdicts.as_array().map_or(0, Vec::len);
+                    writeln!(
+                        out,
+                        "  policy {} sha256:{} ({}): {}",
+                        d.policy,
+                        short(&d.digest),
+                        d.mode,
+                        if d.blocks {
+                            paint(color, "31", &format!("denied ({verdicts} violation(s))"))
+                        } else if verdicts > 0 {
+                            format!("{verdicts} finding(s), not blocking")
+                        } else {
+                            "allow".to_owned()
+                        }
+                    )?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(exit::OK)
 }

@@ -922,3 +922,79 @@ pub async fn relay(store: &Store, cfg: &crate::config::EventsKafka) -> RelayRepo
         }
     }
 }
+
+/// The compliance record of one apply of one commit, as a git note: the policy modules that
+/// judged it (name, digest, mode) and, per tenant, the outcome, the changes made and every
+/// policy verdict — so `git log --notes=tenancy` shows reviewers what each commit did.
+pub fn commit_note(evaluation: &Evaluation, report: &ApplyReport, plan: &PlanReport) -> String {
+    let mut out = String::new();
+    let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let count = |o: Outcome| report.count(o);
+    out.push_str(&format!(
+        "Tenancy apply at {time}: {} applied, {} blocked, {} failed, {} drifted\n",
+        count(Outcome::Applied),
+        count(Outcome::Blocked),
+        count(Outcome::Failed),
+        count(Outcome::Drifted)
+    ));
+    for p in &evaluation.policies {
+        out.push_str(&format!(
+            "policy {} sha256:{} ({}){}\n",
+            p.name,
+            p.digest,
+            p.mode.as_str(),
+            p.error
+                .as_deref()
+                .map(|e| format!(" — not loaded: {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    let decisions: HashMap<&str, &crate::policy::TenantDecisions> = evaluation
+        .governance
+        .tenants
+        .iter()
+        .map(|t| (t.tenant.as_str(), t))
+        .collect();
+    let plans: HashMap<&str, &TenantPlan> = plan
+        .tenants
+        .iter()
+        .map(|t| (t.tenant.as_str(), t))
+        .collect();
+    for t in &report.tenants {
+        let planned = plans.get(t.tenant.as_str()).map_or(0, |p| p.changes.len());
+        out.push_str(&format!(
+            "\n{} {}: {} of {planned} change(s) made",
+            t.tenant,
+            match t.outcome {
+                Outcome::Applied => "applied",
+                Outcome::Blocked => "blocked",
+                Outcome::Failed => "failed",
+                Outcome::Drifted => "drifted",
+            },
+            t.applied
+        ));
+        if let Some(reason) = &t.reason {
+            out.push_str(&format!(" — {}", reason.replace('\n', " ")));
+        }
+        out.push('\n');
+        if let Some(d) = decisions.get(t.tenant.as_str()) {
+            for dec in &d.decisions {
+                let verdict = if dec.verdicts.is_empty() {
+                    "allow".to_owned()
+                } else {
+                    dec.verdicts
+                        .iter()
+                        .map(|v| format!("{:?} {}", v.severity, v.rule).to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                out.push_str(&format!(
+                    "  {} sha256:{}: {verdict}\n",
+                    dec.policy,
+                    &dec.digest[..dec.digest.len().min(12)]
+                ));
+            }
+        }
+    }
+    out
+}

@@ -442,6 +442,45 @@ pub fn changed_paths(
     Ok(changes)
 }
 
+/// The notes ref where `apply` records what it did with each commit (`git log --notes=tenancy`).
+pub const NOTES_REF: &str = "refs/notes/tenancy";
+
+/// Append `text` to the note of `commit` in [`NOTES_REF`] (creating it), so that every apply
+/// of a commit stays on record: the first and a later rerun both show.
+pub fn append_note(repo: &Path, commit: &str, text: &str) -> Result<(), SourceError> {
+    let repository =
+        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
+            path: repo.to_owned(),
+            source,
+        })?;
+    let oid = git2::Oid::from_str(commit)?;
+    let existing = repository
+        .find_note(Some(NOTES_REF), oid)
+        .ok()
+        .and_then(|n| n.message().ok().map(str::to_owned));
+    let body = match existing {
+        Some(old) => format!("{}\n\n{text}", old.trim_end()),
+        None => text.to_owned(),
+    };
+    let signature = git2::Signature::now("Tenancy", "tenancy@localhost")?;
+    repository.note(&signature, &signature, Some(NOTES_REF), oid, &body, true)?;
+    Ok(())
+}
+
+/// The note of `commit` in [`NOTES_REF`], if any.
+pub fn read_note(repo: &Path, commit: &str) -> Result<Option<String>, SourceError> {
+    let repository =
+        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
+            path: repo.to_owned(),
+            source,
+        })?;
+    let oid = git2::Oid::from_str(commit)?;
+    Ok(repository
+        .find_note(Some(NOTES_REF), oid)
+        .ok()
+        .and_then(|n| n.message().ok().map(str::to_owned)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
