@@ -186,9 +186,7 @@ pub fn run_plan(args: &PlanArgs, color: bool) -> Result<u8, CliError> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     match args.output {
         PlanOutput::Json => {
-            serde_json::to_writer_pretty(&mut out, &json_plan(&report, &findings, rev))
-                .map_err(std::io::Error::from)?;
-            writeln!(out)?;
+            write_json(&mut out, &json_plan(&report, &findings, rev))?;
         }
         PlanOutput::Text => {
             write_findings(&mut out, &evaluation, &findings, color)?;
@@ -349,8 +347,7 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
                 tenants: &applied.tenants,
                 findings: &findings,
             };
-            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
-            writeln!(out)?;
+            write_json(&mut out, &json)?;
         }
         ApplyOutput::Text => {
             write_findings(&mut out, &evaluation, &findings, color)?;
@@ -439,6 +436,12 @@ fn progress_bar(len: u64, interactive: bool) -> indicatif::ProgressBar {
         bar.set_length(len);
         bar
     }
+}
+
+/// One pretty-printed JSON document and a newline: every `--output json`.
+fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
+    writeln!(out)
 }
 
 fn short(sha: &str) -> &str {
@@ -784,8 +787,7 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
                 "tenants": shown,
                 "unknown": missing,
             });
-            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
-            writeln!(out)?;
+            write_json(&mut out, &json)?;
         }
         ApplyOutput::Text => {
             writeln!(
@@ -953,8 +955,7 @@ pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
                     "decisions": decisions.iter().filter(|d| &d.commit_sha == c).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             });
-            serde_json::to_writer_pretty(&mut out, &json).map_err(std::io::Error::from)?;
-            writeln!(out)?;
+            write_json(&mut out, &json)?;
         }
         ApplyOutput::Text => {
             writeln!(
