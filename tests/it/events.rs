@@ -403,3 +403,63 @@ fn applied_commits_carry_notes_and_history_tells_each_tenants_story() {
     );
     assert_eq!(run(&["history", "t_nobody", "--config", cfg]).code, 1);
 }
+
+/// `tenancy demo` on a fresh checkout: four commits reconciled on embedded defaults, and the
+/// result is real — a Git repository whose commits carry notes, a state store with statuses
+/// and events.
+#[test]
+fn the_demo_runs_the_whole_loop_with_nothing_running() {
+    let work = tempfile::tempdir().expect("tmp");
+    let dir = work.path().join("demo");
+    let root = workspace_root();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenancy"))
+        .current_dir(&root)
+        .args(["demo", "--dir", dir.to_str().expect("utf-8")])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "[4/4]",
+        "t_5010 applied: 4 change(s)",
+        "t_5002   #3   TENANCY_SUSPENDED",
+        "t_6002   #3   POLICY_DENIED",
+        "t_6002   blocked  residency.",
+        "policy residency sha256:",
+        "docs/tenancy.example.toml",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+    let config = dir.join("tenancy.toml");
+    let r = run(&[
+        "status",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--output",
+        "json",
+        "t_5010",
+    ]);
+    assert_eq!(r.json()["tenants"][0]["status"], "applied");
+    let repo = git2::Repository::open(dir.join("tenants-repo")).expect("repo");
+    let head = repo.head().expect("head").peel_to_commit().expect("commit");
+    assert_eq!(head.parent_count(), 1);
+    let note = repo
+        .find_note(Some("refs/notes/tenancy"), head.id())
+        .expect("note on HEAD");
+    assert!(note.message().expect("utf-8").contains("t_6002 blocked"));
+    // A second demo into the same, now non-empty, directory is refused rather than mixed in.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_tenancy"))
+        .current_dir(&root)
+        .args(["demo", "--dir", dir.to_str().expect("utf-8")])
+        .output()
+        .expect("run demo");
+    assert_eq!(again.status.code(), Some(2));
+}

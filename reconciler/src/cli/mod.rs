@@ -1,6 +1,7 @@
 //! The command line: argument parsing, output formats and exit codes. Commands call the
 //! pipeline stages and render what they return; they hold no domain logic of their own.
 
+pub mod demo;
 pub mod plan;
 pub mod policy;
 pub mod validate;
@@ -100,6 +101,13 @@ pub enum Command {
     )]
     History(plan::HistoryArgs),
 
+    /// The whole loop on embedded defaults, with nothing running: a demo repository, four
+    /// commits (an import, a new tenant, a suspension, a refused change), what each did.
+    #[command(
+        after_help = "Run it from the root of a Tenancy checkout (it reads tenants/ and policies/bundle.yaml):\n  cargo run --release -- demo"
+    )]
+    Demo(demo::DemoArgs),
+
     /// Policy author tools: run fixture cases, inspect a module.
     #[command(subcommand)]
     Policy(policy::Command),
@@ -185,6 +193,7 @@ pub fn run() -> ExitCode {
         Command::Status(args) => plan::run_status(&args, color),
         Command::Events(args) => plan::run_events(&args, color),
         Command::History(args) => plan::run_history(&args, color),
+        Command::Demo(args) => demo::run(&args, color),
         Command::Policy(cmd) => policy::run(&cmd, color),
     };
     match result {
