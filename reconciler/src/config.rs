@@ -68,6 +68,8 @@ pub struct Config {
     pub policies: PoliciesConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    #[serde(default)]
+    pub daemon: DaemonConfig,
     /// Where the configuration came from (for messages); not a key of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -194,6 +196,26 @@ impl DetectOnly {
             || self.tenants.iter().any(|t| t == tenant)
             || self.planes.iter().any(|p| p == plane)
     }
+}
+
+/// `tenancy run`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DaemonConfig {
+    /// What to do with a commit that does not descend from the last one reconciled.
+    #[serde(default)]
+    pub on_non_fast_forward: NonFastForward,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonFastForward {
+    /// Refuse it and alert (log, metric); nothing is applied until the branch moves forward
+    /// again or the rule is changed. Old state is never silently re-applied.
+    #[default]
+    Refuse,
+    /// Reconcile it like any commit (a full resync).
+    Apply,
 }
 
 /// Where the outbox's events are published (none: they stay readable with `tenancy events`).

@@ -5,6 +5,7 @@
 //! `scripts/services.sh`.
 
 mod apply;
+mod daemon;
 mod events;
 mod plane_postgres;
 mod planes;

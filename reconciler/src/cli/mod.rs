@@ -63,6 +63,17 @@ pub enum Command {
     )]
     Validate(validate::Args),
 
+    /// The reconciler daemon: watch the repository and converge every new commit.
+    ///
+    /// Reconciles only the tenants a commit changed (all of them at start and on each periodic
+    /// resync), records status, decisions, audit, events and the commit's note, relays events
+    /// to Kafka, and serves /healthz, /readyz and /metrics. A commit that does not descend from
+    /// the last one reconciled (a force-push) is refused by default.
+    #[command(
+        after_help = "Stops on SIGTERM or Ctrl-C (between reconciles).\n\nExample:\n  tenancy run --repo /srv/tenants --path tenants --config /etc/tenancy/tenancy.toml --listen 127.0.0.1:9090"
+    )]
+    Run(plan::RunArgs),
+
     /// Show what would change in every plane, per tenant, against live state.
     ///
     /// Validates and governs the revision, decides placement, observes each plane's actual
@@ -188,6 +199,7 @@ pub fn run() -> ExitCode {
     let color = cli.color.enabled();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, color),
+        Command::Run(args) => plan::run_daemon(&args),
         Command::Plan(args) => plan::run_plan(&args, color),
         Command::Apply(args) => plan::run_apply(&args, color),
         Command::Status(args) => plan::run_status(&args, color),

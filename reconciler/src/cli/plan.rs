@@ -1002,3 +1002,46 @@ pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
     out.flush()?;
     Ok(exit::OK)
 }
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090; port 0 picks one).
+    #[arg(long, value_name = "ADDR", env = "TENANCY_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Poll the repository at least this often, in seconds (a watcher usually reacts sooner).
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub interval: f64,
+
+    /// Reconcile every tenant (and so correct drift) at least this often, in seconds.
+    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
+    pub resync: f64,
+}
+
+/// `tenancy run`.
+pub fn run_daemon(args: &RunArgs) -> Result<u8, CliError> {
+    let config = Config::load(args.source.config.as_deref())?;
+    let seconds = |s: f64, what: &str| {
+        if s.is_finite() && s > 0.0 {
+            Ok(std::time::Duration::from_secs_f64(s))
+        } else {
+            Err(CliError::Io(std::io::Error::other(format!(
+                "--{what} must be a positive number of seconds"
+            ))))
+        }
+    };
+    let opts = crate::daemon::Options {
+        repo: args.source.repo.clone(),
+        path: args.source.path.clone(),
+        bundle: bundle(&args.source, &config),
+        config,
+        listen: args.listen,
+        interval: seconds(args.interval, "interval")?,
+        resync: seconds(args.resync, "resync")?,
+    };
+    runtime()?.block_on(crate::daemon::run(opts))?;
+    Ok(exit::OK)
+}

@@ -630,6 +630,29 @@ impl Store {
             .collect()
     }
 
+    /// A value the daemon keeps between restarts.
+    pub async fn state_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM reconciler_state WHERE state_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn set_state_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO reconciler_state (state_key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (state_key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Mark events published (after the broker acknowledged them).
     pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;

@@ -1,0 +1,448 @@
+//! `tenancy run`: the long-running reconciler.
+//!
+//! Watches a local repository (inotify on `.git` through `notify`, plus a poll every
+//! `interval` as a safety net), and on a new commit reconciles only the tenants it changed
+//! (all of them on the first run, when a platform file changed, and on every periodic resync,
+//! which also catches drift). A commit that does not descend from the last one reconciled (a
+//! force-push, a rewritten history) is refused and reported by default — old state is never
+//! silently re-applied — or applied when `[daemon] on-non-fast-forward = "apply"`.
+//!
+//! Each reconcile is the same pipeline as `tenancy apply` (and records the same status,
+//! decisions, audit, events and git note), followed by the relay of pending events. The last
+//! reconciled commit is kept in the state store, so a restart resumes from it. `/healthz`,
+//! `/readyz` and Prometheus `/metrics` are served on `--listen`. SIGTERM or Ctrl-C stops it
+//! between reconciles (a reconcile in progress finishes first; every step is idempotent).
+
+use crate::cli::CliError;
+use crate::config::{Config, NonFastForward};
+use crate::reconcile::{self, Inputs, Outcome, Planes};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+pub struct Options {
+    pub repo: PathBuf,
+    pub path: String,
+    pub config: Config,
+    pub bundle: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    /// Poll the repository at least this often (the watcher usually reacts first).
+    pub interval: Duration,
+    /// Reconcile every tenant at least this often.
+    pub resync: Duration,
+}
+
+/// What `/metrics` reports.
+#[derive(Default)]
+pub struct Metrics {
+    ready: AtomicBool,
+    reconciles: AtomicU64,
+    reconcile_errors: AtomicU64,
+    non_fast_forward: AtomicU64,
+    last_duration_ms: AtomicU64,
+    last_success_unix: AtomicU64,
+    events_published: AtomicU64,
+    outbox_pending: AtomicU64,
+    tenants: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        metric(
+            "tenancy_reconciles_total",
+            "counter",
+            "Reconcile passes completed.",
+            get(&self.reconciles),
+        );
+        metric(
+            "tenancy_reconcile_errors_total",
+            "counter",
+            "Reconcile passes that could not run (repository, state store).",
+            get(&self.reconcile_errors),
+        );
+        metric(
+            "tenancy_non_fast_forward_total",
+            "counter",
+            "Commits refused because they do not descend from the last reconciled one.",
+            get(&self.non_fast_forward),
+        );
+        metric(
+            "tenancy_reconcile_duration_seconds",
+            "gauge",
+            "Duration of the last reconcile pass.",
+            format!(
+                "{:.3}",
+                self.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0
+            ),
+        );
+        metric(
+            "tenancy_last_success_timestamp_seconds",
+            "gauge",
+            "When the last reconcile pass completed.",
+            get(&self.last_success_unix),
+        );
+        metric(
+            "tenancy_events_published_total",
+            "counter",
+            "Events relayed from the outbox to Kafka.",
+            get(&self.events_published),
+        );
+        metric(
+            "tenancy_outbox_pending",
+            "gauge",
+            "Events recorded but not yet published.",
+            get(&self.outbox_pending),
+        );
+        out.push_str(
+            "# HELP tenancy_tenants Tenants by last outcome.\n# TYPE tenancy_tenants gauge\n",
+        );
+        if let Ok(t) = self.tenants.lock() {
+            for (status, n) in t.iter() {
+                out.push_str(&format!("tenancy_tenants{{status=\"{status}\"}} {n}\n"));
+            }
+        }
+        out
+    }
+}
+
+async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+    use axum::routing::get;
+    let ready = metrics.clone();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    if ready.ready.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ready\n")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not yet reconciled\n",
+                        )
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
+}
+
+fn head_of(repo: &std::path::Path) -> Result<String, String> {
+    let r = git2::Repository::open(repo).map_err(|e| e.message().to_owned())?;
+    let head = r.head().map_err(|e| e.message().to_owned())?;
+    head.peel_to_commit()
+        .map(|c| c.id().to_string())
+        .map_err(|e| e.message().to_owned())
+}
+
+fn descends(repo: &std::path::Path, head: &str, from: &str) -> bool {
+    let Ok(r) = git2::Repository::open(repo) else {
+        return false;
+    };
+    match (git2::Oid::from_str(head), git2::Oid::from_str(from)) {
+        (Ok(h), Ok(f)) => h == f || r.graph_descendant_of(h, f).unwrap_or(false),
+        _ => false,
+    }
+}
+
+/// The state-store key of the last commit reconciled from this repository.
+fn cursor_key(opts: &Options) -> String {
+    let repo = std::fs::canonicalize(&opts.repo).unwrap_or_else(|_| opts.repo.clone());
+    format!("daemon.last-commit:{}:{}", repo.display(), opts.path)
+}
+
+pub async fn run(opts: Options) -> Result<(), CliError> {
+    let mut shutdown = Box::pin(shutdown_signal());
+    let config = &opts.config;
+    if config.state.url.is_none() {
+        std::fs::create_dir_all(&config.embedded.root)?;
+    }
+    let store = Store::open(&config.state_url())
+        .await
+        .map_err(|e| CliError::State(e.to_string()))?;
+    let planes = Planes::from_config(config);
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = opts.listen {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics");
+        eprintln!(
+            "tenancy run: serving /healthz /readyz /metrics on http://{}",
+            listener.local_addr()?
+        );
+        tokio::spawn(serve(listener, metrics.clone()));
+    }
+
+    // Wake-ups: the watcher on .git, the poll interval, shutdown.
+    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+    let _watcher = {
+        use notify::Watcher;
+        let tx = wake_tx.clone();
+        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        })
+        .map_err(|e| CliError::Io(std::io::Error::other(format!("watch: {e}"))))?;
+        let git_dir = opts.repo.join(".git");
+        let watched = if git_dir.is_dir() {
+            git_dir
+        } else {
+            opts.repo.clone()
+        };
+        if let Err(e) = w.watch(&watched, notify::RecursiveMode::Recursive) {
+            tracing::warn!(error = %e, "cannot watch the repository; polling only");
+        }
+        w
+    };
+    let key = cursor_key(&opts);
+    let mut last_full: Option<Instant> = None;
+    let mut refused: Option<String> = None;
+    eprintln!(
+        "tenancy run: watching {} (poll every {:?}, full resync every {:?})",
+        opts.repo.display(),
+        opts.interval,
+        opts.resync
+    );
+    loop {
+        let head = match head_of(&opts.repo) {
+            Ok(h) => h,
+            Err(e) => {
+                metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot read the repository's HEAD");
+                String::new()
+            }
+        };
+        let last = store
+            .state_value(&key)
+            .await
+            .map_err(|e| CliError::State(e.to_string()))?;
+        let resync_due = last_full.is_none_or(|t| t.elapsed() >= opts.resync);
+        let moved = last.as_deref() != Some(head.as_str());
+        if !head.is_empty() && (moved || resync_due) {
+            let fast_forward = last
+                .as_deref()
+                .is_none_or(|l| descends(&opts.repo, &head, l));
+            if !fast_forward && config.daemon.on_non_fast_forward == NonFastForward::Refuse {
+                if refused.as_deref() != Some(head.as_str()) {
+                    metrics.non_fast_forward.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
+                    eprintln!(
+                        "tenancy run: refused {}: it does not descend from the last reconciled commit {} (force-push?)",
+                        &head[..12],
+                        last.as_deref()
+                            .map(|l| &l[..l.len().min(12)])
+                            .unwrap_or("-")
+                    );
+                    refused = Some(head.clone());
+                }
+            } else {
+                refused = None;
+                let full = resync_due || !fast_forward || last.is_none();
+                let started = Instant::now();
+                match reconcile_once(
+                    &opts,
+                    &planes,
+                    &store,
+                    &metrics,
+                    last.as_deref(),
+                    &head,
+                    full,
+                )
+                .await
+                {
+                    Ok(()) => {
+                        store
+                            .set_state_value(&key, &head)
+                            .await
+                            .map_err(|e| CliError::State(e.to_string()))?;
+                        if full {
+                            last_full = Some(Instant::now());
+                        }
+                        metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+                        metrics
+                            .last_duration_ms
+                            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        metrics.last_success_unix.store(
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_secs())
+                                .unwrap_or(0),
+                            Ordering::Relaxed,
+                        );
+                        metrics.ready.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, %head, "reconcile failed");
+                        eprintln!(
+                            "tenancy run: reconcile of {} failed: {e}",
+                            &head[..head.len().min(12)]
+                        );
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => {
+                eprintln!("tenancy run: shutting down");
+                return Ok(());
+            }
+            _ = wake.recv() => {
+                // Debounce: a commit touches several files under .git.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                while wake.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(opts.interval) => {}
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called (not when
+/// first polled), so a signal arriving during the first reconcile is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending().await,
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// One pass: the tenants changed since `last` (all when `full`), through the whole pipeline.
+async fn reconcile_once(
+    opts: &Options,
+    planes: &Planes,
+    store: &Store,
+    metrics: &Metrics,
+    last: Option<&str>,
+    head: &str,
+    full: bool,
+) -> Result<(), CliError> {
+    let inputs = Inputs {
+        repo: opts.repo.clone(),
+        rev: Some(head.to_owned()),
+        path: opts.path.clone(),
+        max_file_bytes: 1 << 20,
+        bundle: opts.bundle.clone(),
+    };
+    let (evaluation, selected) = {
+        let inputs = inputs.clone();
+        let last = last.map(str::to_owned);
+        let head = head.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<_, CliError> {
+            let evaluation = reconcile::evaluate(&inputs)?;
+            let selected = match (&last, full) {
+                (Some(last), false) => {
+                    reconcile::changed_tenants(&inputs, last, &head, &evaluation.report.catalog)?.0
+                }
+                _ => None,
+            };
+            Ok((evaluation, selected))
+        })
+        .await
+        .map_err(|e| CliError::Io(std::io::Error::other(e)))??
+    };
+    let plan = reconcile::plan(planes, &evaluation, selected.as_ref()).await;
+    let applied = reconcile::apply(
+        planes,
+        &evaluation,
+        &plan,
+        store,
+        &opts.config.apply.detect_only,
+        opts.config.apply.concurrency,
+        &|_| {},
+    )
+    .await
+    .map_err(|e| CliError::State(e.to_string()))?;
+    if opts.config.apply.notes && !applied.tenants.is_empty() {
+        let note = reconcile::commit_note(&evaluation, &applied, &plan);
+        if let Err(e) = crate::source::append_note(&opts.repo, head, &note) {
+            tracing::warn!(error = %e, "could not write the git note");
+        }
+    }
+    if let Some(k) = &opts.config.events.kafka {
+        let r = reconcile::relay(store, k).await;
+        metrics
+            .events_published
+            .fetch_add(r.published as u64, Ordering::Relaxed);
+        if let Some(e) = r.error {
+            tracing::warn!(error = %e, pending = r.pending, "events wait in the outbox");
+        }
+    }
+    let pending = store
+        .pending_events(i64::MAX)
+        .await
+        .map(|p| p.len())
+        .unwrap_or(0);
+    metrics
+        .outbox_pending
+        .store(pending as u64, Ordering::Relaxed);
+    if let Ok(statuses) = store.statuses().await
+        && let Ok(mut t) = metrics.tenants.lock()
+    {
+        t.clear();
+        for s in statuses {
+            *t.entry(s.status).or_default() += 1;
+        }
+    }
+    let summary = format!(
+        "{} applied, {} blocked, {} failed, {} drifted",
+        applied.count(Outcome::Applied),
+        applied.count(Outcome::Blocked),
+        applied.count(Outcome::Failed),
+        applied.count(Outcome::Drifted)
+    );
+    tracing::info!(commit = %head, tenants = applied.tenants.len(), full, %summary, "reconciled");
+    eprintln!(
+        "tenancy run: reconciled {} ({} tenant(s){}): {summary}",
+        &head[..12],
+        applied.tenants.len(),
+        if full { ", full resync" } else { "" }
+    );
+    Ok(())
+}
