@@ -191,6 +191,13 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::State(e.to_string()))?;
     let planes = Planes::from_config(config);
+    let producer = match &config.events.kafka {
+        Some(k) => Some(
+            reconcile::EventsProducer::new(k)
+                .map_err(|e| CliError::Io(std::io::Error::other(e)))?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = opts.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -207,7 +214,16 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
     let _watcher = {
         use notify::Watcher;
         let tx = wake_tx.clone();
-        let mut w = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Only changes: reading the repository (as each pass does) must not wake it again.
+            if let Ok(event) = res
+                && matches!(
+                    event.kind,
+                    notify::EventKind::Access(_) | notify::EventKind::Other
+                )
+            {
+                return;
+            }
             let _ = tx.try_send(());
         })
         .map_err(|e| CliError::Io(std::io::Error::other(format!("watch: {e}"))))?;
@@ -270,6 +286,7 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
                 match reconcile_once(
                     &opts,
                     &planes,
+                    producer.as_ref(),
                     &store,
                     &metrics,
                     last.as_deref(),
@@ -354,9 +371,11 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// One pass: the tenants changed since `last` (all when `full`), through the whole pipeline.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_once(
     opts: &Options,
     planes: &Planes,
+    producer: Option<&reconcile::EventsProducer>,
     store: &Store,
     metrics: &Metrics,
     last: Option<&str>,
@@ -405,8 +424,8 @@ async fn reconcile_once(
             tracing::warn!(error = %e, "could not write the git note");
         }
     }
-    if let Some(k) = &opts.config.events.kafka {
-        let r = reconcile::relay(store, k).await;
+    if let Some(p) = producer {
+        let r = p.relay(store).await;
         metrics
             .events_published
             .fetch_add(r.published as u64, Ordering::Relaxed);

@@ -847,79 +847,191 @@ pub struct RelayReport {
 /// published only after the broker acknowledged it. At-least-once: an event sent twice (a
 /// crash between the ack and the mark) carries the same `id`.
 pub async fn relay(store: &Store, cfg: &crate::config::EventsKafka) -> RelayReport {
-    use tenancy_plane_kafka::rdkafka::message::{Header, OwnedHeaders};
-    use tenancy_plane_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-    let mut report = RelayReport::default();
-    let mut client = tenancy_plane_kafka::rdkafka::ClientConfig::new();
-    client
-        .set("bootstrap.servers", &cfg.bootstrap_servers)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "10000")
-        .set("log_level", "3");
-    for (k, v) in &cfg.properties {
-        client.set(k, v);
+    match EventsProducer::new(cfg) {
+        Ok(p) => p.relay(store).await,
+        Err(e) => RelayReport {
+            error: Some(e),
+            ..Default::default()
+        },
     }
-    let producer: FutureProducer = match client.create() {
-        Ok(p) => p,
-        Err(e) => {
-            report.error = Some(format!("events producer: {e}"));
-            return report;
+}
+
+/// Delivery reports of the events producer: the ids of events the broker did not take.
+#[derive(Default)]
+struct Deliveries(std::sync::Mutex<Vec<String>>);
+
+impl tenancy_plane_kafka::rdkafka::ClientContext for Deliveries {}
+
+impl tenancy_plane_kafka::rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<String>;
+
+    fn delivery(
+        &self,
+        result: &tenancy_plane_kafka::rdkafka::producer::DeliveryResult<'_>,
+        event_id: Box<String>,
+    ) {
+        if result.is_err()
+            && let Ok(mut failed) = self.0.lock()
+        {
+            failed.push(*event_id);
         }
-    };
-    loop {
-        let batch = match store.pending_events(500).await {
-            Ok(b) => b,
-            Err(e) => {
-                report.error = Some(e.to_string());
+    }
+}
+
+/// A Kafka producer for the outbox, kept for a daemon's lifetime (an idempotent producer's
+/// setup costs a round trip or two; the daemon relays after every commit). It has no polling
+/// thread of its own: it is served only while relaying, so an idle daemon stays idle.
+pub struct EventsProducer {
+    producer: Arc<tenancy_plane_kafka::rdkafka::producer::BaseProducer<Deliveries>>,
+    topic: String,
+    servers: String,
+}
+
+impl EventsProducer {
+    pub fn new(cfg: &crate::config::EventsKafka) -> Result<EventsProducer, String> {
+        let mut client = tenancy_plane_kafka::rdkafka::ClientConfig::new();
+        client
+            .set("bootstrap.servers", &cfg.bootstrap_servers)
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", "10000")
+            .set("linger.ms", "0")
+            .set("log_level", "3");
+        for (k, v) in &cfg.properties {
+            client.set(k, v);
+        }
+        Ok(EventsProducer {
+            producer: Arc::new(
+                client
+                    .create_with_context(Deliveries::default())
+                    .map_err(|e| format!("events producer: {e}"))?,
+            ),
+            topic: cfg.topic.clone(),
+            servers: cfg.bootstrap_servers.clone(),
+        })
+    }
+
+    /// Publish every pending event, in order; see [`relay`].
+    pub async fn relay(&self, store: &Store) -> RelayReport {
+        let mut report = RelayReport::default();
+        loop {
+            let batch = match store.pending_events(500).await {
+                Ok(b) => b,
+                Err(e) => {
+                    report.error = Some(e.to_string());
+                    return report;
+                }
+            };
+            if batch.is_empty() {
                 return report;
             }
-        };
-        if batch.is_empty() {
-            return report;
+            let producer = self.producer.clone();
+            let topic = self.topic.clone();
+            let servers = self.servers.clone();
+            // Sending and waiting for the acknowledgements block: off the async threads.
+            let sent = tokio::task::spawn_blocking(move || {
+                send_batch(&producer, &topic, &servers, &batch)
+            })
+            .await
+            .unwrap_or_else(|e| Err((Vec::new(), e.to_string())));
+            let (published, error) = match sent {
+                Ok(ids) => (ids, None),
+                Err((ids, e)) => (ids, Some(e)),
+            };
+            report.published += published.len();
+            if let Err(e) = store.mark_published(&published).await {
+                report.error = Some(e.to_string());
+            }
+            if error.is_some() || report.error.is_some() {
+                report.error = report.error.or(error);
+                report.pending = store
+                    .pending_events(i64::MAX)
+                    .await
+                    .map(|p| p.len())
+                    .unwrap_or(0);
+                return report;
+            }
         }
-        let mut sent = Vec::new();
-        for e in &batch {
-            let payload = e.event.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "ce_id",
-                    value: Some(e.event_id.as_str()),
-                })
-                .insert(Header {
-                    key: "ce_type",
-                    value: Some(e.event_type.as_str()),
-                })
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/cloudevents+json"),
-                });
-            let record = FutureRecord::to(&cfg.topic)
-                .key(&e.tenant_id)
-                .payload(&payload)
-                .headers(headers);
-            match producer
-                .send(record, std::time::Duration::from_secs(10))
-                .await
-            {
-                Ok(_) => sent.push(e.event_id.clone()),
-                Err((err, _)) => {
-                    report.error = Some(format!("Kafka `{}`: {err}", cfg.bootstrap_servers));
+    }
+}
+
+/// Send a batch and wait for the broker's acknowledgements; returns the ids it took (and why
+/// it stopped, if it did not take them all).
+fn send_batch(
+    producer: &tenancy_plane_kafka::rdkafka::producer::BaseProducer<Deliveries>,
+    topic: &str,
+    servers: &str,
+    batch: &[crate::store::EventRecord],
+) -> Result<Vec<String>, (Vec<String>, String)> {
+    use tenancy_plane_kafka::rdkafka::message::{Header, OwnedHeaders};
+    use tenancy_plane_kafka::rdkafka::producer::{BaseRecord, Producer};
+    let timeout = std::time::Duration::from_secs(15);
+    let mut queued = Vec::new();
+    let mut stopped = None;
+    for e in batch {
+        let payload = e.event.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "ce_id",
+                value: Some(e.event_id.as_str()),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(e.event_type.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some("application/cloudevents+json"),
+            });
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(e.event_id.clone()))
+            .key(&e.tenant_id)
+            .payload(&payload)
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => {
+                    queued.push(e.event_id.clone());
                     break;
+                }
+                Err((err, back)) => {
+                    if err.rdkafka_error_code()
+                        == Some(tenancy_plane_kafka::rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    {
+                        producer.poll(std::time::Duration::from_millis(100));
+                        record = back;
+                    } else {
+                        stopped = Some(format!("Kafka `{servers}`: {err}"));
+                        break;
+                    }
                 }
             }
         }
-        report.published += sent.len();
-        if let Err(e) = store.mark_published(&sent).await {
-            report.error = Some(e.to_string());
+        if stopped.is_some() {
+            break;
         }
-        if report.error.is_some() {
-            report.pending = store
-                .pending_events(i64::MAX)
-                .await
-                .map(|p| p.len())
-                .unwrap_or(0);
-            return report;
-        }
+    }
+    let flushed = producer.flush(timeout);
+    let failed: Vec<String> = producer
+        .context()
+        .0
+        .lock()
+        .map(|mut f| std::mem::take(&mut *f))
+        .unwrap_or_default();
+    let delivered: Vec<String> = queued
+        .into_iter()
+        .filter(|id| !failed.contains(id))
+        .collect();
+    if let Err(e) = flushed {
+        stopped.get_or_insert(format!("Kafka `{servers}`: {e}"));
+    }
+    if !failed.is_empty() {
+        stopped.get_or_insert(format!(
+            "Kafka `{servers}`: {} event(s) not acknowledged",
+            failed.len()
+        ));
+    }
+    match stopped {
+        None => Ok(delivered),
+        Some(why) => Err((delivered, why)),
     }
 }
 

@@ -238,8 +238,28 @@ impl Store {
         };
         // An in-memory SQLite database exists per connection: keep exactly one.
         let max = if url.contains(":memory:") { 1 } else { 8 };
+        let sqlite = dialect == Dialect::Sqlite && !url.contains(":memory:");
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // Per connection: enforce foreign keys; with the write-ahead log, commit
+                        // without an fsync per transaction (durable against a crash of the
+                        // process, which is what the reconciler must survive; a power loss can
+                        // lose the last transactions, which a rerun reconciles again).
+                        for pragma in [
+                            "PRAGMA foreign_keys = ON",
+                            "PRAGMA journal_mode = WAL",
+                            "PRAGMA synchronous = NORMAL",
+                            "PRAGMA busy_timeout = 10000",
+                        ] {
+                            sqlx::query(pragma).execute(&mut *conn).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await?;
         match dialect {
