@@ -803,6 +803,7 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
         path: String::new(),
         max_file_bytes: 1 << 20,
         bundle: Some(PathBuf::from(bundle())),
+        govern_only: None,
     };
     let evaluation = reconcile::evaluate(&inputs).expect("evaluate");
     let planes = Planes::from_config(&config);

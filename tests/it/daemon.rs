@@ -142,6 +142,19 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
     );
     assert_eq!(metric(port, "tenancy_reconcile_errors_total"), 0);
 
+    // An incremental pass still judges what the commit changed: a residency breach is denied.
+    let p6 = repo.path().join("org_globex/t_6001.yaml");
+    let text = std::fs::read_to_string(&p6).expect("read");
+    std::fs::write(
+        &p6,
+        text.replace("preferred: eu-central-1", "preferred: us-east-1"),
+    )
+    .expect("write");
+    repo.commit("move t_6001 out of its zone");
+    wait_for("POLICY_DENIED for t_6001", Duration::from_secs(10), || {
+        events_of(&config, "t_6001").contains("POLICY_DENIED")
+    });
+
     // A force-push (history rewritten behind the last reconciled commit) is refused.
     let last = repo.head();
     let parent = repo

@@ -214,6 +214,7 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
             path: String::new(),
             max_file_bytes: 1 << 20,
             bundle: Some(args.policies.clone()),
+            govern_only: None,
         };
         let evaluation = reconcile::evaluate(&inputs)?;
         let plan = rt.block_on(reconcile::plan(&planes, &evaluation, None));

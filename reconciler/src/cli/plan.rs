@@ -137,6 +137,7 @@ fn inputs(source: &SourceArgs, config: &Config, rev: &str) -> Inputs {
         path: source.path.clone(),
         max_file_bytes: source.max_file_size,
         bundle: bundle(source, config),
+        govern_only: None,
     }
 }
 

@@ -104,6 +104,7 @@ pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
         path: args.path.clone(),
         max_file_bytes: args.max_file_size,
         bundle: bundle_path(args),
+        govern_only: None,
     };
     let Evaluation {
         snapshot,

@@ -17,7 +17,7 @@ use crate::cli::CliError;
 use crate::config::{Config, NonFastForward};
 use crate::reconcile::{self, Inputs, Outcome, Planes};
 use crate::store::Store;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -342,6 +342,17 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
     }
 }
 
+/// Give the memory a pass freed back to the system: the daemon then idles at its steady-state
+/// size, not at the peak of its largest evaluation (glibc keeps freed heap pages otherwise).
+fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's heap to the kernel; it touches no
+    // memory in use and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT. The handlers are registered when this is called (not when
 /// first polled), so a signal arriving during the first reconcile is not lost.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
@@ -382,25 +393,46 @@ async fn reconcile_once(
     head: &str,
     full: bool,
 ) -> Result<(), CliError> {
+    // An incremental pass judges only the files the commit changed (the others' decisions
+    // stand); if a platform or organization file changed, everything is judged again.
+    let changed: Option<BTreeSet<String>> = match (last, full) {
+        (Some(last), false) => crate::source::changed_paths(
+            &opts.repo,
+            last,
+            head,
+            &crate::source::ReadOptions {
+                path: opts.path.clone(),
+                ..Default::default()
+            },
+        )
+        .ok()
+        .map(|c| c.into_iter().map(|p| p.path).collect()),
+        _ => None,
+    };
     let inputs = Inputs {
         repo: opts.repo.clone(),
         rev: Some(head.to_owned()),
         path: opts.path.clone(),
         max_file_bytes: 1 << 20,
         bundle: opts.bundle.clone(),
+        govern_only: changed,
     };
     let (evaluation, selected) = {
-        let inputs = inputs.clone();
+        let mut inputs = inputs.clone();
         let last = last.map(str::to_owned);
         let head = head.to_owned();
         tokio::task::spawn_blocking(move || -> Result<_, CliError> {
-            let evaluation = reconcile::evaluate(&inputs)?;
+            let mut evaluation = reconcile::evaluate(&inputs)?;
             let selected = match (&last, full) {
                 (Some(last), false) => {
                     reconcile::changed_tenants(&inputs, last, &head, &evaluation.report.catalog)?.0
                 }
                 _ => None,
             };
+            if selected.is_none() && inputs.govern_only.is_some() {
+                inputs.govern_only = None;
+                evaluation = reconcile::evaluate(&inputs)?;
+            }
             Ok((evaluation, selected))
         })
         .await
@@ -463,5 +495,7 @@ async fn reconcile_once(
         applied.tenants.len(),
         if full { ", full resync" } else { "" }
     );
+    drop((evaluation, plan, applied));
+    release_memory();
     Ok(())
 }

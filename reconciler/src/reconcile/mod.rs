@@ -36,6 +36,9 @@ pub struct Inputs {
     pub path: String,
     pub max_file_bytes: u64,
     pub bundle: Option<PathBuf>,
+    /// Judge only the tenants declared in these files (an incremental pass over the files a
+    /// commit changed); `None` judges every tenant.
+    pub govern_only: Option<BTreeSet<String>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,7 +143,13 @@ pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
             &history,
             snapshot.commit.as_ref(),
             &locator,
-            |t| !invalid.contains(t.value.metadata.id.as_str()),
+            |t| {
+                !invalid.contains(t.value.metadata.id.as_str())
+                    && inputs
+                        .govern_only
+                        .as_ref()
+                        .is_none_or(|only| only.contains(&t.file))
+            },
         );
         tracing::info!(
             evaluations = governance.evaluations,
