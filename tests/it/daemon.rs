@@ -194,3 +194,92 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
     assert!(!events_of(&config, "t_5002").contains("TENANCY_SUSPENDED"));
     assert!(stop(daemon).success());
 }
+
+/// Forward connections on `port` to `upstream`, from now on (a service coming back).
+fn forward(port: u16, upstream: &str) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the proxy port");
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut to_server, mut to_client) = (
+                server.try_clone().expect("clone"),
+                client.try_clone().expect("clone"),
+            );
+            let (mut from_client, mut from_server) = (client, server);
+            std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+            std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+        }
+    });
+}
+
+/// A plane target down: its tenants fail with the reason recorded and are retried with
+/// backoff — no new commit needed — and converge once the service is back.
+#[test]
+fn failed_tenants_are_retried_with_backoff_until_the_service_returns() {
+    let Some(env) = crate::services::endpoints() else {
+        return;
+    };
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let tag = crate::support::unique_tag();
+    let s3_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut toml = format!(
+        "[embedded]\nroot = \"{}\"\n",
+        work.path().join("data").display()
+    );
+    for region in ["ap-south-1", "eu-west-1", "eu-central-1", "us-east-1"] {
+        toml += &format!(
+            "[object-store.targets.s3-{region}]\nendpoint = \"http://127.0.0.1:{s3_port}\"\nregion = \"{region}\"\n\
+             path-style = true\naccess-key-id = \"k\"\nsecret-access-key = \"s\"\nbucket-prefix = \"{tag}-{}\"\n",
+            region.replace('-', "")
+        );
+    }
+    let config = work.path().join("tenancy.toml");
+    std::fs::write(&config, toml).expect("config");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let daemon = start(&repo, &config, port);
+    wait_for(
+        "failed tenants awaiting retry",
+        Duration::from_secs(60),
+        || metric(port, "tenancy_tenants_awaiting_retry") >= 1,
+    );
+    let status = |tenant: &str| {
+        let r = crate::support::tenancy(&[
+            "status",
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--output",
+            "json",
+            tenant,
+        ]);
+        r.json()["tenants"][0].clone()
+    };
+    let s = status("t_5001");
+    assert_eq!(s["status"], "failed", "{s:#}");
+    assert!(
+        s["error"].as_str().expect("error").contains("object-store"),
+        "{s:#}"
+    );
+
+    // The service comes back: the retries converge every tenant without a new commit.
+    forward(s3_port, &env["TENANCY_TEST_S3_URL"]);
+    wait_for(
+        "t_5001 applied after a retry",
+        Duration::from_secs(60),
+        || status("t_5001")["status"] == "applied",
+    );
+    wait_for("no tenant left to retry", Duration::from_secs(60), || {
+        metric(port, "tenancy_tenants_awaiting_retry") == 0
+    });
+    assert!(metric(port, "tenancy_retry_passes_total") >= 1);
+    assert!(stop(daemon).success());
+}

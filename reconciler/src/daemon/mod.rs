@@ -36,6 +36,42 @@ pub struct Options {
     pub resync: Duration,
 }
 
+/// Which tenants a pass reconciles.
+enum Scope {
+    /// Every tenant (start, periodic resync, after an accepted non-fast-forward).
+    Full,
+    /// The tenants changed since this commit.
+    Since(String),
+    /// These tenants again (they failed; their backoff has expired).
+    Retry(BTreeSet<String>),
+}
+
+/// A failed tenant's next attempt: exponential backoff (1 s, 2 s, 4 s, … up to 5 min) with
+/// ±20 % jitter, so a recovering service is not hit by every tenant at the same instant.
+struct Retry {
+    attempt: u32,
+    due: Instant,
+}
+
+impl Retry {
+    fn after(attempt: u32) -> Retry {
+        let base = Duration::from_secs(1)
+            .saturating_mul(1 << attempt.saturating_sub(1).min(9))
+            .min(Duration::from_secs(300));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // A cheap, well-spread value in [0.8, 1.2): the clock's nanoseconds, mixed.
+        let mixed = (nanos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+        let factor = 0.8 + 0.4 * (mixed as f64 / (1u64 << 24) as f64);
+        Retry {
+            attempt,
+            due: Instant::now() + base.mul_f64(factor),
+        }
+    }
+}
+
 /// What `/metrics` reports.
 #[derive(Default)]
 pub struct Metrics {
@@ -47,6 +83,8 @@ pub struct Metrics {
     last_success_unix: AtomicU64,
     events_published: AtomicU64,
     outbox_pending: AtomicU64,
+    retries: AtomicU64,
+    retry_pending: AtomicU64,
     tenants: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
@@ -97,6 +135,18 @@ impl Metrics {
             "counter",
             "Events relayed from the outbox to Kafka.",
             get(&self.events_published),
+        );
+        metric(
+            "tenancy_retry_passes_total",
+            "counter",
+            "Passes that retried failed tenants after their backoff.",
+            get(&self.retries),
+        );
+        metric(
+            "tenancy_tenants_awaiting_retry",
+            "gauge",
+            "Failed tenants waiting for their next attempt.",
+            get(&self.retry_pending),
         );
         metric(
             "tenancy_outbox_pending",
@@ -241,6 +291,7 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
     let key = cursor_key(&opts);
     let mut last_full: Option<Instant> = None;
     let mut refused: Option<String> = None;
+    let mut retries: BTreeMap<String, Retry> = BTreeMap::new();
     eprintln!(
         "tenancy run: watching {} (poll every {:?}, full resync every {:?})",
         opts.repo.display(),
@@ -262,71 +313,113 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
             .map_err(|e| CliError::State(e.to_string()))?;
         let resync_due = last_full.is_none_or(|t| t.elapsed() >= opts.resync);
         let moved = last.as_deref() != Some(head.as_str());
-        if !head.is_empty() && (moved || resync_due) {
-            let fast_forward = last
-                .as_deref()
-                .is_none_or(|l| descends(&opts.repo, &head, l));
-            if !fast_forward && config.daemon.on_non_fast_forward == NonFastForward::Refuse {
-                if refused.as_deref() != Some(head.as_str()) {
-                    metrics.non_fast_forward.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
-                    eprintln!(
-                        "tenancy run: refused {}: it does not descend from the last reconciled commit {} (force-push?)",
-                        &head[..12],
-                        last.as_deref()
-                            .map(|l| &l[..l.len().min(12)])
-                            .unwrap_or("-")
-                    );
-                    refused = Some(head.clone());
-                }
-            } else {
-                refused = None;
-                let full = resync_due || !fast_forward || last.is_none();
-                let started = Instant::now();
-                match reconcile_once(
-                    &opts,
-                    &planes,
-                    producer.as_ref(),
-                    &store,
-                    &metrics,
-                    last.as_deref(),
-                    &head,
-                    full,
-                )
-                .await
-                {
-                    Ok(()) => {
-                        store
-                            .set_state_value(&key, &head)
-                            .await
-                            .map_err(|e| CliError::State(e.to_string()))?;
-                        if full {
-                            last_full = Some(Instant::now());
+        let now = Instant::now();
+        let due: BTreeSet<String> = retries
+            .iter()
+            .filter(|(_, r)| r.due <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let fast_forward = last
+            .as_deref()
+            .is_none_or(|l| descends(&opts.repo, &head, l));
+        let scope = if head.is_empty() {
+            None
+        } else if (moved || resync_due)
+            && !fast_forward
+            && config.daemon.on_non_fast_forward == NonFastForward::Refuse
+        {
+            if refused.as_deref() != Some(head.as_str()) {
+                metrics.non_fast_forward.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
+                eprintln!(
+                    "tenancy run: refused {}: it does not descend from the last reconciled commit {} (force-push?)",
+                    &head[..12],
+                    last.as_deref()
+                        .map(|l| &l[..l.len().min(12)])
+                        .unwrap_or("-")
+                );
+                refused = Some(head.clone());
+            }
+            None
+        } else if resync_due || !fast_forward || last.is_none() {
+            Some(Scope::Full)
+        } else if moved {
+            last.clone().map(Scope::Since)
+        } else if !due.is_empty() {
+            Some(Scope::Retry(due))
+        } else {
+            None
+        };
+        if let Some(scope) = scope {
+            refused = None;
+            let full = matches!(scope, Scope::Full);
+            let retrying = matches!(scope, Scope::Retry(_));
+            let started = Instant::now();
+            match reconcile_once(
+                &opts,
+                &planes,
+                producer.as_ref(),
+                &store,
+                &metrics,
+                &head,
+                scope,
+            )
+            .await
+            {
+                Ok(outcomes) => {
+                    store
+                        .set_state_value(&key, &head)
+                        .await
+                        .map_err(|e| CliError::State(e.to_string()))?;
+                    if full {
+                        last_full = Some(Instant::now());
+                    }
+                    // Failed tenants are retried with exponential backoff and jitter; any other
+                    // outcome ends their retries.
+                    for (tenant, outcome) in outcomes {
+                        if outcome == Outcome::Failed {
+                            let attempt = retries.get(&tenant).map_or(0, |r| r.attempt) + 1;
+                            retries.insert(tenant, Retry::after(attempt));
+                        } else {
+                            retries.remove(&tenant);
                         }
-                        metrics.reconciles.fetch_add(1, Ordering::Relaxed);
-                        metrics
-                            .last_duration_ms
-                            .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                        metrics.last_success_unix.store(
-                            std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .map(|d| d.as_secs())
-                                .unwrap_or(0),
-                            Ordering::Relaxed,
-                        );
-                        metrics.ready.store(true, Ordering::Relaxed);
                     }
-                    Err(e) => {
-                        metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(error = %e, %head, "reconcile failed");
-                        eprintln!(
-                            "tenancy run: reconcile of {} failed: {e}",
-                            &head[..head.len().min(12)]
-                        );
+                    if retrying {
+                        metrics.retries.fetch_add(1, Ordering::Relaxed);
                     }
+                    metrics
+                        .retry_pending
+                        .store(retries.len() as u64, Ordering::Relaxed);
+                    metrics.reconciles.fetch_add(1, Ordering::Relaxed);
+                    metrics
+                        .last_duration_ms
+                        .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    metrics.last_success_unix.store(
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                    metrics.ready.store(true, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, %head, "reconcile failed");
+                    eprintln!(
+                        "tenancy run: reconcile of {} failed: {e}",
+                        &head[..head.len().min(12)]
+                    );
                 }
             }
         }
+        // Sleep until the next poll or the next retry, whichever is first.
+        let next_retry = retries
+            .values()
+            .map(|r| r.due.saturating_duration_since(Instant::now()))
+            .min()
+            .unwrap_or(opts.interval);
+        let nap = opts.interval.min(next_retry).max(Duration::from_millis(10));
         tokio::select! {
             _ = &mut shutdown => {
                 eprintln!("tenancy run: shutting down");
@@ -337,7 +430,7 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 while wake.try_recv().is_ok() {}
             }
-            _ = tokio::time::sleep(opts.interval) => {}
+            _ = tokio::time::sleep(nap) => {}
         }
     }
 }
@@ -382,21 +475,19 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// One pass: the tenants changed since `last` (all when `full`), through the whole pipeline.
-#[allow(clippy::too_many_arguments)]
 async fn reconcile_once(
     opts: &Options,
     planes: &Planes,
     producer: Option<&reconcile::EventsProducer>,
     store: &Store,
     metrics: &Metrics,
-    last: Option<&str>,
     head: &str,
-    full: bool,
-) -> Result<(), CliError> {
+    scope: Scope,
+) -> Result<Vec<(String, Outcome)>, CliError> {
     // An incremental pass judges only the files the commit changed (the others' decisions
     // stand); if a platform or organization file changed, everything is judged again.
-    let changed: Option<BTreeSet<String>> = match (last, full) {
-        (Some(last), false) => crate::source::changed_paths(
+    let changed: Option<BTreeSet<String>> = match &scope {
+        Scope::Since(last) => crate::source::changed_paths(
             &opts.repo,
             last,
             head,
@@ -409,6 +500,7 @@ async fn reconcile_once(
         .map(|c| c.into_iter().map(|p| p.path).collect()),
         _ => None,
     };
+    let full = matches!(scope, Scope::Full);
     let inputs = Inputs {
         repo: opts.repo.clone(),
         rev: Some(head.to_owned()),
@@ -419,15 +511,15 @@ async fn reconcile_once(
     };
     let (evaluation, selected) = {
         let mut inputs = inputs.clone();
-        let last = last.map(str::to_owned);
         let head = head.to_owned();
         tokio::task::spawn_blocking(move || -> Result<_, CliError> {
             let mut evaluation = reconcile::evaluate(&inputs)?;
-            let selected = match (&last, full) {
-                (Some(last), false) => {
-                    reconcile::changed_tenants(&inputs, last, &head, &evaluation.report.catalog)?.0
+            let selected = match scope {
+                Scope::Since(last) => {
+                    reconcile::changed_tenants(&inputs, &last, &head, &evaluation.report.catalog)?.0
                 }
-                _ => None,
+                Scope::Retry(tenants) => Some(tenants),
+                Scope::Full => None,
             };
             if selected.is_none() && inputs.govern_only.is_some() {
                 inputs.govern_only = None;
@@ -495,7 +587,12 @@ async fn reconcile_once(
         applied.tenants.len(),
         if full { ", full resync" } else { "" }
     );
+    let outcomes = applied
+        .tenants
+        .iter()
+        .map(|t| (t.tenant.clone(), t.outcome.clone()))
+        .collect();
     drop((evaluation, plan, applied));
     release_memory();
-    Ok(())
+    Ok(outcomes)
 }
