@@ -463,3 +463,42 @@ fn the_demo_runs_the_whole_loop_with_nothing_running() {
         .expect("run demo");
     assert_eq!(again.status.code(), Some(2));
 }
+
+/// `--log-format json`: every log line on stderr is JSON, and each tenant's outcome carries
+/// the tenant, commit and correlation id for a log pipeline to join on.
+#[test]
+fn json_logs_carry_tenant_commit_and_correlation_id() {
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = crate::support::embedded_config(work.path());
+    let bundle = workspace_root().join("policies/bundle.yaml");
+    let r = run(&[
+        "--log-format",
+        "json",
+        "-v",
+        "apply",
+        "--yes",
+        "--repo",
+        repo.path().to_str().expect("utf-8"),
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--policies",
+        bundle.to_str().expect("utf-8"),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<Value> = r
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let tenant = lines
+        .iter()
+        .find(|l| l["message"] == "tenant reconciled" && l["tenant"] == "t_5001")
+        .unwrap_or_else(|| panic!("no tenant line in {lines:#?}"));
+    assert_eq!(tenant["commit"], repo.head().as_str());
+    assert_eq!(tenant["correlation_id"].as_str().map(str::len), Some(32));
+    assert_eq!(tenant["level"], "INFO");
+}

@@ -36,6 +36,16 @@ pub struct Options {
     pub resync: Duration,
 }
 
+/// A progress message for people on stderr; with JSON logs, the structured log line (logged
+/// next to it) is the only output, so stderr stays parseable.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        if !crate::cli::JSON_LOGS.load(Ordering::Relaxed) {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 /// Which tenants a pass reconciles.
 enum Scope {
     /// Every tenant (start, periodic resync, after an accepted non-fast-forward).
@@ -252,7 +262,7 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
     if let Some(addr) = opts.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics");
-        eprintln!(
+        say!(
             "tenancy run: serving /healthz /readyz /metrics on http://{}",
             listener.local_addr()?
         );
@@ -292,7 +302,8 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
     let mut last_full: Option<Instant> = None;
     let mut refused: Option<String> = None;
     let mut retries: BTreeMap<String, Retry> = BTreeMap::new();
-    eprintln!(
+    tracing::info!(repo = %opts.repo.display(), interval = ?opts.interval, resync = ?opts.resync, "watching");
+    say!(
         "tenancy run: watching {} (poll every {:?}, full resync every {:?})",
         opts.repo.display(),
         opts.interval,
@@ -331,7 +342,7 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
             if refused.as_deref() != Some(head.as_str()) {
                 metrics.non_fast_forward.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
-                eprintln!(
+                say!(
                     "tenancy run: refused {}: it does not descend from the last reconciled commit {} (force-push?)",
                     &head[..12],
                     last.as_deref()
@@ -406,7 +417,7 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
                 Err(e) => {
                     metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, %head, "reconcile failed");
-                    eprintln!(
+                    say!(
                         "tenancy run: reconcile of {} failed: {e}",
                         &head[..head.len().min(12)]
                     );
@@ -421,17 +432,18 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
             .unwrap_or(opts.interval);
         let nap = opts.interval.min(next_retry).max(Duration::from_millis(10));
         tokio::select! {
-            _ = &mut shutdown => {
-                eprintln!("tenancy run: shutting down");
-                return Ok(());
+                _ = &mut shutdown => {
+                    tracing::info!("shutting down");
+        say!("tenancy run: shutting down");
+                    return Ok(());
+                }
+                _ = wake.recv() => {
+                    // Debounce: a commit touches several files under .git.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    while wake.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(nap) => {}
             }
-            _ = wake.recv() => {
-                // Debounce: a commit touches several files under .git.
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                while wake.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(nap) => {}
-        }
     }
 }
 
@@ -581,7 +593,7 @@ async fn reconcile_once(
         applied.count(Outcome::Drifted)
     );
     tracing::info!(commit = %head, tenants = applied.tenants.len(), full, %summary, "reconciled");
-    eprintln!(
+    say!(
         "tenancy run: reconciled {} ({} tenant(s){}): {summary}",
         &head[..12],
         applied.tenants.len(),

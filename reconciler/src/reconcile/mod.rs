@@ -600,6 +600,21 @@ pub async fn apply(
                 let manifest = manifests.get(t.tenant.as_str()).copied();
                 async move {
                     let outcome = apply_tenant(planes, t, detect_only).await;
+                    let commit = commit_info.map(|c| c.sha.as_str()).unwrap_or("worktree");
+                    match outcome.outcome {
+                        Outcome::Failed => tracing::warn!(
+                            tenant = %t.tenant, commit, correlation_id = correlation,
+                            outcome = "failed", changes = outcome.applied,
+                            reason = outcome.reason.as_deref().unwrap_or(""),
+                            "tenant reconciled"
+                        ),
+                        _ => tracing::info!(
+                            tenant = %t.tenant, commit, correlation_id = correlation,
+                            outcome = ?outcome.outcome, changes = outcome.applied,
+                            reason = outcome.reason.as_deref().unwrap_or(""),
+                            "tenant reconciled"
+                        ),
+                    }
                     record(
                         store,
                         t,
