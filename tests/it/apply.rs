@@ -131,18 +131,6 @@ fn outcome<'a>(report: &'a serde_json::Value, tenant: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("{tenant} not in {report:#}"))
 }
 
-fn pg_url_for(base: &str, user: &str, db: &str) -> String {
-    let rest = base.split("://").nth(1).expect("url");
-    let host = rest
-        .rsplit('@')
-        .next()
-        .expect("host")
-        .split('/')
-        .next()
-        .expect("host");
-    format!("postgres://{user}@{host}/{db}")
-}
-
 fn s3_client(env: &HashMap<String, String>, region: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -206,7 +194,7 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
         .execute(&mut admin)
         .await
         .expect("shared database");
-    let shared_url = pg_url_for(&admin_url, "postgres", &shared_db);
+    let shared_url = crate::support::pg_url(&admin_url, "postgres", &shared_db);
     let work = tempfile::tempdir().expect("tmp");
     let config = write_config(work.path(), &env, &tag, Some(&shared_url), None);
 
@@ -269,10 +257,13 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
     );
 
     // Lifecycle has its real effect: the suspended tenant's role cannot log in.
-    let denied =
-        PgConnection::connect(&pg_url_for(&admin_url, &format!("{t6003}_dev"), &shared_db))
-            .await
-            .expect_err("a suspended role cannot log in");
+    let denied = PgConnection::connect(&crate::support::pg_url(
+        &admin_url,
+        &format!("{t6003}_dev"),
+        &shared_db,
+    ))
+    .await
+    .expect_err("a suspended role cannot log in");
     assert!(
         denied.to_string().contains("not permitted to log in"),
         "{denied}"
@@ -280,7 +271,7 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
 
     // Isolation boundary: tenant A's role cannot read tenant B's schema.
     let a = format!("{t5001}_dev");
-    let mut as_a = PgConnection::connect(&pg_url_for(&admin_url, &a, &shared_db))
+    let mut as_a = PgConnection::connect(&crate::support::pg_url(&admin_url, &a, &shared_db))
         .await
         .expect("tenant A logs in");
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -290,7 +281,7 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
     .await
     .expect("A writes its own schema");
     let b = format!("{t7002}_prod");
-    let mut as_b = PgConnection::connect(&pg_url_for(&admin_url, &b, &shared_db))
+    let mut as_b = PgConnection::connect(&crate::support::pg_url(&admin_url, &b, &shared_db))
         .await
         .expect("tenant B logs in");
     let err = sqlx::query(sqlx::AssertSqlSafe(format!(

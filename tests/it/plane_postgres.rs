@@ -35,18 +35,6 @@ async fn converge(plane: &PostgresPlane, desired: &[TenantEnv]) -> Vec<tenancy_p
         .unwrap_or_else(|e| panic!("converge: {e}"))
 }
 
-fn url_for(base: &str, user: &str, db: &str) -> String {
-    let rest = base.split("://").nth(1).expect("url");
-    let host = rest
-        .rsplit('@')
-        .next()
-        .expect("host")
-        .split('/')
-        .next()
-        .expect("host");
-    format!("postgres://{user}@{host}/{db}")
-}
-
 #[tokio::test]
 async fn schemas_databases_and_roles_converge_and_isolate_tenants() {
     let Some(env) = crate::services::endpoints() else {
@@ -60,7 +48,7 @@ async fn schemas_databases_and_roles_converge_and_isolate_tenants() {
         .execute(&mut admin)
         .await
         .expect("shared db");
-    let shared_url = url_for(&admin_url, "postgres", &shared);
+    let shared_url = crate::support::pg_url(&admin_url, "postgres", &shared);
     let plane = PostgresPlane::new(PostgresConfig {
         targets: BTreeMap::from([(TARGET.to_owned(), shared_url.clone())]),
         default_connection_limit: 5,
@@ -107,7 +95,7 @@ async fn schemas_databases_and_roles_converge_and_isolate_tenants() {
     assert_eq!(db_owner, c_prod);
 
     // Isolation: tenant A's role works in its schema and is refused everywhere else.
-    let mut as_a = PgConnection::connect(&url_for(&admin_url, &a_dev, &shared))
+    let mut as_a = PgConnection::connect(&crate::support::pg_url(&admin_url, &a_dev, &shared))
         .await
         .expect("A logs in");
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -116,7 +104,7 @@ async fn schemas_databases_and_roles_converge_and_isolate_tenants() {
     .execute(&mut as_a)
     .await
     .expect("own schema");
-    let mut as_b = PgConnection::connect(&url_for(&admin_url, &b_dev, &shared))
+    let mut as_b = PgConnection::connect(&crate::support::pg_url(&admin_url, &b_dev, &shared))
         .await
         .expect("B logs in");
     let denied = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -141,7 +129,7 @@ async fn schemas_databases_and_roles_converge_and_isolate_tenants() {
         Some("42501"),
         "{denied}"
     );
-    let err = PgConnection::connect(&url_for(&admin_url, &a_dev, &c_prod))
+    let err = PgConnection::connect(&crate::support::pg_url(&admin_url, &a_dev, &c_prod))
         .await
         .expect_err("A connects to C's database");
     assert!(
@@ -190,13 +178,13 @@ async fn schemas_databases_and_roles_converge_and_isolate_tenants() {
         sqlx::query("SELECT 1").execute(&mut as_a).await.is_err(),
         "the open session was terminated"
     );
-    let err = PgConnection::connect(&url_for(&admin_url, &a_dev, &shared))
+    let err = PgConnection::connect(&crate::support::pg_url(&admin_url, &a_dev, &shared))
         .await
         .expect_err("suspended login");
     assert!(err.to_string().contains("not permitted to log in"), "{err}");
     desired[0].lifecycle = Lifecycle::Active;
     converge(&plane, &desired).await;
-    PgConnection::connect(&url_for(&admin_url, &a_dev, &shared))
+    PgConnection::connect(&crate::support::pg_url(&admin_url, &a_dev, &shared))
         .await
         .expect("resumed tenant logs in again");
 

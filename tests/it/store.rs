@@ -257,6 +257,7 @@ async fn reconcile_records_are_atomic_with_their_events() {
         let name = format!("{:?}", store.dialect());
         let event = |id: &str, ty: &str| NewEvent {
             event_id: id.into(),
+            tenant_id: "t_5001".into(),
             event_type: ty.into(),
             event: serde_json::json!({ "id": id, "type": ty, "tenantid": "t_5001" }),
         };

@@ -252,3 +252,16 @@ pub fn embedded_config(dir: &Path) -> PathBuf {
     .expect("write config");
     config
 }
+
+/// `base` (a PostgreSQL URL of the test server) for another user and database.
+pub fn pg_url(base: &str, user: &str, db: &str) -> String {
+    let rest = base.split("://").nth(1).expect("url");
+    let host = rest
+        .rsplit('@')
+        .next()
+        .expect("host")
+        .split('/')
+        .next()
+        .expect("host");
+    format!("postgres://{user}@{host}/{db}")
+}

@@ -11,7 +11,6 @@
 //! in that file is detected and corrected like drift in S3. Markers are written atomically
 //! (temporary file + rename), so a crash never leaves half a configuration.
 
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use tenancy_plane::{
@@ -22,17 +21,8 @@ use tenancy_plane::{
 const PLANE: &str = "object-store";
 const MARKER: &str = ".tenancy.json";
 
-/// What the plane keeps for one bucket or prefix.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ObjectConfig {
-    pub tags: BTreeMap<String, String>,
-    pub versioning: bool,
-    pub retention_days: Option<u32>,
-    pub encryption_key: Option<String>,
-    /// False while the tenant is suspended or archived.
-    pub writable: bool,
-}
+/// What the plane keeps for one bucket or prefix (shared with the S3 plane).
+pub use tenancy_plane::object::ObjectConfig;
 
 pub struct LocalObjectPlane {
     root: PathBuf,
@@ -53,16 +43,6 @@ impl LocalObjectPlane {
             Profile::StDedicated | Profile::Hybrid => {
                 bucket_name("tenancy", &d.tenant, &d.environment)
             }
-        }
-    }
-
-    fn desired_config(d: &TenantEnv) -> ObjectConfig {
-        ObjectConfig {
-            tags: d.labels().into_iter().collect(),
-            versioning: d.profile != Profile::MtStandard,
-            retention_days: d.retention_days,
-            encryption_key: d.encryption_key.clone(),
-            writable: d.lifecycle == Lifecycle::Active,
         }
     }
 
@@ -121,11 +101,13 @@ impl LocalObjectPlane {
             match (d.lifecycle, actual.get(&loc)) {
                 (Lifecycle::Draft, _) | (Lifecycle::Deleted, None) => {}
                 (Lifecycle::Deleted, Some(_)) => changes.push(change(Op::Delete, Vec::new())),
-                (_, None) => changes.push(change(Op::Create, diff(None, &Self::desired_config(d)))),
+                (_, None) => {
+                    changes.push(change(Op::Create, ObjectConfig::desired(d).diff_from(None)))
+                }
                 (_, Some(current)) => {
-                    let want = Self::desired_config(d);
+                    let want = ObjectConfig::desired(d);
                     let fields = match current {
-                        Ok(cur) => diff(Some(cur), &want),
+                        Ok(cur) => want.diff_from(Some(cur)),
                         Err(why) => vec![FieldChange {
                             field: "configuration".into(),
                             before: Some(why.clone()),
@@ -160,7 +142,7 @@ impl LocalObjectPlane {
             },
             Op::Create | Op::Update => {
                 std::fs::create_dir_all(&dir).map_err(failed)?;
-                let json = serde_json::to_vec_pretty(&Self::desired_config(d))
+                let json = serde_json::to_vec_pretty(&ObjectConfig::desired(d))
                     .map_err(|e| failed(std::io::Error::other(e)))?;
                 let tmp = dir.join(format!("{MARKER}.tmp"));
                 std::fs::write(&tmp, json).map_err(failed)?;
@@ -173,50 +155,6 @@ impl LocalObjectPlane {
 fn read_marker(path: &Path) -> Result<ObjectConfig, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("invalid: {e}"))
-}
-
-fn show<T: Serialize>(v: &T) -> Option<String> {
-    serde_json::to_string(v).ok()
-}
-
-/// Field-by-field difference, in a stable order.
-fn diff(current: Option<&ObjectConfig>, want: &ObjectConfig) -> Vec<FieldChange> {
-    let mut out = Vec::new();
-    let mut field = |name: &str, before: Option<String>, after: Option<String>| {
-        if before != after {
-            out.push(FieldChange {
-                field: name.into(),
-                before,
-                after,
-            });
-        }
-    };
-    field(
-        "tags",
-        current.and_then(|c| show(&c.tags)),
-        show(&want.tags),
-    );
-    field(
-        "versioning",
-        current.and_then(|c| show(&c.versioning)),
-        show(&want.versioning),
-    );
-    field(
-        "retentionDays",
-        current.and_then(|c| show(&c.retention_days)),
-        show(&want.retention_days),
-    );
-    field(
-        "encryptionKey",
-        current.and_then(|c| show(&c.encryption_key)),
-        show(&want.encryption_key),
-    );
-    field(
-        "writable",
-        current.and_then(|c| show(&c.writable)),
-        show(&want.writable),
-    );
-    out
 }
 
 impl Plane for LocalObjectPlane {

@@ -11,6 +11,8 @@
 //! A plane never imports another plane, and never sees manifests: the pipeline has already
 //! validated ids (lowercase ASCII, `<tenant>_<env>` ≤ 63 characters) and decided placement.
 
+pub mod object;
+
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;

@@ -39,6 +39,7 @@ use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
+use tenancy_plane::object::ObjectConfig;
 use tenancy_plane::{
     Change, FieldChange, Lifecycle, Op, Plane, PlaneError, PlaneFuture, Profile, TenantEnv,
     bucket_name,
@@ -100,29 +101,6 @@ impl S3Target {
 #[derive(Debug, Clone, Default)]
 pub struct S3Config {
     pub targets: BTreeMap<String, S3Target>,
-}
-
-/// What Tenancy keeps of one bucket or prefix; the mt marker document is this, serialized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ObjectConfig {
-    tags: BTreeMap<String, String>,
-    versioning: bool,
-    retention_days: Option<u32>,
-    encryption_key: Option<String>,
-    writable: bool,
-}
-
-impl ObjectConfig {
-    fn desired(d: &TenantEnv) -> ObjectConfig {
-        ObjectConfig {
-            tags: d.labels().into_iter().collect(),
-            versioning: d.profile != Profile::MtStandard,
-            retention_days: d.retention_days,
-            encryption_key: d.encryption_key.clone(),
-            writable: d.lifecycle == Lifecycle::Active,
-        }
-    }
 }
 
 /// One tenant's mt-standard prefixes in a shared bucket, as recorded there.
@@ -254,46 +232,6 @@ fn build_error(resource: &str, e: impl std::fmt::Display) -> PlaneError {
     }
 }
 
-fn show<T: Serialize>(v: &T) -> Option<String> {
-    serde_json::to_string(v).ok()
-}
-
-/// Field-by-field difference, in a stable order.
-fn diff(current: Option<&ObjectConfig>, want: &ObjectConfig) -> Vec<FieldChange> {
-    let mut out = Vec::new();
-    let mut field = |name: &str, before: Option<String>, after: Option<String>| {
-        if before != after {
-            out.push(FieldChange::new(name, before, after));
-        }
-    };
-    field(
-        "tags",
-        current.and_then(|c| show(&c.tags)),
-        show(&want.tags),
-    );
-    field(
-        "versioning",
-        current.and_then(|c| show(&c.versioning)),
-        show(&want.versioning),
-    );
-    field(
-        "retentionDays",
-        current.and_then(|c| show(&c.retention_days)),
-        show(&want.retention_days),
-    );
-    field(
-        "encryptionKey",
-        current.and_then(|c| show(&c.encryption_key)),
-        show(&want.encryption_key),
-    );
-    field(
-        "writable",
-        current.and_then(|c| show(&c.writable)),
-        show(&want.writable),
-    );
-    out
-}
-
 fn md5_hex(bytes: &[u8]) -> String {
     hex::encode(Md5::digest(bytes))
 }
@@ -416,24 +354,30 @@ impl S3Plane {
     }
 
     /// A tenant's registry; `Ok(None)` when it does not exist, `Err` when it is unreadable.
+    /// A tenant's registry: `Ok(Ok(None))` when it does not exist, `Ok(Err(why))` when it
+    /// exists but is not a valid registry (drift, to be rewritten), `Err` when S3 could not be
+    /// read (the service's failure, never mistaken for an empty registry).
     async fn read_registry(
         t: &Target,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<Registry>, String> {
+    ) -> Result<Result<Option<Registry>, String>, PlaneError> {
+        let resource = format!("prefix registry {bucket}/{key}");
         let object = match t.client.get_object().bucket(bucket).key(key).send().await {
-            Err(e) if matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket")) => return Ok(None),
-            other => other.map_err(|e| format!("unreadable: {}", DisplayErrorContext(&e)))?,
+            Err(e) if matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket")) => {
+                return Ok(Ok(None));
+            }
+            other => other.map_err(|e| sdk_error(&resource, e))?,
         };
         let bytes = object
             .body
             .collect()
             .await
-            .map_err(|e| format!("unreadable: {e}"))?
+            .map_err(|e| unavailable(&resource, e))?
             .into_bytes();
-        serde_json::from_slice(&bytes)
+        Ok(serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| format!("invalid: {e}"))
+            .map_err(|e| format!("invalid: {e}")))
     }
 
     /// The configuration of a dedicated bucket, read with five GETs.
@@ -609,7 +553,7 @@ impl S3Plane {
                         Ok(want)
                     } else {
                         Self::read_registry(t, &shared, &key)
-                            .await
+                            .await?
                             .map(Option::unwrap_or_default)
                     }
                 }
@@ -639,9 +583,9 @@ impl S3Plane {
             match (d.lifecycle, current) {
                 (Lifecycle::Deleted, None) => {}
                 (Lifecycle::Deleted, Some(_)) => changes.push(change(Op::Delete, Vec::new())),
-                (_, None) => changes.push(change(Op::Create, diff(None, &want))),
+                (_, None) => changes.push(change(Op::Create, want.diff_from(None))),
                 (_, Some(Ok(cur))) => {
-                    let fields = diff(Some(&cur), &want);
+                    let fields = want.diff_from(Some(&cur));
                     if !fields.is_empty() {
                         changes.push(change(Op::Update, fields));
                     }
@@ -882,10 +826,11 @@ impl S3Plane {
                 }
             }
             // Read-modify-write of the tenant's registry: a tenant's changes are applied one
-            // at a time, so no other writer races this one. An unreadable registry is rebuilt.
+            // at a time, so no other writer races this one. An invalid registry is rebuilt; one
+            // that cannot be read fails the change.
             let key = registry_key(&d.tenant);
             let mut registry = Self::read_registry(&t, &shared, &key)
-                .await
+                .await?
                 .unwrap_or_default()
                 .unwrap_or_default();
             match change.op {
@@ -1005,13 +950,11 @@ mod tests {
         assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
         assert_eq!(urlencode("tenancy.dev/tenant"), "tenancy.dev%2Ftenant");
         assert_eq!(
-            diff(
-                Some(&a),
-                &ObjectConfig {
-                    writable: false,
-                    ..a.clone()
-                }
-            ),
+            ObjectConfig {
+                writable: false,
+                ..a.clone()
+            }
+            .diff_from(Some(&a)),
             vec![FieldChange::new(
                 "writable",
                 Some("true".into()),

@@ -569,21 +569,18 @@ async fn reconcile_once(
             tracing::warn!(error = %e, pending = r.pending, "events wait in the outbox");
         }
     }
-    let pending = store
-        .pending_events(i64::MAX)
-        .await
-        .map(|p| p.len())
-        .unwrap_or(0);
+    // Metrics from two counting queries, whatever the number of tenants and events.
+    let pending = store.pending_count().await.unwrap_or(0);
     metrics
         .outbox_pending
-        .store(pending as u64, Ordering::Relaxed);
-    if let Ok(statuses) = store.statuses().await
+        .store(pending.max(0) as u64, Ordering::Relaxed);
+    if let Ok(counts) = store.status_counts().await
         && let Ok(mut t) = metrics.tenants.lock()
     {
-        t.clear();
-        for s in statuses {
-            *t.entry(s.status).or_default() += 1;
-        }
+        *t = counts
+            .into_iter()
+            .map(|(status, n)| (status, n.max(0) as u64))
+            .collect();
     }
     let summary = format!(
         "{} applied, {} blocked, {} failed, {} drifted",

@@ -849,6 +849,7 @@ async fn record(
         });
         r.events.push(crate::store::NewEvent {
             event_id: id,
+            tenant_id: t.tenant.clone(),
             event_type: ty.to_owned(),
             event,
         });
@@ -967,11 +968,7 @@ impl EventsProducer {
             }
             if error.is_some() || report.error.is_some() {
                 report.error = report.error.or(error);
-                report.pending = store
-                    .pending_events(i64::MAX)
-                    .await
-                    .map(|p| p.len())
-                    .unwrap_or(0);
+                report.pending = store.pending_count().await.unwrap_or(0).max(0) as usize;
                 return report;
             }
         }

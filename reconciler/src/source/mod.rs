@@ -85,6 +85,14 @@ pub enum SourceError {
     Git(#[from] git2::Error),
 }
 
+/// Open the repository at `repo`, or say it is not one.
+fn open_repository(repo: &Path) -> Result<git2::Repository, SourceError> {
+    git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
+        path: repo.to_owned(),
+        source,
+    })
+}
+
 /// Is this a file the manifest stage should read? YAML by extension, nothing hidden.
 pub fn is_manifest_path(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
@@ -177,11 +185,7 @@ fn decode(path: &str, bytes: Vec<u8>) -> Result<String, Box<Finding>> {
 
 /// Read the manifests of revision `rev` from the repository at `repo`.
 pub fn read_revision(repo: &Path, rev: &str, opts: &ReadOptions) -> Result<Snapshot, SourceError> {
-    let repository =
-        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
-            path: repo.to_owned(),
-            source,
-        })?;
+    let repository = open_repository(repo)?;
     if rev == "HEAD" && repository.head().is_err() {
         return Err(SourceError::NoCommits(repo.to_owned()));
     }
@@ -363,11 +367,7 @@ fn walk_dir(
 
 /// The first parent of `rev`, if it has one.
 pub fn parent_of(repo: &Path, rev: &str) -> Result<Option<String>, SourceError> {
-    let repository =
-        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
-            path: repo.to_owned(),
-            source,
-        })?;
+    let repository = open_repository(repo)?;
     let commit = repository
         .revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
@@ -402,11 +402,7 @@ pub fn changed_paths(
     head: &str,
     opts: &ReadOptions,
 ) -> Result<Vec<ChangedPath>, SourceError> {
-    let repository =
-        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
-            path: repo.to_owned(),
-            source,
-        })?;
+    let repository = open_repository(repo)?;
     let tree_of = |rev: &str| -> Result<git2::Tree<'_>, SourceError> {
         repository
             .revparse_single(rev)
@@ -448,11 +444,7 @@ pub const NOTES_REF: &str = "refs/notes/tenancy";
 /// Append `text` to the note of `commit` in [`NOTES_REF`] (creating it), so that every apply
 /// of a commit stays on record: the first and a later rerun both show.
 pub fn append_note(repo: &Path, commit: &str, text: &str) -> Result<(), SourceError> {
-    let repository =
-        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
-            path: repo.to_owned(),
-            source,
-        })?;
+    let repository = open_repository(repo)?;
     let oid = git2::Oid::from_str(commit)?;
     let existing = repository
         .find_note(Some(NOTES_REF), oid)
@@ -469,11 +461,7 @@ pub fn append_note(repo: &Path, commit: &str, text: &str) -> Result<(), SourceEr
 
 /// The note of `commit` in [`NOTES_REF`], if any.
 pub fn read_note(repo: &Path, commit: &str) -> Result<Option<String>, SourceError> {
-    let repository =
-        git2::Repository::open(repo).map_err(|source| SourceError::NotARepository {
-            path: repo.to_owned(),
-            source,
-        })?;
+    let repository = open_repository(repo)?;
     let oid = git2::Oid::from_str(commit)?;
     Ok(repository
         .find_note(Some(NOTES_REF), oid)

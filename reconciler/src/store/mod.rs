@@ -185,6 +185,7 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NewEvent {
     pub event_id: String,
+    pub tenant_id: String,
     pub event_type: String,
     pub event: serde_json::Value,
 }
@@ -544,7 +545,7 @@ impl Store {
         }
         let mut added = Vec::new();
         for e in &r.events {
-            let tenant = e.event["tenantid"].as_str().unwrap_or_default().to_owned();
+            let tenant = e.tenant_id.clone();
             let exists: Option<String> =
                 sqlx::query_scalar("SELECT event_id FROM outbox WHERE event_id = $1")
                     .bind(&e.event_id)
@@ -671,6 +672,27 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// How many events wait to be published (one query).
+    pub async fn pending_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// How many tenants have each status (one query).
+    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, CAST(COUNT(*) AS BIGINT) AS n FROM reconcile_status GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
     }
 
     /// Mark events published (after the broker acknowledged them).
