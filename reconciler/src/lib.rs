@@ -28,3 +28,4 @@ pub mod reconcile;
 pub mod source;
 pub mod store;
 pub mod validate;
+pub mod webhooks;

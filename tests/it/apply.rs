@@ -489,7 +489,7 @@ async fn apply_converges_every_plane_then_drift_is_detected_and_corrected() {
             status.status.as_str(),
             status.last_applied_commit.as_deref()
         ),
-        ("applied", Some(head.as_str()))
+        ("synced", Some(head.as_str()))
     );
     let decisions = store.decisions(&t5001).await.expect("decisions");
     assert!(
@@ -568,7 +568,7 @@ async fn a_service_down_fails_only_its_tenants_and_a_rerun_completes() {
         .await
         .expect("status")
         .expect("recorded");
-    assert_eq!(s.status, "applied");
+    assert_eq!(s.status, "synced");
     assert!(
         s.last_applied_commit.is_some() && s.error.is_none(),
         "{s:?}"
@@ -697,14 +697,14 @@ fn embedded_loop_and_pull_request_plans() {
             .expect("reason")
             .contains("residency")
     );
-    assert_eq!(rows[1]["status"], "applied");
+    assert_eq!(rows[1]["status"], "synced");
     assert_eq!(status["unknown"][0], "t_nobody");
     let r = run(&["status", "--config", cfg]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout
             .lines()
-            .any(|l| l.starts_with("t_5002") && l.contains("applied")),
+            .any(|l| l.starts_with("t_5002") && l.contains("synced")),
         "{}",
         r.stdout
     );
@@ -886,7 +886,7 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
     assert_eq!(report.count(Outcome::Failed), 0, "{report:#?}");
     assert_eq!(
         store.status(t5002).await.expect("s").expect("s").status,
-        "applied"
+        "synced"
     );
     assert_eq!(
         reconcile::plan(&planes, &evaluation, None).await.changes(),

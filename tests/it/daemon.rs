@@ -3,7 +3,7 @@
 //! /metrics; refuses a force-push (before and after a restart, since it resumes from the last
 //! reconciled commit in the state store); and stops cleanly on SIGTERM.
 
-use crate::support::{TestRepo, embedded_config, workspace_root};
+use crate::support::{TestRepo, embedded_config, free_port, workspace_root};
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -102,10 +102,7 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
     let repo = TestRepo::with_examples();
     let work = tempfile::tempdir().expect("tmp");
     let config = embedded_config(work.path());
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let daemon = start(&repo, &config, port);
     wait_for("/healthz", Duration::from_secs(30), || {
         http_get(port, "/healthz").is_some_and(|(c, _)| c == 200)
@@ -118,13 +115,11 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
     assert!(events_of(&config, "t_5001").contains("TENANCY_CREATED"));
 
     // A new commit is converged (event recorded) without waiting for the 5 s poll.
-    let path = repo.path().join("org_acme/t_5001.yaml");
-    let text = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(
-        &path,
-        text.replace("lifecycle: Active", "lifecycle: Suspended"),
-    )
-    .expect("write");
+    repo.edit(
+        "org_acme/t_5001.yaml",
+        "lifecycle: Active",
+        "lifecycle: Suspended",
+    );
     repo.commit("suspend t_5001");
     let latency = wait_for("TENANCY_SUSPENDED", Duration::from_secs(10), || {
         events_of(&config, "t_5001").contains("TENANCY_SUSPENDED")
@@ -141,15 +136,42 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
         || metric(port, "tenancy_reconciles_total") >= 2,
     );
     assert_eq!(metric(port, "tenancy_reconcile_errors_total"), 0);
+    // The import and the suspension ran as lifecycle jobs, their steps the plan's changes.
+    let jobs = crate::support::tenancy(&[
+        "jobs",
+        "t_5001",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--output",
+        "json",
+    ])
+    .json();
+    let jobs = jobs["jobs"].as_array().expect("jobs");
+    let actions: Vec<(&str, &str)> = jobs
+        .iter()
+        .map(|j| (j["action"].as_str().unwrap(), j["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("suspend", "completed"), ("create", "completed")],
+        "{jobs:#?}"
+    );
+    let suspend = &jobs[0];
+    assert_eq!(suspend["progress"], 1.0);
+    assert_eq!(suspend["commit_sha"], repo.head().as_str());
+    let steps = suspend["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty(), "{suspend:#}");
+    assert!(
+        steps.iter().all(|s| s["state"] == "completed"),
+        "{suspend:#}"
+    );
 
     // An incremental pass still judges what the commit changed: a residency breach is denied.
-    let p6 = repo.path().join("org_globex/t_6001.yaml");
-    let text = std::fs::read_to_string(&p6).expect("read");
-    std::fs::write(
-        &p6,
-        text.replace("preferred: eu-central-1", "preferred: us-east-1"),
-    )
-    .expect("write");
+    repo.edit(
+        "org_globex/t_6001.yaml",
+        "preferred: eu-central-1",
+        "preferred: us-east-1",
+    );
     repo.commit("move t_6001 out of its zone");
     wait_for("POLICY_DENIED for t_6001", Duration::from_secs(10), || {
         events_of(&config, "t_6001").contains("POLICY_DENIED")
@@ -166,13 +188,11 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
     repo.repo
         .reset(parent.as_object(), git2::ResetType::Hard, None)
         .expect("reset");
-    let p2 = repo.path().join("org_acme/t_5002.yaml");
-    let text = std::fs::read_to_string(&p2).expect("read");
-    std::fs::write(
-        &p2,
-        text.replace("lifecycle: Active", "lifecycle: Suspended"),
-    )
-    .expect("write");
+    repo.edit(
+        "org_acme/t_5002.yaml",
+        "lifecycle: Active",
+        "lifecycle: Suspended",
+    );
     repo.commit("rewritten: suspend t_5002 instead");
     wait_for(
         "the force-push to be refused",
@@ -225,10 +245,7 @@ fn failed_tenants_are_retried_with_backoff_until_the_service_returns() {
     let repo = TestRepo::with_examples();
     let work = tempfile::tempdir().expect("tmp");
     let tag = crate::support::unique_tag();
-    let s3_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
+    let s3_port = free_port();
     let mut toml = format!(
         "[embedded]\nroot = \"{}\"\n",
         work.path().join("data").display()
@@ -242,10 +259,7 @@ fn failed_tenants_are_retried_with_backoff_until_the_service_returns() {
     }
     let config = work.path().join("tenancy.toml");
     std::fs::write(&config, toml).expect("config");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let daemon = start(&repo, &config, port);
     wait_for(
         "failed tenants awaiting retry",
@@ -275,11 +289,214 @@ fn failed_tenants_are_retried_with_backoff_until_the_service_returns() {
     wait_for(
         "t_5001 applied after a retry",
         Duration::from_secs(60),
-        || status("t_5001")["status"] == "applied",
+        || status("t_5001")["status"] == "synced",
     );
     wait_for("no tenant left to retry", Duration::from_secs(60), || {
         metric(port, "tenancy_tenants_awaiting_retry") == 0
     });
     assert!(metric(port, "tenancy_retry_passes_total") >= 1);
     assert!(stop(daemon).success());
+}
+
+/// One request a webhook receiver got: its headers (lower-cased names) and body.
+struct Received {
+    headers: std::collections::HashMap<String, String>,
+    body: String,
+}
+
+/// A webhook receiver on 127.0.0.1 that answers 500 to its first `failures` requests and 200
+/// after; every request is kept.
+fn receiver(failures: usize) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut headers = std::collections::HashMap::new();
+            let mut line = String::new();
+            use std::io::BufRead;
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                continue;
+            }
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = line.trim_end().split_once(':') {
+                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                }
+            }
+            let len: usize = headers
+                .get("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let n = {
+                let mut g = seen.lock().expect("lock");
+                g.push(Received {
+                    headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                g.len()
+            };
+            let status = if n <= failures {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, got)
+}
+
+/// Signed webhooks: a receiver that fails three times then succeeds gets the event exactly
+/// once successfully, every attempt carrying the same delivery id and a valid HMAC-SHA256
+/// signature; a receiver that never answers is dead-lettered after its attempts, and
+/// `tenancy webhooks requeue` gives it another round.
+#[test]
+fn webhooks_are_signed_retried_and_dead_lettered() {
+    use hmac::Mac;
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = embedded_config(work.path());
+    let cfg = config.to_str().expect("utf-8");
+    let secret = "whsec_0123456789abcdef";
+    let (hook_port, got) = receiver(3);
+    let closed = free_port();
+    let add = |url: String, tenant: &str, attempts: &str| {
+        let r = Command::new(env!("CARGO_BIN_EXE_tenancy"))
+            .args([
+                "webhooks",
+                "add",
+                "--config",
+                cfg,
+                "--url",
+                &url,
+                "--tenant",
+                tenant,
+                "--event",
+                "TENANCY_SUSPENDED",
+                "--secret-env",
+                "HOOK_SECRET",
+                "--max-attempts",
+                attempts,
+                "--initial-backoff-ms",
+                "100",
+                "--output",
+                "json",
+            ])
+            .env("HOOK_SECRET", secret)
+            .output()
+            .expect("webhooks add");
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&r.stdout).expect("json");
+        assert!(v.get("secret").is_none(), "the secret is never shown: {v}");
+        v["webhookId"].as_str().expect("id").to_owned()
+    };
+    let ok_hook = add(format!("http://127.0.0.1:{hook_port}/hooks"), "t_5001", "6");
+    let dead_hook = add(format!("http://127.0.0.1:{closed}/hooks"), "*", "2");
+    // Bad registrations are refused before anything is stored.
+    let r = crate::support::tenancy(&[
+        "webhooks",
+        "add",
+        "--config",
+        cfg,
+        "--url",
+        "ftp://x/",
+        "--secret-env",
+        "HOME",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("http and https"), "{}", r.stderr);
+
+    let port = free_port();
+    let daemon = start(&repo, &config, port);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    repo.edit(
+        "org_acme/t_5001.yaml",
+        "lifecycle: Active",
+        "lifecycle: Suspended",
+    );
+    repo.commit("suspend t_5001");
+    wait_for("the fourth attempt", Duration::from_secs(30), || {
+        got.lock().expect("lock").len() >= 4
+    });
+    wait_for("the dead letter", Duration::from_secs(30), || {
+        metric(port, "tenancy_webhook_deliveries_pending") == 0
+            && http_get(port, "/metrics").is_some_and(|(_, m)| {
+                m.contains("tenancy_webhook_deliveries_total{outcome=\"dead\"} 1")
+            })
+    });
+    // No further attempt after the success.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(stop(daemon).success());
+    let got = got.lock().expect("lock");
+    assert_eq!(got.len(), 4, "3 failures, then exactly one success");
+    let delivery = &got[0].headers["tenancy-delivery"];
+    for r in got.iter() {
+        assert_eq!(&r.headers["tenancy-delivery"], delivery, "one delivery id");
+        assert_eq!(r.headers["content-type"], "application/cloudevents+json");
+        let ts = &r.headers["tenancy-timestamp"];
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(format!("{ts}.{}", r.body).as_bytes());
+        let want = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(r.headers["tenancy-signature"], want, "a valid signature");
+        let event: serde_json::Value = serde_json::from_str(&r.body).expect("CloudEvent");
+        assert_eq!(event["type"], "TENANCY_SUSPENDED");
+        assert_eq!(event["subject"], "t_5001");
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(
+            r.headers["tenancy-event-id"],
+            event["id"].as_str().expect("id")
+        );
+    }
+
+    let deliveries = |state: &str| {
+        crate::support::tenancy(&[
+            "webhooks",
+            "deliveries",
+            "--config",
+            cfg,
+            "--state",
+            state,
+            "--output",
+            "json",
+        ])
+        .json()["deliveries"]
+            .as_array()
+            .expect("list")
+            .clone()
+    };
+    let delivered = deliveries("delivered");
+    assert_eq!(delivered.len(), 1, "{delivered:#?}");
+    assert_eq!(delivered[0]["webhookId"], ok_hook.as_str());
+    assert_eq!(delivered[0]["attempts"], 4);
+    let dead = deliveries("dead");
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0]["webhookId"], dead_hook.as_str());
+    assert_eq!(dead[0]["attempts"], 2);
+    assert!(
+        dead[0]["lastError"].as_str().is_some_and(|e| !e.is_empty()),
+        "{dead:#?}"
+    );
+    // The operator requeues the dead letter: it is pending again, for a fresh round.
+    let r = crate::support::tenancy(&["webhooks", "requeue", "--all", "--config", cfg]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("requeued 1"), "{}", r.stdout);
+    let pending = deliveries("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["attempts"], 0);
+    let r = crate::support::tenancy(&["webhooks", "requeue", "dl_nope", "--config", cfg]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
 }

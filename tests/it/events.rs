@@ -447,7 +447,7 @@ fn the_demo_runs_the_whole_loop_with_nothing_running() {
         "json",
         "t_5010",
     ]);
-    assert_eq!(r.json()["tenants"][0]["status"], "applied");
+    assert_eq!(r.json()["tenants"][0]["status"], "synced");
     let repo = git2::Repository::open(dir.join("tenants-repo")).expect("repo");
     let head = repo.head().expect("head").peel_to_commit().expect("commit");
     assert_eq!(head.parent_count(), 1);

@@ -36,7 +36,21 @@ pub struct TestRepo {
     pub repo: git2::Repository,
 }
 
+/// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    l.local_addr().expect("addr").port()
+}
+
 impl TestRepo {
+    /// Replace `from` with `to` in the work-tree file `file` (which must contain it).
+    pub fn edit(&self, file: &str, from: &str, to: &str) {
+        let path = self.path().join(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains(from), "{file} does not contain {from:?}");
+        std::fs::write(&path, text.replace(from, to)).expect("write");
+    }
+
     pub fn new() -> TestRepo {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = git2::Repository::init(dir.path()).expect("git init");

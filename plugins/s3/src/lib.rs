@@ -58,6 +58,10 @@ const SUSPENDED_SID: &str = "TenancySuspended";
 /// Dedicated buckets observed at once.
 const OBSERVE_CONCURRENCY: usize = 16;
 
+/// Up to this many tenant-environments in a target are observed resource by resource rather
+/// than by listing the target (see `observe_targeted`).
+const TARGETED_LIMIT: usize = 32;
+
 /// One S3 endpoint, by logical target name (platform/regions.yaml).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -486,6 +490,67 @@ impl S3Plane {
         })
     }
 
+    /// What a listing would say about just these tenant-environments, asked resource by
+    /// resource (HeadBucket, HeadObject): a few requests instead of listing every registry, for
+    /// a pass over the handful of tenants one commit changed.
+    async fn observe_targeted(
+        name: &str,
+        t: &Target,
+        envs: &[TenantEnv],
+    ) -> Result<TargetListing, PlaneError> {
+        let shared = t.config.shared_bucket();
+        let mut buckets: BTreeSet<String> = envs
+            .iter()
+            .filter(|d| d.profile != Profile::MtStandard)
+            .map(|d| bucket_name(&t.config.bucket_prefix, &d.tenant, &d.environment))
+            .collect();
+        let keys: BTreeSet<String> = envs
+            .iter()
+            .filter(|d| d.profile == Profile::MtStandard)
+            .map(|d| registry_key(&d.tenant))
+            .collect();
+        if !keys.is_empty() {
+            buckets.insert(shared.clone());
+        }
+        let is_404 = |status: Option<u16>| status == Some(404);
+        let heads = futures_util::future::join_all(buckets.iter().map(|b| async move {
+            match t.client.head_bucket().bucket(b).send().await {
+                Ok(_) => Ok(Some(b.clone())),
+                Err(e) if is_404(e.raw_response().map(|r| r.status().as_u16())) => Ok(None),
+                Err(e) => Err(match sdk_error(&format!("bucket {b}"), e) {
+                    PlaneError::Failed { message, .. } => unavailable(name, message),
+                    other => other,
+                }),
+            }
+        }))
+        .await;
+        let mut listing = TargetListing {
+            buckets: HashSet::new(),
+            registries: HashMap::new(),
+        };
+        for h in heads {
+            listing.buckets.extend(h?);
+        }
+        if listing.buckets.contains(&shared) {
+            let shared = &shared;
+            let tags = futures_util::future::join_all(keys.iter().map(|k| async move {
+                match t.client.head_object().bucket(shared).key(k).send().await {
+                    Ok(o) => Ok(Some((
+                        k.clone(),
+                        o.e_tag().unwrap_or_default().trim_matches('"').to_owned(),
+                    ))),
+                    Err(e) if is_404(e.raw_response().map(|r| r.status().as_u16())) => Ok(None),
+                    Err(e) => Err(sdk_error(&format!("prefix registry {shared}/{k}"), e)),
+                }
+            }))
+            .await;
+            for tag in tags {
+                listing.registries.extend(tag?);
+            }
+        }
+        Ok(listing)
+    }
+
     async fn prefetch_async(&self, targets: &[String]) {
         let mut set = tokio::task::JoinSet::new();
         for name in targets {
@@ -513,6 +578,7 @@ impl S3Plane {
             registries,
         } = match listing {
             Some(l) => l,
+            None if envs.len() <= TARGETED_LIMIT => Self::observe_targeted(name, t, envs).await?,
             None => Self::list_target(name, t).await?,
         };
         let shared = t.config.shared_bucket();

@@ -271,7 +271,7 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
     println!("\n{}", bold("Statuses (tenancy status)"));
     for s in statuses
         .iter()
-        .filter(|s| s.status != "applied" || ["t_5002", "t_5010"].contains(&s.tenant_id.as_str()))
+        .filter(|s| s.status != "synced" || ["t_5002", "t_5010"].contains(&s.tenant_id.as_str()))
     {
         let reason = s
             .blocked_reason
@@ -285,7 +285,7 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
         "  … and {} more applied",
         statuses
             .iter()
-            .filter(|s| s.status == "applied")
+            .filter(|s| s.status == "synced")
             .count()
             .saturating_sub(2)
     );

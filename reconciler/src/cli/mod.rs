@@ -2,9 +2,11 @@
 //! pipeline stages and render what they return; they hold no domain logic of their own.
 
 pub mod demo;
+pub mod jobs;
 pub mod plan;
 pub mod policy;
 pub mod validate;
+pub mod webhooks;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
@@ -116,6 +118,18 @@ pub enum Command {
         after_help = "Exit codes: 0 = shown, 1 = the tenant was never reconciled, 2 = could not run.\n\nEach applied commit also carries a git note: git log --notes=tenancy"
     )]
     History(plan::HistoryArgs),
+
+    /// Lifecycle jobs (transitions, profile changes) with their steps and progress.
+    #[command(
+        after_help = "Job states: queued → running → completed | failed. A job stopped by a crash or a failure is resumed from its last completed step by the next reconcile of its commit.\n\nExamples:\n  tenancy jobs t_5001\n  tenancy jobs --job 3f2a… --output json"
+    )]
+    Jobs(jobs::JobsArgs),
+
+    /// Signed webhooks: register, list, remove; deliveries and dead letters.
+    #[command(
+        after_help = "Each delivery is POSTed with Tenancy-Signature: v1=<hex HMAC-SHA256(secret, \"<Tenancy-Timestamp>.<body>\")>; see docs/webhooks.md.\n\nExamples:\n  tenancy webhooks add --url https://ops.example.com/hooks/tenancy --event TENANCY_ACTIVATED,TENANCY_SUSPENDED --secret-env HOOK_SECRET\n  tenancy webhooks deliveries --state dead\n  tenancy webhooks requeue --all"
+    )]
+    Webhooks(webhooks::WebhooksArgs),
 
     /// The whole loop on embedded defaults, with nothing running: a demo repository, four
     /// commits (an import, a new tenant, a suspension, a refused change), what each did.
@@ -235,6 +249,8 @@ pub fn run() -> ExitCode {
         Command::Status(args) => plan::run_status(&args, color),
         Command::Events(args) => plan::run_events(&args, color),
         Command::History(args) => plan::run_history(&args, color),
+        Command::Jobs(args) => jobs::run(&args, color),
+        Command::Webhooks(args) => webhooks::run(&args, color),
         Command::Demo(args) => demo::run(&args, color),
         Command::Policy(cmd) => policy::run(&cmd, color),
     };
@@ -274,6 +290,9 @@ pub enum CliError {
     #[error("cannot write output: {0}")]
     #[diagnostic(code(tenancy::io))]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    #[diagnostic(code(tenancy::usage), help("see --help"))]
+    Usage(String),
 }
 
 #[cfg(test)]

@@ -440,16 +440,16 @@ fn progress_bar(len: u64, interactive: bool) -> indicatif::ProgressBar {
 }
 
 /// One pretty-printed JSON document and a newline: every `--output json`.
-fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
+pub(crate) fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value).map_err(std::io::Error::from)?;
     writeln!(out)
 }
 
-fn short(sha: &str) -> &str {
+pub(crate) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
-fn paint(color: bool, code: &str, s: &str) -> String {
+pub(crate) fn paint(color: bool, code: &str, s: &str) -> String {
     if color {
         format!("\x1b[{code}m{s}\x1b[0m")
     } else {
@@ -743,7 +743,7 @@ pub struct StatusArgs {
 
 /// The state store of a configuration, for read commands; `None` (after saying so) when the
 /// embedded default has never been created, rather than creating an empty one.
-fn open_state(
+pub(crate) fn open_state(
     config: Option<&std::path::Path>,
 ) -> Result<Option<(tokio::runtime::Runtime, Store)>, CliError> {
     let config = Config::load(config)?;
@@ -759,6 +759,21 @@ fn open_state(
         .block_on(Store::open(&url))
         .map_err(|e| CliError::State(e.to_string()))?;
     Ok(Some((rt, store)))
+}
+
+/// The state store of a configuration for a command that writes to it (created if needed).
+pub(crate) fn open_state_for_write(
+    config: Option<&std::path::Path>,
+) -> Result<(tokio::runtime::Runtime, Store), CliError> {
+    let config = Config::load(config)?;
+    if config.state.url.is_none() {
+        std::fs::create_dir_all(&config.embedded.root)?;
+    }
+    let rt = runtime()?;
+    let store = rt
+        .block_on(Store::open(&config.state_url()))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    Ok((rt, store))
 }
 
 /// `tenancy status`: each tenant's last outcome, from the state store.
@@ -793,13 +808,13 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
         ApplyOutput::Text => {
             writeln!(
                 out,
-                "{:<24} {:<8} {:<12} {:<12} REASON",
+                "{:<24} {:<11} {:<12} {:<12} REASON",
                 "TENANT", "STATUS", "APPLIED", "ATTEMPTED"
             )?;
             for s in &shown {
                 let code = match s.status.as_str() {
-                    "applied" => "32",
-                    "drifted" => "33",
+                    "synced" => "32",
+                    "drifted" | "progressing" => "33",
                     _ => "31",
                 };
                 let reason = s
@@ -811,7 +826,7 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
                     out,
                     "{:<24} {} {:<12} {:<12} {reason}",
                     s.tenant_id,
-                    paint(color, code, &format!("{:<8}", s.status)),
+                    paint(color, code, &format!("{:<11}", s.status)),
                     s.last_applied_commit.as_deref().map(short).unwrap_or("-"),
                     s.last_attempted_commit.as_deref().map(short).unwrap_or("-"),
                 )?;

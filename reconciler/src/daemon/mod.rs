@@ -95,6 +95,12 @@ pub struct Metrics {
     outbox_pending: AtomicU64,
     retries: AtomicU64,
     retry_pending: AtomicU64,
+    webhook_delivered: AtomicU64,
+    webhook_failed: AtomicU64,
+    webhook_dead: AtomicU64,
+    /// Microseconds, summed over successful deliveries.
+    webhook_latency_us: AtomicU64,
+    webhook_pending: AtomicU64,
     tenants: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
@@ -164,6 +170,28 @@ impl Metrics {
             "Events recorded but not yet published.",
             get(&self.outbox_pending),
         );
+        metric(
+            "tenancy_webhook_deliveries_pending",
+            "gauge",
+            "Webhook deliveries waiting for their (next) attempt.",
+            get(&self.webhook_pending),
+        );
+        out.push_str("# HELP tenancy_webhook_deliveries_total Webhook delivery attempts by outcome (failed: will be retried; dead: dead-lettered).\n# TYPE tenancy_webhook_deliveries_total counter\n");
+        for (outcome, n) in [
+            ("delivered", &self.webhook_delivered),
+            ("failed", &self.webhook_failed),
+            ("dead", &self.webhook_dead),
+        ] {
+            out.push_str(&format!(
+                "tenancy_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}\n",
+                n.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP tenancy_webhook_delivery_seconds Latency of successful webhook deliveries.\n# TYPE tenancy_webhook_delivery_seconds summary\ntenancy_webhook_delivery_seconds_sum {:.6}\ntenancy_webhook_delivery_seconds_count {}\n",
+            self.webhook_latency_us.load(Ordering::Relaxed) as f64 / 1e6,
+            self.webhook_delivered.load(Ordering::Relaxed)
+        ));
         out.push_str(
             "# HELP tenancy_tenants Tenants by last outcome.\n# TYPE tenancy_tenants gauge\n",
         );
@@ -298,10 +326,13 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
         }
         w
     };
+    let deliverer = crate::webhooks::Deliverer::new();
     let key = cursor_key(&opts);
     let mut last_full: Option<Instant> = None;
     let mut refused: Option<String> = None;
     let mut retries: BTreeMap<String, Retry> = BTreeMap::new();
+    // What each file parsed to, by blob id: a pass re-parses only the files a commit changed.
+    let mut cache = crate::validate::ParseCache::default();
     tracing::info!(repo = %opts.repo.display(), interval = ?opts.interval, resync = ?opts.resync, "watching");
     say!(
         "tenancy run: watching {} (poll every {:?}, full resync every {:?})",
@@ -366,17 +397,14 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
             let full = matches!(scope, Scope::Full);
             let retrying = matches!(scope, Scope::Retry(_));
             let started = Instant::now();
-            match reconcile_once(
-                &opts,
-                &planes,
-                producer.as_ref(),
-                &store,
-                &metrics,
-                &head,
-                scope,
-            )
-            .await
-            {
+            let parts = Parts {
+                opts: &opts,
+                planes: &planes,
+                producer: producer.as_ref(),
+                store: &store,
+                metrics: &metrics,
+            };
+            match reconcile_once(&parts, &head, scope, &mut cache).await {
                 Ok(outcomes) => {
                     store
                         .set_state_value(&key, &head)
@@ -424,13 +452,19 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
                 }
             }
         }
-        // Sleep until the next poll or the next retry, whichever is first.
+        // Webhooks: fan new events out and attempt every due delivery.
+        let next_delivery = deliver(&deliverer, &store, &metrics).await;
+        // Sleep until the next poll, retry or delivery, whichever is first.
         let next_retry = retries
             .values()
             .map(|r| r.due.saturating_duration_since(Instant::now()))
             .min()
             .unwrap_or(opts.interval);
-        let nap = opts.interval.min(next_retry).max(Duration::from_millis(10));
+        let nap = opts
+            .interval
+            .min(next_retry)
+            .min(next_delivery.unwrap_or(opts.interval))
+            .max(Duration::from_millis(10));
         tokio::select! {
                 _ = &mut shutdown => {
                     tracing::info!("shutting down");
@@ -444,6 +478,46 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
                 }
                 _ = tokio::time::sleep(nap) => {}
             }
+    }
+}
+
+/// One round of webhook deliveries; when the next pending one is due.
+async fn deliver(
+    deliverer: &crate::webhooks::Deliverer,
+    store: &Store,
+    metrics: &Metrics,
+) -> Option<Duration> {
+    match deliverer.run(store).await {
+        Ok(r) => {
+            metrics
+                .webhook_delivered
+                .fetch_add(r.delivered as u64, Ordering::Relaxed);
+            metrics
+                .webhook_failed
+                .fetch_add((r.failed - r.dead) as u64, Ordering::Relaxed);
+            metrics
+                .webhook_dead
+                .fetch_add(r.dead as u64, Ordering::Relaxed);
+            metrics.webhook_latency_us.fetch_add(
+                r.latencies.iter().map(|s| (s * 1e6) as u64).sum(),
+                Ordering::Relaxed,
+            );
+            if let Ok(counts) = store.delivery_counts().await {
+                let pending = counts
+                    .iter()
+                    .find(|(s, _)| s == "pending")
+                    .map_or(0, |(_, n)| *n);
+                metrics
+                    .webhook_pending
+                    .store(pending.max(0) as u64, Ordering::Relaxed);
+            }
+            r.next_due_in_ms
+                .map(|ms| Duration::from_millis(ms.max(0) as u64))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "webhook deliveries: state store");
+            None
+        }
     }
 }
 
@@ -487,15 +561,29 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 }
 
 /// One pass: the tenants changed since `last` (all when `full`), through the whole pipeline.
+/// What every pass works with.
+struct Parts<'a> {
+    opts: &'a Options,
+    planes: &'a Planes,
+    producer: Option<&'a reconcile::EventsProducer>,
+    store: &'a Store,
+    metrics: &'a Metrics,
+}
+
 async fn reconcile_once(
-    opts: &Options,
-    planes: &Planes,
-    producer: Option<&reconcile::EventsProducer>,
-    store: &Store,
-    metrics: &Metrics,
+    parts: &Parts<'_>,
     head: &str,
     scope: Scope,
+    cache: &mut crate::validate::ParseCache,
 ) -> Result<Vec<(String, Outcome)>, CliError> {
+    let Parts {
+        opts,
+        planes,
+        producer,
+        store,
+        metrics,
+    } = *parts;
+    let pass = Instant::now();
     // An incremental pass judges only the files the commit changed (the others' decisions
     // stand); if a platform or organization file changed, everything is judged again.
     let changed: Option<BTreeSet<String>> = match &scope {
@@ -524,25 +612,41 @@ async fn reconcile_once(
     let (evaluation, selected) = {
         let mut inputs = inputs.clone();
         let head = head.to_owned();
-        tokio::task::spawn_blocking(move || -> Result<_, CliError> {
-            let mut evaluation = reconcile::evaluate(&inputs)?;
-            let selected = match scope {
-                Scope::Since(last) => {
-                    reconcile::changed_tenants(&inputs, &last, &head, &evaluation.report.catalog)?.0
+        let mut owned = std::mem::take(cache);
+        let (cache_back, result) = tokio::task::spawn_blocking(move || {
+            let cache = &mut owned;
+            let result = (|| -> Result<_, CliError> {
+                let mut evaluation = reconcile::evaluate_cached(&inputs, Some(cache))?;
+                let selected = match scope {
+                    Scope::Since(last) => {
+                        reconcile::changed_tenants(
+                            &inputs,
+                            &last,
+                            &head,
+                            &evaluation.report.catalog,
+                        )?
+                        .0
+                    }
+                    Scope::Retry(tenants) => Some(tenants),
+                    Scope::Full => None,
+                };
+                if selected.is_none() && inputs.govern_only.is_some() {
+                    inputs.govern_only = None;
+                    evaluation = reconcile::evaluate_cached(&inputs, Some(cache))?;
                 }
-                Scope::Retry(tenants) => Some(tenants),
-                Scope::Full => None,
-            };
-            if selected.is_none() && inputs.govern_only.is_some() {
-                inputs.govern_only = None;
-                evaluation = reconcile::evaluate(&inputs)?;
-            }
-            Ok((evaluation, selected))
+                tracing::debug!(parsed = cache.parsed, "files parsed (others unchanged)");
+                Ok((evaluation, selected))
+            })();
+            (owned, result)
         })
         .await
-        .map_err(|e| CliError::Io(std::io::Error::other(e)))??
+        .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
+        *cache = cache_back;
+        result?
     };
+    let evaluated_ms = pass.elapsed().as_millis() as u64;
     let plan = reconcile::plan(planes, &evaluation, selected.as_ref()).await;
+    let planned_ms = pass.elapsed().as_millis() as u64;
     let applied = reconcile::apply(
         planes,
         &evaluation,
@@ -554,12 +658,14 @@ async fn reconcile_once(
     )
     .await
     .map_err(|e| CliError::State(e.to_string()))?;
+    let applied_ms = pass.elapsed().as_millis() as u64;
     if opts.config.apply.notes && !applied.tenants.is_empty() {
         let note = reconcile::commit_note(&evaluation, &applied, &plan);
         if let Err(e) = crate::source::append_note(&opts.repo, head, &note) {
             tracing::warn!(error = %e, "could not write the git note");
         }
     }
+    let noted_ms = pass.elapsed().as_millis() as u64;
     if let Some(p) = producer {
         let r = p.relay(store).await;
         metrics
@@ -569,6 +675,14 @@ async fn reconcile_once(
             tracing::warn!(error = %e, pending = r.pending, "events wait in the outbox");
         }
     }
+    tracing::debug!(
+        evaluated_ms,
+        planned_ms,
+        applied_ms,
+        noted_ms,
+        relayed_ms = pass.elapsed().as_millis() as u64,
+        "pass timings (cumulative)"
+    );
     // Metrics from two counting queries, whatever the number of tenants and events.
     let pending = store.pending_count().await.unwrap_or(0);
     metrics

@@ -99,6 +99,15 @@ impl Evaluation {
 
 /// Read, validate and govern one revision.
 pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
+    evaluate_cached(inputs, None)
+}
+
+/// [`evaluate`], re-parsing only the files whose blobs are not in `cache` (the daemon keeps one
+/// across passes).
+pub fn evaluate_cached(
+    inputs: &Inputs,
+    cache: Option<&mut validate::ParseCache>,
+) -> Result<Evaluation, CliError> {
     let opts = ReadOptions {
         path: inputs.path.clone(),
         max_file_bytes: inputs.max_file_bytes,
@@ -109,10 +118,15 @@ pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
     let bundle = inputs.bundle.as_deref().map(Bundle::load).transpose()?;
     let snapshot = match &inputs.rev {
         None => source::read_worktree(&inputs.repo, &opts)?,
-        Some(rev) => source::read_revision(&inputs.repo, rev, &opts)?,
+        Some(rev) => match cache.as_deref() {
+            Some(c) => {
+                source::read_revision_reusing(&inputs.repo, rev, &opts, &|p, id| c.text(p, id))?
+            }
+            None => source::read_revision(&inputs.repo, rev, &opts)?,
+        },
     };
     tracing::info!(files = snapshot.files.len(), elapsed_ms = ms(), "read");
-    let mut report = validate::validate(&snapshot, &ValidateOptions::default());
+    let mut report = validate::validate_cached(&snapshot, &ValidateOptions::default(), cache);
     tracing::info!(elapsed_ms = ms(), "validated");
     let mut policies = Vec::new();
     let mut governance = Governance::default();
@@ -593,13 +607,49 @@ pub async fn apply(
         .iter()
         .map(|t| (t.value.metadata.id.as_str(), &t.value))
         .collect();
+    // Lifecycle transitions and profile changes run as jobs: queued now, run in turn.
+    let states = store.tenant_states().await?;
+    let jobs: HashMap<&str, crate::store::NewJob> = report
+        .tenants
+        .iter()
+        .filter_map(|t| {
+            let sha = commit.as_deref()?;
+            let manifest = manifests.get(t.tenant.as_str())?;
+            if !t.blocked.is_empty()
+                || t.refused().next().is_some()
+                || t.changes
+                    .iter()
+                    .any(|c| detect_only.covers(&t.tenant, c.plane))
+            {
+                return None;
+            }
+            let action = job_action(states.get(&t.tenant), manifest)?;
+            Some((
+                t.tenant.as_str(),
+                crate::store::NewJob {
+                    tenant_id: t.tenant.clone(),
+                    commit_sha: sha.to_owned(),
+                    action: action.to_owned(),
+                    steps: t.changes.iter().map(step_name).collect(),
+                },
+            ))
+        })
+        .collect();
+    store
+        .queue_jobs(&jobs.values().cloned().collect::<Vec<_>>())
+        .await?;
+    let jobs = &jobs;
     let results: Vec<Result<TenantOutcome, ApplyError>> =
         futures_util::stream::iter(report.tenants.iter())
             .map(|t| {
                 let decisions = decisions.get(t.tenant.as_str()).copied();
                 let manifest = manifests.get(t.tenant.as_str()).copied();
                 async move {
-                    let outcome = apply_tenant(planes, t, detect_only).await;
+                    let mut job = match jobs.get(t.tenant.as_str()) {
+                        Some(new) => Some(store.start_job(new).await?),
+                        None => None,
+                    };
+                    let outcome = apply_tenant(planes, t, detect_only, store, job.as_mut()).await;
                     let commit = commit_info.map(|c| c.sha.as_str()).unwrap_or("worktree");
                     match outcome.outcome {
                         Outcome::Failed => tracing::warn!(
@@ -619,10 +669,13 @@ pub async fn apply(
                         store,
                         t,
                         &outcome,
-                        commit_info,
-                        correlation,
-                        decisions,
-                        manifest,
+                        Context {
+                            commit: commit_info,
+                            correlation,
+                            decisions,
+                            manifest,
+                            job,
+                        },
                     )
                     .await?;
                     progress(&outcome);
@@ -638,7 +691,43 @@ pub async fn apply(
     })
 }
 
-async fn apply_tenant(planes: &Planes, t: &TenantPlan, detect_only: &DetectOnly) -> TenantOutcome {
+/// The job a tenant's change is: its lifecycle transition, or a profile change; `None` when
+/// neither changed.
+fn job_action(before: Option<&(String, String)>, manifest: &Tenant) -> Option<&'static str> {
+    let to = manifest.spec.lifecycle.as_str();
+    let profile = serde_json::to_value(manifest.spec.profile).ok();
+    let profile = profile
+        .as_ref()
+        .and_then(|p| p.as_str())
+        .unwrap_or_default();
+    let Some((state, was_profile)) = before else {
+        return Some("create");
+    };
+    Some(match (state.as_str(), to) {
+        (a, b) if a == b => {
+            return (was_profile != profile).then_some("change-profile");
+        }
+        ("Suspended", "Active") => "resume",
+        (_, "Active") => "activate",
+        (_, "Suspended") => "suspend",
+        (_, "Archived") => "archive",
+        (_, "Deleted") => "delete",
+        _ => "update",
+    })
+}
+
+/// How a change appears as a job step.
+fn step_name(c: &Change) -> String {
+    format!("{} {} {}", c.op.symbol(), c.plane, c.resource)
+}
+
+async fn apply_tenant(
+    planes: &Planes,
+    t: &TenantPlan,
+    detect_only: &DetectOnly,
+    store: &Store,
+    mut job: Option<&mut crate::store::Job>,
+) -> TenantOutcome {
     let outcome = |outcome, applied, detected, reason: Option<String>| TenantOutcome {
         tenant: t.tenant.clone(),
         outcome,
@@ -675,9 +764,25 @@ async fn apply_tenant(planes: &Planes, t: &TenantPlan, detect_only: &DetectOnly)
                 PlaneError::Refused { .. } => Outcome::Blocked,
                 _ => Outcome::Failed,
             };
+            if let Some(job) = job.as_deref_mut() {
+                job.fail(Some(&step_name(c)), &e.to_string());
+            }
             return outcome(outcome_kind, applied, detected, Some(e.to_string()));
         }
         applied += 1;
+        if let Some(job) = job.as_deref_mut() {
+            job.step_done(&step_name(c));
+            // The step is made; if its record cannot be written the job stops here (a
+            // resumed job finds the step done, since the plan will not list it again).
+            if let Err(e) = store.save_job(job).await {
+                let why = format!("state store: {e}");
+                job.fail(None, &why);
+                return outcome(Outcome::Failed, applied, detected, Some(why));
+            }
+        }
+    }
+    if let Some(job) = job {
+        job.complete();
     }
     if detected > 0 {
         outcome(
@@ -711,22 +816,35 @@ fn transition_events(from: Option<&str>, to: &str) -> Vec<&'static str> {
 /// Record one tenant's outcome in one transaction: status always; the applied manifest when
 /// applied; the commit's policy decisions; and the audit entries and CloudEvents for what
 /// happened (lifecycle transitions, updates, failures, policy denials).
+/// What one tenant's record is written with, besides its plan and outcome.
+struct Context<'a> {
+    commit: Option<&'a crate::source::CommitInfo>,
+    correlation: &'a str,
+    decisions: Option<&'a crate::policy::TenantDecisions>,
+    manifest: Option<&'a Tenant>,
+    job: Option<crate::store::Job>,
+}
+
 async fn record(
     store: &Store,
     t: &TenantPlan,
     o: &TenantOutcome,
-    commit: Option<&crate::source::CommitInfo>,
-    correlation: &str,
-    decisions: Option<&crate::policy::TenantDecisions>,
-    manifest: Option<&Tenant>,
+    cx: Context<'_>,
 ) -> Result<(), ApplyError> {
+    let Context {
+        commit,
+        correlation,
+        decisions,
+        manifest,
+        job,
+    } = cx;
     let now = now_ms();
     let sha = commit.map(|c| c.sha.clone());
     let actor = commit
         .map(|c| format!("{} <{}>", c.author_name, c.author_email))
         .unwrap_or_else(|| "work tree".to_owned());
     let status = match o.outcome {
-        Outcome::Applied => "applied",
+        Outcome::Applied => "synced",
         Outcome::Blocked => "blocked",
         Outcome::Failed => "failed",
         Outcome::Drifted => "drifted",
@@ -747,6 +865,7 @@ async fn record(
                 .flatten(),
             updated_at: now,
         }),
+        job,
         ..Default::default()
     };
     // Decisions are the compliance record of the commit, whatever the outcome.
@@ -842,7 +961,13 @@ async fn record(
             event_type: ty.to_owned(),
             actor: actor.clone(),
             target: format!("tenant/{}", t.tenant),
-            outcome: status.to_owned(),
+            // The audit says what happened to the change (applied, blocked, failed, drifted);
+            // the status says where the tenant stands (synced, blocked, failed, drifted).
+            outcome: match o.outcome {
+                Outcome::Applied => "applied",
+                _ => status,
+            }
+            .to_owned(),
             commit_sha: sha.clone(),
             payload: data.clone(),
             correlation_id: correlation.to_owned(),
@@ -949,6 +1074,7 @@ impl EventsProducer {
             if batch.is_empty() {
                 return report;
             }
+            let started = std::time::Instant::now();
             let producer = self.producer.clone();
             let topic = self.topic.clone();
             let servers = self.servers.clone();
@@ -963,6 +1089,11 @@ impl EventsProducer {
                 Err((ids, e)) => (ids, Some(e)),
             };
             report.published += published.len();
+            tracing::debug!(
+                events = published.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "batch acknowledged"
+            );
             if let Err(e) = store.mark_published(&published).await {
                 report.error = Some(e.to_string());
             }
@@ -1030,7 +1161,20 @@ fn send_batch(
             break;
         }
     }
-    let flushed = producer.flush(timeout);
+    // Wait for the acknowledgements by polling (each poll returns as soon as a delivery
+    // report is served); rdkafka's `flush` sleeps in 100 ms steps, which would be most of the
+    // daemon's commit-to-event latency.
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+        producer.poll(std::time::Duration::from_millis(5));
+    }
+    let flushed = match producer.in_flight_count() {
+        0 => Ok(()),
+        n => Err(format!(
+            "{n} event(s) not acknowledged within {}s",
+            timeout.as_secs()
+        )),
+    };
     let failed: Vec<String> = producer
         .context()
         .0

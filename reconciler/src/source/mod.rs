@@ -14,6 +14,9 @@ pub struct SourceFile {
     /// Path relative to the repository root, `/`-separated.
     pub path: String,
     pub text: String,
+    /// The Git blob id when read from a commit (`None` from the work tree): equal ids mean
+    /// equal text, which lets the daemon reuse what it learnt from a file last time.
+    pub id: Option<git2::Oid>,
 }
 
 /// The commit a snapshot was read from.
@@ -185,6 +188,20 @@ fn decode(path: &str, bytes: Vec<u8>) -> Result<String, Box<Finding>> {
 
 /// Read the manifests of revision `rev` from the repository at `repo`.
 pub fn read_revision(repo: &Path, rev: &str, opts: &ReadOptions) -> Result<Snapshot, SourceError> {
+    read_revision_reusing(repo, rev, opts, &|_, _| None)
+}
+
+/// The text of a file already read, by path and blob id, if the caller kept it.
+pub type Known<'a> = dyn Fn(&str, git2::Oid) -> Option<String> + 'a;
+
+/// [`read_revision`], taking the text of files whose blob `known` already holds instead of
+/// reading it from the object database again (the daemon's passes re-read only what changed).
+pub fn read_revision_reusing(
+    repo: &Path,
+    rev: &str,
+    opts: &ReadOptions,
+    known: &Known<'_>,
+) -> Result<Snapshot, SourceError> {
     let repository = open_repository(repo)?;
     if rev == "HEAD" && repository.head().is_err() {
         return Err(SourceError::NoCommits(repo.to_owned()));
@@ -234,7 +251,7 @@ pub fn read_revision(repo: &Path, rev: &str, opts: &ReadOptions) -> Result<Snaps
         commit: Some(info),
         ..Snapshot::default()
     };
-    walk_tree(&repository, &odb, &tree, &sub, opts, &mut snapshot)?;
+    walk_tree(&repository, &odb, &tree, &sub, opts, known, &mut snapshot)?;
     Ok(snapshot)
 }
 
@@ -244,6 +261,7 @@ fn walk_tree(
     tree: &git2::Tree<'_>,
     prefix: &str,
     opts: &ReadOptions,
+    known: &Known<'_>,
     out: &mut Snapshot,
 ) -> Result<(), SourceError> {
     for entry in tree.iter() {
@@ -259,7 +277,7 @@ fn walk_tree(
         match entry.filemode() {
             0o040000 => {
                 let sub = repo.find_tree(entry.id())?;
-                walk_tree(repo, odb, &sub, &path, opts, out)?;
+                walk_tree(repo, odb, &sub, &path, opts, known, out)?;
             }
             0o120000 => out.findings.push(symlink_finding(&path)),
             0o160000 => out.findings.push(
@@ -271,6 +289,14 @@ fn walk_tree(
                 .hint("vendor the manifests into this repository instead of linking another one"),
             ),
             _ if is_manifest_path(&path) && opts.wanted(&path) => {
+                if let Some(text) = known(&path, entry.id()) {
+                    out.files.push(SourceFile {
+                        path,
+                        text,
+                        id: Some(entry.id()),
+                    });
+                    continue;
+                }
                 let (size, _) = odb.read_header(entry.id())?;
                 if size as u64 > opts.max_file_bytes {
                     out.findings
@@ -279,7 +305,11 @@ fn walk_tree(
                 }
                 let blob = repo.find_blob(entry.id())?;
                 match decode(&path, blob.content().to_vec()) {
-                    Ok(text) => out.files.push(SourceFile { path, text }),
+                    Ok(text) => out.files.push(SourceFile {
+                        path,
+                        text,
+                        id: Some(entry.id()),
+                    }),
                     Err(f) => out.findings.push(*f),
                 }
             }
@@ -357,7 +387,11 @@ fn walk_dir(
             }
             let bytes = std::fs::read(entry.path()).map_err(io(&entry.path()))?;
             match decode(&path, bytes) {
-                Ok(text) => out.files.push(SourceFile { path, text }),
+                Ok(text) => out.files.push(SourceFile {
+                    path,
+                    text,
+                    id: None,
+                }),
                 Err(f) => out.findings.push(*f),
             }
         }

@@ -9,10 +9,15 @@
 //! Writes to a tenant use optimistic concurrency on its `version` column: a writer states the
 //! version it read, and loses with [`StoreError::Conflict`] if someone wrote in between.
 
+mod jobs;
+mod webhooks;
+
+pub use jobs::{Job, JobStep, NewJob};
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Row};
 use std::time::{SystemTime, UNIX_EPOCH};
+pub use webhooks::{Delivery, DueDelivery, RetryPolicy, Webhook};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -212,6 +217,8 @@ pub struct ReconcileRecord {
     pub decisions: Vec<DecisionRecord>,
     pub audit: Vec<AuditRecord>,
     pub events: Vec<NewEvent>,
+    /// The tenant's lifecycle job, in its final state for this attempt.
+    pub job: Option<Job>,
 }
 
 #[derive(Clone)]
@@ -521,6 +528,9 @@ impl Store {
             self.put_tenant_on(&mut tx, tenant, *expected).await?;
         }
         self.record_decisions_on(&mut tx, &r.decisions).await?;
+        if let Some(job) = &r.job {
+            self.save_job_on(&mut tx, job).await?;
+        }
         let now = now_ms();
         for (order, a) in r.audit.iter().enumerate() {
             let id = stable_id(&[&a.tenant_id, &a.correlation_id, &a.event_type, &a.target]);

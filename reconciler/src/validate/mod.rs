@@ -116,6 +116,7 @@ pub struct ValidateOptions {
     pub yaml: YamlLimits,
 }
 
+#[derive(Clone)]
 enum Typed {
     Tenant(Box<Tenant>),
     Organization(Organization),
@@ -124,6 +125,7 @@ enum Typed {
 }
 
 /// A document that passed; its YAML tree is dropped here (see [`Located`]).
+#[derive(Clone)]
 struct Checked {
     file: String,
     doc: usize,
@@ -175,30 +177,93 @@ fn pool() -> &'static rayon::ThreadPool {
     })
 }
 
+/// What one file yielded: its checked documents, its own findings, its document count.
+type FileResult = (Vec<Checked>, Vec<Finding>, usize);
+
+/// Per-file results of the previous validation, keyed by path and Git blob id.
+///
+/// A file whose blob is unchanged parses to the same documents and file-local findings, so a
+/// long-running reconciler re-parses only the files a commit touched; the checks across files
+/// (unique ids, references) still run over the whole catalog every time.
+#[derive(Default)]
+pub struct ParseCache {
+    files: HashMap<String, (git2::Oid, std::sync::Arc<FileResult>, std::sync::Arc<str>)>,
+    /// Files parsed (not taken from the cache) by the last validation.
+    pub parsed: usize,
+}
+
+impl ParseCache {
+    /// The text of `path` if its blob is `id` (see [`crate::source::read_revision_reusing`]).
+    pub fn text(&self, path: &str, id: git2::Oid) -> Option<String> {
+        self.files
+            .get(path)
+            .filter(|(known, ..)| *known == id)
+            .map(|(.., text)| text.to_string())
+    }
+}
+
+fn check_file(path: &str, text: &str, opts: &ValidateOptions, schemas: &Schemas) -> FileResult {
+    let (docs, mut file_findings) = manifest::parse_file(path, text, &opts.yaml);
+    let count = docs.len();
+    let mut checked = Vec::with_capacity(docs.len());
+    for doc in docs {
+        match check_document(doc, schemas) {
+            Ok(c) => checked.push(c),
+            Err(fs) => file_findings.extend(fs),
+        }
+    }
+    (checked, file_findings, count)
+}
+
 /// Validate every file of a snapshot.
 pub fn validate(snapshot: &Snapshot, opts: &ValidateOptions) -> Report {
+    validate_cached(snapshot, opts, None)
+}
+
+/// [`validate`], reusing (and refreshing) the per-file results in `cache` for files whose blob
+/// is unchanged.
+pub fn validate_cached(
+    snapshot: &Snapshot,
+    opts: &ValidateOptions,
+    cache: Option<&mut ParseCache>,
+) -> Report {
     let schemas = Schemas::get();
     let mut findings = snapshot.findings.clone();
+    let cached = |file: &crate::source::SourceFile| {
+        let (id, result, _) = cache.as_deref()?.files.get(&file.path)?;
+        (Some(*id) == file.id).then(|| result.clone())
+    };
     // Parse and schema-check files in parallel; each file is independent until cross-checks.
-    let per_file: Vec<(Vec<Checked>, Vec<Finding>, usize)> = pool().install(|| {
+    let per_file: Vec<(std::sync::Arc<FileResult>, bool)> = pool().install(|| {
         snapshot
             .files
             .par_iter()
-            .map(|file| {
-                let (docs, mut file_findings) =
-                    manifest::parse_file(&file.path, &file.text, &opts.yaml);
-                let count = docs.len();
-                let mut checked = Vec::with_capacity(docs.len());
-                for doc in docs {
-                    match check_document(doc, schemas) {
-                        Ok(c) => checked.push(c),
-                        Err(fs) => file_findings.extend(fs),
-                    }
-                }
-                (checked, file_findings, count)
+            .map(|file| match cached(file) {
+                Some(hit) => (hit, false),
+                None => (
+                    std::sync::Arc::new(check_file(&file.path, &file.text, opts, schemas)),
+                    true,
+                ),
             })
             .collect()
     });
+    if let Some(cache) = cache {
+        cache.parsed = per_file.iter().filter(|(_, parsed)| *parsed).count();
+        cache.files = snapshot
+            .files
+            .iter()
+            .zip(&per_file)
+            .filter_map(|(f, (r, _))| {
+                Some((
+                    f.path.clone(),
+                    (f.id?, r.clone(), std::sync::Arc::from(f.text.as_str())),
+                ))
+            })
+            .collect();
+    }
+    let per_file = per_file
+        .into_iter()
+        .map(|(r, _)| std::sync::Arc::try_unwrap(r).unwrap_or_else(|shared| (*shared).clone()));
 
     let mut summary = Summary {
         files: snapshot.files.len(),

@@ -1,0 +1,128 @@
+//! `tenancy jobs`: lifecycle jobs and their steps, from the state store.
+
+use super::plan::{ApplyOutput, open_state, paint, short, write_json};
+use super::{CliError, exit};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct JobsArgs {
+    /// Only this tenant's jobs.
+    pub tenant: Option<String>,
+
+    /// Show one job with its steps and log.
+    #[arg(long, value_name = "JOB_ID", conflicts_with = "tenant")]
+    pub job: Option<String>,
+
+    /// At most this many jobs, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+
+    /// The reconciler's configuration (for the state store URL).
+    #[arg(long, value_name = "FILE", env = "TENANCY_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = ApplyOutput::Text)]
+    pub output: ApplyOutput,
+}
+
+fn state_color(state: &str) -> &'static str {
+    match state {
+        "completed" => "32",
+        "running" | "queued" => "33",
+        _ => "31",
+    }
+}
+
+pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
+    let Some((rt, store)) = open_state(args.config.as_deref())? else {
+        return Ok(exit::FAILURE);
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Some(id) = &args.job {
+        let job = rt
+            .block_on(store.job(id))
+            .map_err(|e| CliError::State(e.to_string()))?;
+        let Some(job) = job else {
+            eprintln!("no job `{id}` (list them with `tenancy jobs`)");
+            return Ok(exit::FINDINGS);
+        };
+        match args.output {
+            ApplyOutput::Json => write_json(&mut out, &job)?,
+            ApplyOutput::Text => {
+                writeln!(
+                    out,
+                    "job {} — {} {} for commit {}: {} ({:.0} %)",
+                    job.job_id,
+                    job.action,
+                    job.tenant_id,
+                    job.commit_sha.as_deref().map(short).unwrap_or("-"),
+                    paint(color, state_color(&job.state), &job.state),
+                    job.progress * 100.0
+                )?;
+                if let Some(e) = &job.error {
+                    writeln!(out, "  error: {e}")?;
+                }
+                for s in &job.steps {
+                    let mark = match s.state.as_str() {
+                        "completed" => "✓",
+                        "failed" => "✗",
+                        _ => "·",
+                    };
+                    write!(out, "  {mark} {}", s.name)?;
+                    match &s.error {
+                        Some(e) => writeln!(out, " — {e}")?,
+                        None => writeln!(out)?,
+                    }
+                }
+                if !job.logs.is_empty() {
+                    writeln!(out, "log:")?;
+                    for line in job.logs.lines() {
+                        writeln!(out, "  {line}")?;
+                    }
+                }
+            }
+        }
+        out.flush()?;
+        return Ok(exit::OK);
+    }
+    let jobs = rt
+        .block_on(store.jobs(args.tenant.as_deref(), args.limit))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    match args.output {
+        ApplyOutput::Json => write_json(
+            &mut out,
+            &serde_json::json!({
+                "apiVersion": "tenancy.dev/v1",
+                "kind": "JobList",
+                "jobs": jobs,
+            }),
+        )?,
+        ApplyOutput::Text => {
+            writeln!(
+                out,
+                "{:<32} {:<16} {:<14} {:<10} {:>5} COMMIT",
+                "JOB", "TENANT", "ACTION", "STATE", "DONE"
+            )?;
+            for j in &jobs {
+                writeln!(
+                    out,
+                    "{:<32} {:<16} {:<14} {} {:>4.0}% {}",
+                    j.job_id,
+                    j.tenant_id,
+                    j.action,
+                    paint(color, state_color(&j.state), &format!("{:<10}", j.state)),
+                    j.progress * 100.0,
+                    j.commit_sha.as_deref().map(short).unwrap_or("-")
+                )?;
+            }
+            if jobs.is_empty() {
+                writeln!(out, "(no jobs)")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(exit::OK)
+}

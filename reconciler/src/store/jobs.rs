@@ -1,0 +1,346 @@
+//! Lifecycle jobs (`tenant_jobs`): every lifecycle transition and profile change of a tenant
+//! runs as a job whose steps are the plan's changes, with progress, from `queued` through
+//! `running` to `completed` or `failed`.
+//!
+//! A job's id is derived from (tenant, commit, action), so the reconcile that follows a crash
+//! finds the same job and resumes it: the steps it completed stay completed, the plan (which
+//! lists only what is still to do) supplies the remaining ones, and a step that was pending
+//! but no longer appears in the plan was done before the crash and is marked so. A newer
+//! commit's job for the same tenant supersedes an unfinished older one.
+
+use super::{Store, StoreError, now_ms, safe, stable_id};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStep {
+    pub name: String,
+    /// `pending`, `completed` or `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub job_id: String,
+    pub tenant_id: String,
+    /// `create`, `activate`, `suspend`, `resume`, `archive`, `delete`, `change-profile`.
+    pub action: String,
+    /// `queued`, `running`, `completed`, `failed`.
+    pub state: String,
+    /// Completed steps / all steps, 0.0–1.0.
+    pub progress: f64,
+    pub steps: Vec<JobStep>,
+    pub commit_sha: Option<String>,
+    pub error: Option<String>,
+    /// One line per state change, oldest first.
+    pub logs: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A job to run: its tenant, the commit it converges, its action and its steps.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub tenant_id: String,
+    pub commit_sha: String,
+    pub action: String,
+    pub steps: Vec<String>,
+}
+
+impl NewJob {
+    pub fn id(&self) -> String {
+        stable_id(&["job", &self.tenant_id, &self.commit_sha, &self.action])
+    }
+}
+
+impl Job {
+    fn refresh_progress(&mut self) {
+        let done = self.steps.iter().filter(|s| s.state == "completed").count();
+        self.progress = if self.steps.is_empty() {
+            if self.state == "completed" { 1.0 } else { 0.0 }
+        } else {
+            done as f64 / self.steps.len() as f64
+        };
+    }
+
+    fn log(&mut self, line: &str) {
+        let when = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        self.logs.push_str(&format!("{when} {line}\n"));
+        self.updated_at = now_ms();
+    }
+
+    /// Mark step `name` completed.
+    pub fn step_done(&mut self, name: &str) {
+        if let Some(s) = self
+            .steps
+            .iter_mut()
+            .find(|s| s.name == name && s.state != "completed")
+        {
+            s.state = "completed".into();
+            s.error = None;
+        }
+        self.updated_at = now_ms();
+        self.refresh_progress();
+    }
+
+    /// Mark step `name` failed and the job with it.
+    pub fn fail(&mut self, step: Option<&str>, error: &str) {
+        if let Some(s) = step.and_then(|n| self.steps.iter_mut().find(|s| s.name == n)) {
+            s.state = "failed".into();
+            s.error = Some(error.to_owned());
+        }
+        self.state = "failed".into();
+        self.error = Some(error.to_owned());
+        self.log(&format!("failed: {error}"));
+        self.refresh_progress();
+    }
+
+    pub fn complete(&mut self) {
+        for s in &mut self.steps {
+            if s.state == "pending" {
+                s.state = "completed".into();
+            }
+        }
+        self.state = "completed".into();
+        self.error = None;
+        self.log("completed");
+        self.refresh_progress();
+    }
+}
+
+const JOB_COLUMNS: &str = "job_id, tenant_id, action, state, progress, CAST(steps AS TEXT) AS steps, logs, commit_sha, error, created_at, updated_at";
+
+fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, StoreError> {
+    let steps: String = r.try_get("steps")?;
+    Ok(Job {
+        job_id: r.try_get("job_id")?,
+        tenant_id: r.try_get("tenant_id")?,
+        action: r.try_get("action")?,
+        state: r.try_get("state")?,
+        progress: r.try_get("progress")?,
+        steps: serde_json::from_str(&steps).unwrap_or_default(),
+        commit_sha: r.try_get("commit_sha")?,
+        error: r.try_get("error")?,
+        logs: r.try_get("logs")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Record jobs as `queued` (those already known keep their state), in one transaction.
+    pub async fn queue_jobs(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for j in jobs {
+            let steps: Vec<JobStep> = j
+                .steps
+                .iter()
+                .map(|n| JobStep {
+                    name: n.clone(),
+                    state: "pending".into(),
+                    error: None,
+                })
+                .collect();
+            let logs = format!(
+                "{} queued for commit {}\n",
+                humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                j.commit_sha
+            );
+            sqlx::query(safe(format!(
+                "INSERT INTO tenant_jobs (job_id, tenant_id, action, state, progress, steps, logs, commit_sha, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'queued', 0.0, {}, $5, $6, $7, $7) ON CONFLICT (job_id) DO NOTHING",
+                self.dialect.json(4)
+            )))
+            .bind(j.id())
+            .bind(&j.tenant_id)
+            .bind(&j.action)
+            .bind(serde_json::to_string(&steps).unwrap_or_else(|_| "[]".into()))
+            .bind(logs)
+            .bind(&j.commit_sha)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Start (or resume) a job: `running`, its steps merged with those already completed, any
+    /// older unfinished job of the tenant superseded, and the tenant's status `progressing`.
+    pub async fn start_job(&self, new: &NewJob) -> Result<Job, StoreError> {
+        let id = new.id();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Write first: SQLite then takes its write lock at once (waiting for it under the busy
+        // timeout) instead of failing to upgrade a read lock while another writer holds it.
+        sqlx::query(
+            "UPDATE tenant_jobs SET state = 'failed', error = $3, updated_at = $4 \
+             WHERE tenant_id = $1 AND job_id <> $2 AND state IN ('queued', 'running')",
+        )
+        .bind(&new.tenant_id)
+        .bind(&id)
+        .bind(format!(
+            "superseded by the {} job for commit {}",
+            new.action, new.commit_sha
+        ))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let existing = sqlx::query(safe(format!(
+            "SELECT {JOB_COLUMNS} FROM tenant_jobs WHERE job_id = $1"
+        )))
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| job_from_row(&r))
+        .transpose()?;
+        let resumed = existing.as_ref().is_some_and(|j| j.state != "queued");
+        let mut job = existing.unwrap_or_else(|| Job {
+            job_id: id.clone(),
+            tenant_id: new.tenant_id.clone(),
+            action: new.action.clone(),
+            state: "queued".into(),
+            progress: 0.0,
+            steps: Vec::new(),
+            commit_sha: Some(new.commit_sha.clone()),
+            error: None,
+            logs: String::new(),
+            created_at: now,
+            updated_at: now,
+        });
+        // Steps still pending from an earlier attempt that the plan no longer lists were made
+        // before that attempt stopped: the plan only lists what is left to do.
+        for s in &mut job.steps {
+            if s.state != "completed" && !new.steps.contains(&s.name) {
+                s.state = "completed".into();
+                s.error = None;
+            }
+        }
+        for name in &new.steps {
+            match job.steps.iter_mut().find(|s| &s.name == name) {
+                Some(s) => {
+                    s.state = "pending".into();
+                    s.error = None;
+                }
+                None => job.steps.push(JobStep {
+                    name: name.clone(),
+                    state: "pending".into(),
+                    error: None,
+                }),
+            }
+        }
+        job.state = "running".into();
+        job.error = None;
+        job.log(if resumed {
+            "resumed from its last completed step"
+        } else {
+            "running"
+        });
+        job.refresh_progress();
+        self.save_job_on(&mut tx, &job).await?;
+        sqlx::query(
+            "INSERT INTO reconcile_status (tenant_id, status, last_attempted_commit, updated_at) VALUES ($1, 'progressing', $2, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET status = 'progressing', last_attempted_commit = excluded.last_attempted_commit, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&new.tenant_id)
+        .bind(&new.commit_sha)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    pub(super) async fn save_job_on(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        job: &Job,
+    ) -> Result<(), StoreError> {
+        sqlx::query(safe(format!(
+            "INSERT INTO tenant_jobs (job_id, tenant_id, action, state, progress, steps, logs, commit_sha, error, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, {}, $7, $8, $9, $10, $11) \
+             ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, progress = excluded.progress, steps = excluded.steps, \
+               logs = excluded.logs, error = excluded.error, updated_at = excluded.updated_at",
+            self.dialect.json(6)
+        )))
+        .bind(&job.job_id)
+        .bind(&job.tenant_id)
+        .bind(&job.action)
+        .bind(&job.state)
+        .bind(job.progress)
+        .bind(serde_json::to_string(&job.steps).unwrap_or_else(|_| "[]".into()))
+        .bind(&job.logs)
+        .bind(&job.commit_sha)
+        .bind(&job.error)
+        .bind(job.created_at)
+        .bind(job.updated_at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Save a job's progress.
+    pub async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        self.save_job_on(&mut conn, job).await
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        sqlx::query(safe(format!(
+            "SELECT {JOB_COLUMNS} FROM tenant_jobs WHERE job_id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|r| job_from_row(&r))
+        .transpose()
+    }
+
+    /// Jobs, newest first: all or one tenant's, at most `limit`.
+    pub async fn jobs(&self, tenant: Option<&str>, limit: i64) -> Result<Vec<Job>, StoreError> {
+        let rows = match tenant {
+            Some(t) => {
+                sqlx::query(safe(format!(
+                    "SELECT {JOB_COLUMNS} FROM tenant_jobs WHERE tenant_id = $1 ORDER BY created_at DESC, job_id LIMIT $2"
+                )))
+                .bind(t)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(safe(format!(
+                    "SELECT {JOB_COLUMNS} FROM tenant_jobs ORDER BY created_at DESC, job_id LIMIT $1"
+                )))
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Each stored tenant's lifecycle state and profile, by id (the "before" of a transition).
+    pub async fn tenant_states(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (String, String)>, StoreError> {
+        let rows = sqlx::query("SELECT tenant_id, state, profile FROM tenants")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("tenant_id")?,
+                    (r.try_get("state")?, r.try_get("profile")?),
+                ))
+            })
+            .collect()
+    }
+}
