@@ -22,8 +22,8 @@ ENVS = ["dev", "qa", "staging", "prod"]
 LIFECYCLE = ["Active"] * 6 + ["Draft", "Suspended", "Archived", "Deleted"]
 
 
-def tenant(i, org, rng, uniform=False):
-    tid = f"t_{100000 + i}"
+def tenant(i, org, rng, uniform=False, prefix=""):
+    tid = f"t_{prefix}{100000 + i}"
     plan = rng.choice(list(PLANS))
     profiles, storage, jobs, api = PLANS[plan]
     profile = "mt-standard" if uniform else rng.choice(profiles)
@@ -70,6 +70,7 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--orgs", type=int, default=0, help="number of organizations (default count/50)")
     ap.add_argument("--uniform", action="store_true", help="Active mt-standard tenants with dev and prod")
+    ap.add_argument("--id-prefix", default="", help="put this after `t_` in every tenant id (tests keep ids unique per run)")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     if os.path.exists(args.out):
@@ -85,7 +86,7 @@ def main():
             fh.write(f"apiVersion: tenancy.dev/v1\nkind: Organization\nmetadata: {{ id: {org}, displayName: Org {org} }}\n")
     for i in range(args.count):
         org = orgs[i % n_orgs]
-        tid, text = tenant(i, org, rng, args.uniform)
+        tid, text = tenant(i, org, rng, args.uniform, args.id_prefix)
         with open(os.path.join(args.out, org, f"{tid}.yaml"), "w") as fh:
             fh.write(text)
     git = ["git", "-C", args.out, "-c", "user.name=bench", "-c", "user.email=bench@tenancy.invalid"]

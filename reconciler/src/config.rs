@@ -199,12 +199,45 @@ impl DetectOnly {
 }
 
 /// `tenancy run`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DaemonConfig {
     /// What to do with a commit that does not descend from the last one reconciled.
     #[serde(default)]
     pub on_non_fast_forward: NonFastForward,
+    /// Follow a remote repository (fetched into a mirror under the embedded root) instead of
+    /// watching a local one.
+    pub remote: Option<String>,
+    /// The branch of `remote` to follow.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Fetch `remote` at least this often (a trigger from the Git host fetches at once).
+    #[serde(default = "default_fetch_interval")]
+    pub fetch_interval_seconds: u64,
+    /// Shared secret of `POST /hooks/git` (Git-host push webhooks): the request's
+    /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>` must match. Without it the
+    /// endpoint is not served.
+    pub trigger_secret: Option<String>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            on_non_fast_forward: NonFastForward::default(),
+            remote: None,
+            branch: default_branch(),
+            fetch_interval_seconds: default_fetch_interval(),
+            trigger_secret: None,
+        }
+    }
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+fn default_fetch_interval() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -510,6 +543,20 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         assert_eq!(c.object_store.targets.len(), 4);
         assert_eq!(c.kafka.targets["kafka-ap-south-1"].replication_factor, 3);
         assert!(c.object_store.targets["s3-eu-central-1"].path_style);
+        assert_eq!(c.daemon.branch, "main");
+        assert_eq!(c.daemon.fetch_interval_seconds, 30);
+        assert_eq!(c.daemon.trigger_secret.as_deref(), Some("secret"));
+        assert!(
+            c.daemon
+                .remote
+                .as_deref()
+                .is_some_and(|r| r.contains("@git.example.com"))
+        );
+        // Without a [daemon] table the defaults hold.
+        let d = Config::parse("", "empty.toml", &|_| None)
+            .expect("empty")
+            .daemon;
+        assert_eq!((d.branch.as_str(), d.fetch_interval_seconds), ("main", 30));
         assert!(c.apply.detect_only.covers("t_5001", "postgres"));
         // And every reference in it has the documented form.
         let err = Config::parse(&text, "sample", &|_| Some("x".into())).expect_err("files");

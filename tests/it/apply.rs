@@ -29,7 +29,7 @@ fn bundle() -> String {
 /// A tenancy.toml for `tag`: every region's PostgreSQL target is `pg_url` (one database per
 /// test), S3 targets on moto (or `s3_override` for one region), Kafka on noida-db (ap, eu-west)
 /// and tansu (eu-central, us).
-fn write_config(
+pub(crate) fn write_config(
     dir: &Path,
     env: &HashMap<String, String>,
     tag: &str,
@@ -69,7 +69,7 @@ fn write_config(
     path
 }
 
-fn run(args: &[&str]) -> crate::support::Run {
+pub(crate) fn run(args: &[&str]) -> crate::support::Run {
     // The S3 credentials come from the environment, as a deployment's secrets would.
     // SAFETY: every test sets the same value; tests never read or remove it.
     unsafe { std::env::set_var("IT_S3_KEY", "test") };

@@ -500,3 +500,94 @@ fn webhooks_are_signed_retried_and_dead_lettered() {
     let r = crate::support::tenancy(&["webhooks", "requeue", "dl_nope", "--config", cfg]);
     assert_eq!(r.code, 1, "{}", r.stderr);
 }
+
+fn http_post(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = format!(
+        "POST {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    write!(s, "{req}\r\n{body}").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A remote repository, followed through a mirror: a push is fetched when the Git host's
+/// webhook arrives with a valid HMAC signature (a wrong one is refused with 401), and the
+/// commit is converged.
+#[test]
+fn a_remote_repository_is_fetched_on_a_signed_trigger() {
+    use hmac::Mac;
+    let upstream = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = embedded_config(work.path());
+    let secret = "trigger-secret-0123456789";
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml += &format!(
+        "[daemon]\nremote = \"file://{}\"\nbranch = \"{}\"\nfetch-interval-seconds = 3600\ntrigger-secret = \"{secret}\"\n",
+        upstream.path().display(),
+        upstream
+            .repo
+            .head()
+            .expect("head")
+            .shorthand()
+            .expect("branch")
+    );
+    std::fs::write(&config, toml).expect("config");
+    let port = free_port();
+    // --repo is ignored when [daemon] remote is set: the mirror is the repository.
+    let daemon = start(&upstream, &config, port);
+    wait_for("/readyz", Duration::from_secs(30), || {
+        http_get(port, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    assert!(events_of(&config, "t_5001").contains("TENANCY_CREATED"));
+
+    upstream.edit(
+        "org_acme/t_5001.yaml",
+        "lifecycle: Active",
+        "lifecycle: Suspended",
+    );
+    upstream.commit("suspend t_5001 upstream");
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let sign = |key: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    assert_eq!(
+        http_post(
+            port,
+            "/hooks/git",
+            &[("X-Hub-Signature-256", &sign("wrong"))],
+            body
+        ),
+        Some(401)
+    );
+    assert_eq!(http_post(port, "/hooks/git", &[], body), Some(401));
+    assert!(metric(port, "tenancy_triggers_refused_total") >= 2);
+    // Refused triggers fetched nothing (the hour-long interval has not passed).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!events_of(&config, "t_5001").contains("TENANCY_SUSPENDED"));
+    assert_eq!(
+        http_post(
+            port,
+            "/hooks/git",
+            &[("X-Hub-Signature-256", &sign(secret))],
+            body
+        ),
+        Some(202)
+    );
+    wait_for(
+        "the pushed commit converged",
+        Duration::from_secs(15),
+        || events_of(&config, "t_5001").contains("TENANCY_SUSPENDED"),
+    );
+    assert_eq!(metric(port, "tenancy_triggers_total"), 1);
+    assert!(metric(port, "tenancy_fetches_total") >= 2);
+    assert!(stop(daemon).success());
+}

@@ -63,18 +63,9 @@ fn apply_records_events_and_audit_for_every_transition_once() {
     assert_eq!(apply(repo.path(), &config).code, 0);
 
     let all = events(&config, None);
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(workspace_root().join("schemas/event.schema.json"))
-            .expect("schema"),
-    )
-    .expect("json");
-    let validator = jsonschema::draft202012::new(&schema).expect("schema compiles");
+    let schema = crate::support::EventSchema::load();
     for e in &all {
-        let errors: Vec<String> = validator
-            .iter_errors(e)
-            .map(|x| format!("{x} at {}", x.instance_path()))
-            .collect();
-        assert!(errors.is_empty(), "{errors:?} in {e:#}");
+        schema.check(e);
     }
     // A new Active tenant: created, then activated; a new Draft one: created only.
     assert_eq!(
@@ -155,7 +146,7 @@ fn apply_records_events_and_audit_for_every_transition_once() {
             .contains("residency")
     );
     for e in events(&config, None) {
-        assert!(validator.iter_errors(&e).next().is_none(), "{e:#}");
+        schema.check(&e);
     }
 
     // Resuming emits TENANCY_RESUMED; the audit trail names the commit author and outcome.
@@ -215,8 +206,6 @@ fn apply_records_events_and_audit_for_every_transition_once() {
 /// unreachable the events wait in the outbox and the next run delivers them.
 #[tokio::test(flavor = "multi_thread")]
 async fn events_are_relayed_to_kafka_and_wait_in_the_outbox_while_it_is_down() {
-    use tenancy_plane_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-    use tenancy_plane_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
     let Some(env) = crate::services::endpoints() else {
         return;
     };
@@ -265,31 +254,12 @@ async fn events_are_relayed_to_kafka_and_wait_in_the_outbox_while_it_is_down() {
     );
 
     // Read them back with a real consumer: same ids, keyed by tenant, in sequence per tenant.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker)
-        .set("group.id", "tenancy-it")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(&topic), std::time::Duration::from_secs(10))
-        .expect("metadata");
-    let mut assignment = TopicPartitionList::new();
-    for p in metadata.topics()[0].partitions() {
-        assignment
-            .add_partition_offset(&topic, p.id(), Offset::Beginning)
-            .expect("partition");
-    }
-    consumer.assign(&assignment).expect("assign");
-    let mut received: Vec<(String, Value)> = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while received.len() < recorded.len() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(std::time::Duration::from_millis(200)) {
-            let key = String::from_utf8_lossy(m.key().expect("key")).into_owned();
-            let event: Value = serde_json::from_slice(m.payload().expect("payload")).expect("json");
-            received.push((key, event));
-        }
-    }
+    let received = crate::support::read_topic(
+        &broker,
+        &topic,
+        recorded.len(),
+        std::time::Duration::from_secs(20),
+    );
     assert_eq!(received.len(), recorded.len(), "every event delivered");
     let mut ids: Vec<&str> = received
         .iter()

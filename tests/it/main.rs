@@ -10,6 +10,7 @@ mod events;
 mod plane_postgres;
 mod planes;
 mod policy;
+mod reliability;
 mod services;
 mod source;
 mod store;

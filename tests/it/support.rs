@@ -279,3 +279,71 @@ pub fn pg_url(base: &str, user: &str, db: &str) -> String {
         .expect("host");
     format!("postgres://{user}@{host}/{db}")
 }
+
+/// A validator for `schemas/event.schema.json` (the CloudEvents envelope and each type's
+/// payload); `check` panics naming every violation.
+pub struct EventSchema(jsonschema::Validator);
+
+impl EventSchema {
+    pub fn load() -> EventSchema {
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(workspace_root().join("schemas/event.schema.json"))
+                .expect("schema"),
+        )
+        .expect("json");
+        EventSchema(jsonschema::draft202012::new(&schema).expect("schema compiles"))
+    }
+
+    pub fn check(&self, event: &serde_json::Value) {
+        let errors: Vec<String> = self
+            .0
+            .iter_errors(event)
+            .map(|x| format!("{x} at {}", x.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?} in {event:#}");
+    }
+}
+
+/// Every message of `topic` from the beginning, read with a real Kafka consumer (assigned
+/// partitions, no group join), as (key, JSON payload) in partition order; stops once `at_least`
+/// messages were read and the topic is quiet, or at `timeout`.
+pub fn read_topic(
+    broker: &str,
+    topic: &str,
+    at_least: usize,
+    timeout: std::time::Duration,
+) -> Vec<(String, serde_json::Value)> {
+    use tenancy_plane_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
+    use tenancy_plane_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", "tenancy-it")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .expect("metadata");
+    let mut assignment = TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, p.id(), Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut received = Vec::new();
+    let deadline = std::time::Instant::now() + timeout;
+    let mut quiet = 0;
+    while std::time::Instant::now() < deadline && (received.len() < at_least || quiet < 5) {
+        match consumer.poll(std::time::Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                quiet = 0;
+                let key = String::from_utf8_lossy(m.key().expect("key")).into_owned();
+                let event = serde_json::from_slice(m.payload().expect("payload")).expect("json");
+                received.push((key, event));
+            }
+            _ => quiet += 1,
+        }
+    }
+    received
+}

@@ -101,6 +101,10 @@ pub struct Metrics {
     /// Microseconds, summed over successful deliveries.
     webhook_latency_us: AtomicU64,
     webhook_pending: AtomicU64,
+    fetches: AtomicU64,
+    fetch_errors: AtomicU64,
+    triggers: AtomicU64,
+    triggers_refused: AtomicU64,
     tenants: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
@@ -171,6 +175,30 @@ impl Metrics {
             get(&self.outbox_pending),
         );
         metric(
+            "tenancy_fetches_total",
+            "counter",
+            "Fetches of the remote repository.",
+            get(&self.fetches),
+        );
+        metric(
+            "tenancy_fetch_errors_total",
+            "counter",
+            "Fetches of the remote repository that failed.",
+            get(&self.fetch_errors),
+        );
+        metric(
+            "tenancy_triggers_total",
+            "counter",
+            "Accepted POST /hooks/git triggers.",
+            get(&self.triggers),
+        );
+        metric(
+            "tenancy_triggers_refused_total",
+            "counter",
+            "POST /hooks/git requests refused (missing or wrong signature).",
+            get(&self.triggers_refused),
+        );
+        metric(
             "tenancy_webhook_deliveries_pending",
             "gauge",
             "Webhook deliveries waiting for their (next) attempt.",
@@ -204,10 +232,65 @@ impl Metrics {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
-    use axum::routing::get;
+/// `POST /hooks/git`: a Git host's push webhook, verified with the shared secret.
+struct Trigger {
+    secret: String,
+    pending: Arc<AtomicBool>,
+    wake: tokio::sync::mpsc::Sender<()>,
+}
+
+/// Is `signature` (`sha256=<hex>` as GitHub, Forgejo and GitLab-compatible hosts send in
+/// `X-Hub-Signature-256`, or bare hex as Gitea's `X-Gitea-Signature`) the HMAC-SHA256 of `body`?
+/// Compared in constant time.
+fn trigger_signature_ok(secret: &str, body: &[u8], signature: &str) -> bool {
+    use hmac::Mac;
+    let hex_sig = signature.strip_prefix("sha256=").unwrap_or(signature);
+    let Ok(given) = hex::decode(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&given).is_ok()
+}
+
+async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, trigger: Option<Trigger>) {
+    use axum::routing::{get, post};
     let ready = metrics.clone();
-    let app = axum::Router::new()
+    let mut app = axum::Router::new();
+    if let Some(trigger) = trigger {
+        let trigger = Arc::new(trigger);
+        let m = metrics.clone();
+        app = app.route(
+            "/hooks/git",
+            post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (trigger, m) = (trigger.clone(), m.clone());
+                    async move {
+                        let signature = headers
+                            .get("x-hub-signature-256")
+                            .or_else(|| headers.get("x-gitea-signature"))
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default();
+                        if !trigger_signature_ok(&trigger.secret, &body, signature) {
+                            m.triggers_refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!("POST /hooks/git refused: missing or wrong signature");
+                            return (
+                                axum::http::StatusCode::UNAUTHORIZED,
+                                "signature missing or wrong (X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>)\n",
+                            );
+                        }
+                        m.triggers.fetch_add(1, Ordering::Relaxed);
+                        trigger.pending.store(true, Ordering::Relaxed);
+                        let _ = trigger.wake.try_send(());
+                        (axum::http::StatusCode::ACCEPTED, "fetching\n")
+                    }
+                },
+            ),
+        );
+    }
+    let app = app
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -269,8 +352,23 @@ fn cursor_key(opts: &Options) -> String {
     format!("daemon.last-commit:{}:{}", repo.display(), opts.path)
 }
 
-pub async fn run(opts: Options) -> Result<(), CliError> {
+pub async fn run(mut opts: Options) -> Result<(), CliError> {
     let mut shutdown = Box::pin(shutdown_signal());
+    // A remote repository is followed through a bare mirror under the embedded root.
+    let remote = opts.config.daemon.remote.clone();
+    if let Some(url) = &remote {
+        let name = crate::store::stable_id(&[url, &opts.config.daemon.branch]);
+        opts.repo = opts.config.embedded.root.join("mirrors").join(&name[..16]);
+        std::fs::create_dir_all(&opts.repo)?;
+        say!(
+            "tenancy run: following {} (branch {}, fetched every {} s) through {}",
+            crate::source::redact(url),
+            opts.config.daemon.branch,
+            opts.config.daemon.fetch_interval_seconds,
+            opts.repo.display()
+        );
+    }
+    let opts = opts;
     let config = &opts.config;
     if config.state.url.is_none() {
         std::fs::create_dir_all(&config.embedded.root)?;
@@ -287,6 +385,15 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
         None => None,
     };
     let metrics = Arc::new(Metrics::default());
+    // Wake-ups: the watcher on .git, a Git-host trigger, the poll interval, shutdown.
+    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
+    let fetch_now = Arc::new(AtomicBool::new(true));
+
+    let relay = producer.map(|p| {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(relay_loop(p, store.clone(), metrics.clone(), wake.clone()));
+        wake
+    });
     if let Some(addr) = opts.listen {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics");
@@ -294,11 +401,13 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
             "tenancy run: serving /healthz /readyz /metrics on http://{}",
             listener.local_addr()?
         );
-        tokio::spawn(serve(listener, metrics.clone()));
+        let trigger = config.daemon.trigger_secret.clone().map(|secret| Trigger {
+            secret,
+            pending: fetch_now.clone(),
+            wake: wake_tx.clone(),
+        });
+        tokio::spawn(serve(listener, metrics.clone(), trigger));
     }
-
-    // Wake-ups: the watcher on .git, the poll interval, shutdown.
-    let (wake_tx, mut wake) = tokio::sync::mpsc::channel::<()>(1);
     let _watcher = {
         use notify::Watcher;
         let tx = wake_tx.clone();
@@ -327,7 +436,17 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
         w
     };
     let deliverer = crate::webhooks::Deliverer::new();
-    let key = cursor_key(&opts);
+    let key = match &remote {
+        Some(url) => format!(
+            "daemon.last-commit:{}#{}:{}",
+            crate::source::redact(url),
+            config.daemon.branch,
+            opts.path
+        ),
+        None => cursor_key(&opts),
+    };
+    let fetch_every = Duration::from_secs(config.daemon.fetch_interval_seconds.max(1));
+    let mut last_fetch: Option<Instant> = None;
     let mut last_full: Option<Instant> = None;
     let mut refused: Option<String> = None;
     let mut retries: BTreeMap<String, Retry> = BTreeMap::new();
@@ -341,6 +460,27 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
         opts.resync
     );
     loop {
+        if let Some(url) = &remote
+            && (fetch_now.swap(false, Ordering::Relaxed)
+                || last_fetch.is_none_or(|t| t.elapsed() >= fetch_every))
+        {
+            last_fetch = Some(Instant::now());
+            let (url, branch, dir) = (url.clone(), config.daemon.branch.clone(), opts.repo.clone());
+            let fetched = tokio::task::spawn_blocking(move || {
+                crate::source::fetch_mirror(&url, &branch, &dir)
+            })
+            .await
+            .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
+            metrics.fetches.fetch_add(1, Ordering::Relaxed);
+            match fetched {
+                Ok(head) => tracing::debug!(%head, "fetched"),
+                Err(e) => {
+                    metrics.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "fetch failed; retrying at the next interval");
+                    say!("tenancy run: {e}");
+                }
+            }
+        }
         let head = match head_of(&opts.repo) {
             Ok(h) => h,
             Err(e) => {
@@ -400,7 +540,7 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
             let parts = Parts {
                 opts: &opts,
                 planes: &planes,
-                producer: producer.as_ref(),
+                relay: relay.as_deref(),
                 store: &store,
                 metrics: &metrics,
             };
@@ -478,6 +618,52 @@ pub async fn run(opts: Options) -> Result<(), CliError> {
                 }
                 _ = tokio::time::sleep(nap) => {}
             }
+    }
+}
+
+/// Publish the outbox to Kafka whenever a pass recorded events, at start (events a crash or
+/// an outage left behind), and — while Kafka is unreachable — again after a backoff (1 s
+/// doubling to 30 s). Events are marked published only once acknowledged, so nothing is lost;
+/// a retry after an unacknowledged send may publish an event twice, with the same id.
+async fn relay_loop(
+    producer: reconcile::EventsProducer,
+    store: Store,
+    metrics: Arc<Metrics>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let r = producer.relay(&store).await;
+        metrics
+            .events_published
+            .fetch_add(r.published as u64, Ordering::Relaxed);
+        match r.error {
+            Some(e) => {
+                let next = backoff.map_or(Duration::from_secs(1), |b| {
+                    (b * 2).min(Duration::from_secs(30))
+                });
+                backoff = Some(next);
+                metrics
+                    .outbox_pending
+                    .store(r.pending as u64, Ordering::Relaxed);
+                tracing::warn!(error = %e, pending = r.pending, retry_in = ?next, "events wait in the outbox");
+            }
+            None => {
+                if backoff.take().is_some() {
+                    tracing::info!("events relayed again; the outbox is drained");
+                }
+                metrics.outbox_pending.store(0, Ordering::Relaxed);
+            }
+        }
+        match backoff {
+            Some(wait) => {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            None => wake.notified().await,
+        }
     }
 }
 
@@ -565,7 +751,8 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 struct Parts<'a> {
     opts: &'a Options,
     planes: &'a Planes,
-    producer: Option<&'a reconcile::EventsProducer>,
+    /// Wakes the relay task (present when events go to Kafka).
+    relay: Option<&'a tokio::sync::Notify>,
     store: &'a Store,
     metrics: &'a Metrics,
 }
@@ -579,7 +766,7 @@ async fn reconcile_once(
     let Parts {
         opts,
         planes,
-        producer,
+        relay,
         store,
         metrics,
     } = *parts;
@@ -666,28 +853,26 @@ async fn reconcile_once(
         }
     }
     let noted_ms = pass.elapsed().as_millis() as u64;
-    if let Some(p) = producer {
-        let r = p.relay(store).await;
-        metrics
-            .events_published
-            .fetch_add(r.published as u64, Ordering::Relaxed);
-        if let Some(e) = r.error {
-            tracing::warn!(error = %e, pending = r.pending, "events wait in the outbox");
-        }
+    // The relay task publishes what this pass recorded (it runs on its own, so an unreachable
+    // Kafka never holds up reconciling).
+    if let Some(wake) = relay {
+        wake.notify_one();
     }
     tracing::debug!(
         evaluated_ms,
         planned_ms,
         applied_ms,
         noted_ms,
-        relayed_ms = pass.elapsed().as_millis() as u64,
         "pass timings (cumulative)"
     );
-    // Metrics from two counting queries, whatever the number of tenants and events.
-    let pending = store.pending_count().await.unwrap_or(0);
-    metrics
-        .outbox_pending
-        .store(pending.max(0) as u64, Ordering::Relaxed);
+    // Metrics from counting queries, whatever the number of tenants and events. With Kafka
+    // the relay task keeps the outbox gauge; without, every event stays in the outbox.
+    if relay.is_none() {
+        let pending = store.pending_count().await.unwrap_or(0);
+        metrics
+            .outbox_pending
+            .store(pending.max(0) as u64, Ordering::Relaxed);
+    }
     if let Ok(counts) = store.status_counts().await
         && let Ok(mut t) = metrics.tenants.lock()
     {

@@ -635,9 +635,12 @@ pub async fn apply(
             ))
         })
         .collect();
-    store
-        .queue_jobs(&jobs.values().cloned().collect::<Vec<_>>())
-        .await?;
+    if let Some(sha) = commit.as_deref() {
+        let tenants: Vec<&str> = report.tenants.iter().map(|t| t.tenant.as_str()).collect();
+        store
+            .queue_jobs(sha, &tenants, &jobs.values().cloned().collect::<Vec<_>>())
+            .await?;
+    }
     let jobs = &jobs;
     let results: Vec<Result<TenantOutcome, ApplyError>> =
         futures_util::stream::iter(report.tenants.iter())

@@ -86,6 +86,59 @@ pub enum SourceError {
     },
     #[error("git error: {0}")]
     Git(#[from] git2::Error),
+    #[error("cannot fetch `{branch}` from {url}: {message}")]
+    Fetch {
+        url: String,
+        branch: String,
+        message: String,
+    },
+}
+
+/// Fetch `branch` of the repository at `url` into the bare mirror `dir` (created on first use)
+/// and point the mirror's HEAD at it; returns the fetched commit. The branch is force-updated, so
+/// a force-push upstream shows as a commit that does not descend from the last one reconciled.
+/// `url` is anything libgit2 fetches without prompting: `https://` (a token may be given in the
+/// URL through `${env:…}`), `file://` or a path.
+pub fn fetch_mirror(url: &str, branch: &str, dir: &Path) -> Result<String, SourceError> {
+    let fail = |message: String| SourceError::Fetch {
+        url: redact(url),
+        branch: branch.to_owned(),
+        message,
+    };
+    let repo = if dir.join("HEAD").is_file() {
+        git2::Repository::open_bare(dir)?
+    } else {
+        std::fs::create_dir_all(dir).map_err(|source| SourceError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        git2::Repository::init_bare(dir)?
+    };
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| fail(e.message().to_owned()))?;
+    let refspec = format!("+refs/heads/{branch}:refs/heads/{branch}");
+    remote
+        .fetch(&[refspec.as_str()], None, None)
+        .map_err(|e| fail(e.message().to_owned()))?;
+    let reference = format!("refs/heads/{branch}");
+    let head = repo
+        .find_reference(&reference)
+        .map_err(|_| fail("the remote has no such branch".into()))?
+        .peel_to_commit()?
+        .id();
+    repo.set_head(&reference)?;
+    Ok(head.to_string())
+}
+
+/// A URL with any password or token replaced by `***`, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 /// Open the repository at `repo`, or say it is not one.

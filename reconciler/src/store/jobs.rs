@@ -130,13 +130,48 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, StoreError> {
 }
 
 impl Store {
-    /// Record jobs as `queued` (those already known keep their state), in one transaction.
-    pub async fn queue_jobs(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
-        if jobs.is_empty() {
+    /// Record a pass's jobs as `queued` (those already known keep their state), and end the
+    /// unfinished jobs of the pass's other tenants — from an older commit, or no longer needed
+    /// at this one — as failed with the reason: a job never stays queued or running for good.
+    /// One transaction.
+    pub async fn queue_jobs(
+        &self,
+        commit: &str,
+        tenants: &[&str],
+        jobs: &[NewJob],
+    ) -> Result<(), StoreError> {
+        let unfinished: Vec<(String, String)> = sqlx::query(
+            "SELECT job_id, tenant_id FROM tenant_jobs WHERE state IN ('queued', 'running')",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("job_id")?, r.try_get("tenant_id")?)))
+        .collect::<Result<_, StoreError>>()?;
+        let in_pass: std::collections::HashSet<&str> = tenants.iter().copied().collect();
+        let wanted: std::collections::HashSet<String> = jobs.iter().map(NewJob::id).collect();
+        let stale: Vec<&String> = unfinished
+            .iter()
+            .filter(|(id, tenant)| in_pass.contains(tenant.as_str()) && !wanted.contains(id))
+            .map(|(id, _)| id)
+            .collect();
+        if jobs.is_empty() && stale.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        for id in stale {
+            sqlx::query(
+                "UPDATE tenant_jobs SET state = 'failed', error = $2, updated_at = $3 WHERE job_id = $1",
+            )
+            .bind(id)
+            .bind(format!(
+                "superseded: the tenant was reconciled again at commit {commit}"
+            ))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         for j in jobs {
             let steps: Vec<JobStep> = j
                 .steps
