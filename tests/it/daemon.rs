@@ -3,9 +3,9 @@
 //! /metrics; refuses a force-push (before and after a restart, since it resumes from the last
 //! reconciled commit in the state store); and stops cleanly on SIGTERM.
 
-use crate::support::{TestRepo, embedded_config, free_port, workspace_root};
+use crate::support::{TestRepo, embedded_config, free_port};
 use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -43,27 +43,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Dura
 }
 
 fn start(repo: &TestRepo, config: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tenancy"))
-        .args([
-            "run",
-            "--repo",
-            repo.path().to_str().expect("utf-8"),
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--policies",
-            workspace_root()
-                .join("policies/bundle.yaml")
-                .to_str()
-                .expect("utf-8"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--interval",
-            "5",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tenancy run")
+    crate::support::spawn_daemon(repo.path(), config, port, 5)
 }
 
 fn stop(mut child: Child) -> std::process::ExitStatus {

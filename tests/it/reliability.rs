@@ -22,32 +22,7 @@ impl Drop for Daemon {
 }
 
 fn daemon(repo: &std::path::Path, config: &std::path::Path, port: u16) -> Daemon {
-    Daemon(Some(spawn_daemon(repo, config, port)))
-}
-
-fn spawn_daemon(repo: &std::path::Path, config: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tenancy"))
-        .args([
-            "run",
-            "--repo",
-            repo.to_str().expect("utf-8"),
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--policies",
-            workspace_root()
-                .join("policies/bundle.yaml")
-                .to_str()
-                .expect("utf-8"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--interval",
-            "1",
-        ])
-        .env("IT_S3_KEY", "test")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tenancy run")
+    Daemon(Some(crate::support::spawn_daemon(repo, config, port, 1)))
 }
 
 fn metrics(port: u16) -> String {

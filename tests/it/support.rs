@@ -347,3 +347,23 @@ pub fn read_topic(
     }
     received
 }
+
+/// `tenancy run` on `repo` with `config`, serving on `port`, polling every `interval` seconds,
+/// with the standard policy bundle; output discarded.
+pub fn spawn_daemon(repo: &Path, config: &Path, port: u16, interval: u32) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tenancy"))
+        .args(["run", "--repo"])
+        .arg(repo)
+        .arg("--config")
+        .arg(config)
+        .arg("--policies")
+        .arg(workspace_root().join("policies/bundle.yaml"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--interval", &interval.to_string()])
+        // The S3 credentials of the service tests' configurations.
+        .env("IT_S3_KEY", "test")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tenancy run")
+}
