@@ -1058,6 +1058,7 @@ pub fn run_daemon(args: &RunArgs) -> Result<u8, CliError> {
         interval: seconds(args.interval, "interval")?,
         resync: seconds(args.resync, "resync")?,
     };
+    crate::daemon::limit_malloc_arenas();
     runtime()?.block_on(crate::daemon::run(opts))?;
     Ok(exit::OK)
 }

@@ -707,6 +707,20 @@ async fn deliver(
     }
 }
 
+/// Two malloc arenas instead of glibc's default of eight per core: a long-running process whose
+/// passes parse on a thread pool otherwise keeps each thread's arena half full between passes
+/// (measured at 10,000 tenants: 139 MiB idle with the default, 114 MiB with two, and faster
+/// passes). Call before any thread starts; `MALLOC_ARENA_MAX` in the environment still wins.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator tunable; called before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 /// Give the memory a pass freed back to the system: the daemon then idles at its steady-state
 /// size, not at the peak of its largest evaluation (glibc keeps freed heap pages otherwise).
 fn release_memory() {
