@@ -116,6 +116,7 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
         || metric(port, "tenancy_reconciles_total") >= 2,
     );
     assert_eq!(metric(port, "tenancy_reconcile_errors_total"), 0);
+    assert!(metric(port, "tenancy_policy_evaluations_total") > 0);
     // The import and the suspension ran as lifecycle jobs, their steps the plan's changes.
     let jobs = crate::support::tenancy(&[
         "jobs",
@@ -275,6 +276,12 @@ fn failed_tenants_are_retried_with_backoff_until_the_service_returns() {
         metric(port, "tenancy_tenants_awaiting_retry") == 0
     });
     assert!(metric(port, "tenancy_retry_passes_total") >= 1);
+    assert!(
+        http_get(port, "/metrics").is_some_and(|(_, m)| m.lines().any(|l| l
+            .starts_with("tenancy_plane_errors_total{plane=\"object-store\"} ")
+            && !l.ends_with(" 0"))),
+        "failures counted against the object-store plane"
+    );
     assert!(stop(daemon).success());
 }
 

@@ -470,5 +470,6 @@ fn json_logs_carry_tenant_commit_and_correlation_id() {
         .unwrap_or_else(|| panic!("no tenant line in {lines:#?}"));
     assert_eq!(tenant["commit"], repo.head().as_str());
     assert_eq!(tenant["correlation_id"].as_str().map(str::len), Some(32));
+    assert_eq!(tenant["environments"], "dev,prod", "{tenant:#}");
     assert_eq!(tenant["level"], "INFO");
 }

@@ -101,6 +101,11 @@ pub struct Metrics {
     /// Microseconds, summed over successful deliveries.
     webhook_latency_us: AtomicU64,
     webhook_pending: AtomicU64,
+    policy_evaluations: AtomicU64,
+    /// Microseconds spent judging, summed.
+    policy_us: AtomicU64,
+    /// Tenants that failed, by the plane that failed them.
+    plane_errors: std::sync::Mutex<BTreeMap<String, u64>>,
     fetches: AtomicU64,
     fetch_errors: AtomicU64,
     triggers: AtomicU64,
@@ -175,6 +180,12 @@ impl Metrics {
             get(&self.outbox_pending),
         );
         metric(
+            "tenancy_policy_evaluations_total",
+            "counter",
+            "Policy module evaluations (one module, one tenant).",
+            get(&self.policy_evaluations),
+        );
+        metric(
             "tenancy_fetches_total",
             "counter",
             "Fetches of the remote repository.",
@@ -204,6 +215,19 @@ impl Metrics {
             "Webhook deliveries waiting for their (next) attempt.",
             get(&self.webhook_pending),
         );
+        out.push_str(&format!(
+            "# HELP tenancy_policy_evaluation_seconds Time spent in policy evaluations (all modules) per pass.\n# TYPE tenancy_policy_evaluation_seconds summary\ntenancy_policy_evaluation_seconds_sum {:.6}\ntenancy_policy_evaluation_seconds_count {}\n",
+            self.policy_us.load(Ordering::Relaxed) as f64 / 1e6,
+            self.reconciles.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP tenancy_plane_errors_total Tenant reconciles that failed, by the plane that failed them.\n# TYPE tenancy_plane_errors_total counter\n");
+        if let Ok(p) = self.plane_errors.lock() {
+            for (plane, n) in p.iter() {
+                out.push_str(&format!(
+                    "tenancy_plane_errors_total{{plane=\"{plane}\"}} {n}\n"
+                ));
+            }
+        }
         out.push_str("# HELP tenancy_webhook_deliveries_total Webhook delivery attempts by outcome (failed: will be retried; dead: dead-lettered).\n# TYPE tenancy_webhook_deliveries_total counter\n");
         for (outcome, n) in [
             ("delivered", &self.webhook_delivered),
@@ -846,6 +870,13 @@ async fn reconcile_once(
         result?
     };
     let evaluated_ms = pass.elapsed().as_millis() as u64;
+    metrics
+        .policy_evaluations
+        .fetch_add(evaluation.governance.evaluations as u64, Ordering::Relaxed);
+    metrics.policy_us.fetch_add(
+        (evaluation.governance.seconds * 1e6) as u64,
+        Ordering::Relaxed,
+    );
     let plan = reconcile::plan(planes, &evaluation, selected.as_ref()).await;
     let planned_ms = pass.elapsed().as_millis() as u64;
     let applied = reconcile::apply(
@@ -860,6 +891,22 @@ async fn reconcile_once(
     .await
     .map_err(|e| CliError::State(e.to_string()))?;
     let applied_ms = pass.elapsed().as_millis() as u64;
+    // A failure's reason starts with the plane that gave it ("object-store: …").
+    if let Ok(mut errors) = metrics.plane_errors.lock() {
+        for t in applied
+            .tenants
+            .iter()
+            .filter(|t| t.outcome == Outcome::Failed)
+        {
+            let plane = t
+                .reason
+                .as_deref()
+                .and_then(|r| r.split(':').next())
+                .filter(|p| planes.names().any(|n| n == *p))
+                .unwrap_or("other");
+            *errors.entry(plane.to_owned()).or_default() += 1;
+        }
+    }
     if opts.config.apply.notes && !applied.tenants.is_empty() {
         let note = reconcile::commit_note(&evaluation, &applied, &plan);
         if let Err(e) = crate::source::append_note(&opts.repo, head, &note) {

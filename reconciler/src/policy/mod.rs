@@ -206,6 +206,8 @@ pub struct Governance {
     pub tenants: Vec<TenantDecisions>,
     pub findings: Vec<crate::diagnostics::Finding>,
     pub evaluations: usize,
+    /// Wall time spent judging (all modules, all tenants), for the daemon's metrics.
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

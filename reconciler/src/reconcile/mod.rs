@@ -151,6 +151,7 @@ pub fn evaluate_cached(
             .filter(|f| f.severity == Severity::Error)
             .filter_map(|f| f.tenant.clone())
             .collect();
+        let judging = std::time::Instant::now();
         governance = govern(
             &set,
             &report.catalog,
@@ -165,6 +166,7 @@ pub fn evaluate_cached(
                         .is_none_or(|only| only.contains(&t.file))
             },
         );
+        governance.seconds = judging.elapsed().as_secs_f64();
         tracing::info!(
             evaluations = governance.evaluations,
             elapsed_ms = ms(),
@@ -335,6 +337,11 @@ impl Planes {
                 .map(|p| async move { p.plane.prefetch(&p.targets).await }),
         )
         .await;
+    }
+
+    /// The names of the planes in use (as in their changes and errors).
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.planes.iter().map(|p| p.plane.name())
     }
 
     fn find(&self, name: &str) -> Option<&dyn Plane> {
@@ -654,15 +661,22 @@ pub async fn apply(
                     };
                     let outcome = apply_tenant(planes, t, detect_only, store, job.as_mut()).await;
                     let commit = commit_info.map(|c| c.sha.as_str()).unwrap_or("worktree");
+                    let mut environments: Vec<&str> = Vec::new();
+                    for p in &t.placements {
+                        if !environments.contains(&p.environment.as_str()) {
+                            environments.push(&p.environment);
+                        }
+                    }
+                    let environments = environments.join(",");
                     match outcome.outcome {
                         Outcome::Failed => tracing::warn!(
-                            tenant = %t.tenant, commit, correlation_id = correlation,
+                            tenant = %t.tenant, environments, commit, correlation_id = correlation,
                             outcome = "failed", changes = outcome.applied,
                             reason = outcome.reason.as_deref().unwrap_or(""),
                             "tenant reconciled"
                         ),
                         _ => tracing::info!(
-                            tenant = %t.tenant, commit, correlation_id = correlation,
+                            tenant = %t.tenant, environments, commit, correlation_id = correlation,
                             outcome = ?outcome.outcome, changes = outcome.applied,
                             reason = outcome.reason.as_deref().unwrap_or(""),
                             "tenant reconciled"
