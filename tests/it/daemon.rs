@@ -117,6 +117,7 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
     );
     assert_eq!(metric(port, "tenancy_reconcile_errors_total"), 0);
     assert!(metric(port, "tenancy_policy_evaluations_total") > 0);
+    assert_eq!(metric(port, "tenancy_queue_depth"), 0, "the pass is done");
     // The import and the suspension ran as lifecycle jobs, their steps the plan's changes.
     let jobs = crate::support::tenancy(&[
         "jobs",

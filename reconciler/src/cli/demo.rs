@@ -282,13 +282,29 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
         println!("  {:<8} {:<8} {first}", s.tenant_id, s.status);
     }
     println!(
-        "  … and {} more applied",
+        "  … and {} more synced",
         statuses
             .iter()
             .filter(|s| s.status == "synced")
             .count()
             .saturating_sub(2)
     );
+    let jobs = rt
+        .block_on(store.jobs(None, 10_000))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    let mut by_action: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for j in &jobs {
+        *by_action
+            .entry((j.action.as_str(), j.state.as_str()))
+            .or_default() += 1;
+    }
+    println!(
+        "\n{} — each lifecycle transition ran as a job with steps:",
+        bold("Jobs (tenancy jobs)")
+    );
+    for ((action, state), n) in &by_action {
+        println!("  {n:>3} {action:<10} {state}");
+    }
     println!(
         "\n{} — {} in all; the last ones:",
         bold("Events (tenancy events)"),

@@ -101,6 +101,7 @@ pub struct Metrics {
     /// Microseconds, summed over successful deliveries.
     webhook_latency_us: AtomicU64,
     webhook_pending: AtomicU64,
+    queue_depth: AtomicU64,
     policy_evaluations: AtomicU64,
     /// Microseconds spent judging, summed.
     policy_us: AtomicU64,
@@ -178,6 +179,12 @@ impl Metrics {
             "gauge",
             "Events recorded but not yet published.",
             get(&self.outbox_pending),
+        );
+        metric(
+            "tenancy_queue_depth",
+            "gauge",
+            "Tenants of the current pass still waiting to be reconciled.",
+            get(&self.queue_depth),
         );
         metric(
             "tenancy_policy_evaluations_total",
@@ -879,6 +886,11 @@ async fn reconcile_once(
     );
     let plan = reconcile::plan(planes, &evaluation, selected.as_ref()).await;
     let planned_ms = pass.elapsed().as_millis() as u64;
+    // The pass's work queue: tenants still to reconcile (one at a time each, `concurrency`
+    // together).
+    metrics
+        .queue_depth
+        .store(plan.tenants.len() as u64, Ordering::Relaxed);
     let applied = reconcile::apply(
         planes,
         &evaluation,
@@ -886,7 +898,11 @@ async fn reconcile_once(
         store,
         &opts.config.apply.detect_only,
         opts.config.apply.concurrency,
-        &|_| {},
+        &|_| {
+            let _ = metrics
+                .queue_depth
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        },
     )
     .await
     .map_err(|e| CliError::State(e.to_string()))?;
