@@ -70,6 +70,8 @@ pub struct Config {
     pub events: EventsConfig,
     #[serde(default)]
     pub daemon: DaemonConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Where the configuration came from (for messages); not a key of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -196,6 +198,40 @@ impl DetectOnly {
             || self.tenants.iter().any(|t| t == tenant)
             || self.planes.iter().any(|p| p == plane)
     }
+}
+
+/// The REST API `/api/tenancy/v1`, served by `tenancy run` on `--listen` when tokens exist.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiConfig {
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+}
+
+/// A bearer token, stored as the hex SHA-256 of the token (never the token itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiToken {
+    /// Who holds it (logged, and the author of the commits it makes).
+    pub name: String,
+    /// `printf %s "$TOKEN" | sha256sum`.
+    pub sha256: String,
+    pub role: ApiRole,
+    /// Confine the token to one tenant…
+    pub tenant: Option<String>,
+    /// …or to one organization's tenants.
+    pub organization: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiRole {
+    /// Read.
+    Viewer,
+    /// Read, lifecycle operations, usage reports.
+    Operator,
+    /// Everything, including webhooks and deletion.
+    Admin,
 }
 
 /// `tenancy run`.
@@ -543,6 +579,8 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         assert_eq!(c.object_store.targets.len(), 4);
         assert_eq!(c.kafka.targets["kafka-ap-south-1"].replication_factor, 3);
         assert!(c.object_store.targets["s3-eu-central-1"].path_style);
+        assert_eq!(c.api.tokens.len(), 2);
+        assert_eq!(c.api.tokens[1].organization.as_deref(), Some("org_acme"));
         assert_eq!(c.daemon.branch, "main");
         assert_eq!(c.daemon.fetch_interval_seconds, 30);
         assert_eq!(c.daemon.trigger_secret.as_deref(), Some("secret"));

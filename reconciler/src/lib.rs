@@ -17,6 +17,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the whole map and its invariants.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -4,6 +4,7 @@
 //! service checks, against the real PostgreSQL, S3 and Kafka-protocol servers started by
 //! `scripts/services.sh`.
 
+mod api;
 mod apply;
 mod daemon;
 mod events;

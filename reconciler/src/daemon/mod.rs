@@ -286,10 +286,15 @@ fn trigger_signature_ok(secret: &str, body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&given).is_ok()
 }
 
-async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, trigger: Option<Trigger>) {
+async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    trigger: Option<Trigger>,
+    api: Option<axum::Router>,
+) {
     use axum::routing::{get, post};
     let ready = metrics.clone();
-    let mut app = axum::Router::new();
+    let mut app = api.unwrap_or_default();
     if let Some(trigger) = trigger {
         let trigger = Arc::new(trigger);
         let m = metrics.clone();
@@ -437,7 +442,18 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
             pending: fetch_now.clone(),
             wake: wake_tx.clone(),
         });
-        tokio::spawn(serve(listener, metrics.clone(), trigger));
+        let api = if config.api.tokens.is_empty() {
+            None
+        } else {
+            say!(
+                "tenancy run: REST API on http://{}{} ({} token(s))",
+                listener.local_addr()?,
+                crate::api::BASE,
+                config.api.tokens.len()
+            );
+            Some(crate::api::router(store.clone(), &config.api.tokens).map_err(CliError::Usage)?)
+        };
+        tokio::spawn(serve(listener, metrics.clone(), trigger, api));
     }
     let _watcher = {
         use notify::Watcher;

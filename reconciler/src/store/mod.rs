@@ -143,6 +143,18 @@ mod erased {
     }
 }
 
+/// Which tenants to list (every field optional, all must match).
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub organization: Option<String>,
+    pub state: Option<String>,
+    pub region: Option<String>,
+    pub plan: Option<String>,
+    pub profile: Option<String>,
+    /// Only this tenant (a tenant-scoped caller).
+    pub tenant: Option<String>,
+}
+
 /// Per-tenant reconcile status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
@@ -359,6 +371,51 @@ impl Store {
 
     const TENANT_COLUMNS: &'static str = "tenant_id, organization_id, profile, state, region, plan, CAST(quotas AS TEXT) AS quotas, \
          CAST(policies AS TEXT) AS policies, CAST(billing AS TEXT) AS billing, CAST(manifest AS TEXT) AS manifest, created_at, updated_at, version";
+
+    /// Tenants matching `filter`, by id, after the id `after` (a cursor), at most `limit`.
+    pub async fn list_tenants(
+        &self,
+        filter: &TenantFilter,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<TenantRecord>, StoreError> {
+        // Only constant fragments are formatted in; every value is bound, in order.
+        let mut clauses: Vec<String> = Vec::new();
+        let mut values: Vec<&str> = Vec::new();
+        for (column, value) in [
+            ("organization_id", filter.organization.as_deref()),
+            ("state", filter.state.as_deref()),
+            ("region", filter.region.as_deref()),
+            ("plan", filter.plan.as_deref()),
+            ("profile", filter.profile.as_deref()),
+            ("tenant_id", filter.tenant.as_deref()),
+        ] {
+            if let Some(v) = value {
+                values.push(v);
+                clauses.push(format!("{column} = ${}", values.len()));
+            }
+        }
+        if let Some(a) = after {
+            values.push(a);
+            clauses.push(format!("tenant_id > ${}", values.len()));
+        }
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {} FROM tenants {filter_sql} ORDER BY tenant_id LIMIT ${}",
+            Self::TENANT_COLUMNS,
+            values.len() + 1
+        );
+        let mut q = sqlx::query(safe(sql));
+        for v in values {
+            q = q.bind(v);
+        }
+        let rows = q.bind(limit).fetch_all(&self.pool).await?;
+        rows.iter().map(Self::tenant_from_row).collect()
+    }
 
     fn tenant_from_row(row: &sqlx::any::AnyRow) -> Result<TenantRecord, StoreError> {
         let json = |col: &'static str| -> Result<serde_json::Value, StoreError> {

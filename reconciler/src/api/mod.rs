@@ -1,0 +1,447 @@
+//! The REST API `/api/tenancy/v1` (seed 000), served by `tenancy run` beside `/metrics`.
+//!
+//! This first slice is the read side: tenants (list with filters and cursor pagination, one by
+//! id with its `ETag`), a tenant's environments, and jobs. Every request needs a bearer token
+//! from `[api] tokens` (stored as SHA-256, compared in constant time); a token confined to a
+//! tenant or an organization sees nothing else — another tenant is "not found", never
+//! "forbidden", so ids do not leak. Every error is one RFC 9457 problem+json shape, and every
+//! response carries `X-Request-Id` (the caller's, or a new one).
+
+use crate::config::{ApiRole, ApiToken};
+use crate::store::{Store, TenantFilter, TenantRecord};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub const BASE: &str = "/api/tenancy/v1";
+
+/// One field-level error inside a problem.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldError {
+    /// JSON pointer or query parameter name.
+    pub field: String,
+    pub message: String,
+}
+
+/// RFC 9457 problem details, the only error shape of the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            kind: format!("https://tenancy.dev/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn field(mut self, field: &str, message: impl Into<String>) -> Problem {
+        self.errors.push(FieldError {
+            field: field.to_owned(),
+            message: message.into(),
+        });
+        self
+    }
+
+    fn not_found(what: &str) -> Problem {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{what} not found"),
+        )
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = (status, axum::Json(&self)).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tenancy\""),
+            );
+        }
+        r
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    tracing::error!(error = %e, "API: state store");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "state-store",
+        "the state store could not be read; retry later",
+    )
+}
+
+/// Who is calling, from their token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: ApiRole,
+    pub tenant: Option<String>,
+    pub organization: Option<String>,
+}
+
+impl Caller {
+    fn sees(&self, t: &TenantRecord) -> bool {
+        self.tenant.as_ref().is_none_or(|id| *id == t.tenant_id)
+            && self
+                .organization
+                .as_ref()
+                .is_none_or(|o| *o == t.organization_id)
+    }
+}
+
+struct Api {
+    store: Store,
+    /// (SHA-256 of the token, its grant).
+    tokens: Vec<([u8; 32], ApiToken)>,
+}
+
+impl Api {
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+        let unauthorized =
+            |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
+        let value = headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("an Authorization: Bearer <token> header is required"))?
+            .to_str()
+            .map_err(|_| unauthorized("the Authorization header is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.trim().as_bytes()).into();
+        // Compare every stored digest in full, whatever matches, so timing says nothing.
+        let mut found = None;
+        for (d, t) in &self.tokens {
+            let same = d
+                .iter()
+                .zip(digest.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+            if same {
+                found = Some(t);
+            }
+        }
+        let t = found.ok_or_else(|| unauthorized("unknown token"))?;
+        Ok(Caller {
+            name: t.name.clone(),
+            role: t.role,
+            tenant: t.tenant.clone(),
+            organization: t.organization.clone(),
+        })
+    }
+}
+
+/// The API's routes under [`BASE`], or an error naming the token whose digest is malformed.
+pub fn router(store: Store, tokens: &[ApiToken]) -> Result<axum::Router, String> {
+    let mut parsed = Vec::new();
+    for t in tokens {
+        let bytes = hex::decode(&t.sha256)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| {
+                format!(
+                    "[api] token `{}`: sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)",
+                    t.name
+                )
+            })?;
+        if t.tenant.is_some() && t.organization.is_some() {
+            return Err(format!(
+                "[api] token `{}`: set tenant or organization, not both",
+                t.name
+            ));
+        }
+        parsed.push((bytes, t.clone()));
+    }
+    let api = Arc::new(Api {
+        store,
+        tokens: parsed,
+    });
+    use axum::routing::get;
+    Ok(axum::Router::new()
+        .route(&format!("{BASE}/tenants"), get(list_tenants))
+        .route(&format!("{BASE}/tenants/{{id}}"), get(get_tenant))
+        .route(
+            &format!("{BASE}/tenants/{{id}}/environments"),
+            get(environments),
+        )
+        .route(&format!("{BASE}/jobs/{{id}}"), get(get_job))
+        .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(api))
+}
+
+/// Propagate `X-Request-Id` (or make one): it is the correlation id of what the request does.
+async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::store::stable_id(&[
+                "request",
+                &crate::store::now_ms().to_string(),
+                &std::process::id().to_string(),
+                &n.to_string(),
+            ])
+        });
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        req.headers_mut().insert("x-request-id", v.clone());
+        let mut resp = next.run(req).await;
+        resp.headers_mut().insert("x-request-id", v);
+        resp
+    } else {
+        next.run(req).await
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    org: Option<String>,
+    state: Option<String>,
+    region: Option<String>,
+    plan: Option<String>,
+    profile: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, Problem> {
+    q.map(|Query(v)| v).map_err(|e| {
+        let text = e.body_text();
+        // serde names the offending parameter: "unknown field `x`, expected one of …".
+        let field = text.split('`').nth(1).unwrap_or("query").to_owned();
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "the query string is not valid",
+        )
+        .field(&field, text)
+    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantSummary<'a> {
+    tenant_id: &'a str,
+    organization_id: &'a str,
+    profile: &'a str,
+    state: &'a str,
+    region: &'a str,
+    plan: &'a str,
+}
+
+const STATES: &[&str] = &["Draft", "Active", "Suspended", "Archived", "Deleted"];
+const PROFILES: &[&str] = &["mt-standard", "st-dedicated", "hybrid"];
+
+async fn list_tenants(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "limit is out of range",
+        )
+        .field("limit", "between 1 and 500"));
+    }
+    if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
+        return Err(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "unknown state").field(
+                "state",
+                format!("`{s}` is not one of {}", STATES.join(", ")),
+            ),
+        );
+    }
+    if let Some(p) = q.profile.as_deref().filter(|p| !PROFILES.contains(p)) {
+        return Err(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "unknown profile").field(
+                "profile",
+                format!("`{p}` is not one of {}", PROFILES.join(", ")),
+            ),
+        );
+    }
+    // A confined caller's scope narrows the filter; a filter outside it matches nothing.
+    let organization = match (&caller.organization, q.org) {
+        (Some(mine), Some(asked)) if *mine != asked => return Ok(page(&[], None)),
+        (Some(mine), _) => Some(mine.clone()),
+        (None, asked) => asked,
+    };
+    let filter = TenantFilter {
+        organization,
+        state: q.state,
+        region: q.region,
+        plan: q.plan,
+        profile: q.profile,
+        tenant: caller.tenant.clone(),
+    };
+    // One more than asked: whether there is a next page.
+    let mut rows = api
+        .store
+        .list_tenants(&filter, q.cursor.as_deref(), limit + 1)
+        .await
+        .map_err(internal)?;
+    let next = (rows.len() as i64 > limit).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().map(|t| t.tenant_id.clone())
+    });
+    Ok(page(&rows, next.flatten()))
+}
+
+fn page(rows: &[TenantRecord], next: Option<String>) -> Response {
+    let items: Vec<TenantSummary<'_>> = rows
+        .iter()
+        .map(|t| TenantSummary {
+            tenant_id: &t.tenant_id,
+            organization_id: &t.organization_id,
+            profile: &t.profile,
+            state: &t.state,
+            region: &t.region,
+            plan: &t.plan,
+        })
+        .collect();
+    axum::Json(serde_json::json!({ "items": items, "nextCursor": next })).into_response()
+}
+
+/// A tenant the caller may see, or "not found" (also for one outside the caller's scope).
+async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, Problem> {
+    if crate::manifest::ids::TenantId::parse(id).is_err() {
+        return Err(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a tenant id")
+                .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
+        );
+    }
+    match api.store.tenant(id).await.map_err(internal)? {
+        Some(t) if caller.sees(&t) => Ok(t),
+        _ => Err(Problem::not_found(&format!("tenant `{id}`"))),
+    }
+}
+
+async fn get_tenant(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let t = visible(&api, &caller, &id).await?;
+    let time = |ms: i64| {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+        )
+        .to_string()
+    };
+    let spec = &t.manifest["spec"];
+    let body = serde_json::json!({
+        "tenantId": t.tenant_id,
+        "organizationId": t.organization_id,
+        "profile": t.profile,
+        "state": t.state,
+        "region": t.region,
+        "plan": t.plan,
+        "environments": spec["environments"].as_array().map(|e| e.iter().map(|e| e["name"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
+        "quotas": t.quotas,
+        "policies": t.policies,
+        "billing": t.billing,
+        "externalIds": spec["externalIds"],
+        "createdAt": time(t.created_at),
+        "updatedAt": time(t.updated_at),
+        "version": t.version,
+    });
+    let mut r = axum::Json(body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", t.version)) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(r)
+}
+
+async fn environments(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let t = visible(&api, &caller, &id).await?;
+    let items: Vec<serde_json::Value> = t.manifest["spec"]["environments"]
+        .as_array()
+        .map(|envs| {
+            envs.iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "name": e["name"],
+                        "region": e.get("region").cloned().unwrap_or_else(|| t.region.clone().into()),
+                        "quota": e["quotas"],
+                        "isolation": e.get("isolation").cloned().unwrap_or(serde_json::Value::Null),
+                        "retentionDays": e.get("retentionDays").cloned().unwrap_or(serde_json::Value::Null),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+}
+
+async fn get_job(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a job id")
+                .field("id", "job ids are up to 64 letters, digits or `_`"),
+        );
+    }
+    let job = api.store.job(&id).await.map_err(internal)?;
+    let Some(job) = job else {
+        return Err(Problem::not_found(&format!("job `{id}`")));
+    };
+    // A job is visible with its tenant.
+    visible(&api, &caller, &job.tenant_id)
+        .await
+        .map_err(|_| Problem::not_found(&format!("job `{id}`")))?;
+    Ok(axum::Json(serde_json::json!({
+        "jobId": job.job_id,
+        "tenantId": job.tenant_id,
+        "action": job.action,
+        "state": job.state,
+        "progress": job.progress,
+        "steps": job.steps,
+        "commitSha": job.commit_sha,
+        "error": job.error,
+        "links": { "self": format!("{BASE}/jobs/{}", job.job_id) },
+    }))
+    .into_response())
+}

@@ -1,0 +1,359 @@
+//! The REST API's read side (issue 6) against a running daemon: bearer tokens (hashed in
+//! the configuration), tenant- and organization-scoped tokens that cannot see other tenants,
+//! filters and cursor pagination, ETags, jobs, X-Request-Id, and one problem+json error shape.
+
+use crate::support::{TestRepo, embedded_config, free_port};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+struct Reply {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
+    write!(s, "{req}\r\n").expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+fn problem(r: &Reply, status: u16) -> Value {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+    let p = r.json();
+    assert_eq!(p["status"], status);
+    assert!(
+        p["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("https://"))
+    );
+    assert!(p["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    p
+}
+
+#[test]
+fn the_read_api_authenticates_scopes_filters_and_pages() {
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = embedded_config(work.path());
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    let (admin, acme_one, globex) = (
+        "tok-admin-0123456789",
+        "tok-t5001-0123456789",
+        "tok-globex-012345678",
+    );
+    toml += &format!(
+        "[[api.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n\
+         [[api.tokens]]\nname = \"acme-console\"\nsha256 = \"{}\"\nrole = \"viewer\"\ntenant = \"t_5001\"\n\
+         [[api.tokens]]\nname = \"globex-crm\"\nsha256 = \"{}\"\nrole = \"viewer\"\norganization = \"org_globex\"\n",
+        sha256_hex(admin),
+        sha256_hex(acme_one),
+        sha256_hex(globex)
+    );
+    std::fs::write(&config, toml).expect("config");
+    let port = free_port();
+    let mut daemon = crate::support::spawn_daemon(repo.path(), &config, port, 5);
+    let started = Instant::now();
+    while get_status(port, "/readyz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let bearer = |t: &str| format!("Bearer {t}");
+    let base = "/api/tenancy/v1";
+
+    // No token, a wrong one, a malformed header: 401, one problem shape, a challenge.
+    let r = get(port, &format!("{base}/tenants"), &[]);
+    problem(&r, 401);
+    assert!(r.headers["www-authenticate"].starts_with("Bearer"));
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants"),
+            &[("Authorization", &bearer("nope"))],
+        ),
+        401,
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants"),
+            &[("Authorization", admin)],
+        ),
+        401,
+    );
+
+    // The admin lists everything applied; pages of 4 add up to the whole list, in order.
+    let auth = bearer(admin);
+    let all = get(
+        port,
+        &format!("{base}/tenants?limit=500"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(all.status, 200, "{}", all.body);
+    let all = all.json();
+    let ids: Vec<&str> = all["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|t| t["tenantId"].as_str().expect("id"))
+        .collect();
+    assert!(ids.len() >= 10, "{ids:?}");
+    assert_eq!(all["nextCursor"], Value::Null);
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{base}/tenants?limit=4&cursor={c}"),
+            None => format!("{base}/tenants?limit=4"),
+        };
+        let page = get(port, &path, &[("Authorization", &auth)]).json();
+        for t in page["items"].as_array().expect("items") {
+            paged.push(t["tenantId"].as_str().expect("id").to_owned());
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids);
+    // Filters.
+    let active = get(
+        port,
+        &format!("{base}/tenants?org=org_acme&state=Active"),
+        &[("Authorization", &auth)],
+    )
+    .json();
+    let active = active["items"].as_array().expect("items");
+    assert!(!active.is_empty());
+    assert!(
+        active
+            .iter()
+            .all(|t| t["organizationId"] == "org_acme" && t["state"] == "Active")
+    );
+    // Bad queries name the parameter.
+    let p = problem(
+        &get(
+            port,
+            &format!("{base}/tenants?bogus=1"),
+            &[("Authorization", &auth)],
+        ),
+        400,
+    );
+    assert_eq!(p["errors"][0]["field"], "bogus", "{p:#}");
+    let p = problem(
+        &get(
+            port,
+            &format!("{base}/tenants?state=Sleeping"),
+            &[("Authorization", &auth)],
+        ),
+        400,
+    );
+    assert_eq!(p["errors"][0]["field"], "state");
+    let p = problem(
+        &get(
+            port,
+            &format!("{base}/tenants?limit=0"),
+            &[("Authorization", &auth)],
+        ),
+        400,
+    );
+    assert_eq!(p["errors"][0]["field"], "limit");
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/Robert');DROP"),
+            &[("Authorization", &auth)],
+        ),
+        400,
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/t_nobody"),
+            &[("Authorization", &auth)],
+        ),
+        404,
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/nothing-here"),
+            &[("Authorization", &auth)],
+        ),
+        404,
+    );
+
+    // One tenant, with its version as ETag; its environments.
+    let t = get(
+        port,
+        &format!("{base}/tenants/t_5001"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(t.status, 200, "{}", t.body);
+    assert_eq!(t.headers["etag"], "\"1\"");
+    let tj = t.json();
+    assert_eq!(tj["organizationId"], "org_acme");
+    assert_eq!(tj["environments"], serde_json::json!(["dev", "prod"]));
+    assert_eq!(tj["externalIds"]["billing"], "cus_5001");
+    let envs = get(
+        port,
+        &format!("{base}/tenants/t_5001/environments"),
+        &[("Authorization", &auth)],
+    )
+    .json();
+    let envs = envs["items"].as_array().expect("items");
+    assert_eq!(envs.len(), 2);
+    assert_eq!(envs[1]["name"], "prod");
+    assert_eq!(envs[1]["quota"]["storageGiB"], 150);
+    assert!(envs[1]["region"].as_str().is_some_and(|r| !r.is_empty()));
+
+    // A token confined to t_5001 sees t_5001 only; another tenant is "not found".
+    let one = bearer(acme_one);
+    let mine = get(port, &format!("{base}/tenants"), &[("Authorization", &one)]).json();
+    assert_eq!(mine["items"].as_array().map(Vec::len), Some(1));
+    assert_eq!(mine["items"][0]["tenantId"], "t_5001");
+    assert_eq!(
+        get(
+            port,
+            &format!("{base}/tenants/t_5001"),
+            &[("Authorization", &one)]
+        )
+        .status,
+        200
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/t_5002"),
+            &[("Authorization", &one)],
+        ),
+        404,
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/t_5002/environments"),
+            &[("Authorization", &one)],
+        ),
+        404,
+    );
+    // An organization's token: its tenants only, whatever the filter says.
+    let org = bearer(globex);
+    let theirs = get(port, &format!("{base}/tenants"), &[("Authorization", &org)]).json();
+    let theirs = theirs["items"].as_array().expect("items");
+    assert!(!theirs.is_empty());
+    assert!(theirs.iter().all(|t| t["organizationId"] == "org_globex"));
+    let other = get(
+        port,
+        &format!("{base}/tenants?org=org_acme"),
+        &[("Authorization", &org)],
+    )
+    .json();
+    assert_eq!(other["items"].as_array().map(Vec::len), Some(0));
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/t_5001"),
+            &[("Authorization", &org)],
+        ),
+        404,
+    );
+
+    // Jobs: the import of t_5001, visible with its tenant.
+    let jobs = crate::support::tenancy(&[
+        "jobs",
+        "t_5001",
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--output",
+        "json",
+    ])
+    .json();
+    let job_id = jobs["jobs"][0]["job_id"]
+        .as_str()
+        .expect("a job")
+        .to_owned();
+    let job = get(
+        port,
+        &format!("{base}/jobs/{job_id}"),
+        &[("Authorization", &one)],
+    );
+    assert_eq!(job.status, 200, "{}", job.body);
+    let job = job.json();
+    assert_eq!(
+        (job["action"].as_str(), job["state"].as_str()),
+        (Some("create"), Some("completed"))
+    );
+    assert_eq!(job["progress"], 1.0);
+    assert_eq!(job["links"]["self"], format!("{base}/jobs/{job_id}"));
+    problem(
+        &get(
+            port,
+            &format!("{base}/jobs/{job_id}"),
+            &[("Authorization", &org)],
+        ),
+        404,
+    );
+
+    // X-Request-Id: echoed when given, made when not.
+    let r = get(
+        port,
+        &format!("{base}/tenants/t_5001"),
+        &[("Authorization", &auth), ("X-Request-Id", "req-42")],
+    );
+    assert_eq!(r.headers["x-request-id"], "req-42");
+    let r = get(
+        port,
+        &format!("{base}/tenants/t_5001"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(r.headers["x-request-id"].len(), 32);
+
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+fn get_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
