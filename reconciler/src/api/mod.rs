@@ -8,7 +8,7 @@
 //! response carries `X-Request-Id` (the caller's, or a new one).
 
 use crate::config::{ApiRole, ApiToken};
-use crate::store::{Store, TenantFilter, TenantRecord};
+use crate::store::{Store, TenantFilter, TenantRecord, TenantSummary};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -247,17 +247,6 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
     })
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TenantSummary<'a> {
-    tenant_id: &'a str,
-    organization_id: &'a str,
-    profile: &'a str,
-    state: &'a str,
-    region: &'a str,
-    plan: &'a str,
-}
-
 const STATES: &[&str] = &["Draft", "Active", "Suspended", "Archived", "Deleted"];
 const PROFILES: &[&str] = &["mt-standard", "st-dedicated", "hybrid"];
 
@@ -320,19 +309,8 @@ async fn list_tenants(
     Ok(page(&rows, next.flatten()))
 }
 
-fn page(rows: &[TenantRecord], next: Option<String>) -> Response {
-    let items: Vec<TenantSummary<'_>> = rows
-        .iter()
-        .map(|t| TenantSummary {
-            tenant_id: &t.tenant_id,
-            organization_id: &t.organization_id,
-            profile: &t.profile,
-            state: &t.state,
-            region: &t.region,
-            plan: &t.plan,
-        })
-        .collect();
-    axum::Json(serde_json::json!({ "items": items, "nextCursor": next })).into_response()
+fn page(rows: &[TenantSummary], next: Option<String>) -> Response {
+    axum::Json(serde_json::json!({ "items": rows, "nextCursor": next })).into_response()
 }
 
 /// A tenant the caller may see, or "not found" (also for one outside the caller's scope).

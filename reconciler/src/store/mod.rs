@@ -143,6 +143,18 @@ mod erased {
     }
 }
 
+/// A tenant in a list: who it is and where it stands, without its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantSummary {
+    pub tenant_id: String,
+    pub organization_id: String,
+    pub profile: String,
+    pub state: String,
+    pub region: String,
+    pub plan: String,
+}
+
 /// Which tenants to list (every field optional, all must match).
 #[derive(Debug, Clone, Default)]
 pub struct TenantFilter {
@@ -378,7 +390,7 @@ impl Store {
         filter: &TenantFilter,
         after: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<TenantRecord>, StoreError> {
+    ) -> Result<Vec<TenantSummary>, StoreError> {
         // Only constant fragments are formatted in; every value is bound, in order.
         let mut clauses: Vec<String> = Vec::new();
         let mut values: Vec<&str> = Vec::new();
@@ -405,8 +417,8 @@ impl Store {
             format!("WHERE {}", clauses.join(" AND "))
         };
         let sql = format!(
-            "SELECT {} FROM tenants {filter_sql} ORDER BY tenant_id LIMIT ${}",
-            Self::TENANT_COLUMNS,
+            "SELECT tenant_id, organization_id, profile, state, region, plan FROM tenants {filter_sql} \
+             ORDER BY tenant_id LIMIT ${}",
             values.len() + 1
         );
         let mut q = sqlx::query(safe(sql));
@@ -414,7 +426,18 @@ impl Store {
             q = q.bind(v);
         }
         let rows = q.bind(limit).fetch_all(&self.pool).await?;
-        rows.iter().map(Self::tenant_from_row).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(TenantSummary {
+                    tenant_id: r.try_get("tenant_id")?,
+                    organization_id: r.try_get("organization_id")?,
+                    profile: r.try_get("profile")?,
+                    state: r.try_get("state")?,
+                    region: r.try_get("region")?,
+                    plan: r.try_get("plan")?,
+                })
+            })
+            .collect()
     }
 
     fn tenant_from_row(row: &sqlx::any::AnyRow) -> Result<TenantRecord, StoreError> {

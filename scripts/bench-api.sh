@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Benchmark the REST API's reads under wrk (Debian's `wrk`), against a daemon serving a state
+# store that scripts/bench-apply.sh filled:
+#
+#   scripts/bench-api.sh REPO CONFIG [SECONDS=15]     e.g. $BENCH_DIR/repo-10000 $BENCH_DIR/tenancy-10000.toml
+#
+# It adds an admin token to a copy of CONFIG, starts `tenancy run`, waits for its first pass,
+# then runs wrk (2 threads, 4 and 32 connections) on GET /tenants/{id} and on a 50-item list page.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+REPO=$1; CONFIG=$2; SECS=${3:-15}
+command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 2; }
+cargo build --release --quiet -p tenancy
+BIN=$CARGO_TARGET_DIR/release/tenancy
+TOKEN="bench-$(date +%s%N)"
+CFG=$(mktemp --suffix .toml)
+{ cat "$CONFIG"; printf '[[api.tokens]]\nname = "bench"\nsha256 = "%s"\nrole = "admin"\n' "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"; } > "$CFG"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BIN" run --repo "$REPO" --config "$CFG" --policies "$ROOT/policies/bundle.yaml" --listen "127.0.0.1:$PORT" --interval 60 2>/dev/null &
+PID=$!
+trap 'kill $PID 2>/dev/null; rm -f "$CFG"' EXIT
+until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.5; done
+ID=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/tenancy/v1/tenants?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["tenantId"])')
+for conns in 4 32; do
+  echo "== GET /tenants/$ID, $conns connections, ${SECS}s"
+  wrk -t2 -c"$conns" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$PORT/api/tenancy/v1/tenants/$ID" | grep -E "Requests/sec|  50%|  99%|Non-2xx"
+  echo "== GET /tenants?limit=50&state=Active, $conns connections, ${SECS}s"
+  wrk -t2 -c"$conns" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$PORT/api/tenancy/v1/tenants?limit=50&state=Active" | grep -E "Requests/sec|  50%|  99%|Non-2xx"
+done
