@@ -21,14 +21,22 @@ impl Reply {
 }
 
 fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
+    request(port, "GET", path, headers, "")
+}
+
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let mut req = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\n");
     for (k, v) in headers {
         req += &format!("{k}: {v}\r\n");
     }
-    write!(s, "{req}\r\n").expect("send");
+    if !body.is_empty() {
+        req += &format!("Content-Length: {}\r\n", body.len());
+    }
+    // An oversized body may be refused before it is all sent: ignore a reset while writing.
+    let _ = write!(s, "{req}\r\n{body}");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     let (head, body) = text.split_once("\r\n\r\n").expect("a response");
@@ -81,10 +89,12 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     toml += &format!(
         "[[api.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n\
          [[api.tokens]]\nname = \"acme-console\"\nsha256 = \"{}\"\nrole = \"viewer\"\ntenant = \"t_5001\"\n\
-         [[api.tokens]]\nname = \"globex-crm\"\nsha256 = \"{}\"\nrole = \"viewer\"\norganization = \"org_globex\"\n",
+         [[api.tokens]]\nname = \"globex-crm\"\nsha256 = \"{}\"\nrole = \"viewer\"\norganization = \"org_globex\"\n\
+         [[api.tokens]]\nname = \"acme-billing\"\nsha256 = \"{}\"\nrole = \"operator\"\norganization = \"org_acme\"\n",
         sha256_hex(admin),
         sha256_hex(acme_one),
-        sha256_hex(globex)
+        sha256_hex(globex),
+        sha256_hex(BILLING)
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
@@ -345,8 +355,120 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     );
     assert_eq!(r.headers["x-request-id"].len(), 32);
 
+    usage_reports(port, &config);
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+const BILLING: &str = "tok-acme-billing-0123";
+
+/// `POST /billing/usage`: operators only, strict JSON, each failure a precise problem with
+/// nothing stored, and idempotent on the client's key (a replay answers the first record).
+fn usage_reports(port: u16, config: &std::path::Path) {
+    let path = "/api/tenancy/v1/billing/usage";
+    let op = format!("Bearer {BILLING}");
+    let json = ("Content-Type", "application/json");
+    let report = r#"{"tenantId":"t_5001","env":"prod","resource":"storageGiBHours","amount":100.2,"timestamp":"2025-10-08T15:20:00Z"}"#;
+    let post = |headers: &[(&str, &str)], body: &str| request(port, "POST", path, headers, body);
+
+    let viewer = "Bearer tok-t5001-0123456789".to_owned();
+    problem(
+        &post(
+            &[("Authorization", &viewer), json, ("Idempotency-Key", "k0")],
+            report,
+        ),
+        403,
+    );
+    let p = problem(&post(&[("Authorization", &op), json], report), 400);
+    assert_eq!(p["errors"][0]["field"], "Idempotency-Key");
+    let key = ("Idempotency-Key", "usage-2025-10-08-t5001-prod-1");
+    let first = post(&[("Authorization", &op), json, key], report);
+    assert_eq!(first.status, 202, "{}", first.body);
+    let id = first.json()["recordId"].as_str().expect("id").to_owned();
+    let again = post(&[("Authorization", &op), json, key], report);
+    assert_eq!(again.status, 202);
+    assert_eq!(again.json()["recordId"], id.as_str());
+    assert_eq!(again.json()["replayed"], true);
+    let changed = report.replace("100.2", "999");
+    problem(&post(&[("Authorization", &op), json, key], &changed), 409);
+
+    // Bad input: each a precise 4xx naming the field.
+    let cases: Vec<(String, u16, &str)> = vec![
+        (
+            report.replace("\"amount\"", "\"extra\":1,\"amount\""),
+            422,
+            "extra",
+        ),
+        (report.replace("100.2", "\"lots\""), 422, "amount"),
+        (report.replace("\"prod\"", "\"qa\""), 422, "/env"),
+        (report.replace("100.2", "-1"), 422, "/amount"),
+        (
+            report.replace("2025-10-08T15:20:00Z", "yesterday"),
+            422,
+            "/timestamp",
+        ),
+        (
+            report.replace("t_5001", "Robert'); DROP TABLE"),
+            422,
+            "/tenantId",
+        ),
+        ("{\"tenantId\": ".to_owned(), 400, ""),
+    ];
+    for (i, (body, status, field)) in cases.iter().enumerate() {
+        let key = format!("bad-{i}");
+        let p = problem(
+            &post(
+                &[("Authorization", &op), json, ("Idempotency-Key", &key)],
+                body,
+            ),
+            *status,
+        );
+        if !field.is_empty() {
+            assert_eq!(p["errors"][0]["field"], *field, "{body}: {p:#}");
+        }
+    }
+    // Another organization's tenant is not found for this token; no content type is 415; an
+    // oversized body is 413.
+    let other = report.replace("t_5001", "t_6001");
+    problem(
+        &post(
+            &[("Authorization", &op), json, ("Idempotency-Key", "o1")],
+            &other,
+        ),
+        404,
+    );
+    problem(
+        &post(&[("Authorization", &op), ("Idempotency-Key", "o2")], report),
+        415,
+    );
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(100 * 1024));
+    assert_eq!(
+        post(
+            &[("Authorization", &op), json, ("Idempotency-Key", "o3")],
+            &huge
+        )
+        .status,
+        413
+    );
+
+    // Exactly one record stored for all of that.
+    let text = std::fs::read_to_string(config).expect("config");
+    let root = text
+        .lines()
+        .find_map(|l| l.strip_prefix("root = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("embedded root");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let n = rt.block_on(async {
+        let store = tenancy::store::Store::open(&format!("sqlite://{root}/state.db"))
+            .await
+            .expect("store");
+        store.usage_count("t_5001").await.expect("count")
+    });
+    assert_eq!(
+        n, 1,
+        "one record: replays and refused reports store nothing"
+    );
 }
 
 fn get_status(port: u16, path: &str) -> Option<u16> {

@@ -187,6 +187,10 @@ pub fn router(store: Store, tokens: &[ApiToken]) -> Result<axum::Router, String>
             get(environments),
         )
         .route(&format!("{BASE}/jobs/{{id}}"), get(get_job))
+        .route(
+            &format!("{BASE}/billing/usage"),
+            axum::routing::post(post_usage),
+        )
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(request_id))
@@ -422,4 +426,182 @@ async fn get_job(
         "links": { "self": format!("{BASE}/jobs/{}", job.job_id) },
     }))
     .into_response())
+}
+
+/// A strict JSON body: a syntax error is 400, a wrong field or type 422 (naming the field), a
+/// wrong content type 415, an oversized body 413 — each as a problem.
+fn body<T>(
+    b: Result<axum::Json<T>, axum::extract::rejection::JsonRejection>,
+) -> Result<T, Problem> {
+    use axum::extract::rejection::JsonRejection as R;
+    b.map(|axum::Json(v)| v).map_err(|e| {
+        let text = e.body_text();
+        match &e {
+            R::JsonDataError(_) => {
+                // "Failed to deserialize the JSON body into the target type: amount: invalid
+                // type: …" or "…: unknown field `x`, expected …"
+                let detail = text
+                    .split_once("target type: ")
+                    .map_or(text.as_str(), |x| x.1);
+                let field = match detail.split_once(": ") {
+                    Some((f, _)) if !f.contains(' ') => f.to_owned(),
+                    _ => detail.split('`').nth(1).unwrap_or("body").to_owned(),
+                };
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "the body does not match the schema",
+                )
+                .field(&field, detail)
+            }
+            R::JsonSyntaxError(_) => Problem::new(StatusCode::BAD_REQUEST, "malformed-json", text),
+            R::MissingJsonContentType(_) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content-type",
+                "send the body as Content-Type: application/json",
+            ),
+            _ => Problem::new(e.status(), "body", text),
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct UsageBody {
+    tenant_id: String,
+    env: String,
+    resource: String,
+    amount: f64,
+    timestamp: String,
+}
+
+/// `POST /billing/usage` (seed 000 §9): 202 with the record id; the `Idempotency-Key` header
+/// makes a retry answer the first record again (`"replayed": true`), and the same key with a
+/// different report is a 409.
+async fn post_usage(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    b: Result<axum::Json<UsageBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    if caller.role < ApiRole::Operator {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` is a viewer; reporting usage needs operator or admin",
+                caller.name
+            ),
+        ));
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "idempotency-key",
+                "an Idempotency-Key header is required",
+            )
+            .field(
+                "Idempotency-Key",
+                "1–255 printable ASCII characters, unique per report",
+            )
+        })?
+        .to_owned();
+    let u = body(b)?;
+    let t = match visible(&api, &caller, &u.tenant_id).await {
+        Err(p) if p.status == 400 => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "not a tenant id",
+            )
+            .field("/tenantId", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"));
+        }
+        other => other?,
+    };
+    let invalid = |field: &str, message: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "the usage report is not valid",
+        )
+        .field(field, message)
+    };
+    let envs: Vec<&str> = t.manifest["spec"]["environments"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["name"].as_str()).collect())
+        .unwrap_or_default();
+    if !envs.contains(&u.env.as_str()) {
+        return Err(invalid(
+            "/env",
+            format!(
+                "tenant `{}` has no environment `{}` (it has {})",
+                t.tenant_id,
+                u.env,
+                envs.join(", ")
+            ),
+        ));
+    }
+    if u.resource.is_empty()
+        || u.resource.len() > 64
+        || !u
+            .resource
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(invalid(
+            "/resource",
+            "1–64 letters, digits, `_`, `.` or `-`".into(),
+        ));
+    }
+    if !u.amount.is_finite() || u.amount < 0.0 {
+        return Err(invalid("/amount", "a finite number ≥ 0".into()));
+    }
+    if humantime::parse_rfc3339_weak(&u.timestamp).is_err() {
+        return Err(invalid(
+            "/timestamp",
+            "an RFC 3339 time, e.g. 2025-10-08T15:20:00Z".into(),
+        ));
+    }
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let recorded = api
+        .store
+        .record_usage(&crate::store::UsageReport {
+            idempotency_key: key,
+            tenant_id: u.tenant_id,
+            env: u.env,
+            resource: u.resource,
+            amount: u.amount,
+            occurred_at: u.timestamp,
+            reported_by: caller.name,
+            request_id,
+        })
+        .await
+        .map_err(internal)?;
+    use crate::store::Recorded;
+    match recorded {
+        Recorded::New(id) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "accepted": true, "recordId": id })),
+        )
+            .into_response()),
+        Recorded::Replayed(id) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({ "accepted": true, "recordId": id, "replayed": true })),
+        )
+            .into_response()),
+        Recorded::Conflict(id) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-conflict",
+            format!("this Idempotency-Key was used for a different report (record {id})"),
+        )
+        .field("Idempotency-Key", "use a new key for a new report")),
+    }
 }

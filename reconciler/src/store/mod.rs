@@ -10,6 +10,7 @@
 //! version it read, and loses with [`StoreError::Conflict`] if someone wrote in between.
 
 mod jobs;
+mod usage;
 mod webhooks;
 
 pub use jobs::{Job, JobStep, NewJob};
@@ -17,6 +18,7 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Row};
 use std::time::{SystemTime, UNIX_EPOCH};
+pub use usage::{Recorded, UsageReport};
 pub use webhooks::{Delivery, DueDelivery, RetryPolicy, Webhook};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
