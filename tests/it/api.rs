@@ -355,6 +355,53 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     );
     assert_eq!(r.headers["x-request-id"].len(), 32);
 
+    // Governance bound to a tenant (seed 000 §8): its settings, enforced by the bundle's modules.
+    let g = get(
+        port,
+        &format!("{base}/governance/policies?tenantId=t_5001&env=prod"),
+        &[("Authorization", &one)],
+    );
+    assert_eq!(g.status, 200, "{}", g.body);
+    let g = g.json();
+    let by_name = |n: &str| {
+        g["policies"]
+            .as_array()
+            .expect("policies")
+            .iter()
+            .find(|p| p["name"] == n)
+            .cloned()
+            .expect(n)
+    };
+    assert_eq!(by_name("DataResidency")["rule"], "in-region-only");
+    assert_eq!(by_name("DataResidency")["enforced"], true);
+    assert_eq!(by_name("Encryption")["rule"], "kms-per-tenant");
+    assert_eq!(by_name("Isolation")["rule"], "strict");
+    let p = problem(
+        &get(
+            port,
+            &format!("{base}/governance/policies?tenantId=t_5001&env=qa"),
+            &[("Authorization", &one)],
+        ),
+        400,
+    );
+    assert_eq!(p["errors"][0]["field"], "env");
+    problem(
+        &get(
+            port,
+            &format!("{base}/governance/policies?tenantId=t_5002"),
+            &[("Authorization", &one)],
+        ),
+        404,
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/governance/policies"),
+            &[("Authorization", &one)],
+        ),
+        400,
+    );
+
     usage_reports(port, &config);
     let _ = daemon.kill();
     let _ = daemon.wait();

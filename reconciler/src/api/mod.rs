@@ -187,6 +187,7 @@ pub fn router(store: Store, tokens: &[ApiToken]) -> Result<axum::Router, String>
             get(environments),
         )
         .route(&format!("{BASE}/jobs/{{id}}"), get(get_job))
+        .route(&format!("{BASE}/governance/policies"), get(governance))
         .route(
             &format!("{BASE}/billing/usage"),
             axum::routing::post(post_usage),
@@ -604,4 +605,76 @@ async fn post_usage(
         )
         .field("Idempotency-Key", "use a new key for a new report")),
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct GovernanceQuery {
+    tenant_id: String,
+    env: Option<String>,
+}
+
+/// `GET /governance/policies?tenantId=&env=` (seed 000 §8): the tenant's governance settings
+/// and whether a policy module enforces each, from the decisions on its last reconciled commit.
+async fn governance(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    q: Result<Query<GovernanceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let q = query(q)?;
+    let t = visible(&api, &caller, &q.tenant_id).await?;
+    let spec = &t.manifest["spec"];
+    let env = match &q.env {
+        Some(name) => Some(
+            spec["environments"]
+                .as_array()
+                .and_then(|e| e.iter().find(|e| e["name"] == name.as_str()))
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid-query",
+                        "unknown environment",
+                    )
+                    .field(
+                        "env",
+                        format!("tenant `{}` has no environment `{name}`", t.tenant_id),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let decisions = api.store.decisions(&t.tenant_id).await.map_err(internal)?;
+    // The decisions of the last commit judged, by module.
+    let last = decisions.iter().map(|d| d.decided_at).max();
+    let enforced = |module: &str| {
+        decisions
+            .iter()
+            .filter(|d| Some(d.decided_at) == last && d.policy == module)
+            .any(|d| d.mode == "enforce")
+    };
+    let policies = &spec["policies"];
+    let retention = env
+        .and_then(|e| e.get("retentionDays"))
+        .or_else(|| policies.get("retentionDays"))
+        .and_then(|v| v.as_u64());
+    let mut out = vec![
+        serde_json::json!({ "name": "DataResidency", "rule": policies["dataResidency"], "enforced": enforced("residency"), "module": "residency" }),
+        serde_json::json!({ "name": "Encryption", "rule": policies["encryption"], "enforced": enforced("encryption"), "module": "encryption" }),
+        serde_json::json!({ "name": "Quotas", "rule": spec["quotas"], "enforced": enforced("quotas"), "module": "quotas" }),
+        serde_json::json!({ "name": "Lifecycle", "rule": spec["lifecycle"], "enforced": enforced("lifecycle"), "module": "lifecycle" }),
+    ];
+    if let Some(days) = retention {
+        out.push(serde_json::json!({ "name": "Retention", "rule": format!("{days} days"), "enforced": t.profile != "mt-standard", "appliedBy": "object-store lifecycle rule" }));
+    }
+    if let Some(isolation) = env.and_then(|e| e.get("isolation")) {
+        out.push(serde_json::json!({ "name": "Isolation", "rule": isolation, "enforced": true }));
+    }
+    Ok(axum::Json(serde_json::json!({
+        "tenantId": t.tenant_id,
+        "env": q.env,
+        "commitSha": decisions.iter().find(|d| Some(d.decided_at) == last).map(|d| d.commit_sha.clone()),
+        "policies": out,
+    }))
+    .into_response())
 }
