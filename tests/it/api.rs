@@ -403,6 +403,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     );
 
     usage_reports(port, &config);
+    lifecycle_writes(port, &repo);
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
@@ -525,4 +526,102 @@ fn get_status(port: u16, path: &str) -> Option<u16> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `POST /tenants/{id}:suspend|:activate`: a commit authored by the caller, judged before the
+/// branch moves (a refused transition is a 422 with the policy's finding and no commit), whose
+/// job can be polled at once and is converged by the daemon.
+fn lifecycle_writes(port: u16, repo: &TestRepo) {
+    let base = "/api/tenancy/v1";
+    let op = format!("Bearer {BILLING}");
+    let json = ("Content-Type", "application/json");
+    let viewer = "Bearer tok-t5001-0123456789".to_owned();
+    let post = |path: &str, auth: &str, body: &str| {
+        request(
+            port,
+            "POST",
+            &format!("{base}{path}"),
+            &[("Authorization", auth), json],
+            body,
+        )
+    };
+    problem(&post("/tenants/t_5001:suspend", &viewer, ""), 403);
+    problem(&post("/tenants/t_6001:suspend", &op, ""), 404);
+    problem(&post("/tenants/t_5002:frobnicate", &op, ""), 404);
+    problem(&post("/tenants/t_5002", &op, ""), 405);
+    let p = problem(&post("/tenants/t_5002:suspend", &op, r#"{"why":"x"}"#), 422);
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("why")),
+        "{p:#}"
+    );
+
+    let before = repo.head();
+    let r = post("/tenants/t_5002:suspend", &op, r#"{"reason":"billing"}"#);
+    assert_eq!(r.status, 202, "{}", r.body);
+    let accepted = r.json();
+    assert_eq!(accepted["state"], "Queued");
+    let sha = accepted["commitSha"].as_str().expect("sha").to_owned();
+    assert_eq!(repo.head(), sha, "the branch moved to the API's commit");
+    let commit = repo
+        .repo
+        .find_commit(git2::Oid::from_str(&sha).expect("oid"))
+        .expect("commit");
+    assert_eq!(commit.author().name().ok(), Some("acme-billing"));
+    assert_eq!(commit.parent_id(0).expect("parent").to_string(), before);
+    assert!(
+        commit
+            .message()
+            .is_ok_and(|m| m.starts_with("suspend t_5002 via the API (billing)"))
+    );
+    let text =
+        std::fs::read_to_string(repo.path().join("org_acme/t_5002.yaml")).expect("work tree");
+    assert!(
+        text.contains("lifecycle: Suspended"),
+        "the work tree follows"
+    );
+    // The job is there at once, and the daemon converges it.
+    let job_path = accepted["links"]["self"].as_str().expect("link").to_owned();
+    let job = get(port, &job_path, &[("Authorization", &op)]);
+    assert_eq!(job.status, 200, "{}", job.body);
+    let started = Instant::now();
+    loop {
+        let j = get(port, &job_path, &[("Authorization", &op)]).json();
+        if j["state"] == "completed" {
+            assert_eq!(j["action"], "suspend");
+            assert_eq!(j["commitSha"], sha.as_str());
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "job not converged: {j:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = get(
+        port,
+        &format!("{base}/tenants/t_5002"),
+        &[("Authorization", &op)],
+    );
+    assert_eq!(t.json()["state"], "Suspended");
+    assert_eq!(t.headers["etag"], "\"2\"");
+    // Asking again changes nothing.
+    problem(&post("/tenants/t_5002:suspend", &op, ""), 409);
+
+    // Archived → Active is not a transition seed 001 allows: refused with the policy's
+    // finding, and no commit.
+    let head = repo.head();
+    let p = problem(&post("/tenants/t_5004:activate", &op, ""), 422);
+    assert!(
+        p["errors"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .any(|e| e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("lifecycle.transition-not-allowed"))),
+        "{p:#}"
+    );
+    assert_eq!(repo.head(), head, "nothing committed");
 }

@@ -15,6 +15,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub mod writes;
+
 pub const BASE: &str = "/api/tenancy/v1";
 
 /// One field-level error inside a problem.
@@ -113,6 +115,8 @@ impl Caller {
 
 struct Api {
     store: Store,
+    /// Where writes commit (a local repository); `None` when following a remote.
+    writes: Option<writes::WriteTarget>,
     /// (SHA-256 of the token, its grant).
     tokens: Vec<([u8; 32], ApiToken)>,
 }
@@ -154,7 +158,11 @@ impl Api {
 }
 
 /// The API's routes under [`BASE`], or an error naming the token whose digest is malformed.
-pub fn router(store: Store, tokens: &[ApiToken]) -> Result<axum::Router, String> {
+pub fn router(
+    store: Store,
+    tokens: &[ApiToken],
+    writes: Option<writes::WriteTarget>,
+) -> Result<axum::Router, String> {
     let mut parsed = Vec::new();
     for t in tokens {
         let bytes = hex::decode(&t.sha256)
@@ -176,12 +184,16 @@ pub fn router(store: Store, tokens: &[ApiToken]) -> Result<axum::Router, String>
     }
     let api = Arc::new(Api {
         store,
+        writes,
         tokens: parsed,
     });
     use axum::routing::get;
     Ok(axum::Router::new()
         .route(&format!("{BASE}/tenants"), get(list_tenants))
-        .route(&format!("{BASE}/tenants/{{id}}"), get(get_tenant))
+        .route(
+            &format!("{BASE}/tenants/{{id}}"),
+            get(get_tenant).post(tenant_action),
+        )
         .route(
             &format!("{BASE}/tenants/{{id}}/environments"),
             get(environments),
@@ -677,4 +689,154 @@ async fn governance(
         "policies": out,
     }))
     .into_response())
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    reason: Option<String>,
+}
+
+/// `POST /tenants/{id}:activate` and `:suspend` (seed 000 §2, §10): the manifest's lifecycle is
+/// changed by a commit authored by the caller, judged before the branch moves; 202 with the job
+/// that will converge it (queued now, so it can be polled at once) and the commit.
+async fn tenant_action(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id_action): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let Some((id, action)) = id_action.split_once(':') else {
+        return Err(Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method",
+            "POST a tenant action: /tenants/{id}:activate or /tenants/{id}:suspend",
+        ));
+    };
+    let to = match action {
+        "activate" => "Active",
+        "suspend" => "Suspended",
+        other => {
+            return Err(Problem::not_found(&format!(
+                "action `{other}` (activate, suspend)"
+            )));
+        }
+    };
+    if caller.role < ApiRole::Operator {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` is a viewer; lifecycle actions need operator or admin",
+                caller.name
+            ),
+        ));
+    }
+    let reason = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<ActionBody>(&body)
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "the body does not match the schema",
+                )
+                .field("body", e.to_string())
+            })?
+            .reason
+    };
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.len() > 500 || r.contains(['\n', '\r']))
+    {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "reason is too long",
+        )
+        .field("/reason", "one line, at most 500 characters"));
+    }
+    let t = visible(&api, &caller, id).await?;
+    let Some(target) = api.writes.clone() else {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "read-only",
+            "this daemon follows a remote repository; change the manifest there (writes need a local repository)",
+        ));
+    };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let message = format!(
+        "{action} {id} via the API{}\n\nRequested-By: {}\nRequest-Id: {request_id}\n",
+        reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
+        caller.name
+    );
+    let (tenant, to_owned, author) = (id.to_owned(), to.to_owned(), caller.name.clone());
+    let committed = tokio::task::spawn_blocking(move || {
+        writes::commit_lifecycle(&target, &tenant, &to_owned, &author, &message)
+    })
+    .await
+    .map_err(internal)?;
+    let sha = match committed {
+        Ok(sha) => sha,
+        Err(writes::WriteError::Refused(findings)) => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused",
+                format!(
+                    "the change to `{id}` was refused by validation or policy; nothing was committed"
+                ),
+            );
+            for f in findings {
+                p = p.field(&f.location(), format!("{}: {}", f.rule, f.message));
+            }
+            return Err(p);
+        }
+        Err(writes::WriteError::Unchanged(why)) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "unchanged", why));
+        }
+        Err(writes::WriteError::NoManifest(why)) => return Err(Problem::not_found(&why)),
+        Err(writes::WriteError::Race) => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "race",
+                "the branch kept moving; retry",
+            ));
+        }
+        Err(writes::WriteError::Git(e)) => return Err(internal(e)),
+    };
+    let job_action = match (t.state.as_str(), to) {
+        ("Suspended", "Active") => "resume",
+        (_, "Active") => "activate",
+        _ => "suspend",
+    };
+    let job = crate::store::NewJob {
+        tenant_id: id.to_owned(),
+        commit_sha: sha.clone(),
+        action: job_action.to_owned(),
+        steps: Vec::new(),
+    };
+    api.store
+        .queue_jobs(&sha, &[], std::slice::from_ref(&job))
+        .await
+        .map_err(internal)?;
+    let job_id = job.id();
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({
+            "jobId": job_id,
+            "state": "Queued",
+            "commitSha": sha,
+            "links": { "self": format!("{BASE}/jobs/{job_id}"), "tenant": format!("{BASE}/tenants/{id}") },
+        })),
+    )
+        .into_response())
 }

@@ -451,7 +451,18 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 crate::api::BASE,
                 config.api.tokens.len()
             );
-            Some(crate::api::router(store.clone(), &config.api.tokens).map_err(CliError::Usage)?)
+            Some(
+                crate::api::router(
+                    store.clone(),
+                    &config.api.tokens,
+                    remote.is_none().then(|| crate::api::writes::WriteTarget {
+                        repo: opts.repo.clone(),
+                        path: opts.path.clone(),
+                        bundle: opts.bundle.clone(),
+                    }),
+                )
+                .map_err(CliError::Usage)?,
+            )
         };
         tokio::spawn(serve(listener, metrics.clone(), trigger, api));
     }
