@@ -20,6 +20,19 @@ use hmac::{Hmac, Mac};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// The event types a webhook can subscribe to.
+pub const EVENT_TYPES: &[&str] = &[
+    "TENANCY_CREATED",
+    "TENANCY_ACTIVATED",
+    "TENANCY_SUSPENDED",
+    "TENANCY_RESUMED",
+    "TENANCY_ARCHIVED",
+    "TENANCY_DELETED",
+    "TENANCY_UPDATED",
+    "RECONCILE_FAILED",
+    "POLICY_DENIED",
+];
+
 /// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac =

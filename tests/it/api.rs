@@ -404,6 +404,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
 
     usage_reports(port, &config);
     lifecycle_writes(port, &repo);
+    webhook_endpoints(port);
     let _ = daemon.kill();
     let _ = daemon.wait();
 }
@@ -624,4 +625,89 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
         "{p:#}"
     );
     assert_eq!(repo.head(), head, "nothing committed");
+}
+
+/// `/webhooks` (seed 000 §7): register (201, the secret never returned), list and delete, each
+/// within the token's scope.
+fn webhook_endpoints(port: u16) {
+    let path = "/api/tenancy/v1/webhooks";
+    let admin = "Bearer tok-admin-0123456789".to_owned();
+    let op = format!("Bearer {BILLING}");
+    let viewer = "Bearer tok-t5001-0123456789".to_owned();
+    let json = ("Content-Type", "application/json");
+    let post = |auth: &str, body: &str| {
+        request(port, "POST", path, &[("Authorization", auth), json], body)
+    };
+    // The seed's example, as an admin: a webhook for every tenant.
+    let seed = r#"{"url":"https://ops.example.com/hooks/tenancy","events":["TENANCY_ACTIVATED","TENANCY_SUSPENDED"],"secret":"whsec_demo"}"#;
+    let r = post(&admin, seed);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let hook = r.json();
+    assert_eq!(hook["tenantId"], "*");
+    assert!(
+        hook.get("secret").is_none() && !r.body.contains("whsec_demo"),
+        "{}",
+        r.body
+    );
+    let admin_hook = hook["webhookId"].as_str().expect("id").to_owned();
+
+    problem(&post(&viewer, seed), 403);
+    problem(&post(&op, seed), 403); // an organization's token cannot subscribe to every tenant
+    let mine = seed.replace("\"secret\"", "\"tenantId\":\"t_5001\",\"secret\"");
+    let r = post(&op, &mine);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let my_hook = r.json()["webhookId"].as_str().expect("id").to_owned();
+    problem(
+        &post(
+            &op,
+            &seed.replace("\"secret\"", "\"tenantId\":\"t_6001\",\"secret\""),
+        ),
+        404,
+    );
+    let p = problem(
+        &post(&admin, &seed.replace("https://ops", "ftp://ops")),
+        422,
+    );
+    assert_eq!(p["errors"][0]["field"], "/url");
+    let p = problem(
+        &post(
+            &admin,
+            &seed.replace("TENANCY_SUSPENDED", "TENANCY_EXPLODED"),
+        ),
+        422,
+    );
+    assert_eq!(p["errors"][0]["field"], "/events/1");
+    let p = problem(&post(&admin, &seed.replace("whsec_demo", "short")), 422);
+    assert_eq!(p["errors"][0]["field"], "/secret");
+
+    let ids = |auth: &str| -> Vec<String> {
+        get(port, path, &[("Authorization", auth)]).json()["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|h| h["webhookId"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&op), vec![my_hook.clone()]);
+    let all = ids(&admin);
+    assert!(all.contains(&admin_hook) && all.contains(&my_hook));
+    problem(
+        &request(
+            port,
+            "DELETE",
+            &format!("{path}/{admin_hook}"),
+            &[("Authorization", &op)],
+            "",
+        ),
+        404,
+    );
+    let r = request(
+        port,
+        "DELETE",
+        &format!("{path}/{my_hook}"),
+        &[("Authorization", &op)],
+        "",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(ids(&op).is_empty());
 }

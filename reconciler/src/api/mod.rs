@@ -201,6 +201,14 @@ pub fn router(
         .route(&format!("{BASE}/jobs/{{id}}"), get(get_job))
         .route(&format!("{BASE}/governance/policies"), get(governance))
         .route(
+            &format!("{BASE}/webhooks"),
+            get(list_webhooks).post(create_webhook),
+        )
+        .route(
+            &format!("{BASE}/webhooks/{{id}}"),
+            axum::routing::delete(delete_webhook),
+        )
+        .route(
             &format!("{BASE}/billing/usage"),
             axum::routing::post(post_usage),
         )
@@ -839,4 +847,147 @@ async fn tenant_action(
         })),
     )
         .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct WebhookBody {
+    url: String,
+    #[serde(default)]
+    events: Vec<String>,
+    secret: String,
+    /// One tenant; every tenant when absent (unconfined tokens only).
+    tenant_id: Option<String>,
+}
+
+/// May `caller` manage webhooks of `tenant` (`*` = every tenant)?
+async fn may_manage(api: &Api, caller: &Caller, tenant: &str) -> bool {
+    if tenant == "*" {
+        return caller.tenant.is_none() && caller.organization.is_none();
+    }
+    matches!(api.store.tenant(tenant).await, Ok(Some(t)) if caller.sees(&t))
+}
+
+/// `POST /webhooks` (seed 000 §7): 201 with the webhook — never its secret.
+async fn create_webhook(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    b: Result<axum::Json<WebhookBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    if caller.role < ApiRole::Operator {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` is a viewer; webhooks need operator or admin",
+                caller.name
+            ),
+        ));
+    }
+    let w = body(b)?;
+    let invalid = |field: &str, message: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "the webhook is not valid",
+        )
+        .field(field, message)
+    };
+    match reqwest::Url::parse(&w.url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => return Err(invalid("/url", "an absolute http or https URL".into())),
+    }
+    if let Some((i, e)) = w
+        .events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| !crate::webhooks::EVENT_TYPES.contains(&e.as_str()))
+    {
+        return Err(invalid(
+            &format!("/events/{i}"),
+            format!(
+                "`{e}` is not one of {}",
+                crate::webhooks::EVENT_TYPES.join(", ")
+            ),
+        ));
+    }
+    if w.secret.len() < 8 || w.secret.len() > 256 {
+        return Err(invalid(
+            "/secret",
+            "8 to 256 characters (32 or more random ones recommended)".into(),
+        ));
+    }
+    let tenant = match (&w.tenant_id, &caller.tenant) {
+        (Some(t), _) => t.clone(),
+        (None, Some(mine)) => mine.clone(),
+        (None, None) => "*".to_owned(),
+    };
+    if tenant != "*" && crate::manifest::ids::TenantId::parse(&tenant).is_err() {
+        return Err(invalid(
+            "/tenantId",
+            "tenant ids match ^[a-z][a-z0-9_]{2,62}$".into(),
+        ));
+    }
+    if !may_manage(&api, &caller, &tenant).await {
+        return Err(if tenant == "*" {
+            Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a token confined to a tenant or organization registers webhooks for one of its tenants (tenantId)",
+            )
+        } else {
+            Problem::not_found(&format!("tenant `{tenant}`"))
+        });
+    }
+    let hook = api
+        .store
+        .put_webhook(
+            &tenant,
+            &w.url,
+            &w.events,
+            &w.secret,
+            &crate::store::RetryPolicy::default(),
+        )
+        .await
+        .map_err(internal)?;
+    Ok((StatusCode::CREATED, axum::Json(hook)).into_response())
+}
+
+async fn list_webhooks(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let mut items = Vec::new();
+    for h in api.store.webhooks().await.map_err(internal)? {
+        if may_manage(&api, &caller, &h.tenant_id).await {
+            items.push(h);
+        }
+    }
+    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+}
+
+async fn delete_webhook(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    if caller.role < ApiRole::Operator {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "webhooks need operator or admin",
+        ));
+    }
+    let hooks = api.store.webhooks().await.map_err(internal)?;
+    let Some(h) = hooks.iter().find(|h| h.webhook_id == id) else {
+        return Err(Problem::not_found(&format!("webhook `{id}`")));
+    };
+    if !may_manage(&api, &caller, &h.tenant_id).await {
+        return Err(Problem::not_found(&format!("webhook `{id}`")));
+    }
+    api.store.remove_webhook(&id).await.map_err(internal)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -69,17 +69,7 @@ pub enum WebhooksCommand {
     },
 }
 
-const EVENT_TYPES: &[&str] = &[
-    "TENANCY_CREATED",
-    "TENANCY_ACTIVATED",
-    "TENANCY_SUSPENDED",
-    "TENANCY_RESUMED",
-    "TENANCY_ARCHIVED",
-    "TENANCY_DELETED",
-    "TENANCY_UPDATED",
-    "RECONCILE_FAILED",
-    "POLICY_DENIED",
-];
+use crate::webhooks::EVENT_TYPES;
 
 fn secret(env: Option<&str>, file: Option<&std::path::Path>) -> Result<String, CliError> {
     let value = match (env, file) {
@@ -98,9 +88,10 @@ fn secret(env: Option<&str>, file: Option<&std::path::Path>) -> Result<String, C
             ));
         }
     };
-    if value.len() < 16 {
+    if value.len() < 8 {
         return Err(CliError::Usage(
-            "the signing secret must be at least 16 characters".into(),
+            "the signing secret must be at least 8 characters (32 or more random ones recommended)"
+                .into(),
         ));
     }
     Ok(value)
