@@ -206,6 +206,16 @@ impl DetectOnly {
 pub struct ApiConfig {
     #[serde(default)]
     pub tokens: Vec<ApiToken>,
+    /// Requests per second each token may make (0 = unlimited), with bursts of `burst`.
+    #[serde(default)]
+    pub requests_per_second: f64,
+    #[serde(default)]
+    pub burst: f64,
+    /// Requests per second addressed to any one tenant, whoever makes them (0 = unlimited).
+    #[serde(default)]
+    pub tenant_requests_per_second: f64,
+    #[serde(default)]
+    pub tenant_burst: f64,
 }
 
 /// A bearer token, stored as the hex SHA-256 of the token (never the token itself).
@@ -580,6 +590,10 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         assert_eq!(c.kafka.targets["kafka-ap-south-1"].replication_factor, 3);
         assert!(c.object_store.targets["s3-eu-central-1"].path_style);
         assert_eq!(c.api.tokens.len(), 2);
+        assert_eq!(
+            (c.api.requests_per_second, c.api.tenant_burst),
+            (50.0, 40.0)
+        );
         assert_eq!(c.api.tokens[1].organization.as_deref(), Some("org_acme"));
         assert_eq!(c.daemon.branch, "main");
         assert_eq!(c.daemon.fetch_interval_seconds, 30);

@@ -558,8 +558,24 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
         "{p:#}"
     );
 
+    // If-Match with a stale ETag: 412, nothing committed.
     let before = repo.head();
-    let r = post("/tenants/t_5002:suspend", &op, r#"{"reason":"billing"}"#);
+    let stale = request(
+        port,
+        "POST",
+        &format!("{base}/tenants/t_5002:suspend"),
+        &[("Authorization", &op), json, ("If-Match", "\"41\"")],
+        "",
+    );
+    problem(&stale, 412);
+    assert_eq!(repo.head(), before);
+    let r = request(
+        port,
+        "POST",
+        &format!("{base}/tenants/t_5002:suspend"),
+        &[("Authorization", &op), json, ("If-Match", "\"1\"")],
+        r#"{"reason":"billing"}"#,
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     let accepted = r.json();
     assert_eq!(accepted["state"], "Queued");
@@ -710,4 +726,62 @@ fn webhook_endpoints(port: u16) {
     );
     assert_eq!(r.status, 204, "{}", r.body);
     assert!(ids(&op).is_empty());
+}
+
+/// Per-token and per-tenant rate limits: 429 with `Retry-After`, one token's excess never
+/// throttles another's requests to other tenants.
+#[test]
+fn rate_limits_answer_429_with_retry_after() {
+    let repo = TestRepo::with_examples();
+    let work = tempfile::tempdir().expect("tmp");
+    let config = embedded_config(work.path());
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml += &format!(
+        "[api]\nrequests-per-second = 0.5\nburst = 5\ntenant-requests-per-second = 0.5\ntenant-burst = 3\n\
+         [[api.tokens]]\nname = \"a\"\nsha256 = \"{}\"\nrole = \"viewer\"\n\
+         [[api.tokens]]\nname = \"b\"\nsha256 = \"{}\"\nrole = \"viewer\"\n",
+        sha256_hex("token-a-0123456789"),
+        sha256_hex("token-b-0123456789")
+    );
+    std::fs::write(&config, toml).expect("config");
+    let port = free_port();
+    let mut daemon = crate::support::spawn_daemon(repo.path(), &config, port, 5);
+    let started = Instant::now();
+    while get_status(port, "/readyz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (a, b) = ("Bearer token-a-0123456789", "Bearer token-b-0123456789");
+    let one = "/api/tenancy/v1/tenants/t_5001";
+    let list = "/api/tenancy/v1/tenants";
+    for _ in 0..3 {
+        assert_eq!(get(port, one, &[("Authorization", a)]).status, 200);
+    }
+    // t_5001's bucket is empty: token b is throttled on it, not elsewhere.
+    let r = get(port, one, &[("Authorization", b)]);
+    let p = problem(&r, 429);
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("t_5001")),
+        "{p:#}"
+    );
+    assert!(
+        r.headers["retry-after"]
+            .parse::<u64>()
+            .is_ok_and(|s| s >= 1)
+    );
+    assert_eq!(get(port, list, &[("Authorization", b)]).status, 200);
+    // Token a has used 3 of its 5, and the 429 above was b's: 2 more, then 429.
+    assert_eq!(get(port, list, &[("Authorization", a)]).status, 200);
+    assert_eq!(get(port, list, &[("Authorization", a)]).status, 200);
+    let r = get(port, list, &[("Authorization", a)]);
+    let p = problem(&r, 429);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("token `a`")),
+        "{p:#}"
+    );
+    assert_eq!(get(port, list, &[("Authorization", b)]).status, 200);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }

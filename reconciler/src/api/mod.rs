@@ -37,6 +37,9 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds, for 429 (`Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -47,6 +50,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -75,6 +79,11 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -113,8 +122,43 @@ impl Caller {
     }
 }
 
+/// Token buckets by key: `rate` per second, up to `burst` at once.
+#[derive(Default)]
+struct Limiter {
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl Limiter {
+    /// Take one request from `key`'s bucket, or say how many seconds until one is free.
+    fn take(&self, key: &str, rate: f64, burst: f64) -> Result<(), u64> {
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let burst = burst.max(1.0);
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = buckets.entry(key.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+fn too_many(what: String, secs: u64) -> Problem {
+    let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", what);
+    p.retry_after = Some(secs);
+    p
+}
+
 struct Api {
     store: Store,
+    limits: crate::config::ApiConfig,
+    limiter: Limiter,
     /// Where writes commit (a local repository); `None` when following a remote.
     writes: Option<writes::WriteTarget>,
     /// (SHA-256 of the token, its grant).
@@ -148,6 +192,13 @@ impl Api {
             }
         }
         let t = found.ok_or_else(|| unauthorized("unknown token"))?;
+        self.limiter
+            .take(
+                &format!("token:{}", t.name),
+                self.limits.requests_per_second,
+                self.limits.burst,
+            )
+            .map_err(|secs| too_many(format!("token `{}` is over its rate limit", t.name), secs))?;
         Ok(Caller {
             name: t.name.clone(),
             role: t.role,
@@ -160,11 +211,11 @@ impl Api {
 /// The API's routes under [`BASE`], or an error naming the token whose digest is malformed.
 pub fn router(
     store: Store,
-    tokens: &[ApiToken],
+    config: &crate::config::ApiConfig,
     writes: Option<writes::WriteTarget>,
 ) -> Result<axum::Router, String> {
     let mut parsed = Vec::new();
-    for t in tokens {
+    for t in &config.tokens {
         let bytes = hex::decode(&t.sha256)
             .ok()
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
@@ -184,6 +235,8 @@ pub fn router(
     }
     let api = Arc::new(Api {
         store,
+        limits: config.clone(),
+        limiter: Limiter::default(),
         writes,
         tokens: parsed,
     });
@@ -346,6 +399,13 @@ async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, P
                 .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
         );
     }
+    api.limiter
+        .take(
+            &format!("tenant:{id}"),
+            api.limits.tenant_requests_per_second,
+            api.limits.tenant_burst,
+        )
+        .map_err(|secs| too_many(format!("tenant `{id}` is over its rate limit"), secs))?;
     match api.store.tenant(id).await.map_err(internal)? {
         Some(t) if caller.sees(&t) => Ok(t),
         _ => Err(Problem::not_found(&format!("tenant `{id}`"))),
@@ -767,6 +827,20 @@ async fn tenant_action(
         .field("/reason", "one line, at most 500 characters"));
     }
     let t = visible(&api, &caller, id).await?;
+    // Optimistic concurrency: `If-Match` must name the version the caller saw (its ETag).
+    if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+        && want != "*"
+        && want.trim() != format!("\"{}\"", t.version)
+    {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            format!(
+                "tenant `{id}` is at version {} (ETag \"{}\"), not {want}",
+                t.version, t.version
+            ),
+        ));
+    }
     let Some(target) = api.writes.clone() else {
         return Err(Problem::new(
             StatusCode::CONFLICT,

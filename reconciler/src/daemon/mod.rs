@@ -454,7 +454,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
             Some(
                 crate::api::router(
                     store.clone(),
-                    &config.api.tokens,
+                    &config.api,
                     remote.is_none().then(|| crate::api::writes::WriteTarget {
                         repo: opts.repo.clone(),
                         path: opts.path.clone(),
