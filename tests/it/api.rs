@@ -404,6 +404,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
 
     usage_reports(port, &config);
     lifecycle_writes(port, &repo);
+    event_stream(port);
     webhook_endpoints(port);
     let _ = daemon.kill();
     let _ = daemon.wait();
@@ -784,4 +785,95 @@ fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(get(port, list, &[("Authorization", b)]).status, 200);
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// Open `GET /events` and send its lines (`event: …`, `id: …`, `data: …`) to a channel.
+fn sse(port: u16, auth: &str, last_id: Option<&str>) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut req = format!(
+        "GET /api/tenancy/v1/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nAuthorization: {auth}\r\n"
+    );
+    if let Some(id) = last_id {
+        req += &format!("Last-Event-ID: {id}\r\n");
+    }
+    write!(s, "{req}\r\n").expect("send");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(s).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Read (event type, id, data) triples until `until` says stop, or panic after `timeout`.
+fn read_events(
+    rx: &std::sync::mpsc::Receiver<String>,
+    timeout: Duration,
+    mut until: impl FnMut(&[(String, String, Value)]) -> bool,
+) -> Vec<(String, String, Value)> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    let (mut ty, mut id) = (String::new(), String::new());
+    while !until(&out) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("stream stalled; got {out:#?}"));
+        if let Some(v) = line.strip_prefix("event: ") {
+            ty = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            id = v.to_owned();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            out.push((
+                ty.clone(),
+                id.clone(),
+                serde_json::from_str(v).expect("CloudEvent"),
+            ));
+        }
+    }
+    out
+}
+
+/// `GET /events` (SSE): an organization's token gets its tenants' events — the history, then
+/// live ones as they are recorded — and `Last-Event-ID` resumes after a given event.
+fn event_stream(port: u16) {
+    let op = format!("Bearer {BILLING}");
+    let rx = sse(port, &op, None);
+    let seen = read_events(&rx, Duration::from_secs(20), |e| {
+        e.iter()
+            .any(|(t, _, d)| t == "TENANCY_SUSPENDED" && d["subject"] == "t_5002")
+    });
+    assert!(
+        seen.iter()
+            .all(|(_, _, d)| d["subject"].as_str().is_some_and(|t| t.starts_with("t_50"))),
+        "only org_acme's tenants: {seen:#?}"
+    );
+    // Live: a new event arrives on the open stream.
+    let r = request(
+        port,
+        "POST",
+        "/api/tenancy/v1/tenants/t_5002:activate",
+        &[("Authorization", &op), ("Content-Type", "application/json")],
+        "",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    read_events(&rx, Duration::from_secs(30), |e| {
+        e.iter()
+            .any(|(t, _, d)| t == "TENANCY_RESUMED" && d["subject"] == "t_5002")
+    });
+    // Resume after the first event: the stream starts at the second.
+    let rx = sse(port, &op, Some(&seen[0].1));
+    let resumed = read_events(&rx, Duration::from_secs(10), |e| !e.is_empty());
+    assert_eq!(resumed[0].1, seen[1].1);
+    let r = get(
+        port,
+        "/api/tenancy/v1/events",
+        &[("Authorization", &op), ("Last-Event-ID", "nonsense")],
+    );
+    problem(&r, 400);
 }

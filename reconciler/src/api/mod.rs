@@ -253,6 +253,7 @@ pub fn router(
         )
         .route(&format!("{BASE}/jobs/{{id}}"), get(get_job))
         .route(&format!("{BASE}/governance/policies"), get(governance))
+        .route(&format!("{BASE}/events"), get(event_stream))
         .route(
             &format!("{BASE}/webhooks"),
             get(list_webhooks).post(create_webhook),
@@ -1064,4 +1065,89 @@ async fn delete_webhook(
     }
     api.store.remove_webhook(&id).await.map_err(internal)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /events`: the events the caller may see as Server-Sent Events, oldest first, then live.
+/// Each SSE `id` is the event's outbox position, so a reconnect with `Last-Event-ID` resumes
+/// right after it; `event` is the CloudEvents type and `data` the CloudEvent.
+async fn event_stream(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let caller = api.authenticate(&headers)?;
+    let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(v) => Some(parse_position(v).ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-header",
+                "Last-Event-ID is not an event position",
+            )
+            .field("Last-Event-ID", "the `id` of an event this stream sent")
+        })?),
+    };
+    struct Cursor {
+        api: Arc<Api>,
+        caller: Caller,
+        after: Option<(i64, String, i64)>,
+        queue: std::collections::VecDeque<crate::store::EventRecord>,
+        orgs: std::collections::HashMap<String, Option<String>>,
+    }
+    let cursor = Cursor {
+        api,
+        caller,
+        after,
+        queue: Default::default(),
+        orgs: Default::default(),
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.queue.pop_front() {
+                c.after = Some((e.created_at, e.tenant_id.clone(), e.sequence));
+                // An organization's token: only events of its tenants.
+                if let Some(org) = &c.caller.organization {
+                    if !c.orgs.contains_key(&e.tenant_id) {
+                        let o = c
+                            .api
+                            .store
+                            .tenant(&e.tenant_id)
+                            .await
+                            .ok()
+                            .flatten()
+                            .map(|t| t.organization_id);
+                        c.orgs.insert(e.tenant_id.clone(), o);
+                    }
+                    if c.orgs[&e.tenant_id].as_deref() != Some(org.as_str()) {
+                        continue;
+                    }
+                }
+                let event = Event::default()
+                    .id(format!("{}.{}.{}", e.created_at, e.tenant_id, e.sequence))
+                    .event(e.event_type.clone())
+                    .data(e.event.to_string());
+                return Some((Ok::<_, std::convert::Infallible>(event), c));
+            }
+            match c
+                .api
+                .store
+                .events(c.caller.tenant.as_deref(), c.after.clone(), 200)
+                .await
+            {
+                Ok(batch) if !batch.is_empty() => c.queue.extend(batch),
+                _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
+}
+
+/// `<created_at>.<tenant>.<sequence>` → the outbox position.
+fn parse_position(s: &str) -> Option<(i64, String, i64)> {
+    let (at, rest) = s.split_once('.')?;
+    let (tenant, seq) = rest.rsplit_once('.')?;
+    crate::manifest::ids::TenantId::parse(tenant).ok()?;
+    Some((at.parse().ok()?, tenant.to_owned(), seq.parse().ok()?))
 }
