@@ -241,6 +241,38 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     assert_eq!(tj["organizationId"], "org_acme");
     assert_eq!(tj["environments"], serde_json::json!(["dev", "prod"]));
     assert_eq!(tj["externalIds"]["billing"], "cus_5001");
+    // By external id (seed: "get by id and by external id"), within the caller's scope.
+    let by = get(
+        port,
+        &format!("{base}/tenants/by-external-id/billing/cus_5001"),
+        &[("Authorization", &auth)],
+    );
+    assert_eq!(by.status, 200, "{}", by.body);
+    assert_eq!(by.json()["tenantId"], "t_5001");
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/by-external-id/billing/cus_nobody"),
+            &[("Authorization", &auth)],
+        ),
+        404,
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/by-external-id/bil.ling/x"),
+            &[("Authorization", &auth)],
+        ),
+        400,
+    );
+    problem(
+        &get(
+            port,
+            &format!("{base}/tenants/by-external-id/billing/cus_5001"),
+            &[("Authorization", &format!("Bearer {globex}"))],
+        ),
+        404,
+    );
     let envs = get(
         port,
         &format!("{base}/tenants/t_5001/environments"),

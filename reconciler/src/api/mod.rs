@@ -253,6 +253,10 @@ pub fn router(
         )
         .route(&format!("{BASE}/jobs/{{id}}"), get(get_job))
         .route(&format!("{BASE}/governance/policies"), get(governance))
+        .route(
+            &format!("{BASE}/tenants/by-external-id/{{system}}/{{value}}"),
+            get(by_external_id),
+        )
         .route(&format!("{BASE}/events"), get(event_stream))
         .route(
             &format!("{BASE}/webhooks"),
@@ -420,6 +424,53 @@ async fn get_tenant(
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
     let t = visible(&api, &caller, &id).await?;
+    Ok(tenant_response(&t))
+}
+
+/// `GET /tenants/by-external-id/{system}/{value}` — e.g. `/crm/0015g00000XyZ`: the tenant
+/// whose manifest declares that external id, as `GET /tenants/{id}` shows it.
+async fn by_external_id(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((system, value)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    if system.is_empty()
+        || system.len() > 32
+        || !system
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-id",
+            "not an external id system",
+        )
+        .field(
+            "system",
+            "1–32 letters, digits, `_` or `-` (e.g. crm, billing)",
+        ));
+    }
+    if value.is_empty() || value.len() > 128 {
+        return Err(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not an external id")
+                .field("value", "1–128 characters"),
+        );
+    }
+    match api
+        .store
+        .tenant_by_external_id(&system, &value)
+        .await
+        .map_err(internal)?
+    {
+        Some(t) if caller.sees(&t) => Ok(tenant_response(&t)),
+        _ => Err(Problem::not_found(&format!(
+            "tenant with {system} id `{value}`"
+        ))),
+    }
+}
+
+fn tenant_response(t: &TenantRecord) -> Response {
     let time = |ms: i64| {
         humantime::format_rfc3339_millis(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
@@ -447,7 +498,7 @@ async fn get_tenant(
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", t.version)) {
         r.headers_mut().insert(header::ETAG, v);
     }
-    Ok(r)
+    r
 }
 
 async fn environments(

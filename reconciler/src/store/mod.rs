@@ -442,6 +442,28 @@ impl Store {
             .collect()
     }
 
+    /// The tenant whose manifest declares `externalIds.<system> = value` (`system` must be
+    /// letters, digits, `_` or `-`; callers check it).
+    pub async fn tenant_by_external_id(
+        &self,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<TenantRecord>, StoreError> {
+        let lookup = match self.dialect {
+            Dialect::Sqlite => "json_extract(manifest, '$.spec.externalIds.' || $1) = $2",
+            Dialect::Postgres => "manifest->'spec'->'externalIds'->>$1 = $2",
+        };
+        let row = sqlx::query(safe(format!(
+            "SELECT {} FROM tenants WHERE {lookup} ORDER BY tenant_id LIMIT 1",
+            Self::TENANT_COLUMNS
+        )))
+        .bind(system)
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::tenant_from_row).transpose()
+    }
+
     fn tenant_from_row(row: &sqlx::any::AnyRow) -> Result<TenantRecord, StoreError> {
         let json = |col: &'static str| -> Result<serde_json::Value, StoreError> {
             let text: String = row.try_get(col)?;
