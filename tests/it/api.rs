@@ -98,7 +98,12 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
-    let mut daemon = crate::support::spawn_daemon(repo.path(), &config, port, 5);
+    let daemon = crate::support::Running(Some(crate::support::spawn_daemon(
+        repo.path(),
+        &config,
+        port,
+        5,
+    )));
     let started = Instant::now();
     while get_status(port, "/readyz") != Some(200) {
         assert!(started.elapsed() < Duration::from_secs(30), "not ready");
@@ -438,8 +443,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     lifecycle_writes(port, &repo);
     event_stream(port);
     webhook_endpoints(port);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
 }
 
 const BILLING: &str = "tok-acme-billing-0123";
@@ -778,7 +782,12 @@ fn rate_limits_answer_429_with_retry_after() {
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
-    let mut daemon = crate::support::spawn_daemon(repo.path(), &config, port, 5);
+    let daemon = crate::support::Running(Some(crate::support::spawn_daemon(
+        repo.path(),
+        &config,
+        port,
+        5,
+    )));
     let started = Instant::now();
     while get_status(port, "/readyz") != Some(200) {
         assert!(started.elapsed() < Duration::from_secs(30), "not ready");
@@ -815,8 +824,7 @@ fn rate_limits_answer_429_with_retry_after() {
         "{p:#}"
     );
     assert_eq!(get(port, list, &[("Authorization", b)]).status, 200);
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
 }
 
 /// Open `GET /events` and send its lines (`event: …`, `id: …`, `data: …`) to a channel.

@@ -3,9 +3,9 @@
 //! /metrics; refuses a force-push (before and after a restart, since it resumes from the last
 //! reconciled commit in the state store); and stops cleanly on SIGTERM.
 
-use crate::support::{TestRepo, embedded_config, free_port};
+use crate::support::{Running, TestRepo, embedded_config, free_port};
 use std::io::{Read, Write};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -42,11 +42,17 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Dura
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-fn start(repo: &TestRepo, config: &std::path::Path, port: u16) -> Child {
-    crate::support::spawn_daemon(repo.path(), config, port, 5)
+fn start(repo: &TestRepo, config: &std::path::Path, port: u16) -> Running {
+    Running(Some(crate::support::spawn_daemon(
+        repo.path(),
+        config,
+        port,
+        5,
+    )))
 }
 
-fn stop(mut child: Child) -> std::process::ExitStatus {
+fn stop(mut running: Running) -> std::process::ExitStatus {
+    let mut child = running.0.take().expect("running");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -9,17 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A running daemon, killed if the test fails before stopping it.
-struct Daemon(Option<Child>);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use crate::support::Running as Daemon;
 
 fn daemon(repo: &std::path::Path, config: &std::path::Path, port: u16) -> Daemon {
     Daemon(Some(crate::support::spawn_daemon(repo, config, port, 1)))

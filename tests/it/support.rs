@@ -367,3 +367,15 @@ pub fn spawn_daemon(repo: &Path, config: &Path, port: u16, interval: u32) -> std
         .spawn()
         .expect("start tenancy run")
 }
+
+/// A process started by a test (a daemon), killed if the test ends without stopping it.
+pub struct Running(pub Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
