@@ -678,6 +678,55 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
         "{p:#}"
     );
     assert_eq!(repo.head(), head, "nothing committed");
+
+    // DELETE (seed 000 §12): an open tenant needs force (admin only); an archived one is
+    // deleted by a commit carrying the confirmation, and the job converges it.
+    let delete = |path: &str| {
+        request(
+            port,
+            "DELETE",
+            &format!("{base}{path}"),
+            &[("Authorization", &op)],
+            "",
+        )
+    };
+    let p = problem(&delete("/tenants/t_5001"), 409);
+    assert!(
+        p["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("force=true")),
+        "{p:#}"
+    );
+    problem(&delete("/tenants/t_5001?force=true"), 403);
+    problem(&delete("/tenants/t_5001?forse=true"), 400);
+    let r = delete("/tenants/t_5004?reason=contract%20ended");
+    assert_eq!(r.status, 202, "{}", r.body);
+    let accepted = r.json();
+    let text =
+        std::fs::read_to_string(repo.path().join("org_acme/t_5004.yaml")).expect("work tree");
+    assert!(text.contains("lifecycle: Deleted"), "{text}");
+    assert!(text.contains("deletion: { confirm: t_5004"), "{text}");
+    let job_path = accepted["links"]["self"].as_str().expect("link").to_owned();
+    let started = Instant::now();
+    loop {
+        let j = get(port, &job_path, &[("Authorization", &op)]).json();
+        if j["state"] == "completed" {
+            assert_eq!(j["action"], "delete");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "delete not converged: {j:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let t = get(
+        port,
+        &format!("{base}/tenants/t_5004"),
+        &[("Authorization", &op)],
+    )
+    .json();
+    assert_eq!(t["state"], "Deleted");
 }
 
 /// `/webhooks` (seed 000 §7): register (201, the secret never returned), list and delete, each

@@ -245,7 +245,7 @@ pub fn router(
         .route(&format!("{BASE}/tenants"), get(list_tenants))
         .route(
             &format!("{BASE}/tenants/{{id}}"),
-            get(get_tenant).post(tenant_action),
+            get(get_tenant).post(tenant_action).delete(delete_tenant),
         )
         .route(
             &format!("{BASE}/tenants/{{id}}/environments"),
@@ -879,6 +879,88 @@ async fn tenant_action(
         .field("/reason", "one line, at most 500 characters"));
     }
     let t = visible(&api, &caller, id).await?;
+    let note = reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    commit_and_queue(&api, &caller, &headers, &t, action, to, &note).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    force: Option<bool>,
+    reason: Option<String>,
+}
+
+/// `DELETE /tenants/{id}?force=` (seed 000 §12): a commit marking the tenant Deleted with its
+/// confirmation; 202 with the job. Without `force` the tenant must be Suspended or Archived
+/// first; `force=true` (admin only) deletes from any state.
+async fn delete_tenant(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let q = query(q)?;
+    let force = q.force.unwrap_or(false);
+    if caller.role < ApiRole::Operator || (force && caller.role < ApiRole::Admin) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` may not delete tenants{}",
+                caller.name,
+                if force {
+                    " with force (admin only)"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if q.reason
+        .as_ref()
+        .is_some_and(|r| r.len() > 200 || r.contains(['\n', '\r']))
+    {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-query",
+            "reason is too long",
+        )
+        .field("reason", "one line, at most 200 characters"));
+    }
+    let t = visible(&api, &caller, &id).await?;
+    if !force && !matches!(t.state.as_str(), "Suspended" | "Archived") {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "not-closed",
+            format!(
+                "tenant `{id}` is {}; suspend or archive it first, or delete with force=true (admin)",
+                t.state
+            ),
+        ));
+    }
+    let note = format!(
+        " ({})",
+        q.reason.as_deref().unwrap_or("deleted through the API")
+    );
+    commit_and_queue(&api, &caller, &headers, &t, "delete", "Deleted", &note).await
+}
+
+/// Commit `t`'s move to lifecycle `to` (judged first), queue the job that will converge it,
+/// and answer 202 with both.
+async fn commit_and_queue(
+    api: &Arc<Api>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    t: &TenantRecord,
+    action: &str,
+    to: &str,
+    note: &str,
+) -> Result<Response, Problem> {
+    let id = t.tenant_id.as_str();
     // Optimistic concurrency: `If-Match` must name the version the caller saw (its ETag).
     if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
         && want != "*"
@@ -906,11 +988,7 @@ async fn tenant_action(
         .unwrap_or_default()
         .to_owned();
     let message = format!(
-        "{action} {id} via the API{}\n\nRequested-By: {}\nRequest-Id: {request_id}\n",
-        reason
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default(),
+        "{action} {id} via the API{note}\n\nRequested-By: {}\nRequest-Id: {request_id}\n",
         caller.name
     );
     let (tenant, to_owned, author) = (id.to_owned(), to.to_owned(), caller.name.clone());
@@ -950,6 +1028,7 @@ async fn tenant_action(
     let job_action = match (t.state.as_str(), to) {
         ("Suspended", "Active") => "resume",
         (_, "Active") => "activate",
+        (_, "Deleted") => "delete",
         _ => "suspend",
     };
     let job = crate::store::NewJob {

@@ -53,8 +53,40 @@ fn set_lifecycle(text: &str, to: &str) -> Option<String> {
     Some(out)
 }
 
-/// Commit `tenant`'s lifecycle change to `to`, after validating and governing the candidate;
-/// returns the new commit's sha.
+/// Mark a tenant Deleted with its confirmation: `lifecycle: Deleted` and, on the next line at
+/// the same indentation, `deletion: { confirm: <id>, reason: … }`. Block style only (a flow-style
+/// `spec: { … }` is left to a human); an existing `deletion:` is kept.
+fn set_deleted(text: &str, tenant: &str, reason: &str) -> Result<String, WriteError> {
+    let with_state = set_lifecycle(text, "Deleted")
+        .ok_or_else(|| WriteError::NoManifest("the manifest declares no lifecycle".into()))?;
+    if with_state.contains("deletion:") {
+        return Ok(with_state);
+    }
+    let at = with_state.find("lifecycle:").expect("just set");
+    let line_start = with_state[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &with_state[line_start..at];
+    if !indent.chars().all(|c| c == ' ') || indent.is_empty() {
+        return Err(WriteError::Unchanged(
+            "the manifest's spec is not in block style; mark the deletion by hand".into(),
+        ));
+    }
+    let line_end = with_state[at..]
+        .find('\n')
+        .map_or(with_state.len(), |i| at + i + 1);
+    let reason = reason.replace(['"', '\\'], "'");
+    let mut out = with_state[..line_end].to_owned();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(&format!(
+        "{indent}deletion: {{ confirm: {tenant}, reason: \"{reason}\" }}\n"
+    ));
+    out.push_str(&with_state[line_end..]);
+    Ok(out)
+}
+
+/// Commit `tenant`'s lifecycle change to `to` (`Deleted` adds the confirmation), after
+/// validating and governing the candidate; returns the new commit's sha.
 pub fn commit_lifecycle(
     target: &WriteTarget,
     tenant: &str,
@@ -91,8 +123,13 @@ pub fn commit_lifecycle(
         let blob = repo.find_blob(entry.id())?;
         let text = std::str::from_utf8(blob.content())
             .map_err(|_| WriteError::Git(format!("{file} is not UTF-8")))?;
-        let new_text = set_lifecycle(text, to)
-            .ok_or_else(|| WriteError::NoManifest(format!("{file} declares no lifecycle")))?;
+        let new_text = if to == "Deleted" {
+            let reason = message.lines().next().unwrap_or_default();
+            set_deleted(text, tenant, reason)?
+        } else {
+            set_lifecycle(text, to)
+                .ok_or_else(|| WriteError::NoManifest(format!("{file} declares no lifecycle")))?
+        };
         if new_text == text {
             return Err(WriteError::Unchanged(format!(
                 "tenant `{tenant}` is already {to}"
@@ -160,5 +197,20 @@ mod tests {
             Some("spec: { lifecycle: Active, plan: x }")
         );
         assert_eq!(set_lifecycle("spec: {}\n", "Active"), None);
+    }
+
+    #[test]
+    fn deletion_adds_the_confirmation_under_the_lifecycle() {
+        let out = super::set_deleted(
+            "spec:\n  lifecycle: Archived\n  plan: x\n",
+            "t_1",
+            "gone \"now\"",
+        )
+        .expect("block style");
+        assert_eq!(
+            out,
+            "spec:\n  lifecycle: Deleted\n  deletion: { confirm: t_1, reason: \"gone 'now'\" }\n  plan: x\n"
+        );
+        assert!(super::set_deleted("spec: { lifecycle: Active }", "t_1", "x").is_err());
     }
 }
