@@ -80,9 +80,9 @@ wait_tcp() { # name port seconds
   die "$1 did not listen on 127.0.0.1:$2 within $3 s (log: $DIR/$1.log)"
 }
 
-start_bg() { # name command...
+start_bg() { # name command...  (its own session, so `stop` ends it with every child it starts)
   local name=$1; shift
-  nohup "$@" >"$DIR/$name.log" 2>&1 &
+  setsid nohup "$@" >"$DIR/$name.log" 2>&1 &
   echo $! >"$DIR/$name.pid"
 }
 
@@ -176,7 +176,9 @@ stop() {
   for name in moto noida tansu; do
     [ -f "$DIR/$name.pid" ] || continue
     pid=$(cat "$DIR/$name.pid")
-    kill "$pid" 2>/dev/null || true
+    # noida-db's launcher starts the broker as a child: end the whole process group.
+    pkill -P "$pid" 2>/dev/null || true
+    kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
     rm -f "$DIR/$name.pid"
   done
   if [ -d "$DIR/pg/data" ]; then
