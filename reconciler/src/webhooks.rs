@@ -59,23 +59,18 @@ pub struct Deliverer {
     client: reqwest::Client,
 }
 
-impl Default for Deliverer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Deliverer {
-    pub fn new() -> Deliverer {
-        Deliverer {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .connect_timeout(Duration::from_secs(3))
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("tenancy/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("an HTTP client with default TLS roots"),
-        }
+    /// An HTTP(S) client for deliveries; fails (it does not panic) when TLS cannot be set up,
+    /// e.g. on a machine without CA certificates.
+    pub fn new() -> Result<Deliverer, String> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("tenancy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("webhook HTTP client: {}", error_chain(&e)))?;
+        Ok(Deliverer { client })
     }
 
     /// Fan new outbox events out to webhooks, then attempt every due delivery.

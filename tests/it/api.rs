@@ -56,6 +56,22 @@ fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: 
     }
 }
 
+/// Poll a job until the daemon has completed it (30 s at most); the job.
+fn completed_job(port: u16, path: &str, auth: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let j = get(port, path, &[("Authorization", auth)]).json();
+        if j["state"] == "completed" {
+            return j;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "job not converged: {j:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
@@ -639,20 +655,9 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
     let job_path = accepted["links"]["self"].as_str().expect("link").to_owned();
     let job = get(port, &job_path, &[("Authorization", &op)]);
     assert_eq!(job.status, 200, "{}", job.body);
-    let started = Instant::now();
-    loop {
-        let j = get(port, &job_path, &[("Authorization", &op)]).json();
-        if j["state"] == "completed" {
-            assert_eq!(j["action"], "suspend");
-            assert_eq!(j["commitSha"], sha.as_str());
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "job not converged: {j:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let j = completed_job(port, &job_path, &op);
+    assert_eq!(j["action"], "suspend");
+    assert_eq!(j["commitSha"], sha.as_str());
     let t = get(
         port,
         &format!("{base}/tenants/t_5002"),
@@ -707,19 +712,7 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
     assert!(text.contains("lifecycle: Deleted"), "{text}");
     assert!(text.contains("deletion: { confirm: t_5004"), "{text}");
     let job_path = accepted["links"]["self"].as_str().expect("link").to_owned();
-    let started = Instant::now();
-    loop {
-        let j = get(port, &job_path, &[("Authorization", &op)]).json();
-        if j["state"] == "completed" {
-            assert_eq!(j["action"], "delete");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "delete not converged: {j:#}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(completed_job(port, &job_path, &op)["action"], "delete");
     let t = get(
         port,
         &format!("{base}/tenants/t_5004"),

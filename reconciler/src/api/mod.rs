@@ -113,6 +113,22 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// 403 unless the caller's role is at least `role`; `what` names the operation.
+    fn require(&self, role: ApiRole, what: &str) -> Result<(), Problem> {
+        if self.role >= role {
+            return Ok(());
+        }
+        let needed = match role {
+            ApiRole::Admin => "admin",
+            _ => "operator or admin",
+        };
+        Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token `{}` may not {what}: it needs {needed}", self.name),
+        ))
+    }
+
     fn sees(&self, t: &TenantRecord) -> bool {
         self.tenant.as_ref().is_none_or(|id| *id == t.tenant_id)
             && self
@@ -617,16 +633,7 @@ async fn post_usage(
     b: Result<axum::Json<UsageBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
-    if caller.role < ApiRole::Operator {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "token `{}` is a viewer; reporting usage needs operator or admin",
-                caller.name
-            ),
-        ));
-    }
+    caller.require(ApiRole::Operator, "report usage")?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -843,16 +850,7 @@ async fn tenant_action(
             )));
         }
     };
-    if caller.role < ApiRole::Operator {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "token `{}` is a viewer; lifecycle actions need operator or admin",
-                caller.name
-            ),
-        ));
-    }
+    caller.require(ApiRole::Operator, "change a tenant's lifecycle")?;
     let reason = if body.is_empty() {
         None
     } else {
@@ -905,21 +903,18 @@ async fn delete_tenant(
     let caller = api.authenticate(&headers)?;
     let q = query(q)?;
     let force = q.force.unwrap_or(false);
-    if caller.role < ApiRole::Operator || (force && caller.role < ApiRole::Admin) {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "token `{}` may not delete tenants{}",
-                caller.name,
-                if force {
-                    " with force (admin only)"
-                } else {
-                    ""
-                }
-            ),
-        ));
-    }
+    caller.require(
+        if force {
+            ApiRole::Admin
+        } else {
+            ApiRole::Operator
+        },
+        if force {
+            "delete tenants with force"
+        } else {
+            "delete tenants"
+        },
+    )?;
     if q.reason
         .as_ref()
         .is_some_and(|r| r.len() > 200 || r.contains(['\n', '\r']))
@@ -1025,12 +1020,7 @@ async fn commit_and_queue(
         }
         Err(writes::WriteError::Git(e)) => return Err(internal(e)),
     };
-    let job_action = match (t.state.as_str(), to) {
-        ("Suspended", "Active") => "resume",
-        (_, "Active") => "activate",
-        (_, "Deleted") => "delete",
-        _ => "suspend",
-    };
+    let job_action = crate::reconcile::transition_action(&t.state, to);
     let job = crate::store::NewJob {
         tenant_id: id.to_owned(),
         commit_sha: sha.clone(),
@@ -1080,16 +1070,7 @@ async fn create_webhook(
     b: Result<axum::Json<WebhookBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
-    if caller.role < ApiRole::Operator {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "token `{}` is a viewer; webhooks need operator or admin",
-                caller.name
-            ),
-        ));
-    }
+    caller.require(ApiRole::Operator, "manage webhooks")?;
     let w = body(b)?;
     let invalid = |field: &str, message: String| {
         Problem::new(
@@ -1179,13 +1160,7 @@ async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
-    if caller.role < ApiRole::Operator {
-        return Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "webhooks need operator or admin",
-        ));
-    }
+    caller.require(ApiRole::Operator, "manage webhooks")?;
     let hooks = api.store.webhooks().await.map_err(internal)?;
     let Some(h) = hooks.iter().find(|h| h.webhook_id == id) else {
         return Err(Problem::not_found(&format!("webhook `{id}`")));

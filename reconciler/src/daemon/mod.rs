@@ -65,19 +65,16 @@ struct Retry {
 
 impl Retry {
     fn after(attempt: u32) -> Retry {
-        let base = Duration::from_secs(1)
-            .saturating_mul(1 << attempt.saturating_sub(1).min(9))
-            .min(Duration::from_secs(300));
+        // The same schedule as webhook deliveries' default policy.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        // A cheap, well-spread value in [0.8, 1.2): the clock's nanoseconds, mixed.
-        let mixed = (nanos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-        let factor = 0.8 + 0.4 * (mixed as f64 / (1u64 << 24) as f64);
+        let wait =
+            crate::store::RetryPolicy::default().backoff_ms(i64::from(attempt), u64::from(nanos));
         Retry {
             attempt,
-            due: Instant::now() + base.mul_f64(factor),
+            due: Instant::now() + Duration::from_millis(wait.max(0) as u64),
         }
     }
 }
@@ -493,7 +490,14 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
         }
         w
     };
-    let deliverer = crate::webhooks::Deliverer::new();
+    let deliverer = match crate::webhooks::Deliverer::new() {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!(error = %e, "webhook deliveries are off");
+            say!("tenancy run: {e}; webhook deliveries are off");
+            None
+        }
+    };
     let key = match &remote {
         Some(url) => format!(
             "daemon.last-commit:{}#{}:{}",
@@ -651,7 +655,10 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
             }
         }
         // Webhooks: fan new events out and attempt every due delivery.
-        let next_delivery = deliver(&deliverer, &store, &metrics).await;
+        let next_delivery = match &deliverer {
+            Some(d) => deliver(d, &store, &metrics).await,
+            None => None,
+        };
         // Sleep until the next poll, retry or delivery, whichever is first.
         let next_retry = retries
             .values()

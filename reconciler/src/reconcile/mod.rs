@@ -720,17 +720,23 @@ fn job_action(before: Option<&(String, String)>, manifest: &Tenant) -> Option<&'
     let Some((state, was_profile)) = before else {
         return Some("create");
     };
-    Some(match (state.as_str(), to) {
-        (a, b) if a == b => {
-            return (was_profile != profile).then_some("change-profile");
-        }
+    if state == to {
+        return (was_profile != profile).then_some("change-profile");
+    }
+    Some(transition_action(state, to))
+}
+
+/// The job action of a lifecycle transition `from` → `to` (different states). The API queues
+/// the job of its own commits with it, so it must agree with what `apply` starts.
+pub fn transition_action(from: &str, to: &str) -> &'static str {
+    match (from, to) {
         ("Suspended", "Active") => "resume",
         (_, "Active") => "activate",
         (_, "Suspended") => "suspend",
         (_, "Archived") => "archive",
         (_, "Deleted") => "delete",
         _ => "update",
-    })
+    }
 }
 
 /// How a change appears as a job step.

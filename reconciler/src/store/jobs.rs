@@ -8,7 +8,7 @@
 //! but no longer appears in the plan was done before the crash and is marked so. A newer
 //! commit's job for the same tenant supersedes an unfinished older one.
 
-use super::{Store, StoreError, now_ms, safe, stable_id};
+use super::{Store, StoreError, json_column, now_ms, safe, stable_id};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -113,14 +113,13 @@ impl Job {
 const JOB_COLUMNS: &str = "job_id, tenant_id, action, state, progress, CAST(steps AS TEXT) AS steps, logs, commit_sha, error, created_at, updated_at";
 
 fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, StoreError> {
-    let steps: String = r.try_get("steps")?;
     Ok(Job {
         job_id: r.try_get("job_id")?,
         tenant_id: r.try_get("tenant_id")?,
         action: r.try_get("action")?,
         state: r.try_get("state")?,
         progress: r.try_get("progress")?,
-        steps: serde_json::from_str(&steps).unwrap_or_default(),
+        steps: json_column(r, "steps")?,
         commit_sha: r.try_get("commit_sha")?,
         error: r.try_get("error")?,
         logs: r.try_get("logs")?,

@@ -69,6 +69,16 @@ fn safe(sql: String) -> sqlx::AssertSqlSafe<String> {
     sqlx::AssertSqlSafe(sql)
 }
 
+/// A JSON column (read as text) as `T`; invalid JSON is an error naming the column, never a
+/// silent default.
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &sqlx::any::AnyRow,
+    col: &'static str,
+) -> Result<T, StoreError> {
+    let text: String = row.try_get(col)?;
+    serde_json::from_str(&text).map_err(|source| StoreError::Json { what: col, source })
+}
+
 /// A stable identifier: the first 128 bits of SHA-256 over the parts, hex.
 pub fn stable_id(parts: &[&str]) -> String {
     use sha2::Digest;
@@ -465,10 +475,7 @@ impl Store {
     }
 
     fn tenant_from_row(row: &sqlx::any::AnyRow) -> Result<TenantRecord, StoreError> {
-        let json = |col: &'static str| -> Result<serde_json::Value, StoreError> {
-            let text: String = row.try_get(col)?;
-            serde_json::from_str(&text).map_err(|source| StoreError::Json { what: col, source })
-        };
+        let json = |col: &'static str| json_column::<serde_json::Value>(row, col);
         Ok(TenantRecord {
             tenant_id: row.try_get("tenant_id")?,
             organization_id: row.try_get("organization_id")?,

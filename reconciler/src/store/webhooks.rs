@@ -5,7 +5,7 @@
 //! retried with backoff until the receiver answers 2xx, and dead-lettered after the webhook's
 //! maximum attempts; `tenancy webhooks requeue` gives a dead one another round.
 
-use super::{Store, StoreError, now_ms, safe, stable_id};
+use super::{Store, StoreError, json_column, now_ms, safe, stable_id};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -92,15 +92,13 @@ const WEBHOOK_COLUMNS: &str = "webhook_id, tenant_id, url, CAST(events AS TEXT) 
      CAST(retry_policy AS TEXT) AS retry_policy, created_at, updated_at";
 
 fn webhook_from_row(r: &sqlx::any::AnyRow) -> Result<Webhook, StoreError> {
-    let events: String = r.try_get("events")?;
-    let retry: String = r.try_get("retry_policy")?;
     Ok(Webhook {
         webhook_id: r.try_get("webhook_id")?,
         tenant_id: r.try_get("tenant_id")?,
         url: r.try_get("url")?,
-        events: serde_json::from_str(&events).unwrap_or_default(),
+        events: json_column(r, "events")?,
         secret: r.try_get("secret")?,
-        retry_policy: serde_json::from_str(&retry).unwrap_or_default(),
+        retry_policy: json_column(r, "retry_policy")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
