@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
@@ -24,7 +24,13 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
     request(port, "GET", path, headers, "")
 }
 
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+pub(crate) fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Reply {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -61,7 +67,7 @@ fn completed_job(port: u16, path: &str, auth: &str) -> Value {
     let started = Instant::now();
     loop {
         let j = get(port, path, &[("Authorization", auth)]).json();
-        if j["state"] == "completed" {
+        if j["state"] == "Completed" {
             return j;
         }
         assert!(
@@ -72,7 +78,7 @@ fn completed_job(port: u16, path: &str, auth: &str) -> Value {
     }
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
@@ -381,7 +387,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     let job = job.json();
     assert_eq!(
         (job["action"].as_str(), job["state"].as_str()),
-        (Some("create"), Some("completed"))
+        (Some("create"), Some("Completed"))
     );
     assert_eq!(job["progress"], 1.0);
     assert_eq!(job["links"]["self"], format!("{base}/jobs/{job_id}"));
@@ -459,6 +465,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     lifecycle_writes(port, &repo);
     event_stream(port);
     webhook_endpoints(port);
+    create_and_patch_boundaries(port, &repo);
     drop(daemon);
 }
 
@@ -573,7 +580,7 @@ fn usage_reports(port: u16, config: &std::path::Path) {
     );
 }
 
-fn get_status(port: u16, path: &str) -> Option<u16> {
+pub(crate) fn get_status(port: u16, path: &str) -> Option<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
@@ -958,4 +965,163 @@ fn event_stream(port: u16) {
         &[("Authorization", &op), ("Last-Event-ID", "nonsense")],
     );
     problem(&r, 400);
+}
+
+/// `POST /tenants` and `PATCH /tenants/{id}` refuse what they must, each with a precise 4xx
+/// and no commit: hostile ids, unknown fields, wrong types, other organizations, other
+/// tenants, lifecycle changes through PATCH, stale ETags, manifests in flow style.
+fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
+    let base = "/api/tenancy/v1";
+    let op = format!("Bearer {BILLING}"); // operator, organization org_acme
+    let viewer = "Bearer tok-t5001-0123456789".to_owned();
+    let admin = "Bearer tok-admin-0123456789".to_owned();
+    let send = |method: &str, path: &str, auth: &str, body: &str, extra: &[(&str, &str)]| {
+        let mut h = vec![
+            ("Authorization", auth),
+            ("Content-Type", "application/json"),
+        ];
+        h.extend_from_slice(extra);
+        request(port, method, &format!("{base}{path}"), &h, body)
+    };
+    let head = repo.head();
+    let create = |auth: &str, body: &str| send("POST", "/tenants", auth, body, &[]);
+    problem(
+        &create(
+            &viewer,
+            r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":["dev"]}"#,
+        ),
+        403,
+    );
+    problem(
+        &create(
+            &op,
+            r#"{"tenantId":"t_9101","organizationId":"org_globex","profile":"mt-standard","environments":["dev"]}"#,
+        ),
+        403,
+    );
+    let p = problem(
+        &create(
+            &op,
+            r#"{"tenantId":"../../etc/passwd","organizationId":"org_acme","profile":"mt-standard","environments":["dev"]}"#,
+        ),
+        422,
+    );
+    assert_eq!(p["errors"][0]["field"], "tenantId", "{p:#}");
+    let p = problem(
+        &create(
+            &op,
+            r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":["dev"],"colour":"red"}"#,
+        ),
+        422,
+    );
+    assert!(p.to_string().contains("colour"), "{p:#}");
+    problem(
+        &create(
+            &op,
+            r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":"dev"}"#,
+        ),
+        422,
+    );
+    problem(&create(&op, r#"{"tenantId":"t_9101","#), 400);
+    let p = problem(
+        &create(
+            &admin,
+            r#"{"tenantId":"t_9101","organizationId":"org_nowhere","profile":"mt-standard","environments":["dev"]}"#,
+        ),
+        422,
+    );
+    assert_eq!(p["errors"][0]["field"], "organizationId", "{p:#}");
+    // The schema and the policies judge the manifest: a quota over the plan's ceiling.
+    let p = problem(
+        &create(
+            &op,
+            r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":["dev"],"quotas":{"storageGiB":99999}}"#,
+        ),
+        422,
+    );
+    assert!(p.to_string().contains("quotas"), "{p:#}");
+    let p = problem(
+        &create(
+            &op,
+            r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"gigantic","environments":["dev"]}"#,
+        ),
+        422,
+    );
+    assert!(
+        p["errors"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["field"] == "/spec/profile")),
+        "{p:#}"
+    );
+    problem(
+        &create(
+            &op,
+            r#"{"tenantId":"t_5001","organizationId":"org_acme","profile":"mt-standard","environments":["dev"]}"#,
+        ),
+        409,
+    );
+    assert_eq!(repo.head(), head, "no refused request committed anything");
+
+    let patch = |auth: &str, id: &str, body: &str, extra: &[(&str, &str)]| {
+        send("PATCH", &format!("/tenants/{id}"), auth, body, extra)
+    };
+    problem(
+        &patch(&viewer, "t_5001", r#"{"quotas":{"storageGiB":1}}"#, &[]),
+        403,
+    );
+    problem(
+        &patch(&op, "t_6001", r#"{"quotas":{"storageGiB":1}}"#, &[]),
+        404,
+    );
+    problem(
+        &patch(&op, "T;DROP", r#"{"quotas":{"storageGiB":1}}"#, &[]),
+        400,
+    );
+    let p = problem(
+        &patch(&op, "t_5001", r#"{"lifecycle":"Archived"}"#, &[]),
+        422,
+    );
+    assert!(
+        p["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(":suspend")),
+        "{p:#}"
+    );
+    problem(&patch(&op, "t_5001", r#"{"tenantId":"t_9"}"#, &[]), 422);
+    problem(&patch(&op, "t_5001", r#"{}"#, &[]), 422);
+    problem(&patch(&op, "t_5001", r#"["profile"]"#, &[]), 422);
+    let p = problem(
+        &patch(&op, "t_5001", r#"{"quotas":{"storageGiB":"lots"}}"#, &[]),
+        422,
+    );
+    assert!(p.to_string().contains("/spec/quotas/storageGiB"), "{p:#}");
+    problem(
+        &patch(
+            &op,
+            "t_5001",
+            r#"{"quotas":{"storageGiB":1}}"#,
+            &[("If-Match", "\"999\"")],
+        ),
+        412,
+    );
+    assert_eq!(repo.head(), head, "no refused request committed anything");
+    // A quota change: one line of the file changes, the rest (comments, order) stays.
+    let before = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("file");
+    let r = patch(&op, "t_5001", r#"{"quotas":{"apiRateLimit":300}}"#, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json().get("jobId"), None);
+    let after = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("file");
+    let changed: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(
+        changed,
+        [(
+            "  quotas: { storageGiB: 200, concurrentJobs: 10, apiRateLimit: 200 }",
+            "  quotas: { storageGiB: 200, concurrentJobs: 10, apiRateLimit: 300 }"
+        )]
+    );
+    assert_eq!(before.lines().count(), after.lines().count());
 }

@@ -12,6 +12,7 @@ mod plane_postgres;
 mod planes;
 mod policy;
 mod reliability;
+mod seed_api;
 mod services;
 mod source;
 mod store;

@@ -496,6 +496,21 @@ impl Plane for KafkaPlane {
         PLANE
     }
 
+    fn locate(&self, d: &TenantEnv) -> Result<serde_json::Value, PlaneError> {
+        let t = self
+            .config
+            .targets
+            .get(&d.placement.target)
+            .ok_or_else(|| PlaneError::unknown_target(PLANE, &d.placement.target))?;
+        let (topic, state) = Self::desired_state(t, d);
+        // A shared topic carries many tenants, keyed by tenant id; a dedicated one is theirs.
+        let key = (d.profile != Profile::StDedicated).then(|| d.tenant.clone());
+        Ok(serde_json::json!({
+            "type": "kafka", "target": d.placement.target,
+            "queue": topic, "partitionKey": key, "partitions": state.partitions,
+        }))
+    }
+
     fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>> {
         Box::pin(self.plan_async(desired))
     }

@@ -162,6 +162,22 @@ impl Plane for LocalObjectPlane {
         PLANE
     }
 
+    fn locate(&self, d: &TenantEnv) -> Result<serde_json::Value, PlaneError> {
+        let location = self.location(d);
+        Ok(match location.split_once('/') {
+            Some((bucket, prefix)) => serde_json::json!({
+                "type": "directory", "target": d.placement.target,
+                "bucket": bucket, "prefix": format!("{prefix}/"),
+                "path": self.root.join(&location).display().to_string(),
+            }),
+            None => serde_json::json!({
+                "type": "directory", "target": d.placement.target,
+                "bucket": location, "prefix": null,
+                "path": self.root.join(&location).display().to_string(),
+            }),
+        })
+    }
+
     fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>> {
         Box::pin(async move { self.plan_sync(desired) })
     }

@@ -217,6 +217,15 @@ pub enum PlaneError {
     },
 }
 
+impl PlaneError {
+    pub fn unknown_target(plane: &'static str, target: &str) -> PlaneError {
+        PlaneError::UnknownTarget {
+            plane,
+            target: target.to_owned(),
+        }
+    }
+}
+
 pub type PlaneFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, PlaneError>> + Send + 'a>>;
 
 /// What every data plane implements.
@@ -230,6 +239,11 @@ pub trait Plane: Send + Sync {
 
     /// Make one change. Idempotent: applying it again, or after a crash part-way, converges.
     fn apply<'a>(&'a self, change: &'a Change) -> PlaneFuture<'a, ()>;
+
+    /// Where `d` lives in this plane, in the plane's words — database and schema, bucket and
+    /// prefix, topic and partition key: what a console shows and a client connects to. Pure
+    /// naming, no I/O; an unconfigured target is an error.
+    fn locate(&self, d: &TenantEnv) -> Result<serde_json::Value, PlaneError>;
 
     /// Optionally start the part of observation that does not depend on the desired state
     /// (listing a target's buckets, say), so that it overlaps with validation. The next `plan`

@@ -189,12 +189,13 @@ impl PostgresPlane {
         let change = |resource: String, op, fields| Change::new(PLANE, d, resource, op, fields);
         let f = FieldChange::new;
         if d.lifecycle == Lifecycle::Deleted {
-            if container.is_some() {
-                out.push(change(
-                    format!("{container_kind} {name}"),
-                    Op::Delete,
-                    Vec::new(),
-                ));
+            // Both containers: a tenant moved from mt-standard to a dedicated profile keeps
+            // its shared schema (data movement is not the plane's), and it holds the role.
+            if o.schemas.contains_key(&name) {
+                out.push(change(format!("schema {name}"), Op::Delete, Vec::new()));
+            }
+            if o.databases.contains_key(&name) {
+                out.push(change(format!("database {name}"), Op::Delete, Vec::new()));
             }
             if o.roles.contains_key(&name) {
                 out.push(change(format!("role {name}"), Op::Delete, Vec::new()));
@@ -361,6 +362,32 @@ impl PostgresPlane {
 impl Plane for PostgresPlane {
     fn name(&self) -> &'static str {
         PLANE
+    }
+
+    fn locate(&self, d: &TenantEnv) -> Result<serde_json::Value, PlaneError> {
+        let url = self
+            .config
+            .targets
+            .get(&d.placement.target)
+            .ok_or_else(|| PlaneError::unknown_target(PLANE, &d.placement.target))?;
+        let name = d.qualified_name();
+        // mt-standard: a schema in the target's shared database; otherwise its own database.
+        Ok(if d.profile == Profile::MtStandard {
+            let shared = url
+                .parse::<sqlx::postgres::PgConnectOptions>()
+                .ok()
+                .and_then(|o| o.get_database().map(str::to_owned))
+                .unwrap_or_else(|| "postgres".into());
+            serde_json::json!({
+                "type": "postgres", "target": d.placement.target,
+                "database": shared, "schema": name, "role": name,
+            })
+        } else {
+            serde_json::json!({
+                "type": "postgres", "target": d.placement.target,
+                "database": name, "schema": "public", "role": name,
+            })
+        })
     }
 
     fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>> {

@@ -975,6 +975,27 @@ impl Plane for S3Plane {
         PLANE
     }
 
+    fn locate(&self, d: &TenantEnv) -> Result<serde_json::Value, PlaneError> {
+        let cfg = self
+            .config
+            .targets
+            .get(&d.placement.target)
+            .ok_or_else(|| PlaneError::unknown_target(PLANE, &d.placement.target))?;
+        // mt-standard: a prefix of the target's shared bucket; otherwise a bucket of its own.
+        let (bucket, prefix) = if d.profile == Profile::MtStandard {
+            (cfg.shared_bucket(), Some(prefix_of(d)))
+        } else {
+            (
+                bucket_name(&cfg.bucket_prefix, &d.tenant, &d.environment),
+                None,
+            )
+        };
+        Ok(serde_json::json!({
+            "type": "s3", "target": d.placement.target, "region": cfg.region,
+            "bucket": bucket, "prefix": prefix,
+        }))
+    }
+
     fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>> {
         Box::pin(self.plan_async(desired))
     }

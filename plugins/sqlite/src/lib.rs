@@ -202,6 +202,14 @@ impl Plane for SqlitePlane {
         PLANE
     }
 
+    fn locate(&self, d: &TenantEnv) -> Result<serde_json::Value, PlaneError> {
+        Ok(serde_json::json!({
+            "type": "sqlite", "target": d.placement.target,
+            "database": format!("{}.sqlite", d.qualified_name()),
+            "path": self.path(d).display().to_string(),
+        }))
+    }
+
     fn plan<'a>(&'a self, desired: &'a [TenantEnv]) -> PlaneFuture<'a, Vec<Change>> {
         Box::pin(self.plan_async(desired))
     }

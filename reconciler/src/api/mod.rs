@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+pub mod edit;
 pub mod writes;
 
 pub const BASE: &str = "/api/tenancy/v1";
@@ -173,6 +174,10 @@ fn too_many(what: String, secs: u64) -> Problem {
 
 struct Api {
     store: Store,
+    planes: Arc<crate::reconcile::Planes>,
+    platform: Arc<Platform>,
+    /// Writes commit one at a time.
+    write_lock: tokio::sync::Mutex<()>,
     limits: crate::config::ApiConfig,
     limiter: Limiter,
     /// Where writes commit (a local repository); `None` when following a remote.
@@ -229,6 +234,8 @@ pub fn router(
     store: Store,
     config: &crate::config::ApiConfig,
     writes: Option<writes::WriteTarget>,
+    planes: Arc<crate::reconcile::Planes>,
+    platform: Arc<Platform>,
 ) -> Result<axum::Router, String> {
     let mut parsed = Vec::new();
     for t in &config.tokens {
@@ -251,6 +258,9 @@ pub fn router(
     }
     let api = Arc::new(Api {
         store,
+        planes,
+        platform,
+        write_lock: tokio::sync::Mutex::new(()),
         limits: config.clone(),
         limiter: Limiter::default(),
         writes,
@@ -258,15 +268,22 @@ pub fn router(
     });
     use axum::routing::get;
     Ok(axum::Router::new()
-        .route(&format!("{BASE}/tenants"), get(list_tenants))
+        .route(
+            &format!("{BASE}/tenants"),
+            get(list_tenants).post(create_tenant),
+        )
         .route(
             &format!("{BASE}/tenants/{{id}}"),
-            get(get_tenant).post(tenant_action).delete(delete_tenant),
+            get(get_tenant)
+                .post(tenant_action)
+                .patch(patch_tenant)
+                .delete(delete_tenant),
         )
         .route(
             &format!("{BASE}/tenants/{{id}}/environments"),
             get(environments),
         )
+        .route(&format!("{BASE}/tenants/{{id}}/topology"), get(topology))
         .route(&format!("{BASE}/jobs/{{id}}"), get(get_job))
         .route(&format!("{BASE}/governance/policies"), get(governance))
         .route(
@@ -559,15 +576,33 @@ async fn get_job(
     let Some(job) = job else {
         return Err(Problem::not_found(&format!("job `{id}`")));
     };
-    // A job is visible with its tenant.
-    visible(&api, &caller, &job.tenant_id)
-        .await
-        .map_err(|_| Problem::not_found(&format!("job `{id}`")))?;
+    // A job is visible with its tenant. A tenant just created through the API is not
+    // recorded until the daemon takes it: its job is visible to unconfined callers.
+    let unconfined = caller.tenant.is_none() && caller.organization.is_none();
+    match api.store.tenant(&job.tenant_id).await.map_err(internal)? {
+        Some(t) if caller.sees(&t) => {}
+        None if unconfined => {}
+        _ => return Err(Problem::not_found(&format!("job `{id}`"))),
+    }
+    let time = |ms: i64| {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+        )
+        .to_string()
+    };
+    // Seed 000 spells job states capitalized (Queued, Running, Completed, Failed).
+    let mut state = job.state.clone();
+    if let Some(first) = state.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
     Ok(axum::Json(serde_json::json!({
+        "id": job.job_id,
         "jobId": job.job_id,
         "tenantId": job.tenant_id,
         "action": job.action,
-        "state": job.state,
+        "state": state,
+        "createdAt": time(job.created_at),
+        "updatedAt": time(job.updated_at),
         "progress": job.progress,
         "steps": job.steps,
         "commitSha": job.commit_sha,
@@ -944,19 +979,8 @@ async fn delete_tenant(
     commit_and_queue(&api, &caller, &headers, &t, "delete", "Deleted", &note).await
 }
 
-/// Commit `t`'s move to lifecycle `to` (judged first), queue the job that will converge it,
-/// and answer 202 with both.
-async fn commit_and_queue(
-    api: &Arc<Api>,
-    caller: &Caller,
-    headers: &HeaderMap,
-    t: &TenantRecord,
-    action: &str,
-    to: &str,
-    note: &str,
-) -> Result<Response, Problem> {
-    let id = t.tenant_id.as_str();
-    // Optimistic concurrency: `If-Match` must name the version the caller saw (its ETag).
+/// `If-Match` must name the version the caller saw (its ETag), when given.
+fn check_if_match(headers: &HeaderMap, t: &TenantRecord) -> Result<(), Problem> {
     if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
         && want != "*"
         && want.trim() != format!("\"{}\"", t.version)
@@ -965,11 +989,55 @@ async fn commit_and_queue(
             StatusCode::PRECONDITION_FAILED,
             "precondition-failed",
             format!(
-                "tenant `{id}` is at version {} (ETag \"{}\"), not {want}",
-                t.version, t.version
+                "tenant `{}` is at version {} (ETag \"{}\"), not {want}",
+                t.tenant_id, t.version, t.version
             ),
         ));
     }
+    Ok(())
+}
+
+fn request_id_of(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A committed write: its commit and the job that will converge it (none when the change
+/// needs no job, e.g. a quota change).
+struct Committed {
+    sha: String,
+    job_id: Option<String>,
+}
+
+/// Commit `edit` of tenant `id` (judged first: a refusal is 422 with the findings and nothing
+/// is committed), then queue the job `job_action` that will converge it, so it can be polled
+/// at once. `summary` is the commit's subject.
+/// One API write: the tenant, the commit's subject, why (a `Reason:` trailer), the job that
+/// will converge it, and the edit.
+struct Write<'a> {
+    id: &'a str,
+    summary: String,
+    reason: Option<&'a str>,
+    job_action: Option<&'a str>,
+    edit: Box<writes::Edit>,
+}
+
+async fn commit_write(
+    api: &Arc<Api>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    w: Write<'_>,
+) -> Result<Committed, Problem> {
+    let Write {
+        id,
+        summary,
+        reason,
+        job_action,
+        edit,
+    } = w;
     let Some(target) = api.writes.clone() else {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -977,18 +1045,21 @@ async fn commit_and_queue(
             "this daemon follows a remote repository; change the manifest there (writes need a local repository)",
         ));
     };
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let message = format!(
-        "{action} {id} via the API{note}\n\nRequested-By: {}\nRequest-Id: {request_id}\n",
-        caller.name
+    // Trailers: who asked, the request (the correlation id of what the daemon then does),
+    // the tenant, and why (it travels on the tenant's events).
+    let mut message = format!(
+        "{summary}\n\nRequested-By: {}\nRequest-Id: {}\nTenant: {id}\n",
+        caller.name,
+        request_id_of(headers)
     );
-    let (tenant, to_owned, author) = (id.to_owned(), to.to_owned(), caller.name.clone());
+    if let Some(r) = reason.filter(|r| !r.is_empty()) {
+        message += &format!("Reason: {r}\n");
+    }
+    let (tenant, author) = (id.to_owned(), caller.name.clone());
+    // One write at a time: concurrent writers queue here instead of racing on the branch.
+    let _turn = api.write_lock.lock().await;
     let committed = tokio::task::spawn_blocking(move || {
-        writes::commit_lifecycle(&target, &tenant, &to_owned, &author, &message)
+        writes::commit(&target, &tenant, &author, &message, &*edit)
     })
     .await
     .map_err(internal)?;
@@ -1003,12 +1074,30 @@ async fn commit_and_queue(
                 ),
             );
             for f in findings {
-                p = p.field(&f.location(), format!("{}: {}", f.rule, f.message));
+                let field = f.pointer.clone().unwrap_or_else(|| f.location());
+                p = p.field(
+                    &field,
+                    format!("{}: {} ({})", f.rule, f.message, f.location()),
+                );
             }
             return Err(p);
         }
+        Err(writes::WriteError::Invalid(field, why)) => {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                why.clone(),
+            )
+            .field(&field, why));
+        }
         Err(writes::WriteError::Unchanged(why)) => {
             return Err(Problem::new(StatusCode::CONFLICT, "unchanged", why));
+        }
+        Err(writes::WriteError::Exists(why)) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "exists", why));
+        }
+        Err(writes::WriteError::NotEditable(why)) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "not-editable", why));
         }
         Err(writes::WriteError::NoManifest(why)) => return Err(Problem::not_found(&why)),
         Err(writes::WriteError::Race) => {
@@ -1020,28 +1109,550 @@ async fn commit_and_queue(
         }
         Err(writes::WriteError::Git(e)) => return Err(internal(e)),
     };
-    let job_action = crate::reconcile::transition_action(&t.state, to);
-    let job = crate::store::NewJob {
-        tenant_id: id.to_owned(),
-        commit_sha: sha.clone(),
-        action: job_action.to_owned(),
-        steps: Vec::new(),
+    let job_id = match job_action {
+        Some(action) => {
+            let job = crate::store::NewJob {
+                tenant_id: id.to_owned(),
+                commit_sha: sha.clone(),
+                action: action.to_owned(),
+                steps: Vec::new(),
+            };
+            api.store
+                .queue_jobs(&sha, &[], std::slice::from_ref(&job), |_| false)
+                .await
+                .map_err(internal)?;
+            Some(job.id())
+        }
+        None => None,
     };
-    api.store
-        .queue_jobs(&sha, &[], std::slice::from_ref(&job))
-        .await
-        .map_err(internal)?;
-    let job_id = job.id();
+    Ok(Committed { sha, job_id })
+}
+
+/// Commit `t`'s move to lifecycle `to` and answer 202 with the job and the commit.
+async fn commit_and_queue(
+    api: &Arc<Api>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    t: &TenantRecord,
+    action: &str,
+    to: &'static str,
+    note: &str,
+) -> Result<Response, Problem> {
+    check_if_match(headers, t)?;
+    let id = t.tenant_id.clone();
+    let reason = note
+        .trim()
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .to_owned();
+    let edit = writes::lifecycle(id.clone(), to, reason.clone());
+    let job_action = crate::reconcile::transition_action(&t.state, to);
+    let c = commit_write(
+        api,
+        caller,
+        headers,
+        Write {
+            id: &id,
+            summary: format!("{action} {id} via the API{note}"),
+            reason: Some(reason.as_str()).filter(|_| !note.is_empty()),
+            job_action: Some(job_action),
+            edit,
+        },
+    )
+    .await?;
+    let job_id = c.job_id.unwrap_or_default();
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({
             "jobId": job_id,
             "state": "Queued",
-            "commitSha": sha,
+            "commitSha": c.sha,
             "links": { "self": format!("{BASE}/jobs/{job_id}"), "tenant": format!("{BASE}/tenants/{id}") },
         })),
     )
         .into_response())
+}
+
+/// The platform catalog (regions and plans) as of the daemon's last pass: where topology
+/// places a tenant's environments.
+#[derive(Default)]
+pub struct Platform(std::sync::RwLock<Arc<crate::validate::Catalog>>);
+
+impl Platform {
+    /// Keep `catalog`'s regions and plans (the tenants stay with the daemon).
+    pub fn update(&self, catalog: &crate::validate::Catalog) {
+        let next = crate::validate::Catalog {
+            regions: catalog.regions.clone(),
+            plans: catalog.plans.clone(),
+            ..Default::default()
+        };
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+    }
+
+    fn get(&self) -> Arc<crate::validate::Catalog> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopologyQuery {
+    env: Option<String>,
+}
+
+/// `GET /tenants/{id}/topology?env=` (seed 000 §4): where each environment lives in every
+/// plane — database and schema, bucket and prefix, topic and partition key — as the planes name
+/// them for the tenant's last reconciled manifest.
+async fn topology(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Result<Query<TopologyQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    let q = query(q)?;
+    let t = visible(&api, &caller, &id).await?;
+    let manifest: crate::manifest::Tenant =
+        serde_json::from_value(t.manifest.clone()).map_err(internal)?;
+    let platform = api.platform.get();
+    let mut envs = Vec::new();
+    for e in &manifest.spec.environments {
+        if q.env.as_deref().is_some_and(|want| want != e.name.as_str()) {
+            continue;
+        }
+        let mut view = serde_json::json!({
+            "env": e.name.as_str(),
+            "region": e.region.as_ref().unwrap_or(&manifest.spec.regions.preferred).as_str(),
+        });
+        for entry in &api.planes.planes {
+            let placed = crate::plan::desired(&platform, [&manifest], entry.kind);
+            let Some(d) = placed.iter().find(|d| d.environment == e.name.as_str()) else {
+                continue;
+            };
+            let key = match entry.kind {
+                crate::plan::PlaneKind::Database => "db",
+                crate::plan::PlaneKind::ObjectStore => "objectStore",
+                crate::plan::PlaneKind::Queue => "runtime",
+            };
+            view[key] = entry
+                .plane
+                .locate(d)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+        }
+        envs.push(view);
+    }
+    if let Some(want) = q.env.as_deref()
+        && envs.is_empty()
+    {
+        return Err(Problem::not_found(&format!(
+            "environment `{want}` of tenant `{id}`"
+        )));
+    }
+    let mut body = serde_json::json!({
+        "tenantId": t.tenant_id,
+        "profile": t.profile,
+        "state": t.state,
+        "environments": envs,
+    });
+    // One environment asked for: its placement at the top level too, as seed 000 shows it.
+    if q.env.is_some()
+        && let Some(only) = body["environments"][0].as_object().cloned()
+    {
+        for (k, v) in only {
+            body[k] = v;
+        }
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+/// An environment in a request: a name, or the manifest's full form.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EnvironmentBody {
+    Name(String),
+    Full(serde_json::Map<String, serde_json::Value>),
+}
+
+/// `POST /tenants` (seed 000 §1). Fields the manifest holds are checked by the same schema
+/// and policies as a pull request; `regions` and `plan` default to the organization's
+/// `spec.defaults`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct CreateBody {
+    tenant_id: String,
+    organization_id: String,
+    profile: String,
+    environments: Vec<EnvironmentBody>,
+    display_name: Option<String>,
+    labels: Option<serde_json::Value>,
+    plan: Option<String>,
+    regions: Option<serde_json::Value>,
+    quotas: Option<serde_json::Value>,
+    policies: Option<serde_json::Value>,
+    billing: Option<serde_json::Value>,
+    contacts: Option<serde_json::Value>,
+    external_ids: Option<serde_json::Value>,
+}
+
+/// The new manifest's text: the repository's usual layout, one field per line.
+fn render_tenant(
+    caller: &str,
+    request_id: &str,
+    metadata: &[(&str, serde_json::Value)],
+    spec: &[(&str, serde_json::Value)],
+) -> String {
+    use edit::flow;
+    let mut out = format!(
+        "# Created through the API by {caller} (request {request_id}).\napiVersion: tenancy.dev/v1\nkind: Tenant\nmetadata:\n"
+    );
+    for (k, v) in metadata {
+        out.push_str(&format!("  {k}: {}\n", flow(v)));
+    }
+    out.push_str("spec:\n");
+    for (k, v) in spec {
+        match (k, v.as_array()) {
+            (&"environments", Some(items)) => {
+                out.push_str("  environments:\n");
+                for e in items {
+                    out.push_str(&format!("    - {}\n", flow(e)));
+                }
+            }
+            _ => out.push_str(&format!("  {k}: {}\n", flow(v))),
+        }
+    }
+    out
+}
+
+async fn create_tenant(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    b: Result<axum::Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    caller.require(ApiRole::Operator, "create tenants")?;
+    let b = body(b)?;
+    for (field, value) in [
+        ("tenantId", &b.tenant_id),
+        ("organizationId", &b.organization_id),
+    ] {
+        if crate::manifest::ids::TenantId::parse(value).is_err() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                format!("{field} is not a valid id"),
+            )
+            .field(field, "ids match ^[a-z][a-z0-9_]{2,62}$"));
+        }
+    }
+    // A confined token creates only inside its scope.
+    if caller.tenant.is_some()
+        || caller
+            .organization
+            .as_ref()
+            .is_some_and(|o| *o != b.organization_id)
+    {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "token `{}` may not create tenants in organization `{}`",
+                caller.name, b.organization_id
+            ),
+        ));
+    }
+    let id = b.tenant_id.clone();
+    let request_id = request_id_of(&headers);
+    let author = caller.name.clone();
+    let edit = Box::new(move |head: &writes::AtHead<'_>| {
+        if let Some((file, _, _)) = head.current {
+            return Err(writes::WriteError::Exists(format!(
+                "tenant `{}` already exists ({file})",
+                b.tenant_id
+            )));
+        }
+        let org = head
+            .catalog
+            .organizations
+            .iter()
+            .find(|o| o.value.metadata.id.as_str() == b.organization_id)
+            .ok_or_else(|| {
+                writes::WriteError::Invalid(
+                    "organizationId".into(),
+                    format!(
+                        "the repository declares no organization `{}`",
+                        b.organization_id
+                    ),
+                )
+            })?;
+        let defaults = &org.value.spec.defaults;
+        let regions = match (&b.regions, &defaults.regions) {
+            (Some(r), _) => r.clone(),
+            (None, Some(r)) => {
+                serde_json::to_value(r).map_err(|e| writes::WriteError::Git(e.to_string()))?
+            }
+            (None, None) => {
+                return Err(writes::WriteError::Invalid(
+                    "regions".into(),
+                    format!(
+                        "give `regions` ({{ allowed: [...], preferred: ... }}) or set `spec.defaults.regions` on organization `{}`",
+                        b.organization_id
+                    ),
+                ));
+            }
+        };
+        let plan = b
+            .plan
+            .clone()
+            .map(serde_json::Value::from)
+            .or_else(|| b.billing.as_ref().and_then(|x| x.get("plan")).cloned())
+            .or_else(|| defaults.plan.as_ref().map(|p| p.as_str().into()))
+            .ok_or_else(|| {
+                writes::WriteError::Invalid(
+                    "plan".into(),
+                    format!(
+                        "give `plan` (or `billing.plan`), or set `spec.defaults.plan` on organization `{}`",
+                        b.organization_id
+                    ),
+                )
+            })?;
+        let mut metadata = vec![
+            ("id", b.tenant_id.as_str().into()),
+            ("organization", b.organization_id.as_str().into()),
+        ];
+        if let Some(d) = &b.display_name {
+            metadata.push(("displayName", d.as_str().into()));
+        }
+        if let Some(l) = &b.labels {
+            metadata.push(("labels", l.clone()));
+        }
+        let environments: Vec<serde_json::Value> = b
+            .environments
+            .iter()
+            .map(|e| match e {
+                EnvironmentBody::Name(n) => serde_json::json!({ "name": n }),
+                EnvironmentBody::Full(m) => serde_json::Value::Object(m.clone()),
+            })
+            .collect();
+        let mut spec = vec![
+            ("profile", b.profile.as_str().into()),
+            ("lifecycle", "Draft".into()),
+            ("plan", plan),
+            ("regions", regions),
+            ("environments", environments.into()),
+        ];
+        for (k, v) in [
+            ("quotas", &b.quotas),
+            ("policies", &b.policies),
+            ("billing", &b.billing),
+            ("contacts", &b.contacts),
+            ("externalIds", &b.external_ids),
+        ] {
+            if let Some(v) = v {
+                spec.push((k, v.clone()));
+            }
+        }
+        let dir = std::path::Path::new(&org.file)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file = if dir.is_empty() {
+            format!("{}.yaml", b.tenant_id)
+        } else {
+            format!("{dir}/{}.yaml", b.tenant_id)
+        };
+        Ok((file, render_tenant(&author, &request_id, &metadata, &spec)))
+    });
+    let c = commit_write(
+        &api,
+        &caller,
+        &headers,
+        Write {
+            id: &id,
+            summary: format!("create {id} via the API"),
+            reason: None,
+            job_action: Some("create"),
+            edit,
+        },
+    )
+    .await?;
+    let job_id = c.job_id.unwrap_or_default();
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let mut r = (
+        StatusCode::CREATED,
+        axum::Json(serde_json::json!({
+            "id": id,
+            "tenantId": id,
+            "state": "Draft",
+            "createdAt": now,
+            "commitSha": c.sha,
+            "jobId": job_id,
+            "links": { "self": format!("{BASE}/tenants/{id}"), "job": format!("{BASE}/jobs/{job_id}") },
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{BASE}/tenants/{id}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+/// Fields `PATCH /tenants/{id}` may change: (request field, manifest section, manifest key).
+const PATCHABLE: &[(&str, &str, &str)] = &[
+    ("profile", "spec", "profile"),
+    ("plan", "spec", "plan"),
+    ("regions", "spec", "regions"),
+    ("environments", "spec", "environments"),
+    ("quotas", "spec", "quotas"),
+    ("policies", "spec", "policies"),
+    ("billing", "spec", "billing"),
+    ("contacts", "spec", "contacts"),
+    ("externalIds", "spec", "externalIds"),
+    ("displayName", "metadata", "displayName"),
+    ("labels", "metadata", "labels"),
+];
+
+/// JSON merge patch (RFC 7396): objects merge key by key, `null` removes, anything else
+/// replaces.
+fn merge_patch(target: &serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
+    match (target, patch) {
+        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
+            let mut out = t.clone();
+            for (k, v) in p {
+                if v.is_null() {
+                    out.remove(k);
+                } else {
+                    let merged = merge_patch(t.get(k).unwrap_or(&serde_json::Value::Null), v);
+                    out.insert(k.clone(), merged);
+                }
+            }
+            serde_json::Value::Object(out)
+        }
+        (_, serde_json::Value::Object(p)) => merge_patch(
+            &serde_json::json!({}),
+            &serde_json::Value::Object(p.clone()),
+        ),
+        (_, p) => p.clone(),
+    }
+}
+
+/// `PATCH /tenants/{id}` (seed 000 §5, §13): a JSON merge patch of the manifest's fields,
+/// committed like every write. A profile change is a job (an mt-standard → st-dedicated
+/// migration reports its status as it converges); other changes converge with the next pass.
+async fn patch_tenant(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<
+        axum::Json<serde_json::Map<String, serde_json::Value>>,
+        axum::extract::rejection::JsonRejection,
+    >,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
+    caller.require(ApiRole::Operator, "change tenants")?;
+    let patch = body(b)?;
+    if patch.is_empty() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "the patch changes nothing",
+        )
+        .field(
+            "body",
+            format!(
+                "give one or more of {}",
+                PATCHABLE.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    for k in patch.keys() {
+        if !PATCHABLE.iter().any(|p| p.0 == k) {
+            let why = match k.as_str() {
+                "lifecycle" | "state" => {
+                    "change the lifecycle with :activate, :suspend or DELETE".to_owned()
+                }
+                "tenantId" | "organizationId" | "id" => {
+                    "a tenant's id and organization cannot change".to_owned()
+                }
+                _ => format!(
+                    "unknown field; expected one of {}",
+                    PATCHABLE.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+                ),
+            };
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                format!("`{k}` cannot be patched"),
+            )
+            .field(k, why));
+        }
+    }
+    let t = visible(&api, &caller, &id).await?;
+    check_if_match(&headers, &t)?;
+    let new_profile = patch
+        .get("profile")
+        .and_then(|p| p.as_str())
+        .map(str::to_owned);
+    let profile_changes = new_profile.as_deref().is_some_and(|p| p != t.profile);
+    let migration = profile_changes
+        && t.profile == "mt-standard"
+        && new_profile.as_deref() == Some("st-dedicated");
+    let edit = {
+        let id = id.clone();
+        writes::modify(id.clone(), move |e| {
+            for (k, v) in &patch {
+                let &(_, section, key) = PATCHABLE.iter().find(|p| p.0 == k).expect("checked");
+                let current = &e.document()[section][key];
+                let v = match (k.as_str(), v) {
+                    ("environments", serde_json::Value::Array(items)) => serde_json::Value::Array(
+                        items
+                            .iter()
+                            .map(|i| match i {
+                                serde_json::Value::String(n) => serde_json::json!({ "name": n }),
+                                other => other.clone(),
+                            })
+                            .collect(),
+                    ),
+                    (_, serde_json::Value::Object(_)) if current.is_object() => {
+                        merge_patch(current, v)
+                    }
+                    _ => v.clone(),
+                };
+                e.set(section, key, (!v.is_null()).then_some(&v))
+                    .map_err(|err| writes::WriteError::NotEditable(format!("{id}: {err}")))?;
+            }
+            Ok(())
+        })
+    };
+    let c = commit_write(
+        &api,
+        &caller,
+        &headers,
+        Write {
+            id: &id,
+            summary: format!("patch {id} via the API"),
+            reason: None,
+            job_action: profile_changes.then_some("change-profile"),
+            edit,
+        },
+    )
+    .await?;
+    let mut body = serde_json::json!({
+        "tenantId": id,
+        "profile": new_profile.unwrap_or_else(|| t.profile.clone()),
+        "state": t.state,
+        "commitSha": c.sha,
+    });
+    if let Some(job_id) = c.job_id {
+        body["jobId"] = job_id.clone().into();
+        body["jobState"] = "Queued".into();
+        body["message"] = if migration {
+            "Migration in progress: mt-standard → st-dedicated (dedicated resources are provisioned; data movement is not part of this job)".into()
+        } else {
+            "Profile change in progress".into()
+        };
+        body["links"] = serde_json::json!({ "job": format!("{BASE}/jobs/{job_id}"), "tenant": format!("{BASE}/tenants/{id}") });
+    }
+    Ok(axum::Json(body).into_response())
 }
 
 #[derive(Debug, Deserialize)]

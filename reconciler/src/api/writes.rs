@@ -4,7 +4,9 @@
 //! (a refusal is a 422 with the findings `tenancy validate` prints, and no commit); the branch
 //! is moved with compare-and-swap, retried on a race, so no commit is ever lost.
 
+use super::edit::{EditError, Editor};
 use crate::reconcile::{self, Inputs};
+use crate::validate::Catalog;
 use std::path::{Path, PathBuf};
 
 /// Where writes go.
@@ -19,8 +21,15 @@ pub struct WriteTarget {
 pub enum WriteError {
     /// The tenant's manifest was not found in the repository.
     NoManifest(String),
+    /// The tenant (or its file) already exists.
+    Exists(String),
+    /// The request cannot be made (an unknown organization, no region to place it in); the
+    /// field and why.
+    Invalid(String, String),
     /// Nothing to change (already in the requested state).
     Unchanged(String),
+    /// The manifest cannot be edited in place (flow style, say): change it by hand.
+    NotEditable(String),
     /// Validation or policy refused the change: the findings.
     Refused(Vec<crate::diagnostics::Finding>),
     /// The branch kept moving under us.
@@ -34,65 +43,65 @@ impl From<git2::Error> for WriteError {
     }
 }
 
-/// Set `lifecycle:` in the first document of `text` that declares it; `None` when absent.
-fn set_lifecycle(text: &str, to: &str) -> Option<String> {
-    let at = text.find("lifecycle:")?;
-    let value_start = at + "lifecycle:".len();
-    let rest = &text[value_start..];
-    let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
-    let value_len = rest[skip..]
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(rest.len() - skip);
-    if value_len == 0 {
-        return None;
+impl From<EditError> for WriteError {
+    fn from(e: EditError) -> Self {
+        WriteError::NotEditable(e.0)
     }
-    let mut out = String::with_capacity(text.len() + 8);
-    out.push_str(&text[..value_start + skip]);
-    out.push_str(to);
-    out.push_str(&text[value_start + skip + value_len..]);
-    Some(out)
 }
 
-/// Mark a tenant Deleted with its confirmation: `lifecycle: Deleted` and, on the next line at
-/// the same indentation, `deletion: { confirm: <id>, reason: … }`. Block style only (a flow-style
-/// `spec: { … }` is left to a human); an existing `deletion:` is kept.
-fn set_deleted(text: &str, tenant: &str, reason: &str) -> Result<String, WriteError> {
-    let with_state = set_lifecycle(text, "Deleted")
-        .ok_or_else(|| WriteError::NoManifest("the manifest declares no lifecycle".into()))?;
-    if with_state.contains("deletion:") {
-        return Ok(with_state);
-    }
-    let at = with_state.find("lifecycle:").expect("just set");
-    let line_start = with_state[..at].rfind('\n').map_or(0, |i| i + 1);
-    let indent = &with_state[line_start..at];
-    if !indent.chars().all(|c| c == ' ') || indent.is_empty() {
-        return Err(WriteError::Unchanged(
-            "the manifest's spec is not in block style; mark the deletion by hand".into(),
-        ));
-    }
-    let line_end = with_state[at..]
-        .find('\n')
-        .map_or(with_state.len(), |i| at + i + 1);
-    let reason = reason.replace(['"', '\\'], "'");
-    let mut out = with_state[..line_end].to_owned();
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "{indent}deletion: {{ confirm: {tenant}, reason: \"{reason}\" }}\n"
-    ));
-    out.push_str(&with_state[line_end..]);
-    Ok(out)
+/// What a write sees at the branch head.
+pub struct AtHead<'a> {
+    pub catalog: &'a Catalog,
+    /// The tenant's manifest: its file, document index and the file's text; `None` when the
+    /// repository declares no such tenant.
+    pub current: Option<(&'a str, usize, &'a str)>,
 }
 
-/// Commit `tenant`'s lifecycle change to `to` (`Deleted` adds the confirmation), after
-/// validating and governing the candidate; returns the new commit's sha.
-pub fn commit_lifecycle(
+/// An edit: from what is at the head, the file to write and its new text.
+pub type Edit = dyn Fn(&AtHead<'_>) -> Result<(String, String), WriteError> + Send + Sync;
+
+/// An edit of an existing tenant's manifest document.
+pub fn modify(
+    tenant: String,
+    change: impl Fn(&mut Editor) -> Result<(), WriteError> + Send + Sync + 'static,
+) -> Box<Edit> {
+    Box::new(move |head: &AtHead<'_>| {
+        let (file, doc, text) = head
+            .current
+            .ok_or_else(|| WriteError::NoManifest(format!("tenant `{tenant}`")))?;
+        let mut editor = Editor::new(text, doc)?;
+        change(&mut editor)?;
+        Ok((file.to_owned(), editor.into_text()))
+    })
+}
+
+/// Set the lifecycle to `to`; `Deleted` adds the confirmation (`deletion: { confirm, reason }`).
+pub fn lifecycle(tenant: String, to: &'static str, reason: String) -> Box<Edit> {
+    let id = tenant.clone();
+    modify(tenant, move |e| {
+        let tenant = id.as_str();
+        if e.document()["spec"]["lifecycle"] == to {
+            return Err(WriteError::Unchanged(format!(
+                "tenant `{tenant}` is already {to}"
+            )));
+        }
+        e.set("spec", "lifecycle", Some(&to.into()))?;
+        if to == "Deleted" && e.document()["spec"].get("deletion").is_none() {
+            let deletion = serde_json::json!({ "confirm": tenant, "reason": reason });
+            e.set("spec", "deletion", Some(&deletion))?;
+        }
+        Ok(())
+    })
+}
+
+/// Commit `edit` of `tenant`'s manifest after validating and governing the candidate; returns
+/// the new commit's sha.
+pub fn commit(
     target: &WriteTarget,
     tenant: &str,
-    to: &str,
     author: &str,
     message: &str,
+    edit: &Edit,
 ) -> Result<String, WriteError> {
     for _attempt in 0..5 {
         let repo = git2::Repository::open(&target.repo)?;
@@ -103,7 +112,7 @@ pub fn commit_lifecycle(
             .to_owned();
         let parent = head_ref.peel_to_commit()?;
         let head = parent.id().to_string();
-        // Find the tenant's file as the validator sees it at HEAD.
+        // The tenant's file as the validator sees it at HEAD.
         let evaluation = reconcile::evaluate(&Inputs {
             repo: target.repo.clone(),
             rev: Some(head.clone()),
@@ -113,26 +122,32 @@ pub fn commit_lifecycle(
             govern_only: Some(Default::default()),
         })
         .map_err(|e| WriteError::Git(e.to_string()))?;
-        let file = evaluation
-            .report
-            .catalog
-            .tenant(tenant)
-            .map(|t| t.file.clone())
-            .ok_or_else(|| WriteError::NoManifest(tenant.to_owned()))?;
-        let entry = parent.tree()?.get_path(Path::new(&file))?;
-        let blob = repo.find_blob(entry.id())?;
-        let text = std::str::from_utf8(blob.content())
-            .map_err(|_| WriteError::Git(format!("{file} is not UTF-8")))?;
-        let new_text = if to == "Deleted" {
-            let reason = message.lines().next().unwrap_or_default();
-            set_deleted(text, tenant, reason)?
-        } else {
-            set_lifecycle(text, to)
-                .ok_or_else(|| WriteError::NoManifest(format!("{file} declares no lifecycle")))?
+        let catalog = &evaluation.report.catalog;
+        let located = catalog.tenant(tenant).map(|t| (t.file.clone(), t.doc));
+        let text = match &located {
+            Some((file, _)) => {
+                let entry = parent.tree()?.get_path(Path::new(file))?;
+                let blob = repo.find_blob(entry.id())?;
+                Some(
+                    String::from_utf8(blob.content().to_vec())
+                        .map_err(|_| WriteError::Git(format!("{file} is not UTF-8")))?,
+                )
+            }
+            None => None,
         };
-        if new_text == text {
+        let current = located
+            .as_ref()
+            .zip(text.as_deref())
+            .map(|((file, doc), text)| (file.as_str(), *doc, text));
+        let (file, new_text) = edit(&AtHead { catalog, current })?;
+        if current.is_some_and(|(f, _, t)| f == file && t == new_text) {
             return Err(WriteError::Unchanged(format!(
-                "tenant `{tenant}` is already {to}"
+                "the request changes nothing in `{tenant}`'s manifest"
+            )));
+        }
+        if current.is_none() && parent.tree()?.get_path(Path::new(&file)).is_ok() {
+            return Err(WriteError::Exists(format!(
+                "`{file}` already exists in the repository"
             )));
         }
         let new_blob = repo.blob(new_text.as_bytes())?;
@@ -165,6 +180,19 @@ pub fn commit_lifecycle(
         if !refused.is_empty() {
             return Err(WriteError::Refused(refused));
         }
+        // A file the validator did not take as this tenant's manifest (outside the tenants
+        // path, say) would commit something the daemon never reconciles.
+        if judged
+            .report
+            .catalog
+            .tenant(tenant)
+            .is_none_or(|t| t.file != file)
+        {
+            return Err(WriteError::Invalid(
+                "tenantId".into(),
+                format!("`{file}` would not be read as tenant `{tenant}`'s manifest"),
+            ));
+        }
         // Compare-and-swap: only if the branch is still where we read it.
         match repo.reference_matching(&ref_name, candidate, true, parent.id(), message) {
             Ok(_) => {}
@@ -180,37 +208,4 @@ pub fn commit_lifecycle(
         return Ok(candidate.to_string());
     }
     Err(WriteError::Race)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::set_lifecycle;
-
-    #[test]
-    fn lifecycle_is_set_in_block_and_flow_style_only() {
-        assert_eq!(
-            set_lifecycle("spec:\n  lifecycle: Active\n  plan: x\n", "Suspended").as_deref(),
-            Some("spec:\n  lifecycle: Suspended\n  plan: x\n")
-        );
-        assert_eq!(
-            set_lifecycle("spec: { lifecycle: Suspended, plan: x }", "Active").as_deref(),
-            Some("spec: { lifecycle: Active, plan: x }")
-        );
-        assert_eq!(set_lifecycle("spec: {}\n", "Active"), None);
-    }
-
-    #[test]
-    fn deletion_adds_the_confirmation_under_the_lifecycle() {
-        let out = super::set_deleted(
-            "spec:\n  lifecycle: Archived\n  plan: x\n",
-            "t_1",
-            "gone \"now\"",
-        )
-        .expect("block style");
-        assert_eq!(
-            out,
-            "spec:\n  lifecycle: Deleted\n  deletion: { confirm: t_1, reason: \"gone 'now'\" }\n  plan: x\n"
-        );
-        assert!(super::set_deleted("spec: { lifecycle: Active }", "t_1", "x").is_err());
-    }
 }

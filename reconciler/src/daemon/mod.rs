@@ -409,7 +409,8 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
     let store = Store::open(&config.state_url())
         .await
         .map_err(|e| CliError::State(e.to_string()))?;
-    let planes = Planes::from_config(config);
+    let planes = Arc::new(Planes::from_config(config));
+    let platform = Arc::new(crate::api::Platform::default());
     let producer = match &config.events.kafka {
         Some(k) => Some(
             reconcile::EventsProducer::new(k)
@@ -457,6 +458,8 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                         path: opts.path.clone(),
                         bundle: opts.bundle.clone(),
                     }),
+                    planes.clone(),
+                    platform.clone(),
                 )
                 .map_err(CliError::Usage)?,
             )
@@ -602,6 +605,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
             let parts = Parts {
                 opts: &opts,
                 planes: &planes,
+                platform: &platform,
                 relay: relay.as_deref(),
                 store: &store,
                 metrics: &metrics,
@@ -830,6 +834,8 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 struct Parts<'a> {
     opts: &'a Options,
     planes: &'a Planes,
+    /// Where the API reads regions and plans from.
+    platform: &'a crate::api::Platform,
     /// Wakes the relay task (present when events go to Kafka).
     relay: Option<&'a tokio::sync::Notify>,
     store: &'a Store,
@@ -845,6 +851,7 @@ async fn reconcile_once(
     let Parts {
         opts,
         planes,
+        platform,
         relay,
         store,
         metrics,
@@ -910,6 +917,7 @@ async fn reconcile_once(
         *cache = cache_back;
         result?
     };
+    platform.update(&evaluation.report.catalog);
     let evaluated_ms = pass.elapsed().as_millis() as u64;
     metrics
         .policy_evaluations

@@ -185,6 +185,18 @@ pub struct OrganizationSpec {
     pub contacts: Contacts,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub external_ids: BTreeMap<String, String>,
+    #[serde(default)]
+    pub defaults: OrganizationDefaults,
+}
+
+/// What a tenant created through the API gets when the request leaves it out.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrganizationDefaults {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Regions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -595,11 +595,24 @@ pub async fn apply(
     let commit = evaluation.commit().map(str::to_owned);
     let commit_info = evaluation.snapshot.commit.as_ref();
     // One correlation id per apply run: every audit entry and event of the run carries it.
-    let correlation = crate::store::stable_id(&[
-        commit.as_deref().unwrap_or("worktree"),
-        &now_ms().to_string(),
-        &std::process::id().to_string(),
-    ]);
+    // An API write's commit names its request (`Request-Id:`), and that request is the run's
+    // correlation id (as is, or hashed to the 32 hex digits events carry).
+    let correlation = match commit_info.and_then(|c| c.trailer("Request-Id")) {
+        Some(rid)
+            if rid.len() == 32
+                && rid
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+        {
+            rid.to_owned()
+        }
+        Some(rid) if !rid.is_empty() => crate::store::stable_id(&["request", rid]),
+        _ => crate::store::stable_id(&[
+            commit.as_deref().unwrap_or("worktree"),
+            &now_ms().to_string(),
+            &std::process::id().to_string(),
+        ]),
+    };
     let correlation = correlation.as_str();
     let decisions: HashMap<&str, &crate::policy::TenantDecisions> = evaluation
         .governance
@@ -645,7 +658,12 @@ pub async fn apply(
     if let Some(sha) = commit.as_deref() {
         let tenants: Vec<&str> = report.tenants.iter().map(|t| t.tenant.as_str()).collect();
         store
-            .queue_jobs(sha, &tenants, &jobs.values().cloned().collect::<Vec<_>>())
+            .queue_jobs(
+                sha,
+                &tenants,
+                &jobs.values().cloned().collect::<Vec<_>>(),
+                |other| commit_info.is_some_and(|c| c.includes(other)),
+            )
             .await?;
     }
     let jobs = &jobs;
@@ -924,6 +942,13 @@ async fn record(
         "commit": { "sha": sha, "author": actor },
         "changes": o.applied,
     });
+    // Why, when the commit says so for this tenant (an API suspension's `Reason:`).
+    if let Some(c) = commit
+        && c.trailer("Tenant") == Some(t.tenant.as_str())
+        && let Some(reason) = c.trailer("Reason")
+    {
+        data["reason"] = reason.into();
+    }
     match o.outcome {
         Outcome::Applied => {
             if let Some(m) = manifest {

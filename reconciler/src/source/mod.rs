@@ -26,6 +26,37 @@ pub struct CommitInfo {
     pub author_name: String,
     pub author_email: String,
     pub summary: String,
+    /// The message's trailers (`Request-Id: …`, `Reason: …`, `Tenant: …`), in order. API
+    /// writes carry them: the request id becomes the correlation id of what the commit does.
+    pub trailers: Vec<(String, String)>,
+    /// The repository it was read from.
+    pub repo: PathBuf,
+}
+
+impl CommitInfo {
+    /// Is `other` this commit or one of its ancestors (its change is part of this one)?
+    pub fn includes(&self, other: &str) -> bool {
+        if other == self.sha {
+            return true;
+        }
+        let (Ok(repo), Ok(me), Ok(them)) = (
+            git2::Repository::open(&self.repo),
+            git2::Oid::from_str(&self.sha),
+            git2::Oid::from_str(other),
+        ) else {
+            return false;
+        };
+        repo.graph_descendant_of(me, them).unwrap_or(false)
+    }
+}
+
+impl CommitInfo {
+    pub fn trailer(&self, key: &str) -> Option<&str> {
+        self.trailers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Everything read from one revision (or the work tree).
@@ -279,6 +310,17 @@ pub fn read_revision_reusing(
         author_name: String::from_utf8_lossy(author.name_bytes()).into_owned(),
         author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
         summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+        trailers: commit
+            .message()
+            .ok()
+            .and_then(|m| git2::message_trailers_strs(m).ok())
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        repo: repo.to_owned(),
     };
     let root = commit.tree()?;
     let sub = normalize_subpath(&opts.path);

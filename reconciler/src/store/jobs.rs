@@ -133,26 +133,41 @@ impl Store {
     /// unfinished jobs of the pass's other tenants — from an older commit, or no longer needed
     /// at this one — as failed with the reason: a job never stays queued or running for good.
     /// One transaction.
+    ///
+    /// `included(sha)` says whether a commit is part of the one reconciled (itself or an
+    /// ancestor): a job for a newer commit — one the API queued while this pass was running —
+    /// is left for the pass that reconciles it.
     pub async fn queue_jobs(
         &self,
         commit: &str,
         tenants: &[&str],
         jobs: &[NewJob],
+        included: impl Fn(&str) -> bool + Send,
     ) -> Result<(), StoreError> {
-        let unfinished: Vec<(String, String)> = sqlx::query(
-            "SELECT job_id, tenant_id FROM tenant_jobs WHERE state IN ('queued', 'running')",
+        let unfinished: Vec<(String, String, Option<String>)> = sqlx::query(
+            "SELECT job_id, tenant_id, commit_sha FROM tenant_jobs WHERE state IN ('queued', 'running')",
         )
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get("job_id")?, r.try_get("tenant_id")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("job_id")?,
+                r.try_get("tenant_id")?,
+                r.try_get("commit_sha")?,
+            ))
+        })
         .collect::<Result<_, StoreError>>()?;
         let in_pass: std::collections::HashSet<&str> = tenants.iter().copied().collect();
         let wanted: std::collections::HashSet<String> = jobs.iter().map(NewJob::id).collect();
         let stale: Vec<&String> = unfinished
             .iter()
-            .filter(|(id, tenant)| in_pass.contains(tenant.as_str()) && !wanted.contains(id))
-            .map(|(id, _)| id)
+            .filter(|(id, tenant, sha)| {
+                in_pass.contains(tenant.as_str())
+                    && !wanted.contains(id)
+                    && sha.as_deref().is_none_or(&included)
+            })
+            .map(|(id, _, _)| id)
             .collect();
         if jobs.is_empty() && stale.is_empty() {
             return Ok(());
