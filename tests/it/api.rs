@@ -1088,7 +1088,7 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
         "{p:#}"
     );
     problem(&patch(&op, "t_5001", r#"{"tenantId":"t_9"}"#, &[]), 422);
-    problem(&patch(&op, "t_5001", r#"{}"#, &[]), 422);
+    problem(&patch(&op, "t_5001", r#"{}"#, &[]), 409);
     problem(&patch(&op, "t_5001", r#"["profile"]"#, &[]), 422);
     let p = problem(
         &patch(&op, "t_5001", r#"{"quotas":{"storageGiB":"lots"}}"#, &[]),

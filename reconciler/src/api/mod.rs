@@ -16,12 +16,13 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub mod edit;
+pub mod openapi;
 pub mod writes;
 
 pub const BASE: &str = "/api/tenancy/v1";
 
 /// One field-level error inside a problem.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON pointer or query parameter name.
     pub field: String,
@@ -29,7 +30,7 @@ pub struct FieldError {
 }
 
 /// RFC 9457 problem details, the only error shape of the API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
@@ -303,6 +304,15 @@ pub fn router(
             &format!("{BASE}/billing/usage"),
             axum::routing::post(post_usage),
         )
+        .route(
+            &format!("{BASE}/openapi.json"),
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi::document(),
+                )
+            }),
+        )
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(request_id))
@@ -337,15 +347,19 @@ async fn request_id(mut req: axum::extract::Request, next: axum::middleware::Nex
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     org: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^(Draft|Active|Suspended|Archived|Deleted)$")]
     state: Option<String>,
     region: Option<String>,
     plan: Option<String>,
+    #[param(pattern = "^(mt-standard|st-dedicated|hybrid)$")]
     profile: Option<String>,
     cursor: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -366,6 +380,7 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
 const STATES: &[&str] = &["Draft", "Active", "Suspended", "Archived", "Deleted"];
 const PROFILES: &[&str] = &["mt-standard", "st-dedicated", "hybrid"];
 
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "A page of tenants (`items`, `nextCursor`)", body = Object), (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_tenants(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -450,6 +465,7 @@ async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, P
     }
 }
 
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "The tenant (ETag: its version)", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn get_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -462,6 +478,7 @@ async fn get_tenant(
 
 /// `GET /tenants/by-external-id/{system}/{value}` — e.g. `/crm/0015g00000XyZ`: the tenant
 /// whose manifest declares that external id, as `GET /tenants/{id}` shows it.
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/by-external-id/{system}/{value}", tag = "tenants", params(("system" = String, Path, description = "crm, billing, …", pattern = "^[A-Za-z0-9_-]{1,32}$"), ("value" = String, Path, min_length = 1, max_length = 128)), responses((status = 200, description = "The tenant", body = Object), (status = 400, description = "Invalid system or value", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn by_external_id(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -534,6 +551,7 @@ fn tenant_response(t: &TenantRecord) -> Response {
     r
 }
 
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/environments", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "`items`: name, region, quota, isolation, retentionDays", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn environments(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -560,6 +578,7 @@ async fn environments(
     Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
 }
 
+#[utoipa::path(get, path = "/api/tenancy/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id", pattern = "^[A-Za-z0-9_]{1,64}$")), responses((status = 200, description = "The job: state (Queued, Running, Completed, Failed), progress, steps, updatedAt", body = Object), (status = 400, description = "Not a job id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn get_job(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -649,19 +668,25 @@ fn body<T>(
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UsageBody {
+    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: String,
+    #[schema(pattern = "^[a-z][a-z0-9-]{0,31}$")]
     env: String,
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     resource: String,
+    #[schema(minimum = 0)]
     amount: f64,
+    #[schema(format = DateTime)]
     timestamp: String,
 }
 
 /// `POST /billing/usage` (seed 000 §9): 202 with the record id; the `Idempotency-Key` header
 /// makes a retry answer the first record again (`"replayed": true`), and the same key with a
 /// different report is a 409.
+#[utoipa::path(post, path = "/api/tenancy/v1/billing/usage", tag = "billing", params(("Idempotency-Key" = String, Header, description = "The client’s key for this report: a retry with the same key answers the first record", pattern = "^[!-~]{1,255}$")), request_body = UsageBody, responses((status = 202, description = "Stored (`accepted`, `recordId`, `replayed`)", body = Object), (status = 400, description = "Malformed JSON or missing Idempotency-Key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The key was used for a different report", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn post_usage(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -781,15 +806,19 @@ async fn post_usage(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query, rename_all = "camelCase")]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct GovernanceQuery {
+    #[param(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: String,
+    #[param(pattern = "^[a-z][a-z0-9-]{0,31}$")]
     env: Option<String>,
 }
 
 /// `GET /governance/policies?tenantId=&env=` (seed 000 §8): the tenant's governance settings
 /// and whether a policy module enforces each, from the decisions on its last reconciled commit.
+#[utoipa::path(get, path = "/api/tenancy/v1/governance/policies", tag = "governance", params(GovernanceQuery), responses((status = 200, description = "`policies`: name, rule, enforced", body = Object), (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn governance(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -853,40 +882,81 @@ async fn governance(
     .into_response())
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
+    #[schema(max_length = 500, pattern = "^[^\r\n]*$")]
     reason: Option<String>,
 }
 
-/// `POST /tenants/{id}:activate` and `:suspend` (seed 000 §2, §10): the manifest's lifecycle is
-/// changed by a commit authored by the caller, judged before the branch moves; 202 with the job
-/// that will converge it (queued now, so it can be polled at once) and the commit.
+/// `POST /tenants/{id}:action` — axum sees `{id}:action` as one path segment; this sends it
+/// to the action.
 async fn tenant_action(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Path(id_action): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     let Some((id, action)) = id_action.split_once(':') else {
-        return Err(Problem::new(
+        let mut r = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method",
             "POST a tenant action: /tenants/{id}:activate or /tenants/{id}:suspend",
-        ));
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, PATCH, DELETE"),
+        );
+        return Ok(r);
     };
-    let to = match action {
-        "activate" => "Active",
-        "suspend" => "Suspended",
+    match action {
+        "activate" => activate_tenant(api, headers, id, body).await,
+        "suspend" => suspend_tenant(api, headers, id, body).await,
         other => {
-            return Err(Problem::not_found(&format!(
+            api.authenticate(&headers)?;
+            Err(Problem::not_found(&format!(
                 "action `{other}` (activate, suspend)"
-            )));
+            )))
         }
-    };
+    }
+}
+
+/// Activate a tenant (seed 000 §2): a commit setting `lifecycle: Active`, judged before the
+/// branch moves; 202 with the job that will converge it (queued at once, so it can be polled).
+#[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:activate", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json"), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Active", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy (e.g. a transition seed 001 forbids)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn activate_tenant(
+    api: Arc<Api>,
+    headers: HeaderMap,
+    id: &str,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    change_lifecycle(api, headers, id, "activate", "Active", body).await
+}
+
+/// Suspend a tenant (seed 000 §10), with an optional one-line reason that travels on the
+/// commit and the TENANCY_SUSPENDED event; 202 with the job.
+#[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:suspend", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json"), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Suspended", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+async fn suspend_tenant(
+    api: Arc<Api>,
+    headers: HeaderMap,
+    id: &str,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    change_lifecycle(api, headers, id, "suspend", "Suspended", body).await
+}
+
+async fn change_lifecycle(
+    api: Arc<Api>,
+    headers: HeaderMap,
+    id: &str,
+    action: &str,
+    to: &'static str,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let caller = api.authenticate(&headers)?;
     caller.require(ApiRole::Operator, "change a tenant's lifecycle")?;
-    let reason = if body.is_empty() {
+    let reason = if body.is_empty() || body.trim_ascii() == b"null" {
         None
     } else {
         serde_json::from_slice::<ActionBody>(&body)
@@ -919,16 +989,19 @@ async fn tenant_action(
     commit_and_queue(&api, &caller, &headers, &t, action, to, &note).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct DeleteQuery {
     force: Option<bool>,
+    #[param(max_length = 200, pattern = "^[^\r\n]*$")]
     reason: Option<String>,
 }
 
 /// `DELETE /tenants/{id}?force=` (seed 000 §12): a commit marking the tenant Deleted with its
 /// confirmation; 202 with the job. Without `force` the tenant must be Suspended or Archived
 /// first; `force=true` (admin only) deletes from any state.
+#[utoipa::path(delete, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), DeleteQuery, ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), responses((status = 202, description = "Committed; the job (`jobId`, `state`: Queued)", body = Object), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not suspended or archived (use force), or already deleted", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1194,15 +1267,18 @@ impl Platform {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TopologyQuery {
+    #[param(pattern = "^[a-z][a-z0-9-]{0,31}$")]
     env: Option<String>,
 }
 
 /// `GET /tenants/{id}/topology?env=` (seed 000 §4): where each environment lives in every
 /// plane — database and schema, bucket and prefix, topic and partition key — as the planes name
 /// them for the tenant's last reconciled manifest.
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/topology", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), TopologyQuery), responses((status = 200, description = "Where each environment lives: `db`, `objectStore`, `runtime` per environment (and at the top level when `env` is given)", body = Object), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn topology(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1276,21 +1352,35 @@ enum EnvironmentBody {
 /// `POST /tenants` (seed 000 §1). Fields the manifest holds are checked by the same schema
 /// and policies as a pull request; `regions` and `plan` default to the organization's
 /// `spec.defaults`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct CreateBody {
+    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: String,
+    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     organization_id: String,
+    #[schema(pattern = "^(mt-standard|st-dedicated|hybrid)$")]
     profile: String,
+    /// Names (`["dev", "prod"]`) or the manifest's form (`{ name, region, quotas, … }`).
+    #[schema(value_type = Vec<Object>)]
+    #[schema(min_items = 1, max_items = 16)]
     environments: Vec<EnvironmentBody>,
     display_name: Option<String>,
+    #[schema(value_type = Option<Object>)]
     labels: Option<serde_json::Value>,
+    #[schema(pattern = "^[a-z][a-z0-9-]{1,31}$")]
     plan: Option<String>,
+    #[schema(value_type = Option<Object>)]
     regions: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     quotas: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     policies: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     billing: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     contacts: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     external_ids: Option<serde_json::Value>,
 }
 
@@ -1323,6 +1413,7 @@ fn render_tenant(
     out
 }
 
+#[utoipa::path(post, path = "/api/tenancy/v1/tenants", tag = "tenants", request_body = CreateBody, responses((status = 201, description = "Committed as Draft (`id`, `state`, `createdAt`, `commitSha`, `jobId`)", body = Object), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The tenant or its file exists", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy (findings in errors[])", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1538,6 +1629,7 @@ fn merge_patch(target: &serde_json::Value, patch: &serde_json::Value) -> serde_j
 /// `PATCH /tenants/{id}` (seed 000 §5, §13): a JSON merge patch of the manifest's fields,
 /// committed like every write. A profile change is a job (an mt-standard → st-dedicated
 /// migration reports its status as it converges); other changes converge with the next pass.
+#[utoipa::path(patch, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Object, description = "JSON merge patch of profile, plan, regions, environments, quotas, policies, billing, contacts, externalIds, displayName, labels", content_type = "application/json"), responses((status = 200, description = "Committed (`tenantId`, `profile`, `state`, `commitSha`; `jobId` and `message` when the profile changes)", body = Object), (status = 400, description = "Not a tenant id, or malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Nothing changes, or the manifest cannot be edited in place", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn patch_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1551,9 +1643,11 @@ async fn patch_tenant(
     caller.require(ApiRole::Operator, "change tenants")?;
     let patch = body(b)?;
     if patch.is_empty() {
+        // An empty merge patch is valid and changes nothing, like asking for the state a
+        // tenant is already in.
         return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
+            StatusCode::CONFLICT,
+            "unchanged",
             "the patch changes nothing",
         )
         .field(
@@ -1655,14 +1749,17 @@ async fn patch_tenant(
     Ok(axum::Json(body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct WebhookBody {
+    #[schema(pattern = "^https?://[^ ]+$", max_length = 2048)]
     url: String,
     #[serde(default)]
     events: Vec<String>,
+    #[schema(min_length = 8, max_length = 256)]
     secret: String,
     /// One tenant; every tenant when absent (unconfined tokens only).
+    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: Option<String>,
 }
 
@@ -1675,6 +1772,7 @@ async fn may_manage(api: &Api, caller: &Caller, tenant: &str) -> bool {
 }
 
 /// `POST /webhooks` (seed 000 §7): 201 with the webhook — never its secret.
+#[utoipa::path(post, path = "/api/tenancy/v1/webhooks", tag = "webhooks", request_body = WebhookBody, responses((status = 201, description = "Registered (the secret is never returned)", body = Object), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_webhook(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1751,6 +1849,7 @@ async fn create_webhook(
     Ok((StatusCode::CREATED, axum::Json(hook)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/tenancy/v1/webhooks", tag = "webhooks", responses((status = 200, description = "`items`: the webhooks in the caller’s scope", body = Object), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_webhooks(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1765,6 +1864,7 @@ async fn list_webhooks(
     Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
 }
 
+#[utoipa::path(delete, path = "/api/tenancy/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Webhook id")), responses((status = 204, description = "Removed"), (status = 400, description = "Not a webhook id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such webhook in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_webhook(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1786,6 +1886,7 @@ async fn delete_webhook(
 /// `GET /events`: the events the caller may see as Server-Sent Events, oldest first, then live.
 /// Each SSE `id` is the event's outbox position, so a reconnect with `Last-Event-ID` resumes
 /// right after it; `event` is the CloudEvents type and `data` the CloudEvent.
+#[utoipa::path(get, path = "/api/tenancy/v1/events", tag = "events", params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: `id` (position), `event` (CloudEvents type), `data` (the CloudEvent)", content_type = "text/event-stream"), (status = 400, description = "Last-Event-ID is not an event position", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn event_stream(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
