@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it: install and start the real services (PostgreSQL, S3,
 # two Kafka-protocol brokers) on 127.0.0.1, build the JavaScript example policy, run every
-# test, stop the services.
+# test, fuzz the REST API with schemathesis, stop the services.
 #
 #   scripts/test.sh               # everything
 #   scripts/test.sh validate      # extra arguments go to `cargo test` (here: a name filter)
@@ -21,3 +21,8 @@ TENANCY_JS_POLICY_BUNDLE=$(scripts/build-js-policy.sh)
 export TENANCY_JS_POLICY_BUNDLE
 
 cargo test --workspace --locked "$@"
+
+# The REST API against its own OpenAPI document (the whole suite only, not a filtered run).
+if [ $# -eq 0 ]; then
+  scripts/schemathesis.sh "${CARGO_TARGET_DIR:-$ROOT/target}/debug/tenancy"
+fi

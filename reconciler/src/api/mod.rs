@@ -278,7 +278,8 @@ pub fn router(
             get(get_tenant)
                 .post(tenant_action)
                 .patch(patch_tenant)
-                .delete(delete_tenant),
+                .delete(delete_tenant)
+                .layer(axum::middleware::from_fn(tenant_methods)),
         )
         .route(
             &format!("{BASE}/tenants/{{id}}/environments"),
@@ -317,6 +318,34 @@ pub fn router(
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(api))
+}
+
+/// `/tenants/{id}` and `/tenants/{id}:action` share one route (axum cannot split a path
+/// segment): each answers the methods it does not take with 405 and its own `Allow`.
+async fn tenant_methods(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    let last = req.uri().path().rsplit('/').next().unwrap_or_default();
+    let action = last.contains(':') || last.to_ascii_lowercase().contains("%3a");
+    let (allowed, allow): (&[Method], &str) = if action {
+        (&[Method::POST], "POST")
+    } else {
+        (
+            &[Method::GET, Method::HEAD, Method::PATCH, Method::DELETE],
+            "GET, PATCH, DELETE",
+        )
+    };
+    if allowed.contains(req.method()) {
+        return next.run(req).await;
+    }
+    let mut r = Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method",
+        format!("{} is not allowed here (allowed: {allow})", req.method()),
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
 }
 
 /// Propagate `X-Request-Id` (or make one): it is the correlation id of what the request does.
@@ -1587,6 +1616,13 @@ async fn create_tenant(
     Ok(r)
 }
 
+/// The body of `PATCH /tenants/{id}`, as the OpenAPI document names it; its schema is the
+/// manifest's (see `openapi::ManifestSchemas`). The handler reads it as a JSON object, because a
+/// merge patch tells a field set to null from a field left out.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+pub struct PatchBody(serde_json::Map<String, serde_json::Value>);
+
 /// Fields `PATCH /tenants/{id}` may change: (request field, manifest section, manifest key).
 const PATCHABLE: &[(&str, &str, &str)] = &[
     ("profile", "spec", "profile"),
@@ -1629,19 +1665,16 @@ fn merge_patch(target: &serde_json::Value, patch: &serde_json::Value) -> serde_j
 /// `PATCH /tenants/{id}` (seed 000 §5, §13): a JSON merge patch of the manifest's fields,
 /// committed like every write. A profile change is a job (an mt-standard → st-dedicated
 /// migration reports its status as it converges); other changes converge with the next pass.
-#[utoipa::path(patch, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Object, description = "JSON merge patch of profile, plan, regions, environments, quotas, policies, billing, contacts, externalIds, displayName, labels", content_type = "application/json"), responses((status = 200, description = "Committed (`tenantId`, `profile`, `state`, `commitSha`; `jobId` and `message` when the profile changes)", body = Object), (status = 400, description = "Not a tenant id, or malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Nothing changes, or the manifest cannot be edited in place", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = PatchBody, content_type = "application/json"), responses((status = 200, description = "Committed (`tenantId`, `profile`, `state`, `commitSha`; `jobId` and `message` when the profile changes)", body = Object), (status = 400, description = "Not a tenant id, or malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Nothing changes, or the manifest cannot be edited in place", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn patch_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    b: Result<
-        axum::Json<serde_json::Map<String, serde_json::Value>>,
-        axum::extract::rejection::JsonRejection,
-    >,
+    b: Result<axum::Json<PatchBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
     caller.require(ApiRole::Operator, "change tenants")?;
-    let patch = body(b)?;
+    let patch = body(b)?.0;
     if patch.is_empty() {
         // An empty merge patch is valid and changes nothing, like asking for the state a
         // tenant is already in.

@@ -31,8 +31,8 @@ use utoipa::OpenApi;
         delete_webhook,
         event_stream,
     ),
-    components(schemas(Problem, FieldError)),
-    modifiers(&Bearer),
+    components(schemas(Problem, FieldError, PatchBody)),
+    modifiers(&Bearer, &ManifestSchemas),
     tags(
         (name = "tenants", description = "Tenants: create, read, change, lifecycle, delete, topology"),
         (name = "jobs", description = "The jobs that converge changes"),
@@ -61,6 +61,120 @@ impl utoipa::Modify for Bearer {
                     .build(),
             ),
         );
+    }
+}
+
+/// Request bodies that carry manifest fields are described by the manifest's own JSON Schemas
+/// (`schemas/*.schema.json`, the ones `tenancy validate` applies), so the document and the
+/// validator cannot disagree: their `$defs` become components named `manifest.<def>`.
+struct ManifestSchemas;
+
+fn rewrite_refs(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(r)) = map.get_mut("$ref") {
+                let def = r.rsplit('/').next().unwrap_or_default().to_owned();
+                *r = format!("#/components/schemas/manifest.{def}");
+            }
+            map.values_mut().for_each(rewrite_refs);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
+/// `schema`, or null (an optional field may be sent as null: it is then left out).
+fn nullable(schema: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({ "anyOf": [schema, { "type": "null" }] })
+}
+
+fn manifest_ref(def: &str) -> serde_json::Value {
+    serde_json::json!({ "$ref": format!("#/components/schemas/manifest.{def}") })
+}
+
+impl utoipa::Modify for ManifestSchemas {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use serde_json::json;
+        let parse = |text: &str| -> serde_json::Value {
+            serde_json::from_str(text).expect("the bundled schemas are JSON")
+        };
+        let common = parse(include_str!("../../../schemas/common.schema.json"));
+        let tenant = parse(include_str!("../../../schemas/tenant.schema.json"));
+        let events = parse(include_str!("../../../schemas/event.schema.json"));
+        let mut components: Vec<(String, serde_json::Value)> = Vec::new();
+        for (name, def) in common["$defs"].as_object().into_iter().flatten() {
+            components.push((name.clone(), def.clone()));
+        }
+        let spec = &tenant["properties"]["spec"]["properties"];
+        components.push(("environment".into(), spec["environments"]["items"].clone()));
+        components.push(("policies".into(), spec["policies"].clone()));
+        components.push(("billing".into(), spec["billing"].clone()));
+        let environments = |nullable_items: bool| {
+            let items = json!({ "oneOf": [manifest_ref("envName"), manifest_ref("environment")] });
+            let list = json!({ "type": "array", "minItems": 1, "maxItems": 16, "items": items });
+            if nullable_items { nullable(list) } else { list }
+        };
+        let optional = |def: &str| nullable(manifest_ref(def));
+        let create = json!({
+            "type": "object",
+            "description": "A new tenant (seed 000 §1). `regions` and `plan` default to the organization's `spec.defaults`; `plan` also defaults to `billing.plan`.",
+            "additionalProperties": false,
+            "required": ["tenantId", "organizationId", "profile", "environments"],
+            "properties": {
+                "tenantId": manifest_ref("identifier"),
+                "organizationId": manifest_ref("identifier"),
+                "profile": manifest_ref("profile"),
+                "environments": environments(false),
+                "displayName": optional("displayName"),
+                "labels": optional("labels"),
+                "plan": optional("name"),
+                "regions": optional("regions"),
+                "quotas": optional("quotas"),
+                "policies": optional("policies"),
+                "billing": optional("billing"),
+                "contacts": optional("contacts"),
+                "externalIds": optional("externalIds"),
+            },
+        });
+        // A merge patch: objects are merged key by key (so their fields are all optional
+        // here), null removes a field, anything else replaces it.
+        let object = json!({ "type": ["object", "null"] });
+        let patch = json!({
+            "type": "object",
+            "description": "A JSON merge patch (RFC 7396) of the tenant's manifest (seed 000 §5, §13). The lifecycle changes only through :activate, :suspend and DELETE.",
+            "additionalProperties": false,
+            "properties": {
+                "profile": manifest_ref("profile"),
+                "plan": manifest_ref("name"),
+                "displayName": optional("displayName"),
+                "environments": environments(true),
+                "regions": object, "quotas": object, "policies": object, "billing": object,
+                "contacts": object, "externalIds": object, "labels": object,
+            },
+        });
+        let event_types = events["properties"]["type"]["enum"].clone();
+        let comps = openapi.components.get_or_insert_with(Default::default);
+        let mut put = |name: String, mut schema: serde_json::Value| {
+            rewrite_refs(&mut schema);
+            if let Ok(s) = serde_json::from_value(schema) {
+                comps.schemas.insert(name, s);
+            }
+        };
+        for (name, def) in components {
+            put(format!("manifest.{name}"), def);
+        }
+        put("CreateBody".into(), create);
+        put("PatchBody".into(), patch);
+        // Webhook event filters are the event types the reconciler emits.
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(webhook))) =
+            comps.schemas.get_mut("WebhookBody")
+            && let Some(events) = webhook.properties.get_mut("events")
+            && let Ok(schema) = serde_json::from_value(
+                json!({ "type": "array", "items": { "enum": event_types }, "maxItems": 16 }),
+            )
+        {
+            *events = schema;
+        }
     }
 }
 
