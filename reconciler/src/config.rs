@@ -216,6 +216,11 @@ pub struct ApiConfig {
     pub tenant_requests_per_second: f64,
     #[serde(default)]
     pub tenant_burst: f64,
+    /// Push each API commit to this remote (a remote name of the watched repository, or a
+    /// URL) before the local branch moves, so the remote stays the source of truth. A daemon
+    /// that follows `[daemon] remote` always pushes there.
+    #[serde(default)]
+    pub push: Option<String>,
 }
 
 /// A bearer token, stored as the hex SHA-256 of the token (never the token itself).
@@ -595,6 +600,7 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
             (50.0, 40.0)
         );
         assert_eq!(c.api.tokens[1].organization.as_deref(), Some("org_acme"));
+        assert_eq!(c.api.push.as_deref(), Some("origin"));
         assert_eq!(c.daemon.branch, "main");
         assert_eq!(c.daemon.fetch_interval_seconds, 30);
         assert_eq!(c.daemon.trigger_secret.as_deref(), Some("secret"));

@@ -1125,3 +1125,174 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     );
     assert_eq!(before.lines().count(), after.lines().count());
 }
+
+/// A bare clone of `repo` (a remote to push to) and the branch `repo` is on.
+fn bare_clone(repo: &TestRepo) -> (tempfile::TempDir, git2::Repository, String) {
+    let branch = repo
+        .repo
+        .head()
+        .expect("head")
+        .shorthand()
+        .expect("branch")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tmp");
+    let bare = git2::build::RepoBuilder::new()
+        .bare(true)
+        .clone(&format!("file://{}", repo.path().display()), dir.path())
+        .expect("a bare clone");
+    (dir, bare, branch)
+}
+
+/// A daemon on `repo` with `extra` added to an embedded configuration and an operator token
+/// named `console`; waits until it is ready. Its port, guard, `Authorization` value and work
+/// directory (kept alive with the daemon).
+fn console_daemon(
+    repo: &TestRepo,
+    extra: &str,
+) -> (u16, crate::support::Running, String, tempfile::TempDir) {
+    let work = tempfile::tempdir().expect("tmp");
+    let config = embedded_config(work.path());
+    let token = "tok-console-writer-0123";
+    let mut toml = std::fs::read_to_string(&config).expect("config");
+    toml += &format!(
+        "{extra}\n[[api.tokens]]\nname = \"console\"\nsha256 = \"{}\"\nrole = \"operator\"\n",
+        sha256_hex(token)
+    );
+    std::fs::write(&config, toml).expect("config");
+    let port = free_port();
+    let daemon = crate::support::Running(Some(crate::support::spawn_daemon(
+        repo.path(),
+        &config,
+        port,
+        1,
+    )));
+    let started = Instant::now();
+    while get_status(port, "/readyz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, daemon, format!("Bearer {token}"), work)
+}
+
+/// A daemon that follows a remote repository writes there: each API commit is pushed to the
+/// remote first (a fast-forward), and the mirror follows. Another writer pushing meanwhile
+/// makes the first push fail; the write fetches, rebuilds on the new head and pushes again,
+/// so both commits are in the remote's history.
+#[test]
+fn api_writes_are_pushed_to_the_followed_remote() {
+    let upstream = TestRepo::with_examples();
+    let (remote_dir, remote, branch) = bare_clone(&upstream);
+    let (port, _daemon, auth, _work) = console_daemon(
+        &upstream,
+        &format!(
+            "[daemon]\nremote = \"file://{}\"\nbranch = \"{branch}\"\nfetch-interval-seconds = 3600\n",
+            remote_dir.path().display()
+        ),
+    );
+    let started = Instant::now();
+    while get(
+        port,
+        "/api/tenancy/v1/tenants/t_5002",
+        &[("Authorization", &auth)],
+    )
+    .status
+        != 200
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "first pass");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Someone else pushes to the remote; the daemon's mirror does not know yet (hourly fetch).
+    upstream.edit(
+        "org_acme/t_5003.yaml",
+        "displayName: ",
+        "displayName: Renamed ",
+    );
+    let theirs = upstream.commit("rename t_5003 upstream");
+    let mut to_remote = upstream
+        .repo
+        .remote_anonymous(&format!("file://{}", remote_dir.path().display()))
+        .expect("remote");
+    to_remote
+        .push(
+            &[format!("refs/heads/{branch}:refs/heads/{branch}").as_str()],
+            None,
+        )
+        .expect("their push");
+
+    let r = request(
+        port,
+        "POST",
+        "/api/tenancy/v1/tenants/t_5002:suspend",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"reason":"billing"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let accepted = r.json();
+    let sha = accepted["commitSha"].as_str().expect("sha");
+    let head = remote
+        .find_reference(&format!("refs/heads/{branch}"))
+        .expect("branch")
+        .peel_to_commit()
+        .expect("commit");
+    assert_eq!(
+        head.id().to_string(),
+        sha,
+        "the remote has the API's commit"
+    );
+    assert_eq!(head.author().name().ok(), Some("console"));
+    assert_eq!(
+        head.parent_id(0).expect("parent").to_string(),
+        theirs,
+        "built on the other writer's commit: nothing lost"
+    );
+    let job = completed_job(
+        port,
+        accepted["links"]["self"].as_str().expect("link"),
+        &auth,
+    );
+    assert_eq!(job["commitSha"], sha);
+    let t = get(
+        port,
+        "/api/tenancy/v1/tenants/t_5002",
+        &[("Authorization", &auth)],
+    )
+    .json();
+    assert_eq!(t["state"], "Suspended");
+}
+
+/// `[api] push = "origin"`: a daemon watching a local repository pushes each API commit to
+/// that remote before its own branch moves.
+#[test]
+fn api_writes_are_pushed_to_a_named_remote_of_a_local_repository() {
+    let repo = TestRepo::with_examples();
+    let (origin_dir, origin, branch) = bare_clone(&repo);
+    repo.repo
+        .remote("origin", &format!("file://{}", origin_dir.path().display()))
+        .expect("origin");
+    let (port, _daemon, auth, _work) = console_daemon(&repo, "[api]\npush = \"origin\"\n");
+    let r = request(
+        port,
+        "POST",
+        "/api/tenancy/v1/tenants/t_5002:suspend",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        "",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let sha = r.json()["commitSha"].as_str().expect("sha").to_owned();
+    let pushed = origin
+        .find_reference(&format!("refs/heads/{branch}"))
+        .expect("branch")
+        .peel_to_commit()
+        .expect("commit")
+        .id()
+        .to_string();
+    assert_eq!(pushed, sha, "origin has the commit");
+    assert_eq!(repo.head(), sha, "and the local branch");
+}

@@ -181,8 +181,8 @@ struct Api {
     write_lock: tokio::sync::Mutex<()>,
     limits: crate::config::ApiConfig,
     limiter: Limiter,
-    /// Where writes commit (a local repository); `None` when following a remote.
-    writes: Option<writes::WriteTarget>,
+    /// Where writes commit (and push).
+    writes: writes::WriteTarget,
     /// (SHA-256 of the token, its grant).
     tokens: Vec<([u8; 32], ApiToken)>,
 }
@@ -234,7 +234,7 @@ impl Api {
 pub fn router(
     store: Store,
     config: &crate::config::ApiConfig,
-    writes: Option<writes::WriteTarget>,
+    writes: writes::WriteTarget,
     planes: Arc<crate::reconcile::Planes>,
     platform: Arc<Platform>,
 ) -> Result<axum::Router, String> {
@@ -1140,13 +1140,7 @@ async fn commit_write(
         job_action,
         edit,
     } = w;
-    let Some(target) = api.writes.clone() else {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "read-only",
-            "this daemon follows a remote repository; change the manifest there (writes need a local repository)",
-        ));
-    };
+    let target = api.writes.clone();
     // Trailers: who asked, the request (the correlation id of what the daemon then does),
     // the tenant, and why (it travels on the tenant's events).
     let mut message = format!(

@@ -15,6 +15,82 @@ pub struct WriteTarget {
     pub repo: PathBuf,
     pub path: String,
     pub bundle: Option<PathBuf>,
+    /// Push each commit here first (a remote name or URL, and its branch): the local branch
+    /// moves only once the remote has taken the commit.
+    pub push: Option<Push>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub remote: String,
+    pub branch: String,
+}
+
+/// The remote `push` names: a URL or path as is, else a remote of `repo`.
+fn remote_of<'r>(repo: &'r git2::Repository, push: &Push) -> Result<git2::Remote<'r>, WriteError> {
+    let looks_like_url = push.remote.contains("://") || push.remote.starts_with(['/', '.']);
+    Ok(if looks_like_url {
+        repo.remote_anonymous(&push.remote)?
+    } else {
+        repo.find_remote(&push.remote)?
+    })
+}
+
+/// Push `commit` to `push` as a fast-forward of its branch. `Ok(false)` when the remote's
+/// branch has moved (the commit does not descend from it): fetch and try again.
+fn push_commit(
+    repo: &git2::Repository,
+    push: &Push,
+    commit: git2::Oid,
+) -> Result<bool, WriteError> {
+    let mut remote = remote_of(repo, push)?;
+    // libgit2 pushes references, not bare ids: a scratch ref names the candidate.
+    let scratch = "refs/tenancy/api-push";
+    repo.reference(scratch, commit, true, "API write to push")?;
+    let refspec = format!("{scratch}:refs/heads/{}", push.branch);
+    let rejected = std::cell::RefCell::new(None::<String>);
+    let mut callbacks = git2::RemoteCallbacks::new();
+    callbacks.push_update_reference(|_, status| {
+        if let Some(why) = status {
+            *rejected.borrow_mut() = Some(why.to_owned());
+        }
+        Ok(())
+    });
+    let mut options = git2::PushOptions::new();
+    options.remote_callbacks(callbacks);
+    let pushed = remote.push(&[refspec.as_str()], Some(&mut options));
+    drop(options);
+    let _ = repo.find_reference(scratch).and_then(|mut r| r.delete());
+    match (pushed, rejected.into_inner()) {
+        (Ok(()), None) => Ok(true),
+        (Ok(()), Some(_)) => Ok(false),
+        (Err(e), _) if e.code() == git2::ErrorCode::NotFastForward => Ok(false),
+        (Err(e), _)
+            if e.message().contains("fastforward") || e.message().contains("fast-forward") =>
+        {
+            Ok(false)
+        }
+        (Err(e), _) => Err(WriteError::Git(format!(
+            "push to {} failed: {}",
+            crate::source::redact(&push.remote),
+            e.message()
+        ))),
+    }
+}
+
+/// Bring the local branch up to the remote's (after a rejected push).
+fn fetch_branch(repo: &git2::Repository, push: &Push, ref_name: &str) -> Result<(), WriteError> {
+    let mut remote = remote_of(repo, push)?;
+    let scratch = "refs/tenancy/api-fetch";
+    remote.fetch(
+        &[format!("+refs/heads/{}:{scratch}", push.branch).as_str()],
+        None,
+        None,
+    )?;
+    let theirs = repo.find_reference(scratch)?.peel_to_commit()?.id();
+    let _ = repo.find_reference(scratch).and_then(|mut r| r.delete());
+    repo.reference(ref_name, theirs, true, "API write: the remote moved")?;
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -193,9 +269,19 @@ pub fn commit(
                 format!("`{file}` would not be read as tenant `{tenant}`'s manifest"),
             ));
         }
-        // Compare-and-swap: only if the branch is still where we read it.
+        // The remote first, when there is one: it takes the commit only as a fast-forward.
+        if let Some(push) = &target.push
+            && !push_commit(&repo, push, candidate)?
+        {
+            fetch_branch(&repo, push, &ref_name)?;
+            continue;
+        }
+        // Compare-and-swap: only if the branch is still where we read it. Once the remote
+        // has the commit it is written, whatever the local branch does meanwhile (a fetch of
+        // the mirror may already have brought it, or something newer).
         match repo.reference_matching(&ref_name, candidate, true, parent.id(), message) {
             Ok(_) => {}
+            Err(e) if e.code() == git2::ErrorCode::Modified && target.push.is_some() => {}
             Err(e) if e.code() == git2::ErrorCode::Modified => continue,
             Err(e) => return Err(e.into()),
         }

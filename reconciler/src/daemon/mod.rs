@@ -453,11 +453,25 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 crate::api::router(
                     store.clone(),
                     &config.api,
-                    remote.is_none().then(|| crate::api::writes::WriteTarget {
+                    crate::api::writes::WriteTarget {
                         repo: opts.repo.clone(),
                         path: opts.path.clone(),
                         bundle: opts.bundle.clone(),
-                    }),
+                        // Following a remote, writes go there (the mirror follows); otherwise
+                        // to `[api] push` when set.
+                        push: match (&remote, &config.api.push) {
+                            (Some(url), _) => Some(crate::api::writes::Push {
+                                remote: url.clone(),
+                                branch: config.daemon.branch.clone(),
+                            }),
+                            (None, Some(name)) => Some(crate::api::writes::Push {
+                                remote: name.clone(),
+                                branch: crate::source::current_branch(&opts.repo)
+                                    .unwrap_or_else(|| "main".into()),
+                            }),
+                            (None, None) => None,
+                        },
+                    },
                     planes.clone(),
                     platform.clone(),
                 )

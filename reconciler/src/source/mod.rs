@@ -162,6 +162,14 @@ pub fn fetch_mirror(url: &str, branch: &str, dir: &Path) -> Result<String, Sourc
     Ok(head.to_string())
 }
 
+/// The short name of the branch HEAD points at (`main`), if it points at one.
+pub fn current_branch(repo: &Path) -> Option<String> {
+    let repo = git2::Repository::open(repo).ok()?;
+    let head = repo.find_reference("HEAD").ok()?;
+    let target = head.symbolic_target().ok().flatten()?.to_owned();
+    target.strip_prefix("refs/heads/").map(str::to_owned)
+}
+
 /// A URL with any password or token replaced by `***`, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
