@@ -5,7 +5,9 @@
 #   scripts/bench-api.sh REPO CONFIG [SECONDS=15]     e.g. $BENCH_DIR/repo-10000 $BENCH_DIR/tenancy-10000.toml
 #
 # It adds an admin token to a copy of CONFIG, starts `tenancy run`, waits for its first pass,
-# then runs wrk (2 threads, 4 and 32 connections) on GET /tenants/{id} and on a 50-item list page.
+# then runs wrk (2 threads, 4 and 32 connections) on GET /tenants/{id}, a 50-item list page and
+# GET /tenants/{id}/topology, and times 20 writes (suspend, activate, …) end to end: each is a
+# judged commit to the repository (it moves the repository's branch).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -21,7 +23,7 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 PID=$!
 trap 'kill $PID 2>/dev/null; rm -f "$CFG"' EXIT
 until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.5; done
-ID=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/tenancy/v1/tenants?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["tenantId"])')
+ID=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/tenancy/v1/tenants?limit=1&state=Active" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["tenantId"])')
 for conns in 4 32; do
   echo "== GET /tenants/$ID, $conns connections, ${SECS}s"
   wrk -t2 -c"$conns" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" \
@@ -29,4 +31,18 @@ for conns in 4 32; do
   echo "== GET /tenants?limit=50&state=Active, $conns connections, ${SECS}s"
   wrk -t2 -c"$conns" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" \
     "http://127.0.0.1:$PORT/api/tenancy/v1/tenants?limit=50&state=Active" | grep -E "Requests/sec|  50%|  99%|Non-2xx"
+  echo "== GET /tenants/$ID/topology?env=prod, $conns connections, ${SECS}s"
+  wrk -t2 -c"$conns" -d"${SECS}s" --latency -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$PORT/api/tenancy/v1/tenants/$ID/topology" | grep -E "Requests/sec|  50%|  99%|Non-2xx"
 done
+echo "== 20 writes (POST /tenants/$ID:suspend, :activate, …), one at a time"
+STATE=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/api/tenancy/v1/tenants/$ID" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+for i in $(seq 20); do
+  if [ "$STATE" = Active ]; then ACTION=suspend; STATE=Suspended; else ACTION=activate; STATE=Active; fi
+  curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -X POST -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$PORT/api/tenancy/v1/tenants/$ID:$ACTION"
+done | python3 -c '
+import sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+codes = sorted({r[0] for r in rows}); t = sorted(float(r[1]) * 1000 for r in rows)
+print(f"   status {codes}  p50 {t[len(t)//2]:.0f} ms  p99 {t[-1]:.0f} ms  (max of {len(t)})")'

@@ -18,6 +18,17 @@ pub struct WriteTarget {
     /// Push each commit here first (a remote name or URL, and its branch): the local branch
     /// moves only once the remote has taken the commit.
     pub push: Option<Push>,
+    /// What the last writes read: a write re-parses only the files that changed since.
+    pub cache: std::sync::Arc<std::sync::Mutex<WriteCache>>,
+}
+
+#[derive(Debug, Default)]
+pub struct WriteCache {
+    /// What each manifest parsed to, by blob.
+    parsed: crate::validate::ParseCache,
+    /// The catalog of the last commit written: the next write starts from it when the branch
+    /// is still there (consecutive API writes), instead of validating the head again.
+    last: Option<(String, Catalog)>,
 }
 
 #[derive(Debug, Clone)]
@@ -189,16 +200,27 @@ pub fn commit(
         let parent = head_ref.peel_to_commit()?;
         let head = parent.id().to_string();
         // The tenant's file as the validator sees it at HEAD.
-        let evaluation = reconcile::evaluate(&Inputs {
-            repo: target.repo.clone(),
-            rev: Some(head.clone()),
-            path: target.path.clone(),
-            max_file_bytes: 1 << 20,
-            bundle: None,
-            govern_only: Some(Default::default()),
-        })
-        .map_err(|e| WriteError::Git(e.to_string()))?;
-        let catalog = &evaluation.report.catalog;
+        let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let at_head = match cache.last.take() {
+            Some((sha, catalog)) if sha == head => catalog,
+            _ => {
+                reconcile::evaluate_cached(
+                    &Inputs {
+                        repo: target.repo.clone(),
+                        rev: Some(head.clone()),
+                        path: target.path.clone(),
+                        max_file_bytes: 1 << 20,
+                        bundle: None,
+                        govern_only: Some(Default::default()),
+                    },
+                    Some(&mut cache.parsed),
+                )
+                .map_err(|e| WriteError::Git(e.to_string()))?
+                .report
+                .catalog
+            }
+        };
+        let catalog = &at_head;
         let located = catalog.tenant(tenant).map(|t| (t.file.clone(), t.doc));
         let text = match &located {
             Some((file, _)) => {
@@ -235,14 +257,17 @@ pub fn commit(
         let sig = git2::Signature::now(name, &email)?;
         // The candidate commit exists only as an object until it is judged.
         let candidate = repo.commit(None, &sig, &sig, message, &tree, &[&parent])?;
-        let judged = reconcile::evaluate(&Inputs {
-            repo: target.repo.clone(),
-            rev: Some(candidate.to_string()),
-            path: target.path.clone(),
-            max_file_bytes: 1 << 20,
-            bundle: target.bundle.clone(),
-            govern_only: Some([file.clone()].into_iter().collect()),
-        })
+        let judged = reconcile::evaluate_cached(
+            &Inputs {
+                repo: target.repo.clone(),
+                rev: Some(candidate.to_string()),
+                path: target.path.clone(),
+                max_file_bytes: 1 << 20,
+                bundle: target.bundle.clone(),
+                govern_only: Some([file.clone()].into_iter().collect()),
+            },
+            Some(&mut cache.parsed),
+        )
         .map_err(|e| WriteError::Git(e.to_string()))?;
         let refused: Vec<_> = judged
             .report
@@ -276,6 +301,8 @@ pub fn commit(
             fetch_branch(&repo, push, &ref_name)?;
             continue;
         }
+        cache.last = Some((candidate.to_string(), judged.report.catalog));
+        drop(cache);
         // Compare-and-swap: only if the branch is still where we read it. Once the remote
         // has the commit it is written, whatever the local branch does meanwhile (a fetch of
         // the mirror may already have brought it, or something newer).

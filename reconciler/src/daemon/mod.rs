@@ -471,6 +471,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                             }),
                             (None, None) => None,
                         },
+                        cache: Default::default(),
                     },
                     planes.clone(),
                     platform.clone(),

@@ -192,6 +192,15 @@ pub struct ParseCache {
     pub parsed: usize,
 }
 
+impl std::fmt::Debug for ParseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParseCache")
+            .field("files", &self.files.len())
+            .field("parsed", &self.parsed)
+            .finish()
+    }
+}
+
 impl ParseCache {
     /// The text of `path` if its blob is `id` (see [`crate::source::read_revision_reusing`]).
     pub fn text(&self, path: &str, id: git2::Oid) -> Option<String> {
