@@ -466,6 +466,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     event_stream(port);
     webhook_endpoints(port);
     create_and_patch_boundaries(port, &repo);
+    concurrent_writers_lose_nothing(port, &repo);
     drop(daemon);
 }
 
@@ -1124,6 +1125,50 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
         )]
     );
     assert_eq!(before.lines().count(), after.lines().count());
+}
+
+/// Eight writers patch the same tenant at once, each adding its own label: every request
+/// succeeds and every label is in the manifest afterwards — writes queue, none is lost.
+fn concurrent_writers_lose_nothing(port: u16, repo: &TestRepo) {
+    let before = repo.head();
+    let op = format!("Bearer {BILLING}");
+    let writers: Vec<_> = (0..8)
+        .map(|i| {
+            let op = op.clone();
+            std::thread::spawn(move || {
+                request(
+                    port,
+                    "PATCH",
+                    "/api/tenancy/v1/tenants/t_5001",
+                    &[("Authorization", &op), ("Content-Type", "application/json")],
+                    &format!(r#"{{"labels":{{"writer{i}":"yes"}}}}"#),
+                )
+            })
+        })
+        .collect();
+    for w in writers {
+        let r = w.join().expect("writer");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let text = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("file");
+    for i in 0..8 {
+        assert!(
+            text.contains(&format!("writer{i}: \"yes\"")),
+            "writer{i} lost: {text}"
+        );
+    }
+    // Eight commits on top of the one before, in one line of history.
+    let mut walk = repo.repo.revwalk().expect("walk");
+    walk.push_head().expect("head");
+    let mut api_commits = 0;
+    for oid in walk {
+        let oid = oid.expect("oid");
+        if oid.to_string() == before {
+            break;
+        }
+        api_commits += 1;
+    }
+    assert_eq!(api_commits, 8);
 }
 
 /// A bare clone of `repo` (a remote to push to) and the branch `repo` is on.

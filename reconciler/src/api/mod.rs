@@ -795,11 +795,7 @@ async fn post_usage(
             "an RFC 3339 time, e.g. 2025-10-08T15:20:00Z".into(),
         ));
     }
-    let request_id = headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let request_id = request_id_of(&headers);
     let recorded = api
         .store
         .record_usage(&crate::store::UsageReport {
