@@ -5,7 +5,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${1:-${CARGO_TARGET_DIR:-$root/target}/debug/tenancy}
-examples=${2:-${SCHEMATHESIS_MAX_EXAMPLES:-30}}
+examples=${2:-${SCHEMATHESIS_MAX_EXAMPLES:-100}}
 version=4.32.5
 if ! st --version 2>/dev/null | grep -q "$version"; then
   python3 -m pip install -q "schemathesis==$version" 2>&1 | grep -v "as the 'root' user" || true

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 pub mod edit;
 pub mod openapi;
+pub mod views;
 pub mod writes;
 
 pub const BASE: &str = "/api/tenancy/v1";
@@ -324,8 +325,29 @@ pub fn router(
 /// segment): each answers the methods it does not take with 405 and its own `Allow`.
 async fn tenant_methods(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use axum::http::Method;
-    let last = req.uri().path().rsplit('/').next().unwrap_or_default();
-    let action = last.contains(':') || last.to_ascii_lowercase().contains("%3a");
+    let last = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .replace("%3A", ":")
+        .replace("%3a", ":");
+    // An action's path; an id with another colon in it is no tenant's (400 from the handler,
+    // or 404 "no such action" for a POST).
+    let action = last
+        .rsplit_once(':')
+        .is_some_and(|(_, a)| matches!(a, "activate" | "suspend"));
+    let routed = [
+        Method::GET,
+        Method::HEAD,
+        Method::PATCH,
+        Method::DELETE,
+        Method::POST,
+    ];
+    if !action && last.contains(':') && routed.contains(req.method()) {
+        return next.run(req).await;
+    }
     let (allowed, allow): (&[Method], &str) = if action {
         (&[Method::POST], "POST")
     } else {
@@ -409,7 +431,7 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
 const STATES: &[&str] = &["Draft", "Active", "Suspended", "Archived", "Deleted"];
 const PROFILES: &[&str] = &["mt-standard", "st-dedicated", "hybrid"];
 
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "A page of tenants (`items`, `nextCursor`)", body = Object), (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "A page of tenants (`items`, `nextCursor`)", body = views::TenantPage), (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_tenants(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -470,7 +492,19 @@ async fn list_tenants(
 }
 
 fn page(rows: &[TenantSummary], next: Option<String>) -> Response {
-    axum::Json(serde_json::json!({ "items": rows, "nextCursor": next })).into_response()
+    axum::Json(views::TenantPage {
+        items: rows.to_vec(),
+        next_cursor: next,
+    })
+    .into_response()
+}
+
+/// An RFC 3339 time (UTC, milliseconds) for epoch milliseconds.
+fn rfc3339(ms: i64) -> String {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string()
 }
 
 /// A tenant the caller may see, or "not found" (also for one outside the caller's scope).
@@ -494,7 +528,7 @@ async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, P
     }
 }
 
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "The tenant (ETag: its version)", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "The tenant (ETag: its version)", body = views::TenantView), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn get_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -507,7 +541,7 @@ async fn get_tenant(
 
 /// `GET /tenants/by-external-id/{system}/{value}` — e.g. `/crm/0015g00000XyZ`: the tenant
 /// whose manifest declares that external id, as `GET /tenants/{id}` shows it.
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants/by-external-id/{system}/{value}", tag = "tenants", params(("system" = String, Path, description = "crm, billing, …", pattern = "^[A-Za-z0-9_-]{1,32}$"), ("value" = String, Path, min_length = 1, max_length = 128)), responses((status = 200, description = "The tenant", body = Object), (status = 400, description = "Invalid system or value", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/by-external-id/{system}/{value}", tag = "tenants", params(("system" = String, Path, description = "crm, billing, …", pattern = "^[A-Za-z0-9_-]{1,32}$"), ("value" = String, Path, min_length = 1, max_length = 128)), responses((status = 200, description = "The tenant", body = views::TenantView), (status = 400, description = "Invalid system or value", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn by_external_id(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -550,29 +584,30 @@ async fn by_external_id(
 }
 
 fn tenant_response(t: &TenantRecord) -> Response {
-    let time = |ms: i64| {
-        humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
-        )
-        .to_string()
-    };
     let spec = &t.manifest["spec"];
-    let body = serde_json::json!({
-        "tenantId": t.tenant_id,
-        "organizationId": t.organization_id,
-        "profile": t.profile,
-        "state": t.state,
-        "region": t.region,
-        "plan": t.plan,
-        "environments": spec["environments"].as_array().map(|e| e.iter().map(|e| e["name"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
-        "quotas": t.quotas,
-        "policies": t.policies,
-        "billing": t.billing,
-        "externalIds": spec["externalIds"],
-        "createdAt": time(t.created_at),
-        "updatedAt": time(t.updated_at),
-        "version": t.version,
-    });
+    let body = views::TenantView {
+        tenant_id: t.tenant_id.clone(),
+        organization_id: t.organization_id.clone(),
+        profile: t.profile.clone(),
+        state: t.state.clone(),
+        region: t.region.clone(),
+        plan: t.plan.clone(),
+        environments: spec["environments"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|e| e["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        quotas: t.quotas.clone(),
+        policies: t.policies.clone(),
+        billing: t.billing.clone(),
+        external_ids: spec["externalIds"].clone(),
+        created_at: rfc3339(t.created_at),
+        updated_at: rfc3339(t.updated_at),
+        version: t.version,
+    };
     let mut r = axum::Json(body).into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", t.version)) {
         r.headers_mut().insert(header::ETAG, v);
@@ -580,7 +615,7 @@ fn tenant_response(t: &TenantRecord) -> Response {
     r
 }
 
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/environments", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "`items`: name, region, quota, isolation, retentionDays", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/environments", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "`items`: name, region, quota, isolation, retentionDays", body = views::EnvironmentList), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn environments(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -588,26 +623,26 @@ async fn environments(
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
     let t = visible(&api, &caller, &id).await?;
-    let items: Vec<serde_json::Value> = t.manifest["spec"]["environments"]
+    let text =
+        |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let items: Vec<views::EnvironmentView> = t.manifest["spec"]["environments"]
         .as_array()
         .map(|envs| {
             envs.iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "name": e["name"],
-                        "region": e.get("region").cloned().unwrap_or_else(|| t.region.clone().into()),
-                        "quota": e["quotas"],
-                        "isolation": e.get("isolation").cloned().unwrap_or(serde_json::Value::Null),
-                        "retentionDays": e.get("retentionDays").cloned().unwrap_or(serde_json::Value::Null),
-                    })
+                .map(|e| views::EnvironmentView {
+                    name: text(e, "name").unwrap_or_default(),
+                    region: text(e, "region").unwrap_or_else(|| t.region.clone()),
+                    quota: e["quotas"].clone(),
+                    isolation: text(e, "isolation"),
+                    retention_days: e.get("retentionDays").and_then(|v| v.as_u64()),
                 })
                 .collect()
         })
         .unwrap_or_default();
-    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+    Ok(axum::Json(views::EnvironmentList { items }).into_response())
 }
 
-#[utoipa::path(get, path = "/api/tenancy/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id", pattern = "^[A-Za-z0-9_]{1,64}$")), responses((status = 200, description = "The job: state (Queued, Running, Completed, Failed), progress, steps, updatedAt", body = Object), (status = 400, description = "Not a job id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id", pattern = "^[A-Za-z0-9_]{1,64}$")), responses((status = 200, description = "The job: state (Queued, Running, Completed, Failed), progress, steps, updatedAt", body = views::JobView), (status = 400, description = "Not a job id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn get_job(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -632,31 +667,27 @@ async fn get_job(
         None if unconfined => {}
         _ => return Err(Problem::not_found(&format!("job `{id}`"))),
     }
-    let time = |ms: i64| {
-        humantime::format_rfc3339_millis(
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
-        )
-        .to_string()
-    };
     // Seed 000 spells job states capitalized (Queued, Running, Completed, Failed).
     let mut state = job.state.clone();
     if let Some(first) = state.get_mut(..1) {
         first.make_ascii_uppercase();
     }
-    Ok(axum::Json(serde_json::json!({
-        "id": job.job_id,
-        "jobId": job.job_id,
-        "tenantId": job.tenant_id,
-        "action": job.action,
-        "state": state,
-        "createdAt": time(job.created_at),
-        "updatedAt": time(job.updated_at),
-        "progress": job.progress,
-        "steps": job.steps,
-        "commitSha": job.commit_sha,
-        "error": job.error,
-        "links": { "self": format!("{BASE}/jobs/{}", job.job_id) },
-    }))
+    Ok(axum::Json(views::JobView {
+        id: job.job_id.clone(),
+        job_id: job.job_id.clone(),
+        tenant_id: job.tenant_id,
+        action: job.action,
+        state,
+        created_at: rfc3339(job.created_at),
+        updated_at: rfc3339(job.updated_at),
+        progress: job.progress,
+        steps: job.steps,
+        commit_sha: job.commit_sha,
+        error: job.error,
+        links: views::SelfLink {
+            self_: format!("{BASE}/jobs/{}", job.job_id),
+        },
+    })
     .into_response())
 }
 
@@ -715,7 +746,7 @@ struct UsageBody {
 /// `POST /billing/usage` (seed 000 §9): 202 with the record id; the `Idempotency-Key` header
 /// makes a retry answer the first record again (`"replayed": true`), and the same key with a
 /// different report is a 409.
-#[utoipa::path(post, path = "/api/tenancy/v1/billing/usage", tag = "billing", params(("Idempotency-Key" = String, Header, description = "The client’s key for this report: a retry with the same key answers the first record", pattern = "^[!-~]{1,255}$")), request_body = UsageBody, responses((status = 202, description = "Stored (`accepted`, `recordId`, `replayed`)", body = Object), (status = 400, description = "Malformed JSON or missing Idempotency-Key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The key was used for a different report", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/tenancy/v1/billing/usage", tag = "billing", params(("Idempotency-Key" = String, Header, description = "The client’s key for this report: a retry with the same key answers the first record", pattern = "^[!-~]{1,255}$")), request_body = UsageBody, responses((status = 202, description = "Stored (`accepted`, `recordId`, `replayed`)", body = views::UsageAccepted), (status = 400, description = "Malformed JSON or missing Idempotency-Key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The key was used for a different report", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn post_usage(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -814,12 +845,20 @@ async fn post_usage(
     match recorded {
         Recorded::New(id) => Ok((
             StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({ "accepted": true, "recordId": id })),
+            axum::Json(views::UsageAccepted {
+                accepted: true,
+                record_id: id,
+                replayed: false,
+            }),
         )
             .into_response()),
         Recorded::Replayed(id) => Ok((
             StatusCode::ACCEPTED,
-            axum::Json(serde_json::json!({ "accepted": true, "recordId": id, "replayed": true })),
+            axum::Json(views::UsageAccepted {
+                accepted: true,
+                record_id: id,
+                replayed: true,
+            }),
         )
             .into_response()),
         Recorded::Conflict(id) => Err(Problem::new(
@@ -843,7 +882,7 @@ struct GovernanceQuery {
 
 /// `GET /governance/policies?tenantId=&env=` (seed 000 §8): the tenant's governance settings
 /// and whether a policy module enforces each, from the decisions on its last reconciled commit.
-#[utoipa::path(get, path = "/api/tenancy/v1/governance/policies", tag = "governance", params(GovernanceQuery), responses((status = 200, description = "`policies`: name, rule, enforced", body = Object), (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/governance/policies", tag = "governance", params(GovernanceQuery), responses((status = 200, description = "`policies`: name, rule, enforced", body = views::PolicyBindings), (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn governance(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -859,15 +898,7 @@ async fn governance(
                 .as_array()
                 .and_then(|e| e.iter().find(|e| e["name"] == name.as_str()))
                 .ok_or_else(|| {
-                    Problem::new(
-                        StatusCode::BAD_REQUEST,
-                        "invalid-query",
-                        "unknown environment",
-                    )
-                    .field(
-                        "env",
-                        format!("tenant `{}` has no environment `{name}`", t.tenant_id),
-                    )
+                    Problem::not_found(&format!("environment `{name}` of tenant `{}`", t.tenant_id))
                 })?,
         ),
         None => None,
@@ -886,24 +917,46 @@ async fn governance(
         .and_then(|e| e.get("retentionDays"))
         .or_else(|| policies.get("retentionDays"))
         .and_then(|v| v.as_u64());
+    let judged = |name: &str, rule: &serde_json::Value, module: &str| views::PolicyBinding {
+        name: name.into(),
+        rule: rule.clone(),
+        enforced: enforced(module),
+        module: Some(module.into()),
+        applied_by: None,
+    };
     let mut out = vec![
-        serde_json::json!({ "name": "DataResidency", "rule": policies["dataResidency"], "enforced": enforced("residency"), "module": "residency" }),
-        serde_json::json!({ "name": "Encryption", "rule": policies["encryption"], "enforced": enforced("encryption"), "module": "encryption" }),
-        serde_json::json!({ "name": "Quotas", "rule": spec["quotas"], "enforced": enforced("quotas"), "module": "quotas" }),
-        serde_json::json!({ "name": "Lifecycle", "rule": spec["lifecycle"], "enforced": enforced("lifecycle"), "module": "lifecycle" }),
+        judged("DataResidency", &policies["dataResidency"], "residency"),
+        judged("Encryption", &policies["encryption"], "encryption"),
+        judged("Quotas", &spec["quotas"], "quotas"),
+        judged("Lifecycle", &spec["lifecycle"], "lifecycle"),
     ];
     if let Some(days) = retention {
-        out.push(serde_json::json!({ "name": "Retention", "rule": format!("{days} days"), "enforced": t.profile != "mt-standard", "appliedBy": "object-store lifecycle rule" }));
+        out.push(views::PolicyBinding {
+            name: "Retention".into(),
+            rule: format!("{days} days").into(),
+            enforced: t.profile != "mt-standard",
+            module: None,
+            applied_by: Some("object-store lifecycle rule".into()),
+        });
     }
     if let Some(isolation) = env.and_then(|e| e.get("isolation")) {
-        out.push(serde_json::json!({ "name": "Isolation", "rule": isolation, "enforced": true }));
+        out.push(views::PolicyBinding {
+            name: "Isolation".into(),
+            rule: isolation.clone(),
+            enforced: true,
+            module: None,
+            applied_by: None,
+        });
     }
-    Ok(axum::Json(serde_json::json!({
-        "tenantId": t.tenant_id,
-        "env": q.env,
-        "commitSha": decisions.iter().find(|d| Some(d.decided_at) == last).map(|d| d.commit_sha.clone()),
-        "policies": out,
-    }))
+    Ok(axum::Json(views::PolicyBindings {
+        tenant_id: t.tenant_id.clone(),
+        env: q.env,
+        commit_sha: decisions
+            .iter()
+            .find(|d| Some(d.decided_at) == last)
+            .map(|d| d.commit_sha.clone()),
+        policies: out,
+    })
     .into_response())
 }
 
@@ -949,7 +1002,7 @@ async fn tenant_action(
 
 /// Activate a tenant (seed 000 §2): a commit setting `lifecycle: Active`, judged before the
 /// branch moves; 202 with the job that will converge it (queued at once, so it can be polled).
-#[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:activate", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json"), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Active", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy (e.g. a transition seed 001 forbids)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:activate", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json"), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = views::Accepted), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Active", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy (e.g. a transition seed 001 forbids)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn activate_tenant(
     api: Arc<Api>,
     headers: HeaderMap,
@@ -961,7 +1014,7 @@ async fn activate_tenant(
 
 /// Suspend a tenant (seed 000 §10), with an optional one-line reason that travels on the
 /// commit and the TENANCY_SUSPENDED event; 202 with the job.
-#[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:suspend", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json"), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = Object), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Suspended", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:suspend", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json"), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = views::Accepted), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Suspended", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn suspend_tenant(
     api: Arc<Api>,
     headers: HeaderMap,
@@ -1026,7 +1079,7 @@ struct DeleteQuery {
 /// `DELETE /tenants/{id}?force=` (seed 000 §12): a commit marking the tenant Deleted with its
 /// confirmation; 202 with the job. Without `force` the tenant must be Suspended or Archived
 /// first; `force=true` (admin only) deletes from any state.
-#[utoipa::path(delete, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), DeleteQuery, ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), responses((status = 202, description = "Committed; the job (`jobId`, `state`: Queued)", body = Object), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not suspended or archived (use force), or already deleted", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), DeleteQuery, ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), responses((status = 202, description = "Committed; the job (`jobId`, `state`: Queued)", body = views::Accepted), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not suspended or archived (use force), or already deleted", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1255,12 +1308,15 @@ async fn commit_and_queue(
     let job_id = c.job_id.unwrap_or_default();
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({
-            "jobId": job_id,
-            "state": "Queued",
-            "commitSha": c.sha,
-            "links": { "self": format!("{BASE}/jobs/{job_id}"), "tenant": format!("{BASE}/tenants/{id}") },
-        })),
+        axum::Json(views::Accepted {
+            links: views::JobLinks {
+                self_: format!("{BASE}/jobs/{job_id}"),
+                tenant: format!("{BASE}/tenants/{id}"),
+            },
+            job_id,
+            state: "Queued".into(),
+            commit_sha: c.sha,
+        }),
     )
         .into_response())
 }
@@ -1297,7 +1353,7 @@ struct TopologyQuery {
 /// `GET /tenants/{id}/topology?env=` (seed 000 §4): where each environment lives in every
 /// plane — database and schema, bucket and prefix, topic and partition key — as the planes name
 /// them for the tenant's last reconciled manifest.
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/topology", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), TopologyQuery), responses((status = 200, description = "Where each environment lives: `db`, `objectStore`, `runtime` per environment (and at the top level when `env` is given)", body = Object), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/topology", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), TopologyQuery), responses((status = 200, description = "Where each environment lives: `db`, `objectStore`, `runtime` per environment (and at the top level when `env` is given)", body = views::Topology), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn topology(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1315,24 +1371,31 @@ async fn topology(
         if q.env.as_deref().is_some_and(|want| want != e.name.as_str()) {
             continue;
         }
-        let mut view = serde_json::json!({
-            "env": e.name.as_str(),
-            "region": e.region.as_ref().unwrap_or(&manifest.spec.regions.preferred).as_str(),
-        });
+        let mut view = views::Placement {
+            env: e.name.to_string(),
+            region: e
+                .region
+                .as_ref()
+                .unwrap_or(&manifest.spec.regions.preferred)
+                .to_string(),
+            db: None,
+            object_store: None,
+            runtime: None,
+        };
         for entry in &api.planes.planes {
             let placed = crate::plan::desired(&platform, [&manifest], entry.kind);
             let Some(d) = placed.iter().find(|d| d.environment == e.name.as_str()) else {
                 continue;
             };
-            let key = match entry.kind {
-                crate::plan::PlaneKind::Database => "db",
-                crate::plan::PlaneKind::ObjectStore => "objectStore",
-                crate::plan::PlaneKind::Queue => "runtime",
-            };
-            view[key] = entry
+            let located = entry
                 .plane
                 .locate(d)
                 .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+            *match entry.kind {
+                crate::plan::PlaneKind::Database => &mut view.db,
+                crate::plan::PlaneKind::ObjectStore => &mut view.object_store,
+                crate::plan::PlaneKind::Queue => &mut view.runtime,
+            } = Some(located);
         }
         envs.push(view);
     }
@@ -1343,21 +1406,20 @@ async fn topology(
             "environment `{want}` of tenant `{id}`"
         )));
     }
-    let mut body = serde_json::json!({
-        "tenantId": t.tenant_id,
-        "profile": t.profile,
-        "state": t.state,
-        "environments": envs,
-    });
     // One environment asked for: its placement at the top level too, as seed 000 shows it.
-    if q.env.is_some()
-        && let Some(only) = body["environments"][0].as_object().cloned()
-    {
-        for (k, v) in only {
-            body[k] = v;
-        }
-    }
-    Ok(axum::Json(body).into_response())
+    let only = envs.first().filter(|_| q.env.is_some()).cloned();
+    Ok(axum::Json(views::Topology {
+        tenant_id: t.tenant_id.clone(),
+        profile: t.profile.clone(),
+        state: t.state.clone(),
+        environments: envs,
+        env: only.as_ref().map(|p| p.env.clone()),
+        region: only.as_ref().map(|p| p.region.clone()),
+        db: only.as_ref().and_then(|p| p.db.clone()),
+        object_store: only.as_ref().and_then(|p| p.object_store.clone()),
+        runtime: only.and_then(|p| p.runtime),
+    })
+    .into_response())
 }
 
 /// An environment in a request: a name, or the manifest's full form.
@@ -1432,7 +1494,7 @@ fn render_tenant(
     out
 }
 
-#[utoipa::path(post, path = "/api/tenancy/v1/tenants", tag = "tenants", request_body = CreateBody, responses((status = 201, description = "Committed as Draft (`id`, `state`, `createdAt`, `commitSha`, `jobId`)", body = Object), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The tenant or its file exists", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy (findings in errors[])", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/tenancy/v1/tenants", tag = "tenants", request_body = CreateBody, responses((status = 201, description = "Committed as Draft (`id`, `state`, `createdAt`, `commitSha`, `jobId`)", body = views::Created), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The tenant or its file exists", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy (findings in errors[])", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1589,15 +1651,18 @@ async fn create_tenant(
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let mut r = (
         StatusCode::CREATED,
-        axum::Json(serde_json::json!({
-            "id": id,
-            "tenantId": id,
-            "state": "Draft",
-            "createdAt": now,
-            "commitSha": c.sha,
-            "jobId": job_id,
-            "links": { "self": format!("{BASE}/tenants/{id}"), "job": format!("{BASE}/jobs/{job_id}") },
-        })),
+        axum::Json(views::Created {
+            id: id.clone(),
+            tenant_id: id.clone(),
+            state: "Draft".into(),
+            created_at: now,
+            commit_sha: c.sha,
+            links: views::CreatedLinks {
+                self_: format!("{BASE}/tenants/{id}"),
+                job: format!("{BASE}/jobs/{job_id}"),
+            },
+            job_id,
+        }),
     )
         .into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("{BASE}/tenants/{id}")) {
@@ -1655,7 +1720,7 @@ fn merge_patch(target: &serde_json::Value, patch: &serde_json::Value) -> serde_j
 /// `PATCH /tenants/{id}` (seed 000 §5, §13): a JSON merge patch of the manifest's fields,
 /// committed like every write. A profile change is a job (an mt-standard → st-dedicated
 /// migration reports its status as it converges); other changes converge with the next pass.
-#[utoipa::path(patch, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = PatchBody, content_type = "application/json"), responses((status = 200, description = "Committed (`tenantId`, `profile`, `state`, `commitSha`; `jobId` and `message` when the profile changes)", body = Object), (status = 400, description = "Not a tenant id, or malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Nothing changes, or the manifest cannot be edited in place", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(patch, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = PatchBody, content_type = "application/json"), responses((status = 200, description = "Committed (`tenantId`, `profile`, `state`, `commitSha`; `jobId` and `message` when the profile changes)", body = views::Patched), (status = 400, description = "Not a tenant id, or malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Nothing changes, or the manifest cannot be edited in place", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn patch_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1753,23 +1818,25 @@ async fn patch_tenant(
         },
     )
     .await?;
-    let mut body = serde_json::json!({
-        "tenantId": id,
-        "profile": new_profile.unwrap_or_else(|| t.profile.clone()),
-        "state": t.state,
-        "commitSha": c.sha,
-    });
-    if let Some(job_id) = c.job_id {
-        body["jobId"] = job_id.clone().into();
-        body["jobState"] = "Queued".into();
-        body["message"] = if migration {
-            "Migration in progress: mt-standard → st-dedicated (dedicated resources are provisioned; data movement is not part of this job)".into()
-        } else {
-            "Profile change in progress".into()
-        };
-        body["links"] = serde_json::json!({ "job": format!("{BASE}/jobs/{job_id}"), "tenant": format!("{BASE}/tenants/{id}") });
-    }
-    Ok(axum::Json(body).into_response())
+    let message = if migration {
+        "Migration in progress: mt-standard → st-dedicated (dedicated resources are provisioned; data movement is not part of this job)"
+    } else {
+        "Profile change in progress"
+    };
+    Ok(axum::Json(views::Patched {
+        tenant_id: id.clone(),
+        profile: new_profile.unwrap_or_else(|| t.profile.clone()),
+        state: t.state.clone(),
+        commit_sha: c.sha,
+        job_state: c.job_id.as_ref().map(|_| "Queued".into()),
+        message: c.job_id.as_ref().map(|_| message.into()),
+        links: c.job_id.as_ref().map(|job_id| views::PatchLinks {
+            job: format!("{BASE}/jobs/{job_id}"),
+            tenant: format!("{BASE}/tenants/{id}"),
+        }),
+        job_id: c.job_id,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -1795,7 +1862,7 @@ async fn may_manage(api: &Api, caller: &Caller, tenant: &str) -> bool {
 }
 
 /// `POST /webhooks` (seed 000 §7): 201 with the webhook — never its secret.
-#[utoipa::path(post, path = "/api/tenancy/v1/webhooks", tag = "webhooks", request_body = WebhookBody, responses((status = 201, description = "Registered (the secret is never returned)", body = Object), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/tenancy/v1/webhooks", tag = "webhooks", request_body = WebhookBody, responses((status = 201, description = "Registered (the secret is never returned)", body = crate::store::Webhook), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_webhook(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1830,7 +1897,7 @@ async fn create_webhook(
             ),
         ));
     }
-    if w.secret.len() < 8 || w.secret.len() > 256 {
+    if !(8..=256).contains(&w.secret.chars().count()) {
         return Err(invalid(
             "/secret",
             "8 to 256 characters (32 or more random ones recommended)".into(),
@@ -1872,7 +1939,7 @@ async fn create_webhook(
     Ok((StatusCode::CREATED, axum::Json(hook)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/tenancy/v1/webhooks", tag = "webhooks", responses((status = 200, description = "`items`: the webhooks in the caller’s scope", body = Object), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/webhooks", tag = "webhooks", responses((status = 200, description = "`items`: the webhooks in the caller’s scope", body = views::WebhookList), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_webhooks(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1884,7 +1951,7 @@ async fn list_webhooks(
             items.push(h);
         }
     }
-    Ok(axum::Json(serde_json::json!({ "items": items })).into_response())
+    Ok(axum::Json(views::WebhookList { items }).into_response())
 }
 
 #[utoipa::path(delete, path = "/api/tenancy/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Webhook id")), responses((status = 204, description = "Removed"), (status = 400, description = "Not a webhook id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such webhook in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]

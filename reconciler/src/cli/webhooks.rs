@@ -88,7 +88,7 @@ fn secret(env: Option<&str>, file: Option<&std::path::Path>) -> Result<String, C
             ));
         }
     };
-    if value.len() < 8 {
+    if value.chars().count() < 8 {
         return Err(CliError::Usage(
             "the signing secret must be at least 8 characters (32 or more random ones recommended)"
                 .into(),

@@ -12,7 +12,7 @@ use super::{Store, StoreError, json_column, now_ms, safe, stable_id};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStep {
     pub name: String,
     /// `pending`, `completed` or `failed`.

@@ -156,7 +156,7 @@ mod erased {
 }
 
 /// A tenant in a list: who it is and where it stands, without its manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSummary {
     pub tenant_id: String,
