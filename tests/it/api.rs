@@ -1343,4 +1343,78 @@ fn api_writes_are_pushed_to_a_named_remote_of_a_local_repository() {
         .to_string();
     assert_eq!(pushed, sha, "origin has the commit");
     assert_eq!(repo.head(), sha, "and the local branch");
+
+    // Someone is editing t_5003 in the work tree: the API's commit does not touch their copy.
+    let path = repo.path().join("org_acme/t_5003.yaml");
+    let edited = std::fs::read_to_string(&path).expect("file") + "# being edited\n";
+    std::fs::write(&path, &edited).expect("edit");
+    let patch = |body: &str| {
+        request(
+            port,
+            "PATCH",
+            "/api/tenancy/v1/tenants/t_5003",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        )
+    };
+    let r = patch(r#"{"labels":{"owner":"api"}}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(std::fs::read_to_string(&path).expect("file"), edited);
+    std::fs::write(&path, edited.replace("# being edited\n", "")).expect("restore");
+    repo.repo
+        .checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+        .expect("checkout");
+
+    // The local branch and origin diverge (a local commit origin lacks, and one of origin's
+    // the local branch lacks): the write is refused with 409 and neither side changes.
+    let other = tempfile::tempdir().expect("tmp");
+    let clone = git2::Repository::clone(
+        &format!("file://{}", origin_dir.path().display()),
+        other.path(),
+    )
+    .expect("clone");
+    std::fs::write(other.path().join("org_acme/NOTES.md"), "theirs\n").expect("write");
+    let mut index = clone.index().expect("index");
+    index
+        .add_path(std::path::Path::new("org_acme/NOTES.md"))
+        .expect("add");
+    let tree = clone
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("tree");
+    let sig = git2::Signature::now("them", "them@example.invalid").expect("sig");
+    let parent = clone
+        .head()
+        .expect("head")
+        .peel_to_commit()
+        .expect("commit");
+    clone
+        .commit(Some("HEAD"), &sig, &sig, "theirs", &tree, &[&parent])
+        .expect("commit");
+    clone
+        .find_remote("origin")
+        .expect("origin")
+        .push(
+            &[format!("refs/heads/{branch}:refs/heads/{branch}").as_str()],
+            None,
+        )
+        .expect("their push");
+    std::fs::write(repo.path().join("org_acme/LOCAL.md"), "ours\n").expect("write");
+    let ours = repo.commit("a local commit origin does not have");
+    let theirs = origin
+        .refname_to_id(&format!("refs/heads/{branch}"))
+        .expect("id");
+    let r = patch(r#"{"labels":{"owner":"someone-else"}}"#);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.body.contains("diverged"), "{}", r.body);
+    assert_eq!(repo.head(), ours, "the local commit stays");
+    assert_eq!(
+        origin
+            .refname_to_id(&format!("refs/heads/{branch}"))
+            .expect("id"),
+        theirs,
+        "origin unchanged"
+    );
 }

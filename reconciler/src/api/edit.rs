@@ -386,4 +386,26 @@ mod tests {
         assert_eq!(flow(&json!("a: b")), "\"a: b\"");
         assert_eq!(flow(&json!({"crm": "0015g"})), "{ crm: \"0015g\" }");
     }
+
+    #[test]
+    fn quoted_and_block_scalars_are_replaced_whole() {
+        for (text, want) in [
+            (
+                "spec:\n  plan: \"starter\"\n  x: 1\n",
+                "spec:\n  plan: gold\n  x: 1\n",
+            ),
+            (
+                "spec:\n  plan: 'starter'  # c\n  x: 1\n",
+                "spec:\n  plan: gold  # c\n  x: 1\n",
+            ),
+            (
+                "spec:\n  plan: starter\n  x: 1\n",
+                "spec:\n  plan: gold\n  x: 1\n",
+            ),
+        ] {
+            let mut e = Editor::new(text, 0).unwrap();
+            e.set("spec", "plan", Some(&json!("gold"))).unwrap();
+            assert_eq!(e.into_text(), want);
+        }
+    }
 }

@@ -1252,7 +1252,19 @@ async fn commit_write(
                 "the branch kept moving; retry",
             ));
         }
-        Err(writes::WriteError::Git(e)) => return Err(internal(e)),
+        Err(writes::WriteError::Diverged(why)) => {
+            return Err(Problem::new(StatusCode::CONFLICT, "diverged", why));
+        }
+        Err(writes::WriteError::Git(e)) => {
+            tracing::error!(error = %e, tenant = id, "API write: repository");
+            return Err(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "repository",
+                format!(
+                    "the repository could not be written: {e}; nothing was committed, retry later"
+                ),
+            ));
+        }
     };
     let job_id = match job_action {
         Some(action) => {

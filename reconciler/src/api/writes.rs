@@ -72,15 +72,21 @@ fn push_commit(
     let pushed = remote.push(&[refspec.as_str()], Some(&mut options));
     drop(options);
     let _ = repo.find_reference(scratch).and_then(|mut r| r.delete());
+    // Only "the remote moved" is retried; any other refusal (a protected branch, a hook) is
+    // the answer.
+    let moved = |why: &str| {
+        let why = why.to_ascii_lowercase();
+        why.contains("fast-forward") || why.contains("fastforward") || why.contains("fetch first")
+    };
     match (pushed, rejected.into_inner()) {
         (Ok(()), None) => Ok(true),
-        (Ok(()), Some(_)) => Ok(false),
+        (Ok(()), Some(why)) if moved(&why) => Ok(false),
+        (Ok(()), Some(why)) => Err(WriteError::Git(format!(
+            "{} refused the push: {why}",
+            crate::source::redact(&push.remote)
+        ))),
         (Err(e), _) if e.code() == git2::ErrorCode::NotFastForward => Ok(false),
-        (Err(e), _)
-            if e.message().contains("fastforward") || e.message().contains("fast-forward") =>
-        {
-            Ok(false)
-        }
+        (Err(e), _) if moved(e.message()) => Ok(false),
         (Err(e), _) => Err(WriteError::Git(format!(
             "push to {} failed: {}",
             crate::source::redact(&push.remote),
@@ -100,7 +106,23 @@ fn fetch_branch(repo: &git2::Repository, push: &Push, ref_name: &str) -> Result<
     )?;
     let theirs = repo.find_reference(scratch)?.peel_to_commit()?.id();
     let _ = repo.find_reference(scratch).and_then(|mut r| r.delete());
-    repo.reference(ref_name, theirs, true, "API write: the remote moved")?;
+    // Only forward: local commits the remote does not have are never dropped.
+    let ours = repo.refname_to_id(ref_name)?;
+    if ours != theirs && !repo.graph_descendant_of(theirs, ours)? {
+        return Err(WriteError::Diverged(format!(
+            "{ref_name} and {} have diverged; bring them together by hand (nothing was written)",
+            crate::source::redact(&push.remote)
+        )));
+    }
+    if !repo.is_bare() {
+        // Unmodified files follow; local modifications are left alone (and stop the move).
+        let target = repo.find_commit(theirs)?;
+        repo.checkout_tree(
+            target.as_object(),
+            Some(git2::build::CheckoutBuilder::new().safe()),
+        )?;
+    }
+    repo.reference_matching(ref_name, theirs, true, ours, "API write: the remote moved")?;
     Ok(())
 }
 
@@ -121,6 +143,8 @@ pub enum WriteError {
     Refused(Vec<crate::diagnostics::Finding>),
     /// The branch kept moving under us.
     Race,
+    /// The local branch and the remote have diverged: a person must bring them together.
+    Diverged(String),
     Git(String),
 }
 
@@ -312,11 +336,17 @@ pub fn commit(
             Err(e) if e.code() == git2::ErrorCode::Modified => continue,
             Err(e) => return Err(e.into()),
         }
-        // Keep a work tree in step for that one file.
-        if !repo.is_bare() {
-            let mut co = git2::build::CheckoutBuilder::new();
-            co.path(&file).force();
-            repo.checkout_head(Some(&mut co))?;
+        // Keep a work tree in step for that one file — unless someone is editing it there.
+        if let Some(workdir) = repo.workdir() {
+            let on_disk = std::fs::read_to_string(workdir.join(&file)).ok();
+            let before = current.filter(|(f, _, _)| *f == file).map(|(_, _, t)| t);
+            if on_disk.as_deref() == before {
+                std::fs::write(workdir.join(&file), &new_text)
+                    .map_err(|e| WriteError::Git(format!("{file}: {e}")))?;
+                let mut index = repo.index()?;
+                index.add_path(Path::new(&file))?;
+                index.write()?;
+            }
         }
         return Ok(candidate.to_string());
     }
