@@ -470,6 +470,17 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     webhook_endpoints(port);
     create_and_patch_boundaries(port, &repo);
     concurrent_writers_lose_nothing(port, &repo);
+    // Every request is counted and timed by its route template (never the ids in it).
+    let metrics = get(port, "/metrics", &[]).body;
+    for line in [
+        "tenancy_api_requests_total{method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\",status=\"200\"}",
+        "tenancy_api_requests_total{method=\"PATCH\",route=\"/api/tenancy/v1/tenants/{id}\",status=\"200\"}",
+        "tenancy_api_requests_total{method=\"GET\",route=\"/api/tenancy/v1/tenants\",status=\"401\"}",
+        "tenancy_api_request_seconds_bucket{method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\",le=\"+Inf\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from /metrics");
+    }
+    assert!(!metrics.contains("t_5001"), "ids never become labels");
     drop(daemon);
 }
 

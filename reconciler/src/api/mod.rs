@@ -238,7 +238,7 @@ pub fn router(
     writes: writes::WriteTarget,
     planes: Arc<crate::reconcile::Planes>,
     platform: Arc<Platform>,
-) -> Result<axum::Router, String> {
+) -> Result<(axum::Router, Arc<ApiMetrics>), String> {
     let mut parsed = Vec::new();
     for t in &config.tokens {
         let bytes = hex::decode(&t.sha256)
@@ -269,7 +269,9 @@ pub fn router(
         tokens: parsed,
     });
     use axum::routing::get;
-    Ok(axum::Router::new()
+    let metrics = Arc::new(ApiMetrics::default());
+    let observed = metrics.clone();
+    let router = axum::Router::new()
         .route(
             &format!("{BASE}/tenants"),
             get(list_tenants).post(create_tenant),
@@ -317,8 +319,110 @@ pub fn router(
         )
         .fallback(|| async { Problem::new(StatusCode::NOT_FOUND, "not-found", "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            observe(observed.clone(), req, next)
+        }))
         .layer(axum::middleware::from_fn(request_id))
-        .with_state(api))
+        .with_state(api);
+    Ok((router, metrics))
+}
+
+/// Upper bounds (seconds) of the API's latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+/// A count per latency bucket, the sum of seconds and the count.
+type Histogram = ([u64; LATENCY_BUCKETS.len()], f64, u64);
+
+/// Requests served, by method, route and status, and their latency by method and route —
+/// rendered on the daemon's /metrics.
+#[derive(Default)]
+pub struct ApiMetrics {
+    requests: std::sync::Mutex<std::collections::BTreeMap<(String, String, u16), u64>>,
+    /// Per (method, route): a count per bucket, the sum of seconds and the count.
+    latency: std::sync::Mutex<std::collections::BTreeMap<(String, String), Histogram>>,
+}
+
+impl ApiMetrics {
+    fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let key = (method.to_owned(), route.to_owned());
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((key.0.clone(), key.1.clone(), status))
+            .or_default() += 1;
+        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
+        let (buckets, sum, count) = latency.entry(key).or_default();
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                buckets[i] += 1;
+            }
+        }
+        *sum += seconds;
+        *count += 1;
+    }
+
+    /// Prometheus text: `tenancy_api_requests_total` and `tenancy_api_request_seconds`.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP tenancy_api_requests_total REST API requests by method, route and status.\n# TYPE tenancy_api_requests_total counter\n",
+        );
+        for ((method, route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "tenancy_api_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP tenancy_api_request_seconds REST API request latency by method and route.\n# TYPE tenancy_api_request_seconds histogram\n");
+        for ((method, route), (buckets, sum, count)) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let labels = format!("method=\"{method}\",route=\"{route}\"");
+            for (le, n) in LATENCY_BUCKETS.iter().zip(buckets) {
+                out.push_str(&format!(
+                    "tenancy_api_request_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n"
+                ));
+            }
+            out.push_str(&format!(
+                "tenancy_api_request_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\ntenancy_api_request_seconds_sum{{{labels}}} {sum:.6}\ntenancy_api_request_seconds_count{{{labels}}} {count}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Count and time each request by its route (the template, never the ids in it), and log it:
+/// writes at info, reads at debug.
+async fn observe(
+    metrics: Arc<ApiMetrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let request_id = request_id_of(req.headers());
+    let resp = next.run(req).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let status = resp.status().as_u16();
+    metrics.record(method.as_str(), &route, status, seconds);
+    let ms = (seconds * 1000.0) as u64;
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        tracing::debug!(%method, route, status, ms, request_id, "API request");
+    } else {
+        tracing::info!(%method, route, status, ms, request_id, "API request");
+    }
+    resp
 }
 
 /// `/tenants/{id}` and `/tenants/{id}:action` share one route (axum cannot split a path

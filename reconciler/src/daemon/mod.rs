@@ -287,11 +287,14 @@ async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     trigger: Option<Trigger>,
-    api: Option<axum::Router>,
+    api: Option<(axum::Router, Arc<crate::api::ApiMetrics>)>,
 ) {
     use axum::routing::{get, post};
     let ready = metrics.clone();
-    let mut app = api.unwrap_or_default();
+    let (mut app, api_metrics) = match api {
+        Some((router, m)) => (router, Some(m)),
+        None => (axum::Router::new(), None),
+    };
     if let Some(trigger) = trigger {
         let trigger = Arc::new(trigger);
         let m = metrics.clone();
@@ -344,14 +347,18 @@ async fn serve(
         .route(
             "/metrics",
             get(move || {
-                let m = metrics.clone();
+                let (m, api) = (metrics.clone(), api_metrics.clone());
                 async move {
+                    let mut text = m.render();
+                    if let Some(api) = api {
+                        text.push_str(&api.render());
+                    }
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4",
                         )],
-                        m.render(),
+                        text,
                     )
                 }
             }),
