@@ -47,9 +47,13 @@ done
 curl -fs "http://127.0.0.1:$port/readyz" >/dev/null || { cat "$work/daemon.log"; exit 1; }
 # The event stream never ends: its responses are checked by the integration tests instead.
 # One worker: CPython 3.11's ast.parse is not thread-safe, and hypothesis calls it.
+# Every check but use_after_free: DELETE /tenants/{id} is asynchronous (202 and a job), and a
+# deleted tenant stays readable as `state: Deleted` for audit — as Kubernetes serves an object
+# being deleted — so a GET after the DELETE answering 200 is the design, not a leak.
 st --config-file "$root/scripts/schemathesis.toml" run "http://127.0.0.1:$port/api/tenancy/v1/openapi.json" \
   --header "Authorization: Bearer $token" \
   --checks all \
+  --exclude-checks use_after_free \
   --max-examples "$examples" \
   --exclude-path /api/tenancy/v1/events \
   --request-timeout 30 \

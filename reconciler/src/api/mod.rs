@@ -645,7 +645,7 @@ async fn get_tenant(
 
 /// `GET /tenants/by-external-id/{system}/{value}` — e.g. `/crm/0015g00000XyZ`: the tenant
 /// whose manifest declares that external id, as `GET /tenants/{id}` shows it.
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants/by-external-id/{system}/{value}", tag = "tenants", params(("system" = String, Path, description = "crm, billing, …", pattern = "^[A-Za-z0-9_-]{1,32}$"), ("value" = String, Path, min_length = 1, max_length = 128)), responses((status = 200, description = "The tenant", body = views::TenantView), (status = 400, description = "Invalid system or value", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/by-external-id/{system}/{value}", tag = "tenants", params(("system" = String, Path, description = "crm, billing, …", pattern = "^[A-Za-z0-9_-]{1,32}$"), ("value" = String, Path, pattern = "^[A-Za-z0-9._:@/+-]{1,128}$")), responses((status = 200, description = "The tenant", body = views::TenantView), (status = 400, description = "Invalid system or value", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn by_external_id(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -668,10 +668,16 @@ async fn by_external_id(
             "1–32 letters, digits, `_` or `-` (e.g. crm, billing)",
         ));
     }
-    if value.is_empty() || value.len() > 128 {
+    // The manifest schema's rule for external id values.
+    if value.is_empty()
+        || value.len() > 128
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@/+-".contains(&b))
+    {
         return Err(
             Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not an external id")
-                .field("value", "1–128 characters"),
+                .field("value", "1–128 of A–Z a–z 0–9 . _ : @ / + -"),
         );
     }
     match api
@@ -832,6 +838,55 @@ fn body<T>(
     })
 }
 
+/// A strict JSON body: an object (serde would also take an array for a struct), each field of
+/// the right type and no other; errors name the field (422). A syntax error is 400, another
+/// content type 415, an oversized body 413.
+pub struct Strict<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Strict<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Problem> {
+        let value = body(axum::Json::<serde_json::Value>::from_request(req, state).await)?;
+        if !value.is_object() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "the body must be a JSON object",
+            )
+            .field("body", format!("a JSON object, not {}", json_kind(&value))));
+        }
+        serde_path_to_error::deserialize(value)
+            .map(Strict)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.inner().to_string();
+                // An unknown field is reported at its parent; name the field itself.
+                let field = match path.as_str() {
+                    "." => message.split('`').nth(1).unwrap_or("body").to_owned(),
+                    p => p.to_owned(),
+                };
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-body",
+                    "the body does not match the schema",
+                )
+                .field(&field, format!("{path}: {message}"))
+            })
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct UsageBody {
@@ -854,7 +909,7 @@ struct UsageBody {
 async fn post_usage(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    b: Result<axum::Json<UsageBody>, axum::extract::rejection::JsonRejection>,
+    b: Result<Strict<UsageBody>, Problem>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
     caller.require(ApiRole::Operator, "report usage")?;
@@ -874,7 +929,7 @@ async fn post_usage(
             )
         })?
         .to_owned();
-    let u = body(b)?;
+    let u = b?.0;
     let t = match visible(&api, &caller, &u.tenant_id).await {
         Err(p) if p.status == 400 => {
             return Err(Problem::new(
@@ -1067,7 +1122,7 @@ async fn governance(
 #[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
-    #[schema(max_length = 500, pattern = "^[^\r\n]*$")]
+    #[schema(max_length = 500, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     reason: Option<String>,
 }
 
@@ -1141,7 +1196,17 @@ async fn change_lifecycle(
     let reason = if body.is_empty() || body.trim_ascii() == b"null" {
         None
     } else {
-        serde_json::from_slice::<ActionBody>(&body)
+        let value: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))?;
+        let object = value.as_object().ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-body",
+                "the body must be a JSON object",
+            )
+            .field("body", format!("a JSON object, not {}", json_kind(&value)))
+        })?;
+        serde_json::from_value::<ActionBody>(serde_json::Value::Object(object.clone()))
             .map_err(|e| {
                 Problem::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
@@ -1154,14 +1219,17 @@ async fn change_lifecycle(
     };
     if reason
         .as_ref()
-        .is_some_and(|r| r.len() > 500 || r.contains(['\n', '\r']))
+        .is_some_and(|r| r.chars().count() > 500 || r.chars().any(char::is_control))
     {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-body",
-            "reason is too long",
+            "reason is not one line of text",
         )
-        .field("/reason", "one line, at most 500 characters"));
+        .field(
+            "/reason",
+            "one line, at most 500 characters, no control characters",
+        ));
     }
     let t = visible(&api, &caller, id).await?;
     let note = reason
@@ -1176,7 +1244,7 @@ async fn change_lifecycle(
 #[serde(deny_unknown_fields)]
 struct DeleteQuery {
     force: Option<bool>,
-    #[param(max_length = 200, pattern = "^[^\r\n]*$")]
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     reason: Option<String>,
 }
 
@@ -1207,14 +1275,17 @@ async fn delete_tenant(
     )?;
     if q.reason
         .as_ref()
-        .is_some_and(|r| r.len() > 200 || r.contains(['\n', '\r']))
+        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
     {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid-query",
-            "reason is too long",
+            "reason is not one line of text",
         )
-        .field("reason", "one line, at most 200 characters"));
+        .field(
+            "reason",
+            "one line, at most 200 characters, no control characters",
+        ));
     }
     let t = visible(&api, &caller, &id).await?;
     if !force && !matches!(t.state.as_str(), "Suspended" | "Archived") {
@@ -1614,11 +1685,11 @@ fn render_tenant(
 async fn create_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    b: Result<axum::Json<CreateBody>, axum::extract::rejection::JsonRejection>,
+    b: Result<Strict<CreateBody>, Problem>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
     caller.require(ApiRole::Operator, "create tenants")?;
-    let b = body(b)?;
+    let b = b?.0;
     for (field, value) in [
         ("tenantId", &b.tenant_id),
         ("organizationId", &b.organization_id),
@@ -1841,11 +1912,11 @@ async fn patch_tenant(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    b: Result<axum::Json<PatchBody>, axum::extract::rejection::JsonRejection>,
+    b: Result<Strict<PatchBody>, Problem>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
     caller.require(ApiRole::Operator, "change tenants")?;
-    let patch = body(b)?.0;
+    let patch = b?.0.0;
     if patch.is_empty() {
         // An empty merge patch is valid and changes nothing, like asking for the state a
         // tenant is already in.
@@ -1982,11 +2053,11 @@ async fn may_manage(api: &Api, caller: &Caller, tenant: &str) -> bool {
 async fn create_webhook(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    b: Result<axum::Json<WebhookBody>, axum::extract::rejection::JsonRejection>,
+    b: Result<Strict<WebhookBody>, Problem>,
 ) -> Result<Response, Problem> {
     let caller = api.authenticate(&headers)?;
     caller.require(ApiRole::Operator, "manage webhooks")?;
-    let w = body(b)?;
+    let w = b?.0;
     let invalid = |field: &str, message: String| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
