@@ -1120,6 +1120,26 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
         412,
     );
     assert_eq!(repo.head(), head, "no refused request committed anything");
+    // Values are data, never structure: a label crafted to close the flow map and add a
+    // lifecycle is stored as that string, and the tenant is still a Draft.
+    let hostile = "x }, lifecycle: Active, y: { z";
+    let r = create(
+        &op,
+        &format!(
+            r#"{{"tenantId":"t_9102","organizationId":"org_acme","profile":"mt-standard","environments":["dev"],"labels":{{"team":"{hostile}"}}}}"#
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let text = std::fs::read_to_string(repo.path().join("org_acme/t_9102.yaml")).expect("file");
+    assert!(text.contains(&format!("team: \"{hostile}\"")), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with("lifecycle:"))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(text.contains("  lifecycle: Draft\n"), "{text}");
     // A quota change: one line of the file changes, the rest (comments, order) stays.
     let before = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("file");
     let r = patch(&op, "t_5001", r#"{"quotas":{"apiRateLimit":300}}"#, &[]);

@@ -1540,7 +1540,7 @@ struct TopologyQuery {
 /// `GET /tenants/{id}/topology?env=` (seed 000 §4): where each environment lives in every
 /// plane — database and schema, bucket and prefix, topic and partition key — as the planes name
 /// them for the tenant's last reconciled manifest.
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/topology", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), TopologyQuery), responses((status = 200, description = "Where each environment lives: `db`, `objectStore`, `runtime` per environment (and at the top level when `env` is given)", body = views::Topology), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/topology", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), TopologyQuery), responses((status = 200, description = "Where each environment lives: `db`, `objectStore`, `runtime` per environment (and at the top level when `env` is given)", body = views::Topology), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The daemon has not finished its first pass", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn topology(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -1553,6 +1553,13 @@ async fn topology(
     let manifest: crate::manifest::Tenant =
         serde_json::from_value(t.manifest.clone()).map_err(internal)?;
     let platform = api.platform.get();
+    if platform.regions.is_empty() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "the daemon has not finished its first pass yet; retry shortly",
+        ));
+    }
     let mut envs = Vec::new();
     for e in &manifest.spec.environments {
         if q.env.as_deref().is_some_and(|want| want != e.name.as_str()) {
@@ -1819,7 +1826,29 @@ async fn create_tenant(
         } else {
             format!("{dir}/{}.yaml", b.tenant_id)
         };
-        Ok((file, render_tenant(&author, &request_id, &metadata, &spec)))
+        let text = render_tenant(&author, &request_id, &metadata, &spec);
+        // The file must read back as exactly the document intended: no value can become
+        // structure, whatever it holds.
+        let object = |fields: &[(&str, serde_json::Value)]| {
+            serde_json::Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                    .collect(),
+            )
+        };
+        let intended = serde_json::json!({
+            "apiVersion": "tenancy.dev/v1",
+            "kind": "Tenant",
+            "metadata": object(&metadata),
+            "spec": object(&spec),
+        });
+        if edit::Editor::new(&text, 0)?.document() != &intended {
+            return Err(writes::WriteError::NotEditable(
+                "the request's values do not survive as YAML unchanged".into(),
+            ));
+        }
+        Ok((file, text))
     });
     let c = commit_write(
         &api,
