@@ -120,17 +120,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
-    let daemon = crate::support::Running(Some(crate::support::spawn_daemon(
-        repo.path(),
-        &config,
-        port,
-        5,
-    )));
-    let started = Instant::now();
-    while get_status(port, "/readyz") != Some(200) {
-        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = ready_daemon(repo.path(), &config, port, 5);
     let bearer = |t: &str| format!("Bearer {t}");
     let base = "/api/tenancy/v1";
 
@@ -595,6 +585,25 @@ fn usage_reports(port: u16, config: &std::path::Path) {
     );
 }
 
+/// `tenancy run` on `repo` with `config`, serving on `port` (see `support::spawn_daemon`),
+/// once it answers /readyz; killed when the guard is dropped.
+pub(crate) fn ready_daemon(
+    repo: &std::path::Path,
+    config: &std::path::Path,
+    port: u16,
+    interval: u32,
+) -> crate::support::Running {
+    let daemon = crate::support::Running(Some(crate::support::spawn_daemon(
+        repo, config, port, interval,
+    )));
+    let started = Instant::now();
+    while get_status(port, "/readyz") != Some(200) {
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
 pub(crate) fn get_status(port: u16, path: &str) -> Option<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -846,17 +855,7 @@ fn rate_limits_answer_429_with_retry_after() {
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
-    let daemon = crate::support::Running(Some(crate::support::spawn_daemon(
-        repo.path(),
-        &config,
-        port,
-        5,
-    )));
-    let started = Instant::now();
-    while get_status(port, "/readyz") != Some(200) {
-        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = ready_daemon(repo.path(), &config, port, 5);
     let (a, b) = ("Bearer token-a-0123456789", "Bearer token-b-0123456789");
     let one = "/api/tenancy/v1/tenants/t_5001";
     let list = "/api/tenancy/v1/tenants";
@@ -1239,17 +1238,7 @@ fn console_daemon(
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
-    let daemon = crate::support::Running(Some(crate::support::spawn_daemon(
-        repo.path(),
-        &config,
-        port,
-        1,
-    )));
-    let started = Instant::now();
-    while get_status(port, "/readyz") != Some(200) {
-        assert!(started.elapsed() < Duration::from_secs(30), "ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = ready_daemon(repo.path(), &config, port, 1);
     (port, daemon, format!("Bearer {token}"), work)
 }
 

@@ -120,17 +120,7 @@ fn every_seed_000_example_works_against_a_running_daemon() {
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
-    let _daemon = crate::support::Running(Some(crate::support::spawn_daemon(
-        repo.path(),
-        &config,
-        port,
-        2,
-    )));
-    let started = Instant::now();
-    while crate::api::get_status(port, "/readyz") != Some(200) {
-        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _daemon = crate::api::ready_daemon(repo.path(), &config, port, 2);
 
     // §1 Creating a tenant: 201, Draft. The organization's defaults give it its region.
     let (status, created) = call(

@@ -330,71 +330,74 @@ pub fn router(
 /// Upper bounds (seconds) of the API's latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
 
-/// A count per latency bucket, the sum of seconds and the count.
-type Histogram = ([u64; LATENCY_BUCKETS.len()], f64, u64);
+/// One route and method: requests by status, and their latency histogram.
+#[derive(Default)]
+struct RouteStats {
+    statuses: std::collections::BTreeMap<u16, u64>,
+    buckets: [u64; LATENCY_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
 
-/// Requests served, by method, route and status, and their latency by method and route —
-/// rendered on the daemon's /metrics.
+/// Requests served, by route, method and status, and their latency — rendered on the daemon's
+/// /metrics. One lock per request, and no allocation once a route and method have been seen.
 #[derive(Default)]
 pub struct ApiMetrics {
-    requests: std::sync::Mutex<std::collections::BTreeMap<(String, String, u16), u64>>,
-    /// Per (method, route): a count per bucket, the sum of seconds and the count.
-    latency: std::sync::Mutex<std::collections::BTreeMap<(String, String), Histogram>>,
+    by_route: std::sync::Mutex<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<String, RouteStats>>,
+    >,
 }
 
 impl ApiMetrics {
     fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let key = (method.to_owned(), route.to_owned());
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((key.0.clone(), key.1.clone(), status))
-            .or_default() += 1;
-        let mut latency = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-        let (buckets, sum, count) = latency.entry(key).or_default();
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            if seconds <= *le {
-                buckets[i] += 1;
+        let mut by_route = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+        if !by_route.contains_key(route) {
+            by_route.insert(route.to_owned(), Default::default());
+        }
+        let methods = by_route.get_mut(route).expect("just inserted");
+        if !methods.contains_key(method) {
+            methods.insert(method.to_owned(), RouteStats::default());
+        }
+        let stats = methods.get_mut(method).expect("just inserted");
+        *stats.statuses.entry(status).or_default() += 1;
+        for (n, le) in stats.buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= le {
+                *n += 1;
             }
         }
-        *sum += seconds;
-        *count += 1;
+        stats.sum += seconds;
+        stats.count += 1;
     }
 
     /// Prometheus text: `tenancy_api_requests_total` and `tenancy_api_request_seconds`.
     pub fn render(&self) -> String {
-        let mut out = String::from(
+        let by_route = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+        let mut requests = String::from(
             "# HELP tenancy_api_requests_total REST API requests by method, route and status.\n# TYPE tenancy_api_requests_total counter\n",
         );
-        for ((method, route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            out.push_str(&format!(
-                "tenancy_api_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}\n"
-            ));
-        }
-        out.push_str("# HELP tenancy_api_request_seconds REST API request latency by method and route.\n# TYPE tenancy_api_request_seconds histogram\n");
-        for ((method, route), (buckets, sum, count)) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let labels = format!("method=\"{method}\",route=\"{route}\"");
-            for (le, n) in LATENCY_BUCKETS.iter().zip(buckets) {
-                out.push_str(&format!(
-                    "tenancy_api_request_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n"
+        let mut latency = String::from(
+            "# HELP tenancy_api_request_seconds REST API request latency by method and route.\n# TYPE tenancy_api_request_seconds histogram\n",
+        );
+        for (route, methods) in by_route.iter() {
+            for (method, stats) in methods {
+                let labels = format!("method=\"{method}\",route=\"{route}\"");
+                for (status, n) in &stats.statuses {
+                    requests.push_str(&format!(
+                        "tenancy_api_requests_total{{{labels},status=\"{status}\"}} {n}\n"
+                    ));
+                }
+                for (le, n) in LATENCY_BUCKETS.iter().zip(stats.buckets) {
+                    latency.push_str(&format!(
+                        "tenancy_api_request_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n"
+                    ));
+                }
+                let (sum, count) = (stats.sum, stats.count);
+                latency.push_str(&format!(
+                    "tenancy_api_request_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\ntenancy_api_request_seconds_sum{{{labels}}} {sum:.6}\ntenancy_api_request_seconds_count{{{labels}}} {count}\n"
                 ));
             }
-            out.push_str(&format!(
-                "tenancy_api_request_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\ntenancy_api_request_seconds_sum{{{labels}}} {sum:.6}\ntenancy_api_request_seconds_count{{{labels}}} {count}\n"
-            ));
         }
-        out
+        requests + &latency
     }
 }
 
@@ -429,14 +432,13 @@ async fn observe(
 /// segment): each answers the methods it does not take with 405 and its own `Allow`.
 async fn tenant_methods(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     use axum::http::Method;
-    let last = req
-        .uri()
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .replace("%3A", ":")
-        .replace("%3a", ":");
+    let raw = req.uri().path().rsplit('/').next().unwrap_or_default();
+    // A percent-encoded colon is a colon (copied only when there is one to decode).
+    let last: std::borrow::Cow<str> = if raw.contains('%') {
+        raw.replace("%3A", ":").replace("%3a", ":").into()
+    } else {
+        raw.into()
+    };
     // An action's path; an id with another colon in it is no tenant's (400 from the handler,
     // or 404 "no such action" for a POST).
     let action = last
@@ -848,32 +850,58 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Problem> {
         let value = body(axum::Json::<serde_json::Value>::from_request(req, state).await)?;
-        if !value.is_object() {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "the body must be a JSON object",
-            )
-            .field("body", format!("a JSON object, not {}", json_kind(&value))));
-        }
-        serde_path_to_error::deserialize(value)
-            .map(Strict)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.inner().to_string();
-                // An unknown field is reported at its parent; name the field itself.
-                let field = match path.as_str() {
-                    "." => message.split('`').nth(1).unwrap_or("body").to_owned(),
-                    p => p.to_owned(),
-                };
-                Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-body",
-                    "the body does not match the schema",
-                )
-                .field(&field, format!("{path}: {message}"))
-            })
+        strict_value(value).map(Strict)
     }
+}
+
+/// `value` as a `T`, if it is a JSON object whose fields all fit; the problem names the field.
+fn strict_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, Problem> {
+    if !value.is_object() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "the body must be a JSON object",
+        )
+        .field("body", format!("a JSON object, not {}", json_kind(&value))));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // An unknown field is reported at its parent; name the field itself.
+        let field = match path.as_str() {
+            "." => message.split('`').nth(1).unwrap_or("body").to_owned(),
+            p => p.to_owned(),
+        };
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            "the body does not match the schema",
+        )
+        .field(&field, format!("{path}: {message}"))
+    })
+}
+
+/// A reason that travels in a commit message: one line of at most `max` characters.
+fn one_line_reason(
+    reason: Option<&str>,
+    max: usize,
+    status: StatusCode,
+    field: &str,
+) -> Result<(), Problem> {
+    if reason.is_some_and(|r| r.chars().count() > max || r.chars().any(char::is_control)) {
+        let slug = if status == StatusCode::BAD_REQUEST {
+            "invalid-query"
+        } else {
+            "invalid-body"
+        };
+        return Err(
+            Problem::new(status, slug, "reason is not one line of text").field(
+                field,
+                format!("one line, at most {max} characters, no control characters"),
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn json_kind(v: &serde_json::Value) -> &'static str {
@@ -1198,45 +1226,16 @@ async fn change_lifecycle(
     } else {
         let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))?;
-        let object = value.as_object().ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                "the body must be a JSON object",
-            )
-            .field("body", format!("a JSON object, not {}", json_kind(&value)))
-        })?;
-        serde_json::from_value::<ActionBody>(serde_json::Value::Object(object.clone()))
-            .map_err(|e| {
-                Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid-body",
-                    "the body does not match the schema",
-                )
-                .field("body", e.to_string())
-            })?
-            .reason
+        strict_value::<ActionBody>(value)?.reason
     };
-    if reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > 500 || r.chars().any(char::is_control))
-    {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-body",
-            "reason is not one line of text",
-        )
-        .field(
-            "/reason",
-            "one line, at most 500 characters, no control characters",
-        ));
-    }
+    one_line_reason(
+        reason.as_deref(),
+        500,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "/reason",
+    )?;
     let t = visible(&api, &caller, id).await?;
-    let note = reason
-        .as_deref()
-        .map(|r| format!(" ({r})"))
-        .unwrap_or_default();
-    commit_and_queue(&api, &caller, &headers, &t, action, to, &note).await
+    commit_and_queue(&api, &caller, &headers, &t, action, to, reason.as_deref()).await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -1273,20 +1272,7 @@ async fn delete_tenant(
             "delete tenants"
         },
     )?;
-    if q.reason
-        .as_ref()
-        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
-    {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-query",
-            "reason is not one line of text",
-        )
-        .field(
-            "reason",
-            "one line, at most 200 characters, no control characters",
-        ));
-    }
+    one_line_reason(q.reason.as_deref(), 200, StatusCode::BAD_REQUEST, "reason")?;
     let t = visible(&api, &caller, &id).await?;
     if !force && !matches!(t.state.as_str(), "Suspended" | "Archived") {
         return Err(Problem::new(
@@ -1298,11 +1284,17 @@ async fn delete_tenant(
             ),
         ));
     }
-    let note = format!(
-        " ({})",
-        q.reason.as_deref().unwrap_or("deleted through the API")
-    );
-    commit_and_queue(&api, &caller, &headers, &t, "delete", "Deleted", &note).await
+    let reason = q.reason.as_deref().unwrap_or("deleted through the API");
+    commit_and_queue(
+        &api,
+        &caller,
+        &headers,
+        &t,
+        "delete",
+        "Deleted",
+        Some(reason),
+    )
+    .await
 }
 
 /// `If-Match` must name the version the caller saw (its ETag), when given.
@@ -1468,16 +1460,12 @@ async fn commit_and_queue(
     t: &TenantRecord,
     action: &str,
     to: &'static str,
-    note: &str,
+    reason: Option<&str>,
 ) -> Result<Response, Problem> {
     check_if_match(headers, t)?;
     let id = t.tenant_id.clone();
-    let reason = note
-        .trim()
-        .trim_start_matches('(')
-        .trim_end_matches(')')
-        .to_owned();
-    let edit = writes::lifecycle(id.clone(), to, reason.clone());
+    let edit = writes::lifecycle(id.clone(), to, reason.unwrap_or_default().to_owned());
+    let note = reason.map(|r| format!(" ({r})")).unwrap_or_default();
     let job_action = crate::reconcile::transition_action(&t.state, to);
     let c = commit_write(
         api,
@@ -1486,7 +1474,7 @@ async fn commit_and_queue(
         Write {
             id: &id,
             summary: format!("{action} {id} via the API{note}"),
-            reason: Some(reason.as_str()).filter(|_| !note.is_empty()),
+            reason,
             job_action: Some(job_action),
             edit,
         },
@@ -1560,6 +1548,18 @@ async fn topology(
             "the daemon has not finished its first pass yet; retry shortly",
         ));
     }
+    // Each plane's placement of the tenant's environments, computed once per plane.
+    let placed: Vec<_> = api
+        .planes
+        .planes
+        .iter()
+        .map(|entry| {
+            (
+                entry,
+                crate::plan::desired(&platform, [&manifest], entry.kind),
+            )
+        })
+        .collect();
     let mut envs = Vec::new();
     for e in &manifest.spec.environments {
         if q.env.as_deref().is_some_and(|want| want != e.name.as_str()) {
@@ -1576,9 +1576,8 @@ async fn topology(
             object_store: None,
             runtime: None,
         };
-        for entry in &api.planes.planes {
-            let placed = crate::plan::desired(&platform, [&manifest], entry.kind);
-            let Some(d) = placed.iter().find(|d| d.environment == e.name.as_str()) else {
+        for (entry, desired) in &placed {
+            let Some(d) = desired.iter().find(|d| d.environment == e.name.as_str()) else {
                 continue;
             };
             let located = entry
@@ -1616,12 +1615,16 @@ async fn topology(
     .into_response())
 }
 
-/// An environment in a request: a name, or the manifest's full form.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum EnvironmentBody {
-    Name(String),
-    Full(serde_json::Map<String, serde_json::Value>),
+/// Environments in a request, as the manifest writes them: a name alone (`"dev"`) becomes
+/// `{ name: dev }`; anything else is taken as given (the manifest schema judges it).
+fn environments_json(items: &[serde_json::Value]) -> serde_json::Value {
+    items
+        .iter()
+        .map(|i| match i {
+            serde_json::Value::String(name) => serde_json::json!({ "name": name }),
+            other => other.clone(),
+        })
+        .collect()
 }
 
 /// `POST /tenants` (seed 000 §1). Fields the manifest holds are checked by the same schema
@@ -1639,7 +1642,7 @@ struct CreateBody {
     /// Names (`["dev", "prod"]`) or the manifest's form (`{ name, region, quotas, … }`).
     #[schema(value_type = Vec<Object>)]
     #[schema(min_items = 1, max_items = 16)]
-    environments: Vec<EnvironmentBody>,
+    environments: Vec<serde_json::Value>,
     display_name: Option<String>,
     #[schema(value_type = Option<Object>)]
     labels: Option<serde_json::Value>,
@@ -1791,20 +1794,13 @@ async fn create_tenant(
         if let Some(l) = &b.labels {
             metadata.push(("labels", l.clone()));
         }
-        let environments: Vec<serde_json::Value> = b
-            .environments
-            .iter()
-            .map(|e| match e {
-                EnvironmentBody::Name(n) => serde_json::json!({ "name": n }),
-                EnvironmentBody::Full(m) => serde_json::Value::Object(m.clone()),
-            })
-            .collect();
+        let environments = environments_json(&b.environments);
         let mut spec = vec![
             ("profile", b.profile.as_str().into()),
             ("lifecycle", "Draft".into()),
             ("plan", plan),
             ("regions", regions),
-            ("environments", environments.into()),
+            ("environments", environments),
         ];
         for (k, v) in [
             ("quotas", &b.quotas),
@@ -1912,25 +1908,20 @@ const PATCHABLE: &[(&str, &str, &str)] = &[
 /// JSON merge patch (RFC 7396): objects merge key by key, `null` removes, anything else
 /// replaces.
 fn merge_patch(target: &serde_json::Value, patch: &serde_json::Value) -> serde_json::Value {
-    match (target, patch) {
-        (serde_json::Value::Object(t), serde_json::Value::Object(p)) => {
-            let mut out = t.clone();
-            for (k, v) in p {
-                if v.is_null() {
-                    out.remove(k);
-                } else {
-                    let merged = merge_patch(t.get(k).unwrap_or(&serde_json::Value::Null), v);
-                    out.insert(k.clone(), merged);
-                }
-            }
-            serde_json::Value::Object(out)
+    let serde_json::Value::Object(p) = patch else {
+        return patch.clone();
+    };
+    // A patch object applies to the target's object, or to an empty one.
+    let mut out = target.as_object().cloned().unwrap_or_default();
+    for (k, v) in p {
+        if v.is_null() {
+            out.remove(k);
+        } else {
+            let merged = merge_patch(out.get(k).unwrap_or(&serde_json::Value::Null), v);
+            out.insert(k.clone(), merged);
         }
-        (_, serde_json::Value::Object(p)) => merge_patch(
-            &serde_json::json!({}),
-            &serde_json::Value::Object(p.clone()),
-        ),
-        (_, p) => p.clone(),
     }
+    serde_json::Value::Object(out)
 }
 
 /// `PATCH /tenants/{id}` (seed 000 §5, §13): a JSON merge patch of the manifest's fields,
@@ -1994,33 +1985,18 @@ async fn patch_tenant(
     let migration = profile_changes
         && t.profile == "mt-standard"
         && new_profile.as_deref() == Some("st-dedicated");
-    let edit = {
-        let id = id.clone();
-        writes::modify(id.clone(), move |e| {
-            for (k, v) in &patch {
-                let &(_, section, key) = PATCHABLE.iter().find(|p| p.0 == k).expect("checked");
-                let current = &e.document()[section][key];
-                let v = match (k.as_str(), v) {
-                    ("environments", serde_json::Value::Array(items)) => serde_json::Value::Array(
-                        items
-                            .iter()
-                            .map(|i| match i {
-                                serde_json::Value::String(n) => serde_json::json!({ "name": n }),
-                                other => other.clone(),
-                            })
-                            .collect(),
-                    ),
-                    (_, serde_json::Value::Object(_)) if current.is_object() => {
-                        merge_patch(current, v)
-                    }
-                    _ => v.clone(),
-                };
-                e.set(section, key, (!v.is_null()).then_some(&v))
-                    .map_err(|err| writes::WriteError::NotEditable(format!("{id}: {err}")))?;
-            }
-            Ok(())
-        })
-    };
+    let edit = writes::modify(id.clone(), move |e| {
+        for (k, v) in &patch {
+            let &(_, section, key) = PATCHABLE.iter().find(|p| p.0 == k).expect("checked");
+            let v = match (k.as_str(), v) {
+                ("environments", serde_json::Value::Array(items)) => environments_json(items),
+                (_, serde_json::Value::Object(_)) => merge_patch(&e.document()[section][key], v),
+                _ => v.clone(),
+            };
+            e.set(section, key, (!v.is_null()).then_some(&v))?;
+        }
+        Ok(())
+    });
     let c = commit_write(
         &api,
         &caller,
