@@ -788,19 +788,16 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
     let config_file = write_config(work.path(), &via_proxy, &tag, None, None);
     unsafe { std::env::set_var("IT_S3_KEY", "test") };
     let config = tenancy::config::Config::load(Some(&config_file)).expect("config");
-    let inputs = Inputs {
-        repo: repo.path().to_owned(),
-        rev: Some("HEAD".into()),
-        path: String::new(),
-        max_file_bytes: 1 << 20,
-        bundle: Some(PathBuf::from(bundle())),
-        govern_only: None,
-    };
-    let evaluation = reconcile::evaluate(&inputs).expect("evaluate");
-    let planes = Planes::from_config(&config);
     let store = tenancy::store::Store::open(&config.state_url())
         .await
         .expect("store");
+    let inputs = Inputs {
+        bundle: Some(PathBuf::from(bundle())),
+        previous: vec![reconcile::applied_baseline(&store).await.expect("baseline")],
+        ..Inputs::new(repo.path(), Some("HEAD"))
+    };
+    let evaluation = reconcile::evaluate(&inputs).expect("evaluate");
+    let planes = Planes::from_config(&config);
     let plan = reconcile::plan(&planes, &evaluation, None).await;
     assert_eq!(plan.errors(), 0, "planned through the proxy");
 

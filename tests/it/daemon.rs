@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
@@ -21,7 +21,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     ))
 }
 
-fn metric(port: u16, name: &str) -> u64 {
+pub(crate) fn metric(port: u16, name: &str) -> u64 {
     http_get(port, "/metrics")
         .and_then(|(_, body)| {
             body.lines()
@@ -31,7 +31,7 @@ fn metric(port: u16, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if ok() {
@@ -42,7 +42,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Dura
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
-fn start(repo: &TestRepo, config: &std::path::Path, port: u16) -> Running {
+pub(crate) fn start(repo: &TestRepo, config: &std::path::Path, port: u16) -> Running {
     Running(Some(crate::support::spawn_daemon(
         repo.path(),
         config,
@@ -51,7 +51,7 @@ fn start(repo: &TestRepo, config: &std::path::Path, port: u16) -> Running {
     )))
 }
 
-fn stop(mut running: Running) -> std::process::ExitStatus {
+pub(crate) fn stop(mut running: Running) -> std::process::ExitStatus {
     let mut child = running.0.take().expect("running");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -70,7 +70,7 @@ fn stop(mut running: Running) -> std::process::ExitStatus {
     }
 }
 
-fn events_of(config: &std::path::Path, tenant: &str) -> String {
+pub(crate) fn events_of(config: &std::path::Path, tenant: &str) -> String {
     let r = crate::support::tenancy(&[
         "events",
         "--config",
@@ -495,7 +495,12 @@ fn webhooks_are_signed_retried_and_dead_lettered() {
     assert_eq!(r.code, 1, "{}", r.stderr);
 }
 
-fn http_post(port: u16, path: &str, headers: &[(&str, &str)], body: &str) -> Option<u16> {
+pub(crate) fn http_post(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<u16> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     let mut req = format!(

@@ -8,6 +8,7 @@ mod api;
 mod apply;
 mod daemon;
 mod events;
+mod integrity;
 mod plane_postgres;
 mod planes;
 mod policy;

@@ -379,9 +379,27 @@ impl Drop for Broker {
     }
 }
 
-/// Kafka down for 30 s under a running daemon: commits still converge, their events wait in
-/// the outbox (the daemon says so in /metrics), and once Kafka is back they are delivered, in
-/// order per tenant, without a new commit.
+/// How many events the state store of `config` holds unpublished, read from the store itself.
+fn pending_in_store(config: &std::path::Path) -> i64 {
+    let cfg = tenancy::config::Config::load(Some(config)).expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = tenancy::store::Store::open(&cfg.state_url())
+            .await
+            .expect("store");
+        store.pending_count().await.expect("count")
+    })
+}
+
+/// Kafka down for 45 s — longer than every timeout involved (message.timeout.ms, the relay's
+/// wait for delivery reports, its 30 s backoff) — under a running daemon with the **default**
+/// producer settings: commits still converge, their events wait in the outbox, nothing is
+/// counted or marked published while the broker is away, the outbox gauge is true at every
+/// scrape, and once Kafka is back every event is delivered, in order per tenant, without a new
+/// commit.
 #[test]
 fn a_kafka_outage_keeps_events_in_the_outbox_until_it_returns() {
     if crate::services::endpoints().is_none() {
@@ -395,9 +413,7 @@ fn a_kafka_outage_keeps_events_in_the_outbox_until_it_returns() {
     let work = tempfile::tempdir().expect("tmp");
     let config = crate::support::embedded_config(work.path());
     let mut toml = std::fs::read_to_string(&config).expect("config");
-    toml += &format!(
-        "[events.kafka]\nbootstrap-servers = \"{servers}\"\ntopic = \"{topic}\"\nproperties = {{ \"message.timeout.ms\" = \"3000\" }}\n"
-    );
+    toml += &format!("[events.kafka]\nbootstrap-servers = \"{servers}\"\ntopic = \"{topic}\"\n");
     std::fs::write(&config, toml).expect("config");
     let http = free_port();
     let child = daemon(repo.path(), &config, http);
@@ -405,33 +421,43 @@ fn a_kafka_outage_keeps_events_in_the_outbox_until_it_returns() {
         metric(http, "tenancy_events_published_total").is_some_and(|n| n >= 13.0)
             && metric(http, "tenancy_outbox_pending ") == Some(0.0)
     });
+    let published_before = metric(http, "tenancy_events_published_total");
 
     eprintln!("outage: import published; stopping the broker");
     broker.stop();
     let down = Instant::now();
-    repo.edit(
-        "org_acme/t_5001.yaml",
-        "lifecycle: Active",
-        "lifecycle: Suspended",
-    );
-    repo.commit("suspend t_5001");
-    std::thread::sleep(Duration::from_millis(1500));
-    repo.edit(
-        "org_acme/t_5001.yaml",
-        "lifecycle: Suspended",
-        "lifecycle: Active",
-    );
-    repo.commit("resume t_5001");
-    std::thread::sleep(Duration::from_millis(1500));
-    repo.edit(
-        "org_acme/t_5002.yaml",
-        "lifecycle: Active",
-        "lifecycle: Suspended",
-    );
-    repo.commit("suspend t_5002");
-    wait("three events waiting", Duration::from_secs(20), || {
-        metric(http, "tenancy_outbox_pending ").is_some_and(|n| n >= 3.0)
+    // Lifecycle changes spread over the outage: each pass's events meet a broker that is gone.
+    let tenants = ["t_5001", "t_5002", "t_6001", "t_7001"];
+    let mut changes = 0;
+    for round in 0..2 {
+        for t in tenants {
+            let file = if t.starts_with("t_5") {
+                format!("org_acme/{t}.yaml")
+            } else if t.starts_with("t_6") {
+                format!("org_globex/{t}.yaml")
+            } else {
+                format!("org_initech/{t}.yaml")
+            };
+            let (from, to) = if round == 0 {
+                ("lifecycle: Active", "lifecycle: Suspended")
+            } else {
+                ("lifecycle: Suspended", "lifecycle: Active")
+            };
+            repo.edit(&file, from, to);
+            repo.commit(&format!("{to} {t}"));
+            changes += 1;
+            std::thread::sleep(Duration::from_secs(3));
+        }
+    }
+    wait("every change recorded", Duration::from_secs(20), || {
+        pending_in_store(&config) >= changes
     });
+    // The gauge is what the store holds, at once (not after the relay's next failure).
+    for _ in 0..3 {
+        let gauge = metric(http, "tenancy_outbox_pending ").expect("gauge");
+        assert_eq!(gauge as i64, pending_in_store(&config), "the gauge is true");
+        std::thread::sleep(Duration::from_millis(700));
+    }
     let status = crate::support::tenancy(&[
         "status",
         "--config",
@@ -445,15 +471,25 @@ fn a_kafka_outage_keeps_events_in_the_outbox_until_it_returns() {
         status["tenants"][0]["status"], "synced",
         "the planes converge while Kafka is down"
     );
-    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    std::thread::sleep(Duration::from_secs(45).saturating_sub(down.elapsed()));
+    assert_eq!(
+        metric(http, "tenancy_events_published_total"),
+        published_before,
+        "nothing is published while the broker is down"
+    );
+    assert!(
+        pending_in_store(&config) >= changes,
+        "nothing was marked published"
+    );
 
     eprintln!("outage: {:?} down; restarting the broker", down.elapsed());
     let data = std::mem::replace(&mut broker.data, tempfile::tempdir().expect("tmp"));
     drop(broker);
     let _broker = Broker::start(port, data);
-    wait("the outbox to drain", Duration::from_secs(90), || {
+    wait("the outbox to drain", Duration::from_secs(120), || {
         metric(http, "tenancy_outbox_pending ") == Some(0.0)
     });
+    assert_eq!(pending_in_store(&config), 0);
     eprintln!(
         "outage: outbox drained {:?} after the outage began",
         down.elapsed()
@@ -470,7 +506,7 @@ fn a_kafka_outage_keeps_events_in_the_outbox_until_it_returns() {
             )
         })
         .collect();
-    assert_eq!(waited.len(), 3, "{waited:#?}");
+    assert_eq!(waited.len() as i64, changes, "{waited:#?}");
     // (noida-db keeps no messages across a kill, so only what was sent after it is checked.)
     let waited: Vec<Value> = waited.into_iter().cloned().collect();
     let received = read_topic(&servers, &topic, waited.len(), Duration::from_secs(30));

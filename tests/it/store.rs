@@ -218,6 +218,7 @@ async fn status_and_decisions_are_recorded() {
             verdicts: serde_json::json!([{ "rule": "encryption.kms-unavailable", "path": "/spec/policies/encryption" }]),
             failure: None,
             decided_at: 3,
+            against: format!("last applied at {}", "a".repeat(40)),
         };
         store
             .record_decisions(std::slice::from_ref(&decision))

@@ -1370,8 +1370,12 @@ async fn commit_write(
     let (tenant, author) = (id.to_owned(), caller.name.clone());
     // One write at a time: concurrent writers queue here instead of racing on the branch.
     let _turn = api.write_lock.lock().await;
+    // Judged as the daemon will judge it: against the tenant's last applied manifest.
+    let applied = crate::reconcile::applied_baseline_of(&api.store, id)
+        .await
+        .map_err(internal)?;
     let committed = tokio::task::spawn_blocking(move || {
-        writes::commit(&target, &tenant, &author, &message, &*edit)
+        writes::commit(&target, &tenant, &author, &message, &*edit, Some(applied))
     })
     .await
     .map_err(internal)?;

@@ -5,6 +5,7 @@
 //! is moved with compare-and-swap, retried on a race, so no commit is ever lost.
 
 use super::edit::{EditError, Editor};
+use crate::policy::history::Previous;
 use crate::reconcile::{self, Inputs};
 use crate::validate::Catalog;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ pub struct WriteTarget {
     pub repo: PathBuf,
     pub path: String,
     pub bundle: Option<PathBuf>,
+    /// Largest manifest file read, as the daemon reads them.
+    pub max_file_bytes: u64,
     /// Push each commit here first (a remote name or URL, and its branch): the local branch
     /// moves only once the remote has taken the commit.
     pub push: Option<Push>,
@@ -26,9 +29,37 @@ pub struct WriteTarget {
 pub struct WriteCache {
     /// What each manifest parsed to, by blob.
     parsed: crate::validate::ParseCache,
-    /// The catalog of the last commit written: the next write starts from it when the branch
-    /// is still there (consecutive API writes), instead of validating the head again.
-    last: Option<(String, Catalog)>,
+    /// The last commit written: the next write starts from it when the branch is still there
+    /// (consecutive API writes), instead of validating the head again.
+    last: Option<(String, Head)>,
+}
+
+/// What a write starts from: the branch head's catalog and the errors it already has.
+#[derive(Debug)]
+struct Head {
+    catalog: Catalog,
+    errors: std::collections::HashSet<FindingKey>,
+}
+
+/// A finding as a write compares it with its parent's: its rule, file, tenant and field —
+/// not its position or wording, which an edit elsewhere in the file may shift.
+type FindingKey = (String, String, Option<String>, Option<String>);
+
+fn finding_key(f: &crate::diagnostics::Finding) -> FindingKey {
+    (
+        f.rule.to_string(),
+        f.file.clone(),
+        f.tenant.clone(),
+        f.pointer.clone(),
+    )
+}
+
+fn error_keys(findings: &[crate::diagnostics::Finding]) -> std::collections::HashSet<FindingKey> {
+    findings
+        .iter()
+        .filter(|f| f.severity == crate::diagnostics::Severity::Error)
+        .map(finding_key)
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -207,12 +238,19 @@ pub fn lifecycle(tenant: String, to: &'static str, reason: String) -> Box<Edit> 
 
 /// Commit `edit` of `tenant`'s manifest after validating and governing the candidate; returns
 /// the new commit's sha.
+///
+/// The candidate is judged against the branch head and against `applied` (the tenant's last
+/// applied manifest, as the daemon will judge it), and refused when it has an error on the
+/// written tenant or file, or **any** error anywhere that its parent does not have: a write
+/// to one tenant can never leave another one broken (a claimed external id is the writer's
+/// conflict, not the incumbent's).
 pub fn commit(
     target: &WriteTarget,
     tenant: &str,
     author: &str,
     message: &str,
     edit: &Edit,
+    applied: Option<Previous>,
 ) -> Result<String, WriteError> {
     for _attempt in 0..5 {
         let repo = git2::Repository::open(&target.repo)?;
@@ -226,25 +264,25 @@ pub fn commit(
         // The tenant's file as the validator sees it at HEAD.
         let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
         let at_head = match cache.last.take() {
-            Some((sha, catalog)) if sha == head => catalog,
+            Some((sha, at)) if sha == head => at,
             _ => {
-                reconcile::evaluate_cached(
+                let report = reconcile::evaluate_cached(
                     &Inputs {
-                        repo: target.repo.clone(),
-                        rev: Some(head.clone()),
                         path: target.path.clone(),
-                        max_file_bytes: 1 << 20,
-                        bundle: None,
-                        govern_only: Some(Default::default()),
+                        max_file_bytes: target.max_file_bytes,
+                        ..Inputs::new(&target.repo, Some(&head))
                     },
                     Some(&mut cache.parsed),
                 )
                 .map_err(|e| WriteError::Git(e.to_string()))?
-                .report
-                .catalog
+                .report;
+                Head {
+                    errors: error_keys(&report.findings),
+                    catalog: report.catalog,
+                }
             }
         };
-        let catalog = &at_head;
+        let catalog = &at_head.catalog;
         let located = catalog.tenant(tenant).map(|t| (t.file.clone(), t.doc));
         let text = match &located {
             Some((file, _)) => {
@@ -283,24 +321,30 @@ pub fn commit(
         let candidate = repo.commit(None, &sig, &sig, message, &tree, &[&parent])?;
         let judged = reconcile::evaluate_cached(
             &Inputs {
-                repo: target.repo.clone(),
-                rev: Some(candidate.to_string()),
                 path: target.path.clone(),
-                max_file_bytes: 1 << 20,
+                max_file_bytes: target.max_file_bytes,
                 bundle: target.bundle.clone(),
                 govern_only: Some([file.clone()].into_iter().collect()),
+                previous: std::iter::once(Previous::Revision(head.clone()))
+                    .chain(applied.clone())
+                    .collect(),
+                ..Inputs::new(&target.repo, Some(&candidate.to_string()))
             },
             Some(&mut cache.parsed),
         )
         .map_err(|e| WriteError::Git(e.to_string()))?;
+        let errors = error_keys(&judged.report.findings);
         let refused: Vec<_> = judged
             .report
             .findings
-            .into_iter()
+            .iter()
             .filter(|f| {
                 f.severity == crate::diagnostics::Severity::Error
-                    && (f.tenant.as_deref() == Some(tenant) || f.file == file)
+                    && (f.tenant.as_deref() == Some(tenant)
+                        || f.file == file
+                        || !at_head.errors.contains(&finding_key(f)))
             })
+            .cloned()
             .collect();
         if !refused.is_empty() {
             return Err(WriteError::Refused(refused));
@@ -325,7 +369,13 @@ pub fn commit(
             fetch_branch(&repo, push, &ref_name)?;
             continue;
         }
-        cache.last = Some((candidate.to_string(), judged.report.catalog));
+        cache.last = Some((
+            candidate.to_string(),
+            Head {
+                catalog: judged.report.catalog,
+                errors,
+            },
+        ));
         drop(cache);
         // Compare-and-swap: only if the branch is still where we read it. Once the remote
         // has the commit it is written, whatever the local branch does meanwhile (a fetch of

@@ -209,12 +209,12 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
         last_commit = commit_all(&repo, title)?;
         println!("{} {title}", bold(&format!("[{}/4]", n + 1)));
         let inputs = Inputs {
-            repo: repo_dir.clone(),
-            rev: Some("HEAD".into()),
-            path: String::new(),
-            max_file_bytes: 1 << 20,
             bundle: Some(args.policies.clone()),
-            govern_only: None,
+            previous: vec![
+                rt.block_on(reconcile::applied_baseline(&store))
+                    .map_err(|e| CliError::State(e.to_string()))?,
+            ],
+            ..Inputs::new(&repo_dir, Some("HEAD"))
         };
         let evaluation = reconcile::evaluate(&inputs)?;
         let plan = rt.block_on(reconcile::plan(&planes, &evaluation, None));

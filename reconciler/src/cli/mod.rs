@@ -205,6 +205,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// A positive, finite number of seconds (`2`, `0.5`), for clap.
+pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n <= 1e9 => Ok(std::time::Duration::from_secs_f64(n)),
+        _ => Err(format!(
+            "`{s}` is not a positive number of seconds (e.g. 2 or 0.5)"
+        )),
+    }
+}
+
 fn init_logging(verbose: u8, format: LogFormat) {
     let level = match verbose {
         0 => "warn",
@@ -306,6 +316,18 @@ mod tests {
         assert_eq!(parse_size("2000"), Ok(2000));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("1PB").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("2"), Ok(std::time::Duration::from_secs(2)));
+        assert_eq!(
+            parse_seconds("0.5"),
+            Ok(std::time::Duration::from_millis(500))
+        );
+        for bad in ["0", "-1", "NaN", "inf", "soon", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::{CliError, exit};
 use crate::config::Config;
 use crate::diagnostics::{self, Finding, Severity};
+use crate::policy::history::Previous;
 use crate::reconcile::{
     self, ApplyReport, Evaluation, Inputs, Outcome, PlanReport, Planes, TenantOutcome,
 };
@@ -130,14 +131,13 @@ fn bundle(source: &SourceArgs, config: &Config) -> Option<PathBuf> {
         })
 }
 
-fn inputs(source: &SourceArgs, config: &Config, rev: &str) -> Inputs {
+fn inputs(source: &SourceArgs, config: &Config, rev: &str, previous: Vec<Previous>) -> Inputs {
     Inputs {
-        repo: source.repo.clone(),
-        rev: Some(rev.to_owned()),
         path: source.path.clone(),
         max_file_bytes: source.max_file_size,
         bundle: bundle(source, config),
-        govern_only: None,
+        previous,
+        ..Inputs::new(&source.repo, Some(rev))
     }
 }
 
@@ -145,6 +145,20 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+/// The last applied manifests of the state store `config` names, when it exists (a SQLite
+/// file that was never created holds nothing applied); read-only commands never create one.
+pub fn applied_if_recorded(config: &Config) -> Result<Option<Previous>, CliError> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        match Store::open_existing(&config.state_url()).await {
+            Ok(Some(store)) => reconcile::applied_baseline(&store).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .map_err(|e| CliError::State(e.to_string()))
 }
 
 /// Let the process exit without waiting for clients to close: the output is written and
@@ -157,10 +171,10 @@ fn teardown(rt: tokio::runtime::Runtime, planes: Arc<Planes>) {
 /// Validate and govern while the planes of `config` observe what they can without the
 /// desired state (on the runtime's worker threads); returns when both are done.
 fn evaluate_prefetching(
+    rt: tokio::runtime::Runtime,
     config: &Config,
     inputs: &Inputs,
 ) -> Result<(tokio::runtime::Runtime, Arc<Planes>, Evaluation), CliError> {
-    let rt = runtime()?;
     let planes = Arc::new(Planes::from_config(config));
     let p = planes.clone();
     let prefetch = rt.spawn(async move { p.prefetch().await });
@@ -174,8 +188,17 @@ pub fn run_plan(args: &PlanArgs, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
     let config = Config::load(args.source.config.as_deref())?;
     let rev = args.head.as_deref().unwrap_or(&args.rev);
-    let inputs = inputs(&args.source, &config, rev);
-    let (rt, planes, evaluation) = evaluate_prefetching(&config, &inputs)?;
+    // A pull request is judged against its base and what is applied; a revision against
+    // what is applied, exactly as `apply` would judge it.
+    let applied = applied_if_recorded(&config)?;
+    let previous = match &args.base {
+        Some(base) => std::iter::once(Previous::Revision(base.clone()))
+            .chain(applied)
+            .collect(),
+        None => vec![applied.unwrap_or_else(|| Previous::Applied(Default::default()))],
+    };
+    let inputs = inputs(&args.source, &config, rev, previous);
+    let (rt, planes, evaluation) = evaluate_prefetching(runtime()?, &config, &inputs)?;
     let (selected, removed) = match &args.base {
         Some(base) => reconcile::changed_tenants(&inputs, base, rev, &evaluation.report.catalog)?,
         None => (None, Vec::new()),
@@ -230,8 +253,20 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
     if args.detect_only {
         config.apply.detect_only.all = true;
     }
-    let inputs = inputs(&args.source, &config, &args.rev);
-    let (rt, planes, evaluation) = evaluate_prefetching(&config, &inputs)?;
+    let root = &config.embedded.root;
+    if config.state.url.is_none() {
+        std::fs::create_dir_all(root)?;
+    }
+    let rt = runtime()?;
+    let store = rt
+        .block_on(Store::open(&config.state_url()))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    // Every change is judged against what is applied, never against an older commit.
+    let applied = rt
+        .block_on(reconcile::applied_baseline(&store))
+        .map_err(|e| CliError::State(e.to_string()))?;
+    let inputs = inputs(&args.source, &config, &args.rev, vec![applied]);
+    let (rt, planes, evaluation) = evaluate_prefetching(rt, &config, &inputs)?;
     let report = rt.block_on(reconcile::plan(&planes, &evaluation, None));
     let findings = relevant_findings(&evaluation, None);
     let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
@@ -265,13 +300,6 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         write_text(&mut out, &report, &args.rev, color)?;
         writeln!(out)?;
     }
-    let root = &config.embedded.root;
-    if config.state.url.is_none() {
-        std::fs::create_dir_all(root)?;
-    }
-    let store = rt
-        .block_on(Store::open(&config.state_url()))
-        .map_err(|e| CliError::State(e.to_string()))?;
     let bar = progress_bar(report.tenants.len() as u64, interactive);
     let tick = |o: &TenantOutcome| {
         bar.inc(1);
@@ -999,7 +1027,7 @@ pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
                     let verdicts = d.verdicts.as_array().map_or(0, Vec::len);
                     writeln!(
                         out,
-                        "  policy {} sha256:{} ({}): {}",
+                        "  policy {} sha256:{} ({}): {}{}",
                         d.policy,
                         short(&d.digest),
                         d.mode,
@@ -1009,6 +1037,11 @@ pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
                             format!("{verdicts} finding(s), not blocking")
                         } else {
                             "allow".to_owned()
+                        },
+                        if d.against.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", judged against {}", d.against)
                         }
                     )?;
                 }
@@ -1029,34 +1062,26 @@ pub struct RunArgs {
     pub listen: Option<std::net::SocketAddr>,
 
     /// Poll the repository at least this often, in seconds (a watcher usually reacts sooner).
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
-    pub interval: f64,
+    #[arg(long, default_value = "2", value_parser = super::parse_seconds, value_name = "SECONDS")]
+    pub interval: std::time::Duration,
 
     /// Reconcile every tenant (and so correct drift) at least this often, in seconds.
-    #[arg(long, default_value_t = 300.0, value_name = "SECONDS")]
-    pub resync: f64,
+    #[arg(long, default_value = "300", value_parser = super::parse_seconds, value_name = "SECONDS")]
+    pub resync: std::time::Duration,
 }
 
 /// `tenancy run`.
 pub fn run_daemon(args: &RunArgs) -> Result<u8, CliError> {
     let config = Config::load(args.source.config.as_deref())?;
-    let seconds = |s: f64, what: &str| {
-        if s.is_finite() && s > 0.0 {
-            Ok(std::time::Duration::from_secs_f64(s))
-        } else {
-            Err(CliError::Io(std::io::Error::other(format!(
-                "--{what} must be a positive number of seconds"
-            ))))
-        }
-    };
     let opts = crate::daemon::Options {
         repo: args.source.repo.clone(),
         path: args.source.path.clone(),
         bundle: bundle(&args.source, &config),
+        max_file_bytes: args.source.max_file_size,
         config,
         listen: args.listen,
-        interval: seconds(args.interval, "interval")?,
-        resync: seconds(args.resync, "resync")?,
+        interval: args.interval,
+        resync: args.resync,
     };
     crate::daemon::limit_malloc_arenas();
     runtime()?.block_on(crate::daemon::run(opts))?;

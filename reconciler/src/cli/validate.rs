@@ -2,6 +2,7 @@
 
 use super::{CliError, Output, exit};
 use crate::diagnostics::{self, Finding};
+use crate::policy::history::Previous;
 use crate::reconcile::{self, Evaluation, Inputs, PolicyStatus};
 use crate::source;
 use crate::validate::{self, Report};
@@ -27,6 +28,18 @@ pub struct Args {
     /// Read the work tree instead of a commit (for local edits before committing).
     #[arg(long)]
     pub worktree: bool,
+
+    /// Judge each tenant against its version at this revision (a pull request's base)
+    /// instead of the commit's first parent, so a change spread over several commits is
+    /// judged as a whole.
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+
+    /// The reconciler's configuration: when it names a state store (or the embedded one
+    /// exists), each tenant is also judged against its last applied manifest. Default:
+    /// ./tenancy.toml if present.
+    #[arg(long, value_name = "FILE", env = "TENANCY_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// Sub-directory of the repository that holds the manifests.
     #[arg(long, default_value = "", value_name = "DIR")]
@@ -98,13 +111,21 @@ fn bundle_path(args: &Args) -> Option<PathBuf> {
 
 pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
+    let bundle = bundle_path(args);
+    let mut previous = vec![match &args.base {
+        Some(base) => Previous::Revision(base.clone()),
+        None => Previous::Parent,
+    }];
+    if bundle.is_some() {
+        let config = crate::config::Config::load(args.config.as_deref())?;
+        previous.extend(super::plan::applied_if_recorded(&config)?);
+    }
     let inputs = Inputs {
-        repo: args.repo.clone(),
-        rev: (!args.worktree).then(|| args.rev.clone()),
         path: args.path.clone(),
         max_file_bytes: args.max_file_size,
-        bundle: bundle_path(args),
-        govern_only: None,
+        bundle,
+        previous,
+        ..Inputs::new(&args.repo, (!args.worktree).then_some(args.rev.as_str()))
     };
     let Evaluation {
         snapshot,

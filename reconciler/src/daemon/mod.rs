@@ -29,6 +29,8 @@ pub struct Options {
     pub path: String,
     pub config: Config,
     pub bundle: Option<PathBuf>,
+    /// Largest manifest file read (`--max-file-size`).
+    pub max_file_bytes: u64,
     pub listen: Option<SocketAddr>,
     /// Poll the repository at least this often (the watcher usually reacts first).
     pub interval: Duration,
@@ -286,6 +288,7 @@ fn trigger_signature_ok(secret: &str, body: &[u8], signature: &str) -> bool {
 async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    store: Store,
     trigger: Option<Trigger>,
     api: Option<(axum::Router, Arc<crate::api::ApiMetrics>)>,
 ) {
@@ -347,8 +350,16 @@ async fn serve(
         .route(
             "/metrics",
             get(move || {
-                let (m, api) = (metrics.clone(), api_metrics.clone());
+                let (m, api, store) = (metrics.clone(), api_metrics.clone(), store.clone());
                 async move {
+                    // Counted at every scrape (one COUNT query), so the gauge is never stale:
+                    // events recorded since the last relay attempt are waiting too.
+                    match store.pending_count().await {
+                        Ok(n) => m.outbox_pending.store(n.max(0) as u64, Ordering::Relaxed),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "/metrics: the outbox could not be counted")
+                        }
+                    }
                     let mut text = m.render();
                     if let Some(api) = api {
                         text.push_str(&api.render());
@@ -464,6 +475,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                         repo: opts.repo.clone(),
                         path: opts.path.clone(),
                         bundle: opts.bundle.clone(),
+                        max_file_bytes: opts.max_file_bytes,
                         // Following a remote, writes go there (the mirror follows); otherwise
                         // to `[api] push` when set.
                         push: match (&remote, &config.api.push) {
@@ -486,7 +498,13 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 .map_err(CliError::Usage)?,
             )
         };
-        tokio::spawn(serve(listener, metrics.clone(), trigger, api));
+        tokio::spawn(serve(
+            listener,
+            metrics.clone(),
+            store.clone(),
+            trigger,
+            api,
+        ));
     }
     let _watcher = {
         use notify::Watcher;
@@ -734,16 +752,12 @@ async fn relay_loop(
                     (b * 2).min(Duration::from_secs(30))
                 });
                 backoff = Some(next);
-                metrics
-                    .outbox_pending
-                    .store(r.pending as u64, Ordering::Relaxed);
                 tracing::warn!(error = %e, pending = r.pending, retry_in = ?next, "events wait in the outbox");
             }
             None => {
                 if backoff.take().is_some() {
                     tracing::info!("events relayed again; the outbox is drained");
                 }
-                metrics.outbox_pending.store(0, Ordering::Relaxed);
             }
         }
         match backoff {
@@ -896,13 +910,18 @@ async fn reconcile_once(
         _ => None,
     };
     let full = matches!(scope, Scope::Full);
+    // Every change is judged against what is applied: a refused change stays refused on every
+    // later pass (a restart, a resync, another commit) until a change that passes replaces it.
+    let applied = reconcile::applied_baseline(store)
+        .await
+        .map_err(|e| CliError::State(e.to_string()))?;
     let inputs = Inputs {
-        repo: opts.repo.clone(),
-        rev: Some(head.to_owned()),
         path: opts.path.clone(),
-        max_file_bytes: 1 << 20,
+        max_file_bytes: opts.max_file_bytes,
         bundle: opts.bundle.clone(),
         govern_only: changed,
+        previous: vec![applied],
+        ..Inputs::new(&opts.repo, Some(head))
     };
     let (evaluation, selected) = {
         let mut inputs = inputs.clone();
@@ -1006,14 +1025,8 @@ async fn reconcile_once(
         noted_ms,
         "pass timings (cumulative)"
     );
-    // Metrics from counting queries, whatever the number of tenants and events. With Kafka
-    // the relay task keeps the outbox gauge; without, every event stays in the outbox.
-    if relay.is_none() {
-        let pending = store.pending_count().await.unwrap_or(0);
-        metrics
-            .outbox_pending
-            .store(pending.max(0) as u64, Ordering::Relaxed);
-    }
+    // Metrics from counting queries, whatever the number of tenants and events (the outbox
+    // gauge is counted at each scrape).
     if let Ok(counts) = store.status_counts().await
         && let Ok(mut t) = metrics.tenants.lock()
     {

@@ -46,6 +46,11 @@ pub struct Decision {
     pub verdicts: Vec<Verdict>,
     /// Set when the module could not decide; `verdicts` then holds one deny saying why.
     pub failure: Option<String>,
+    /// The previous version the change was judged against ("commit <sha>", "last applied at
+    /// <sha>", "nothing (a creation)"; several joined with " and " when they were the same).
+    pub against: String,
+    /// What the change was against that version (create, update, transition, delete).
+    pub operation: OperationKind,
 }
 
 impl Decision {
@@ -147,7 +152,7 @@ impl PolicySet {
                     .as_ref()
                     .map_err(Clone::clone)
                     .and_then(|m| self.host.evaluate(m, &entry.limits, &input));
-                decision(entry, outcome)
+                decision(entry, op, outcome)
             })
             .collect()
     }
@@ -161,9 +166,15 @@ impl PolicySet {
     }
 }
 
-fn decision(entry: &Entry, outcome: Result<Vec<host::Violation>, Failure>) -> Decision {
+fn decision(
+    entry: &Entry,
+    operation: OperationKind,
+    outcome: Result<Vec<host::Violation>, Failure>,
+) -> Decision {
     match outcome {
         Ok(violations) => Decision {
+            against: String::new(),
+            operation,
             policy: entry.name.clone(),
             digest: entry.sha256.clone(),
             mode: entry.mode,
@@ -183,6 +194,8 @@ fn decision(entry: &Entry, outcome: Result<Vec<host::Violation>, Failure>) -> De
             failure: None,
         },
         Err(failure) => Decision {
+            against: String::new(),
+            operation,
             policy: entry.name.clone(),
             digest: entry.sha256.clone(),
             mode: entry.mode,
@@ -226,8 +239,15 @@ impl Governance {
     }
 }
 
+/// The rule of the deny that stands for a baseline that cannot say what a tenant was.
+pub const PREVIOUS_UNREADABLE: &str = "policy.previous-unreadable";
+
 /// Run the policies over every tenant of a catalog and turn verdicts into findings positioned in
 /// the manifests (deny in enforce mode = error, in warn mode = warning, in audit mode = info).
+///
+/// Each tenant is judged against its previous version in every baseline of `history` (the
+/// same previous version once); a change passes only if it passes against all of them. Every
+/// decision names the version it was judged against.
 pub fn govern(
     set: &PolicySet,
     catalog: &crate::validate::Catalog,
@@ -237,6 +257,7 @@ pub fn govern(
     judge: impl Fn(&crate::validate::Located<Tenant>) -> bool,
 ) -> Governance {
     use crate::diagnostics::{Finding, PolicyRef, Severity as Sev};
+    use history::Prior;
     let platform = platform_of(catalog);
     let (sha, author) = match commit {
         Some(c) => (
@@ -247,51 +268,145 @@ pub fn govern(
     };
     let judged: Vec<&crate::validate::Located<Tenant>> =
         catalog.tenants.iter().filter(|t| judge(t)).collect();
-    let changes: Vec<Change<'_>> = judged
-        .iter()
-        .map(|t| Change {
-            tenant: &t.value,
-            previous: history.previous_of(t),
-            commit_sha: &sha,
-            commit_author: &author,
-        })
-        .collect();
-    let all = set.evaluate_all(&changes, &platform);
+    // Per tenant: the distinct previous versions (with what each stands for), or why one of
+    // its baselines cannot say.
+    struct Judging<'a> {
+        tenant: &'a crate::validate::Located<Tenant>,
+        /// Indexes into `changes`.
+        changes: std::ops::Range<usize>,
+        unreadable: Option<String>,
+    }
+    let mut changes: Vec<Change<'_>> = Vec::new();
+    let mut against: Vec<Vec<history::Against>> = Vec::new();
+    let mut judging = Vec::with_capacity(judged.len());
+    for t in judged {
+        let start = changes.len();
+        let mut unreadable = None;
+        let mut priors = history.priors(t);
+        if priors.is_empty() {
+            priors.push(Prior::Found(None, history::Against::Nothing));
+        }
+        for p in priors {
+            match p {
+                Prior::Unreadable(why) => unreadable = Some(why.to_owned()),
+                Prior::Found(previous, what) => {
+                    let same = (start..changes.len()).find(|&i| changes[i].previous == previous);
+                    match same {
+                        Some(i) => {
+                            if !against[i].contains(&what) {
+                                against[i].push(what);
+                            }
+                        }
+                        None => {
+                            changes.push(Change {
+                                tenant: &t.value,
+                                previous,
+                                commit_sha: &sha,
+                                commit_author: &author,
+                            });
+                            against.push(vec![what]);
+                        }
+                    }
+                }
+            }
+        }
+        judging.push(Judging {
+            tenant: t,
+            changes: start..changes.len(),
+            unreadable,
+        });
+    }
+    let mut all = set.evaluate_all(&changes, &platform);
     let mut out = Governance::default();
-    for ((t, change), decisions) in judged.iter().copied().zip(&changes).zip(all) {
+    for j in judging {
+        let t = j.tenant;
         let id = t.value.metadata.id.as_str();
-        out.evaluations += decisions.len();
+        let mut decisions: Vec<Decision> = Vec::new();
+        for i in j.changes.clone() {
+            let what = against[i]
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" and ");
+            out.evaluations += all[i].len();
+            for mut d in std::mem::take(&mut all[i]) {
+                d.against = what.clone();
+                decisions.push(d);
+            }
+        }
+        if let Some(why) = &j.unreadable {
+            decisions.push(Decision {
+                policy: "baseline".into(),
+                digest: String::new(),
+                mode: Mode::Enforce,
+                verdicts: vec![Verdict {
+                    rule: PREVIOUS_UNREADABLE.into(),
+                    message: format!(
+                        "tenant `{id}` cannot be judged: {why}; it keeps its last applied state"
+                    ),
+                    path: String::new(),
+                    severity: Severity::Deny,
+                }],
+                failure: Some(why.clone()),
+                against: "last applied".into(),
+                operation: OperationKind::Update,
+            });
+        }
+        // The same verdict against two baselines is one finding.
+        let mut seen: std::collections::HashSet<(String, String, String, String)> =
+            Default::default();
         for d in &decisions {
             for v in &d.verdicts {
+                if !seen.insert((
+                    d.policy.clone(),
+                    v.rule.clone(),
+                    v.path.clone(),
+                    v.message.clone(),
+                )) {
+                    continue;
+                }
                 let severity = match (v.severity, d.mode) {
                     (Severity::Deny, Mode::Enforce) => Sev::Error,
                     (Severity::Deny, Mode::Warn) | (Severity::Warn, _) => Sev::Warning,
                     (Severity::Deny, Mode::Audit) | (Severity::Info, _) => Sev::Info,
                 };
+                let hint = if d.digest.is_empty() {
+                    format!("judged against {}", d.against)
+                } else {
+                    format!(
+                        "reported by policy `{}` (sha256:{}, {} mode), judged against {}",
+                        d.policy,
+                        &d.digest[..d.digest.len().min(12)],
+                        d.mode.as_str(),
+                        d.against
+                    )
+                };
                 let mut f = Finding::error(&t.file, v.rule.clone(), v.message.clone())
                     .at(locator.at(t, &v.path))
                     .tenant(Some(id))
-                    .hint(format!(
-                        "reported by policy `{}` (sha256:{}, {} mode)",
-                        d.policy,
-                        &d.digest[..d.digest.len().min(12)],
-                        d.mode.as_str()
-                    ));
+                    .hint(hint);
                 f.severity = severity;
                 if !v.path.is_empty() {
                     f.pointer = Some(v.path.clone());
                 }
-                f.policy = Some(PolicyRef {
-                    name: d.policy.clone(),
-                    digest: d.digest.clone(),
-                });
+                if !d.digest.is_empty() {
+                    f.policy = Some(PolicyRef {
+                        name: d.policy.clone(),
+                        digest: d.digest.clone(),
+                    });
+                }
                 out.findings.push(f);
             }
         }
+        let operation = j
+            .changes
+            .clone()
+            .next()
+            .map_or(OperationKind::Update, |i| changes[i].operation());
         out.tenants.push(TenantDecisions {
             tenant: id.to_owned(),
             file: t.file.clone(),
-            operation: change.operation(),
+            operation,
             decisions,
         });
     }

@@ -14,7 +14,7 @@ use crate::diagnostics::{self, Severity};
 use crate::manifest::model::Tenant;
 use crate::plan::{PlaneKind, desired};
 use crate::policy::bundle::{Bundle, Mode};
-use crate::policy::history::History;
+use crate::policy::history::{Applied, History, Previous};
 use crate::policy::host::PolicyHost;
 use crate::policy::{Governance, PolicySet, govern};
 use crate::source::{self, ReadOptions, Snapshot};
@@ -39,6 +39,40 @@ pub struct Inputs {
     /// Judge only the tenants declared in these files (an incremental pass over the files a
     /// commit changed); `None` judges every tenant.
     pub govern_only: Option<BTreeSet<String>>,
+    /// What each tenant is judged against (every one of them; none: a creation).
+    pub previous: Vec<Previous>,
+}
+
+/// The largest manifest file read unless configured otherwise (`--max-file-size`).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
+
+impl Inputs {
+    /// Read `rev` of `repo` (the work tree when `None`) at the repository root, with the
+    /// default limits, no policies, every tenant judged against nothing: set the rest.
+    pub fn new(repo: impl Into<PathBuf>, rev: Option<&str>) -> Inputs {
+        Inputs {
+            repo: repo.into(),
+            rev: rev.map(str::to_owned),
+            path: String::new(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            bundle: None,
+            govern_only: None,
+            previous: Vec::new(),
+        }
+    }
+}
+
+/// The last applied manifests in `store`, as the baseline apply, the daemon and API writes
+/// judge changes against.
+pub async fn applied_baseline(store: &Store) -> Result<Previous, StoreError> {
+    let records = store.applied_manifests(None).await?;
+    Ok(Previous::Applied(Arc::new(Applied::from_records(records))))
+}
+
+/// [`applied_baseline`] of one tenant (an API write judges only the tenant it writes).
+pub async fn applied_baseline_of(store: &Store, tenant: &str) -> Result<Previous, StoreError> {
+    let records = store.applied_manifests(Some(tenant)).await?;
+    Ok(Previous::Applied(Arc::new(Applied::from_records(records))))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,7 +160,16 @@ pub fn evaluate_cached(
         },
     };
     tracing::info!(files = snapshot.files.len(), elapsed_ms = ms(), "read");
-    let mut report = validate::validate_cached(&snapshot, &ValidateOptions::default(), cache);
+    // The previous versions, first: they also say who held a unique name before the change.
+    let history = History::load(
+        &inputs.repo,
+        inputs.rev.as_deref(),
+        &snapshot,
+        &opts,
+        &inputs.previous,
+    )?;
+    let mut report =
+        validate::validate_cached(&snapshot, &ValidateOptions::default(), cache, &history);
     tracing::info!(elapsed_ms = ms(), "validated");
     let mut policies = Vec::new();
     let mut governance = Governance::default();
@@ -142,7 +185,6 @@ pub fn evaluate_cached(
                 error: module.as_ref().err().map(|e| e.to_string()),
             });
         }
-        let history = History::load(&inputs.repo, inputs.rev.as_deref(), &snapshot, &opts)?;
         let locator = Locator::new(&snapshot, Default::default());
         // A tenant that already failed validation is not judged: its errors come first.
         let invalid: HashSet<String> = report
@@ -917,10 +959,11 @@ async fn record(
             .map(|dec| DecisionRecord {
                 tenant_id: t.tenant.clone(),
                 commit_sha: sha.clone(),
-                operation: serde_json::to_value(d.operation)
+                operation: serde_json::to_value(dec.operation)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
+                against: dec.against.clone(),
                 policy: dec.policy.clone(),
                 digest: dec.digest.clone(),
                 mode: dec.mode.as_str().to_owned(),
@@ -1054,9 +1097,21 @@ pub async fn relay(store: &Store, cfg: &crate::config::EventsKafka) -> RelayRepo
     }
 }
 
-/// Delivery reports of the events producer: the ids of events the broker did not take.
+/// Delivery reports of the events producer, by event id: `true` when the broker acknowledged
+/// the event, `false` when it did not. Reports that arrive after a batch stopped waiting (a
+/// slow or down broker) are kept for the next batch, never dropped: an event is marked
+/// published only on its own successful report.
 #[derive(Default)]
-struct Deliveries(std::sync::Mutex<Vec<String>>);
+struct Deliveries(std::sync::Mutex<HashMap<String, bool>>);
+
+impl Deliveries {
+    fn take(&self) -> HashMap<String, bool> {
+        self.0
+            .lock()
+            .map(|mut m| std::mem::take(&mut *m))
+            .unwrap_or_default()
+    }
+}
 
 impl tenancy_plane_kafka::rdkafka::ClientContext for Deliveries {}
 
@@ -1068,13 +1123,30 @@ impl tenancy_plane_kafka::rdkafka::producer::ProducerContext for Deliveries {
         result: &tenancy_plane_kafka::rdkafka::producer::DeliveryResult<'_>,
         event_id: Box<String>,
     ) {
-        if result.is_err()
-            && let Ok(mut failed) = self.0.lock()
-        {
-            failed.push(*event_id);
+        if let Ok(mut reports) = self.0.lock() {
+            // A later success (a re-send) wins over an earlier failure of the same event.
+            let ok = result.is_ok();
+            let entry = reports.entry(*event_id).or_insert(ok);
+            *entry |= ok;
         }
     }
 }
+
+/// How long the producer may take to report on a message: librdkafka reports every message
+/// within `message.timeout.ms` (delivered, or failed once it expires), so waiting that long
+/// (plus a margin for the report itself) hears about every message of a batch.
+fn report_deadline(cfg: &crate::config::EventsKafka) -> std::time::Duration {
+    let timeout_ms = cfg
+        .properties
+        .get("message.timeout.ms")
+        .or_else(|| cfg.properties.get("delivery.timeout.ms"))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(MESSAGE_TIMEOUT_MS);
+    std::time::Duration::from_millis(timeout_ms.saturating_add(5_000))
+}
+
+/// `message.timeout.ms` unless the configuration says otherwise.
+const MESSAGE_TIMEOUT_MS: u64 = 10_000;
 
 /// A Kafka producer for the outbox, kept for a daemon's lifetime (an idempotent producer's
 /// setup costs a round trip or two; the daemon relays after every commit). It has no polling
@@ -1083,6 +1155,8 @@ pub struct EventsProducer {
     producer: Arc<tenancy_plane_kafka::rdkafka::producer::BaseProducer<Deliveries>>,
     topic: String,
     servers: String,
+    /// How long a batch waits for its delivery reports.
+    deadline: std::time::Duration,
 }
 
 impl EventsProducer {
@@ -1091,7 +1165,7 @@ impl EventsProducer {
         client
             .set("bootstrap.servers", &cfg.bootstrap_servers)
             .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "10000")
+            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
             .set("linger.ms", "0")
             .set("log_level", "3");
         for (k, v) in &cfg.properties {
@@ -1105,6 +1179,7 @@ impl EventsProducer {
             ),
             topic: cfg.topic.clone(),
             servers: cfg.bootstrap_servers.clone(),
+            deadline: report_deadline(cfg),
         })
     }
 
@@ -1126,9 +1201,10 @@ impl EventsProducer {
             let producer = self.producer.clone();
             let topic = self.topic.clone();
             let servers = self.servers.clone();
+            let deadline = self.deadline;
             // Sending and waiting for the acknowledgements block: off the async threads.
             let sent = tokio::task::spawn_blocking(move || {
-                send_batch(&producer, &topic, &servers, &batch)
+                send_batch(&producer, &topic, &servers, &batch, deadline)
             })
             .await
             .unwrap_or_else(|e| Err((Vec::new(), e.to_string())));
@@ -1154,17 +1230,19 @@ impl EventsProducer {
     }
 }
 
-/// Send a batch and wait for the broker's acknowledgements; returns the ids it took (and why
-/// it stopped, if it did not take them all).
+/// Send a batch and wait (up to `deadline`) for the broker's acknowledgements; returns the
+/// ids of events acknowledged — this batch's, and any earlier batch's whose reports came late
+/// — and why it stopped, if not every event of the batch was acknowledged. An event with a
+/// failed report, or none yet, is not returned: it stays pending and is sent again.
 fn send_batch(
     producer: &tenancy_plane_kafka::rdkafka::producer::BaseProducer<Deliveries>,
     topic: &str,
     servers: &str,
     batch: &[crate::store::EventRecord],
+    deadline: std::time::Duration,
 ) -> Result<Vec<String>, (Vec<String>, String)> {
     use tenancy_plane_kafka::rdkafka::message::{Header, OwnedHeaders};
     use tenancy_plane_kafka::rdkafka::producer::{BaseRecord, Producer};
-    let timeout = std::time::Duration::from_secs(15);
     let mut queued = Vec::new();
     let mut stopped = None;
     for e in batch {
@@ -1212,34 +1290,33 @@ fn send_batch(
     // Wait for the acknowledgements by polling (each poll returns as soon as a delivery
     // report is served); rdkafka's `flush` sleeps in 100 ms steps, which would be most of the
     // daemon's commit-to-event latency.
-    let deadline = std::time::Instant::now() + timeout;
-    while producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+    let until = std::time::Instant::now() + deadline;
+    while producer.in_flight_count() > 0 && std::time::Instant::now() < until {
         producer.poll(std::time::Duration::from_millis(5));
     }
-    let flushed = match producer.in_flight_count() {
-        0 => Ok(()),
-        n => Err(format!(
-            "{n} event(s) not acknowledged within {}s",
-            timeout.as_secs()
-        )),
-    };
-    let failed: Vec<String> = producer
-        .context()
-        .0
-        .lock()
-        .map(|mut f| std::mem::take(&mut *f))
-        .unwrap_or_default();
-    let delivered: Vec<String> = queued
-        .into_iter()
-        .filter(|id| !failed.contains(id))
+    let reports = producer.context().take();
+    let delivered: Vec<String> = reports
+        .iter()
+        .filter(|(_, ok)| **ok)
+        .map(|(id, _)| id.clone())
         .collect();
-    if let Err(e) = flushed {
-        stopped.get_or_insert(format!("Kafka `{servers}`: {e}"));
-    }
-    if !failed.is_empty() {
+    let failed = queued
+        .iter()
+        .filter(|id| reports.get(*id) == Some(&false))
+        .count();
+    let unreported = queued
+        .iter()
+        .filter(|id| !reports.contains_key(*id))
+        .count();
+    if failed > 0 {
         stopped.get_or_insert(format!(
-            "Kafka `{servers}`: {} event(s) not acknowledged",
-            failed.len()
+            "Kafka `{servers}`: {failed} event(s) not acknowledged"
+        ));
+    }
+    if unreported > 0 {
+        stopped.get_or_insert(format!(
+            "Kafka `{servers}`: {unreported} event(s) not acknowledged within {}s",
+            deadline.as_secs()
         ));
     }
     match stopped {
@@ -1314,9 +1391,10 @@ pub fn commit_note(evaluation: &Evaluation, report: &ApplyReport, plan: &PlanRep
                         .join(", ")
                 };
                 out.push_str(&format!(
-                    "  {} sha256:{}: {verdict}\n",
+                    "  {} sha256:{}: {verdict} (judged against {})\n",
                     dec.policy,
-                    &dec.digest[..dec.digest.len().min(12)]
+                    &dec.digest[..dec.digest.len().min(12)],
+                    dec.against
                 ));
             }
         }

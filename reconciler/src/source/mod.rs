@@ -502,18 +502,32 @@ fn walk_dir(
     Ok(())
 }
 
-/// The first parent of `rev`, if it has one.
-pub fn parent_of(repo: &Path, rev: &str) -> Result<Option<String>, SourceError> {
-    let repository = open_repository(repo)?;
-    let commit = repository
+fn commit_of<'r>(
+    repository: &'r git2::Repository,
+    repo: &Path,
+    rev: &str,
+) -> Result<git2::Commit<'r>, SourceError> {
+    repository
         .revparse_single(rev)
         .and_then(|o| o.peel_to_commit())
         .map_err(|e| SourceError::BadRevision {
             rev: rev.to_owned(),
             repo: repo.to_owned(),
             message: e.message().to_owned(),
-        })?;
+        })
+}
+
+/// The first parent of `rev`, if it has one.
+pub fn parent_of(repo: &Path, rev: &str) -> Result<Option<String>, SourceError> {
+    let repository = open_repository(repo)?;
+    let commit = commit_of(&repository, repo, rev)?;
     Ok(commit.parent_ids().next().map(|id| id.to_string()))
+}
+
+/// The commit `rev` names, as a full sha.
+pub fn resolve(repo: &Path, rev: &str) -> Result<String, SourceError> {
+    let repository = open_repository(repo)?;
+    Ok(commit_of(&repository, repo, rev)?.id().to_string())
 }
 
 /// How a path changed between two revisions.

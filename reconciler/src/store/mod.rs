@@ -205,6 +205,8 @@ pub struct DecisionRecord {
     pub verdicts: serde_json::Value,
     pub failure: Option<String>,
     pub decided_at: i64,
+    /// The previous version judged against ("commit <sha>", "last applied at <sha>", …).
+    pub against: String,
 }
 
 /// One audit entry (`tenant_audit`): who did what to which tenant, with what outcome.
@@ -316,6 +318,19 @@ impl Store {
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
         Ok(Store { pool, dialect })
+    }
+
+    /// [`Store::open`], but only a store that exists: `None` for a SQLite file that is not
+    /// there (nothing was ever applied with it), so read-only commands never create one.
+    pub async fn open_existing(url: &str) -> Result<Option<Store>, StoreError> {
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or(path);
+            if path == ":memory:" || !std::path::Path::new(path).exists() {
+                return Ok(None);
+            }
+        }
+        Store::open(url).await.map(Some)
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -504,6 +519,33 @@ impl Store {
         row.as_ref().map(Self::tenant_from_row).transpose()
     }
 
+    /// Every applied tenant's manifest (JSON text, parsed by the caller so one bad row stands
+    /// for its tenant only) and the commit it was applied at (one query): the baseline changes
+    /// are judged against.
+    /// `only`: that tenant's alone.
+    pub async fn applied_manifests(
+        &self,
+        only: Option<&str>,
+    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.tenant_id, CAST(t.manifest AS TEXT) AS manifest, s.last_applied_commit \
+             FROM tenants t LEFT JOIN reconcile_status s ON s.tenant_id = t.tenant_id \
+             WHERE $1 = '' OR t.tenant_id = $1",
+        )
+        .bind(only.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("tenant_id")?,
+                    r.try_get("manifest")?,
+                    r.try_get("last_applied_commit")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every tenant, in id order (one query).
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         let rows = sqlx::query(safe(format!(
@@ -592,19 +634,20 @@ impl Store {
         decisions: &[DecisionRecord],
     ) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO policy_decisions (decision_id, tenant_id, commit_sha, operation, policy, digest, mode, blocks, verdicts, failure, decided_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {}, $10, $11)",
+            "INSERT INTO policy_decisions (decision_id, tenant_id, commit_sha, operation, policy, digest, mode, blocks, verdicts, failure, decided_at, against) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, {}, $10, $11, $12)",
             self.dialect.json(9)
         );
         for d in decisions {
-            // Stable id: the same decision recorded twice (a retried commit) collides, not duplicates.
-            use sha2::Digest;
-            let id = hex::encode(
-                &sha2::Sha256::digest(format!(
-                    "{}\0{}\0{}\0{}",
-                    d.tenant_id, d.commit_sha, d.policy, d.digest
-                ))[..16],
-            );
+            // Stable id: the same decision recorded twice (a retried commit) collides, not
+            // duplicates; the same policy judging against two baselines is two decisions.
+            let id = stable_id(&[
+                &d.tenant_id,
+                &d.commit_sha,
+                &d.policy,
+                &d.digest,
+                &d.against,
+            ]);
             sqlx::query(safe(format!("{sql} ON CONFLICT (decision_id) DO NOTHING")))
                 .bind(id)
                 .bind(&d.tenant_id)
@@ -617,6 +660,7 @@ impl Store {
                 .bind(d.verdicts.to_string())
                 .bind(&d.failure)
                 .bind(d.decided_at)
+                .bind(&d.against)
                 .execute(&mut *conn)
                 .await?;
         }
@@ -866,7 +910,7 @@ impl Store {
     pub async fn decisions(&self, tenant: &str) -> Result<Vec<DecisionRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT tenant_id, commit_sha, operation, policy, digest, mode, CAST(blocks AS INTEGER) AS blocks, \
-             CAST(verdicts AS TEXT) AS verdicts, failure, decided_at FROM policy_decisions WHERE tenant_id = $1 ORDER BY decided_at, policy",
+             CAST(verdicts AS TEXT) AS verdicts, failure, decided_at, against FROM policy_decisions WHERE tenant_id = $1 ORDER BY decided_at, policy, against",
         )
         .bind(tenant)
         .fetch_all(&self.pool)
@@ -894,6 +938,7 @@ impl Store {
                     })?,
                     failure: r.try_get("failure")?,
                     decided_at: r.try_get("decided_at")?,
+                    against: r.try_get("against")?,
                 })
             })
             .collect()

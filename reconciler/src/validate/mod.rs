@@ -226,15 +226,38 @@ fn check_file(path: &str, text: &str, opts: &ValidateOptions, schemas: &Schemas)
 
 /// Validate every file of a snapshot.
 pub fn validate(snapshot: &Snapshot, opts: &ValidateOptions) -> Report {
-    validate_cached(snapshot, opts, None)
+    validate_cached(snapshot, opts, None, &NoIncumbents)
+}
+
+/// Who held a unique name before the change under review, so a conflict is attributed to the
+/// change that introduced it: the newcomer gets the finding, never the tenant that already
+/// held the name (whatever the file order).
+pub trait Incumbency {
+    /// Did the tenant `id`, declared in `file`, hold that id there before?
+    fn holds_id(&self, id: &str, file: &str) -> bool;
+    /// Did the tenant `id` (in `file`) declare `externalIds.<key> = value` before?
+    fn holds_external_id(&self, id: &str, file: &str, key: &str, value: &str) -> bool;
+}
+
+/// Nothing is known of before: the first declaration (by file, then line) wins.
+pub struct NoIncumbents;
+
+impl Incumbency for NoIncumbents {
+    fn holds_id(&self, _: &str, _: &str) -> bool {
+        false
+    }
+    fn holds_external_id(&self, _: &str, _: &str, _: &str, _: &str) -> bool {
+        false
+    }
 }
 
 /// [`validate`], reusing (and refreshing) the per-file results in `cache` for files whose blob
-/// is unchanged.
+/// is unchanged, and attributing uniqueness conflicts with `incumbents`.
 pub fn validate_cached(
     snapshot: &Snapshot,
     opts: &ValidateOptions,
     cache: Option<&mut ParseCache>,
+    incumbents: &dyn Incumbency,
 ) -> Report {
     let schemas = Schemas::get();
     let mut findings = snapshot.findings.clone();
@@ -316,7 +339,7 @@ pub fn validate_cached(
         }
     }
     let locator = Locator::new(snapshot, opts.yaml);
-    cross_check(&mut catalog, &mut findings, &locator);
+    cross_check(&mut catalog, &mut findings, &locator, incumbents);
 
     diagnostics::sort(&mut findings);
     summary.tenants = catalog.tenants.len();
@@ -343,11 +366,13 @@ struct Unique {
 }
 
 /// Report the second and later declarations of the same key, naming the first, and drop them so
-/// later stages see each name once.
+/// later stages see each name once. The declaration that already held the key (`incumbent`)
+/// counts as the first, wherever it stands.
 fn dedupe<T>(
     items: &mut Vec<Located<T>>,
     key: impl Fn(&T) -> &str,
     tenant_of: impl Fn(&T) -> Option<&str>,
+    incumbent: impl Fn(&Located<T>) -> bool,
     unique: Unique,
     findings: &mut Vec<Finding>,
     loc: &Locator<'_>,
@@ -358,9 +383,24 @@ fn dedupe<T>(
         rule,
     } = unique;
     let mut first: HashMap<&str, &Located<T>> = HashMap::with_capacity(items.len());
+    // Keys declared more than once whose incumbent is among the declarations: it goes first.
+    let mut count: HashMap<&str, usize> = HashMap::with_capacity(items.len());
+    for item in items.iter() {
+        *count.entry(key(&item.value)).or_default() += 1;
+    }
+    for item in items.iter() {
+        let k = key(&item.value);
+        if count[k] > 1 && !first.contains_key(k) && incumbent(item) {
+            first.insert(k, item);
+        }
+    }
     let mut keep = Vec::with_capacity(items.len());
     for item in items.iter() {
         let k = key(&item.value);
+        if first.get(k).is_some_and(|f| std::ptr::eq(*f, item)) {
+            keep.push(true);
+            continue;
+        }
         if let Some(prev) = first.get(k) {
             let prev_line = loc.at(prev, pointer).line;
             findings.push(
@@ -387,7 +427,12 @@ fn dedupe<T>(
     items.retain(|_| keep.next().unwrap_or(true));
 }
 
-fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator<'_>) {
+fn cross_check(
+    catalog: &mut Catalog,
+    findings: &mut Vec<Finding>,
+    loc: &Locator<'_>,
+    incumbents: &dyn Incumbency,
+) {
     // Deterministic "first declaration wins": sort by file then position.
     catalog
         .tenants
@@ -406,6 +451,7 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator
         &mut catalog.tenants,
         |t| t.metadata.id.as_str(),
         |t| Some(t.metadata.id.as_str()),
+        |t| incumbents.holds_id(t.value.metadata.id.as_str(), &t.file),
         Unique {
             pointer: "/metadata/id",
             what: "tenant id",
@@ -418,6 +464,7 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator
         &mut catalog.organizations,
         |o| o.metadata.id.as_str(),
         |_| None,
+        |_| false,
         Unique {
             pointer: "/metadata/id",
             what: "organization id",
@@ -430,6 +477,7 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator
         &mut catalog.regions,
         |r| r.metadata.name.as_str(),
         |_| None,
+        |_| false,
         Unique {
             pointer: "/metadata/name",
             what: "region",
@@ -442,6 +490,7 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator
         &mut catalog.plans,
         |p| p.metadata.name.as_str(),
         |_| None,
+        |_| false,
         Unique {
             pointer: "/metadata/name",
             what: "plan",
@@ -490,8 +539,17 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator
         .collect();
     let region_list = || sorted_keys(&regions);
     let plan_list = || sorted_keys(&plans);
-    // (external-id key, value) → the first tenant that used it
+    // (external-id key, value) → the tenant that holds it: the one that held it before the
+    // change (the newcomer is the conflict), else the first to declare it.
     let mut external: HashMap<(&str, &str), &Located<Tenant>> = HashMap::new();
+    for t in &catalog.tenants {
+        let id = t.value.metadata.id.as_str();
+        for (key, value) in &t.value.spec.external_ids {
+            if incumbents.holds_external_id(id, &t.file, key, value) {
+                external.entry((key.as_str(), value.as_str())).or_insert(t);
+            }
+        }
+    }
 
     for t in &catalog.tenants {
         let id = t.value.metadata.id.as_str();
@@ -585,7 +643,10 @@ fn cross_check(catalog: &mut Catalog, findings: &mut Vec<Finding>, loc: &Locator
         }
         for (key, value) in &spec.external_ids {
             let pointer = format!("/spec/externalIds/{key}");
-            if let Some(other) = external.get(&(key.as_str(), value.as_str())) {
+            if let Some(other) = external
+                .get(&(key.as_str(), value.as_str()))
+                .filter(|other| !std::ptr::eq(**other, t))
+            {
                 let other_line = loc.at(other, &pointer).line;
                 findings.push(
                     Finding::error(
