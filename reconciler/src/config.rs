@@ -72,6 +72,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Where the configuration came from (for messages); not a key of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -300,6 +302,19 @@ pub enum NonFastForward {
     Refuse,
     /// Reconcile it like any commit (a full resync).
     Apply,
+}
+
+/// Which webhook targets are allowed (see `webhooks::guard`): https to public addresses by
+/// default; internal receivers only on networks listed here.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhooksConfig {
+    /// Allow plain `http://` targets (default: https only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Internal networks webhooks may reach (CIDR, e.g. `10.20.0.0/16`, `127.0.0.1`).
+    #[serde(default)]
+    pub allow_networks: Vec<crate::webhooks::guard::Network>,
 }
 
 /// Where the outbox's events are published (none: they stay readable with `tenancy events`).

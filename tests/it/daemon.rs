@@ -362,6 +362,7 @@ fn webhooks_are_signed_retried_and_dead_lettered() {
     let repo = TestRepo::with_examples();
     let work = tempfile::tempdir().expect("tmp");
     let config = embedded_config(work.path());
+    crate::support::allow_local_webhooks(&config);
     let cfg = config.to_str().expect("utf-8");
     let secret = "whsec_0123456789abcdef";
     let (hook_port, got) = receiver(3);
@@ -410,7 +411,7 @@ fn webhooks_are_signed_retried_and_dead_lettered() {
         "HOME",
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("http and https"), "{}", r.stderr);
+    assert!(r.stderr.contains("is not http or https"), "{}", r.stderr);
 
     let port = free_port();
     let daemon = start(&repo, &config, port);

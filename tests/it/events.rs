@@ -282,8 +282,8 @@ async fn events_are_relayed_to_kafka_and_wait_in_the_outbox_while_it_is_down() {
 }
 
 /// Every applied commit carries a git note with the policies that judged it and each tenant's
-/// outcome and verdicts (read back with git itself), a rerun appends to it, and
-/// `tenancy history` tells a tenant's story from the state store.
+/// outcome and verdicts (read back with git itself), a rerun that finds nothing new adds
+/// nothing to it, and `tenancy history` tells a tenant's story from the state store.
 #[test]
 fn applied_commits_carry_notes_and_history_tells_each_tenants_story() {
     let repo = TestRepo::with_examples();
@@ -341,9 +341,10 @@ fn applied_commits_carry_notes_and_history_tells_each_tenants_story() {
     );
     assert_eq!(
         log.matches("Tenancy apply at").count(),
-        2,
-        "the rerun is appended: {log}"
+        1,
+        "a rerun with the same outcome adds nothing: {log}"
     );
+    assert!(log.contains("(judged against last applied at"), "{log}");
 
     let cfg = config.to_str().expect("utf-8");
     let r = run(&["history", "t_6001", "--config", cfg, "--output", "json"]);

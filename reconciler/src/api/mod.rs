@@ -186,6 +186,8 @@ struct Api {
     writes: writes::WriteTarget,
     /// (SHA-256 of the token, its grant).
     tokens: Vec<([u8; 32], ApiToken)>,
+    /// Where webhooks may point.
+    guard: crate::webhooks::guard::Guard,
 }
 
 impl Api {
@@ -238,6 +240,7 @@ pub fn router(
     writes: writes::WriteTarget,
     planes: Arc<crate::reconcile::Planes>,
     platform: Arc<Platform>,
+    guard: crate::webhooks::guard::Guard,
 ) -> Result<(axum::Router, Arc<ApiMetrics>), String> {
     let mut parsed = Vec::new();
     for t in &config.tokens {
@@ -267,6 +270,7 @@ pub fn router(
         limiter: Limiter::default(),
         writes,
         tokens: parsed,
+        guard,
     });
     use axum::routing::get;
     let metrics = Arc::new(ApiMetrics::default());
@@ -2075,9 +2079,10 @@ async fn create_webhook(
         )
         .field(field, message)
     };
-    match reqwest::Url::parse(&w.url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return Err(invalid("/url", "an absolute http or https URL".into())),
+    // The target must be public (https, no credentials, no internal address or name) —
+    // checked again, after DNS resolution, at every delivery.
+    if let Err(why) = api.guard.check_registration(&w.url).await {
+        return Err(invalid("/url", why));
     }
     if let Some((i, e)) = w
         .events

@@ -229,8 +229,10 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
                 &|_| {},
             ))
             .map_err(|e| CliError::State(e.to_string()))?;
-        let note = reconcile::commit_note(&evaluation, &applied, &plan);
-        crate::source::append_note(&repo_dir, &last_commit, &note)?;
+        if config.apply.notes {
+            rt.block_on(reconcile::notes::write_notes(&store, &repo_dir))
+                .map_err(|e| CliError::State(e.to_string()))?;
+        }
         println!(
             "      commit {}: planned {} change(s); {} tenant(s) applied, {} blocked, {} failed",
             &last_commit[..12],

@@ -327,17 +327,12 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         ))
         .map_err(|e| CliError::State(e.to_string()))?;
     bar.finish_and_clear();
-    // The commit carries its decisions and outcome (`git log --notes=tenancy`).
+    // The commit carries its decisions and outcome (`git log --notes=tenancy`), rendered from
+    // the state store — with any commit an earlier, interrupted run left unannotated.
     if config.apply.notes
-        && let Some(sha) = evaluation.commit()
+        && let Err(e) = rt.block_on(reconcile::notes::write_notes(&store, &args.source.repo))
     {
-        let note = reconcile::commit_note(&evaluation, &applied, &report);
-        if let Err(e) = crate::source::append_note(&args.source.repo, sha, &note) {
-            eprintln!(
-                "warning: could not write the git note on {}: {e}",
-                short(sha)
-            );
-        }
+        eprintln!("warning: could not write the git notes: {e}");
     }
     // Publish what this run (and any earlier one) recorded; unpublished events wait.
     let relayed = config
@@ -1084,6 +1079,11 @@ pub fn run_daemon(args: &RunArgs) -> Result<u8, CliError> {
         resync: args.resync,
     };
     crate::daemon::limit_malloc_arenas();
-    runtime()?.block_on(crate::daemon::run(opts))?;
+    let rt = runtime()?;
+    let result = rt.block_on(crate::daemon::run(opts));
+    // Stop promptly: what is still in flight (a webhook attempt, a relay batch waiting for a
+    // broker) is left pending in the store and resumed by the next start.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result?;
     Ok(exit::OK)
 }

@@ -109,13 +109,11 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
             max_attempts,
             initial_backoff_ms,
         } => {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| CliError::Usage(format!("--url `{url}`: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(CliError::Usage(format!(
-                    "--url `{url}`: only http and https endpoints can receive webhooks"
-                )));
-            }
+            // The same target rules as the API and every delivery ([webhooks] in the config).
+            let config = crate::config::Config::load(args.config.as_deref())?;
+            crate::webhooks::guard::Guard::new(&config.webhooks, None)
+                .check_url(url)
+                .map_err(|why| CliError::Usage(format!("--url `{url}`: {why}")))?;
             if tenant != "*" {
                 crate::manifest::ids::TenantId::parse(tenant).map_err(|e| {
                     CliError::Usage(format!("--tenant: {} ({})", e.message, e.hint))

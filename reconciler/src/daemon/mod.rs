@@ -360,6 +360,14 @@ async fn serve(
                             tracing::warn!(error = %e, "/metrics: the outbox could not be counted")
                         }
                     }
+                    if let Ok(counts) = store.delivery_counts().await {
+                        let pending = counts
+                            .iter()
+                            .find(|(s, _)| s == "pending")
+                            .map_or(0, |(_, n)| *n);
+                        m.webhook_pending
+                            .store(pending.max(0) as u64, Ordering::Relaxed);
+                    }
                     let mut text = m.render();
                     if let Some(api) = api {
                         text.push_str(&api.render());
@@ -446,8 +454,14 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
         tokio::spawn(relay_loop(p, store.clone(), metrics.clone(), wake.clone()));
         wake
     });
-    if let Some(addr) = opts.listen {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = match opts.listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        None => None,
+    };
+    // Where webhooks may point: never this daemon's own listener.
+    let own = listener.as_ref().and_then(|l| l.local_addr().ok());
+    let guard = crate::webhooks::guard::Guard::new(&config.webhooks, own);
+    if let Some(listener) = listener {
         tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics");
         say!(
             "tenancy run: serving /healthz /readyz /metrics on http://{}",
@@ -494,6 +508,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                     },
                     planes.clone(),
                     platform.clone(),
+                    guard.clone(),
                 )
                 .map_err(CliError::Usage)?,
             )
@@ -533,8 +548,30 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
         }
         w
     };
-    let deliverer = match crate::webhooks::Deliverer::new() {
-        Ok(d) => Some(d),
+    // Commits a crash left without their note (outcomes recorded, note not yet written).
+    if config.apply.notes {
+        write_notes(&store, &opts.repo).await;
+    }
+    // Webhook deliveries run beside the loop: a pass never waits for a receiver.
+    let deliveries = match crate::webhooks::Deliverer::new(guard) {
+        Ok(d) => {
+            let m = metrics.clone();
+            Some(crate::webhooks::dispatch::spawn(
+                d,
+                store.clone(),
+                move |r| {
+                    m.webhook_delivered
+                        .fetch_add(r.delivered as u64, Ordering::Relaxed);
+                    m.webhook_failed
+                        .fetch_add((r.failed - r.dead) as u64, Ordering::Relaxed);
+                    m.webhook_dead.fetch_add(r.dead as u64, Ordering::Relaxed);
+                    m.webhook_latency_us.fetch_add(
+                        r.latencies.iter().map(|s| (s * 1e6) as u64).sum(),
+                        Ordering::Relaxed,
+                    );
+                },
+            ))
+        }
         Err(e) => {
             tracing::error!(error = %e, "webhook deliveries are off");
             say!("tenancy run: {e}; webhook deliveries are off");
@@ -647,6 +684,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 planes: &planes,
                 platform: &platform,
                 relay: relay.as_deref(),
+                deliveries: deliveries.as_deref(),
                 store: &store,
                 metrics: &metrics,
             };
@@ -698,22 +736,13 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 }
             }
         }
-        // Webhooks: fan new events out and attempt every due delivery.
-        let next_delivery = match &deliverer {
-            Some(d) => deliver(d, &store, &metrics).await,
-            None => None,
-        };
-        // Sleep until the next poll, retry or delivery, whichever is first.
+        // Sleep until the next poll or retry, whichever is first.
         let next_retry = retries
             .values()
             .map(|r| r.due.saturating_duration_since(Instant::now()))
             .min()
             .unwrap_or(opts.interval);
-        let nap = opts
-            .interval
-            .min(next_retry)
-            .min(next_delivery.unwrap_or(opts.interval))
-            .max(Duration::from_millis(10));
+        let nap = opts.interval.min(next_retry).max(Duration::from_millis(10));
         tokio::select! {
                 _ = &mut shutdown => {
                     tracing::info!("shutting down");
@@ -727,6 +756,16 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 }
                 _ = tokio::time::sleep(nap) => {}
             }
+    }
+}
+
+/// Annotate every commit with outcomes recorded since the last time (this pass's, and any a
+/// crash left without their note); a failure is logged and retried after the next pass.
+async fn write_notes(store: &Store, repo: &std::path::Path) {
+    match reconcile::notes::write_notes(store, repo).await {
+        Ok(n) if n > 0 => tracing::debug!(notes = n, "git notes written"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not write the git notes"),
     }
 }
 
@@ -768,46 +807,6 @@ async fn relay_loop(
                 }
             }
             None => wake.notified().await,
-        }
-    }
-}
-
-/// One round of webhook deliveries; when the next pending one is due.
-async fn deliver(
-    deliverer: &crate::webhooks::Deliverer,
-    store: &Store,
-    metrics: &Metrics,
-) -> Option<Duration> {
-    match deliverer.run(store).await {
-        Ok(r) => {
-            metrics
-                .webhook_delivered
-                .fetch_add(r.delivered as u64, Ordering::Relaxed);
-            metrics
-                .webhook_failed
-                .fetch_add((r.failed - r.dead) as u64, Ordering::Relaxed);
-            metrics
-                .webhook_dead
-                .fetch_add(r.dead as u64, Ordering::Relaxed);
-            metrics.webhook_latency_us.fetch_add(
-                r.latencies.iter().map(|s| (s * 1e6) as u64).sum(),
-                Ordering::Relaxed,
-            );
-            if let Ok(counts) = store.delivery_counts().await {
-                let pending = counts
-                    .iter()
-                    .find(|(s, _)| s == "pending")
-                    .map_or(0, |(_, n)| *n);
-                metrics
-                    .webhook_pending
-                    .store(pending.max(0) as u64, Ordering::Relaxed);
-            }
-            r.next_due_in_ms
-                .map(|ms| Duration::from_millis(ms.max(0) as u64))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "webhook deliveries: state store");
-            None
         }
     }
 }
@@ -874,6 +873,8 @@ struct Parts<'a> {
     platform: &'a crate::api::Platform,
     /// Wakes the relay task (present when events go to Kafka).
     relay: Option<&'a tokio::sync::Notify>,
+    /// Wakes the webhook dispatcher (present when deliveries are on).
+    deliveries: Option<&'a tokio::sync::Notify>,
     store: &'a Store,
     metrics: &'a Metrics,
 }
@@ -889,6 +890,7 @@ async fn reconcile_once(
         planes,
         platform,
         relay,
+        deliveries,
         store,
         metrics,
     } = *parts;
@@ -1006,16 +1008,16 @@ async fn reconcile_once(
             *errors.entry(plane.to_owned()).or_default() += 1;
         }
     }
-    if opts.config.apply.notes && !applied.tenants.is_empty() {
-        let note = reconcile::commit_note(&evaluation, &applied, &plan);
-        if let Err(e) = crate::source::append_note(&opts.repo, head, &note) {
-            tracing::warn!(error = %e, "could not write the git note");
-        }
+    if opts.config.apply.notes {
+        write_notes(store, &opts.repo).await;
     }
     let noted_ms = pass.elapsed().as_millis() as u64;
     // The relay task publishes what this pass recorded (it runs on its own, so an unreachable
     // Kafka never holds up reconciling).
     if let Some(wake) = relay {
+        wake.notify_one();
+    }
+    if let Some(wake) = deliveries {
         wake.notify_one();
     }
     tracing::debug!(

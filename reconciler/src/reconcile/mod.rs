@@ -6,7 +6,8 @@
 //! [`crate::plan`]) and asks every plane for its changes, one plane target at a time so an
 //! unreachable target blocks only the tenants it serves; [`apply`] makes the changes tenant by
 //! tenant with bounded concurrency, a failing tenant never stopping the others, and records
-//! every outcome (status, manifest, decisions) in the state store.
+//! every outcome (status, manifest, decisions) in the state store. [`notes`] renders each
+//! commit's git note from what the store recorded.
 
 use crate::cli::CliError;
 use crate::config::{Config, DetectOnly};
@@ -26,6 +27,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use tenancy_plane::{Change, Plane, PlaneError, TenantEnv};
+
+pub mod notes;
 
 /// What to read and which policies to enforce.
 #[derive(Debug, Clone)]
@@ -596,6 +599,28 @@ pub enum Outcome {
     Drifted,
 }
 
+impl Outcome {
+    /// The one spelling of the outcome (reports, the commit record, notes).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Blocked => "blocked",
+            Outcome::Failed => "failed",
+            Outcome::Drifted => "drifted",
+        }
+    }
+
+    /// Where the tenant stands after it (the status column).
+    pub fn status(&self) -> &'static str {
+        match self {
+            Outcome::Applied => "synced",
+            Outcome::Blocked => "blocked",
+            Outcome::Failed => "failed",
+            Outcome::Drifted => "drifted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantOutcome {
     pub tenant: String,
@@ -656,6 +681,15 @@ pub async fn apply(
         ]),
     };
     let correlation = correlation.as_str();
+    // This pass, as the commit's record (and note) tells passes apart.
+    let pass_id = crate::store::stable_id(&[
+        "pass",
+        commit.as_deref().unwrap_or("worktree"),
+        &now_ms().to_string(),
+        &std::process::id().to_string(),
+        correlation,
+    ]);
+    let pass_id = pass_id.as_str();
     let decisions: HashMap<&str, &crate::policy::TenantDecisions> = evaluation
         .governance
         .tenants
@@ -749,6 +783,7 @@ pub async fn apply(
                         Context {
                             commit: commit_info,
                             correlation,
+                            pass_id,
                             decisions,
                             manifest,
                             job,
@@ -903,6 +938,7 @@ fn transition_events(from: Option<&str>, to: &str) -> Vec<&'static str> {
 struct Context<'a> {
     commit: Option<&'a crate::source::CommitInfo>,
     correlation: &'a str,
+    pass_id: &'a str,
     decisions: Option<&'a crate::policy::TenantDecisions>,
     manifest: Option<&'a Tenant>,
     job: Option<crate::store::Job>,
@@ -917,6 +953,7 @@ async fn record(
     let Context {
         commit,
         correlation,
+        pass_id,
         decisions,
         manifest,
         job,
@@ -926,12 +963,7 @@ async fn record(
     let actor = commit
         .map(|c| format!("{} <{}>", c.author_name, c.author_email))
         .unwrap_or_else(|| "work tree".to_owned());
-    let status = match o.outcome {
-        Outcome::Applied => "synced",
-        Outcome::Blocked => "blocked",
-        Outcome::Failed => "failed",
-        Outcome::Drifted => "drifted",
-    };
+    let status = o.outcome.status();
     let mut r = crate::store::ReconcileRecord {
         status: Some(Status {
             tenant_id: t.tenant.clone(),
@@ -949,6 +981,16 @@ async fn record(
             updated_at: now,
         }),
         job,
+        outcome: sha.as_ref().map(|sha| crate::store::CommitOutcome {
+            commit_sha: sha.clone(),
+            pass_id: pass_id.to_owned(),
+            tenant_id: t.tenant.clone(),
+            outcome: o.outcome.as_str().to_owned(),
+            changes_made: o.applied as i64,
+            changes_planned: t.changes.len() as i64,
+            reason: o.reason.clone(),
+            recorded_at: now,
+        }),
         ..Default::default()
     };
     // Decisions are the compliance record of the commit, whatever the outcome.
@@ -1323,81 +1365,4 @@ fn send_batch(
         None => Ok(delivered),
         Some(why) => Err((delivered, why)),
     }
-}
-
-/// The compliance record of one apply of one commit, as a git note: the policy modules that
-/// judged it (name, digest, mode) and, per tenant, the outcome, the changes made and every
-/// policy verdict — so `git log --notes=tenancy` shows reviewers what each commit did.
-pub fn commit_note(evaluation: &Evaluation, report: &ApplyReport, plan: &PlanReport) -> String {
-    let mut out = String::new();
-    let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    let count = |o: Outcome| report.count(o);
-    out.push_str(&format!(
-        "Tenancy apply at {time}: {} applied, {} blocked, {} failed, {} drifted\n",
-        count(Outcome::Applied),
-        count(Outcome::Blocked),
-        count(Outcome::Failed),
-        count(Outcome::Drifted)
-    ));
-    for p in &evaluation.policies {
-        out.push_str(&format!(
-            "policy {} sha256:{} ({}){}\n",
-            p.name,
-            p.digest,
-            p.mode.as_str(),
-            p.error
-                .as_deref()
-                .map(|e| format!(" — not loaded: {e}"))
-                .unwrap_or_default()
-        ));
-    }
-    let decisions: HashMap<&str, &crate::policy::TenantDecisions> = evaluation
-        .governance
-        .tenants
-        .iter()
-        .map(|t| (t.tenant.as_str(), t))
-        .collect();
-    let plans: HashMap<&str, &TenantPlan> = plan
-        .tenants
-        .iter()
-        .map(|t| (t.tenant.as_str(), t))
-        .collect();
-    for t in &report.tenants {
-        let planned = plans.get(t.tenant.as_str()).map_or(0, |p| p.changes.len());
-        out.push_str(&format!(
-            "\n{} {}: {} of {planned} change(s) made",
-            t.tenant,
-            match t.outcome {
-                Outcome::Applied => "applied",
-                Outcome::Blocked => "blocked",
-                Outcome::Failed => "failed",
-                Outcome::Drifted => "drifted",
-            },
-            t.applied
-        ));
-        if let Some(reason) = &t.reason {
-            out.push_str(&format!(" — {}", reason.replace('\n', " ")));
-        }
-        out.push('\n');
-        if let Some(d) = decisions.get(t.tenant.as_str()) {
-            for dec in &d.decisions {
-                let verdict = if dec.verdicts.is_empty() {
-                    "allow".to_owned()
-                } else {
-                    dec.verdicts
-                        .iter()
-                        .map(|v| format!("{:?} {}", v.severity, v.rule).to_lowercase())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                out.push_str(&format!(
-                    "  {} sha256:{}: {verdict} (judged against {})\n",
-                    dec.policy,
-                    &dec.digest[..dec.digest.len().min(12)],
-                    dec.against
-                ));
-            }
-        }
-    }
-    out
 }

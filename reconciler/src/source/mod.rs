@@ -592,22 +592,39 @@ pub fn changed_paths(
 /// The notes ref where `apply` records what it did with each commit (`git log --notes=tenancy`).
 pub const NOTES_REF: &str = "refs/notes/tenancy";
 
-/// Append `text` to the note of `commit` in [`NOTES_REF`] (creating it), so that every apply
-/// of a commit stays on record: the first and a later rerun both show.
-pub fn append_note(repo: &Path, commit: &str, text: &str) -> Result<(), SourceError> {
+/// Make `section` the part of `commit`'s note (in [`NOTES_REF`]) from the line `mark` on; text
+/// above it (notes written by hand, or by earlier versions) is kept. Writes only when the note
+/// changes; `Ok(false)` when it already said this.
+pub fn set_note_section(
+    repo: &Path,
+    commit: &str,
+    mark: &str,
+    section: &str,
+) -> Result<bool, SourceError> {
     let repository = open_repository(repo)?;
     let oid = git2::Oid::from_str(commit)?;
     let existing = repository
         .find_note(Some(NOTES_REF), oid)
         .ok()
         .and_then(|n| n.message().ok().map(str::to_owned));
-    let body = match existing {
-        Some(old) => format!("{}\n\n{text}", old.trim_end()),
-        None => text.to_owned(),
+    let kept = existing
+        .as_deref()
+        .map(|old| match old.find(mark) {
+            Some(at) => old[..at].trim_end(),
+            None => old.trim_end(),
+        })
+        .unwrap_or_default();
+    let body = if kept.is_empty() {
+        section.to_owned()
+    } else {
+        format!("{kept}\n\n{section}")
     };
+    if existing.as_deref() == Some(body.as_str()) {
+        return Ok(false);
+    }
     let signature = git2::Signature::now("Tenancy", "tenancy@localhost")?;
     repository.note(&signature, &signature, Some(NOTES_REF), oid, &body, true)?;
-    Ok(())
+    Ok(true)
 }
 
 /// The note of `commit` in [`NOTES_REF`], if any.

@@ -10,10 +10,12 @@
 //! version it read, and loses with [`StoreError::Conflict`] if someone wrote in between.
 
 mod jobs;
+mod outcomes;
 mod usage;
 mod webhooks;
 
 pub use jobs::{Job, JobStep, NewJob};
+pub use outcomes::CommitOutcome;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -257,6 +259,8 @@ pub struct ReconcileRecord {
     pub events: Vec<NewEvent>,
     /// The tenant's lifecycle job, in its final state for this attempt.
     pub job: Option<Job>,
+    /// What this pass did at the commit (the commit's note is rendered from these).
+    pub outcome: Option<CommitOutcome>,
 }
 
 #[derive(Clone)]
@@ -686,6 +690,9 @@ impl Store {
         if let Some(job) = &r.job {
             self.save_job_on(&mut tx, job).await?;
         }
+        if let Some(o) = &r.outcome {
+            Self::record_outcome_on(&mut tx, o).await?;
+        }
         let now = now_ms();
         for (order, a) in r.audit.iter().enumerate() {
             let id = stable_id(&[&a.tenant_id, &a.correlation_id, &a.event_type, &a.target]);
@@ -908,11 +915,21 @@ impl Store {
 
     /// A tenant's decisions, oldest first.
     pub async fn decisions(&self, tenant: &str) -> Result<Vec<DecisionRecord>, StoreError> {
-        let rows = sqlx::query(
+        self.select_decisions("tenant_id", tenant).await
+    }
+
+    /// Decisions whose `column` (a constant of this module) is `value`.
+    async fn select_decisions(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Vec<DecisionRecord>, StoreError> {
+        let rows = sqlx::query(safe(format!(
             "SELECT tenant_id, commit_sha, operation, policy, digest, mode, CAST(blocks AS INTEGER) AS blocks, \
-             CAST(verdicts AS TEXT) AS verdicts, failure, decided_at, against FROM policy_decisions WHERE tenant_id = $1 ORDER BY decided_at, policy, against",
-        )
-        .bind(tenant)
+             CAST(verdicts AS TEXT) AS verdicts, failure, decided_at, against FROM policy_decisions WHERE {column} = $1 \
+             ORDER BY decided_at, tenant_id, policy, against"
+        )))
+        .bind(value)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

@@ -243,13 +243,33 @@ impl Store {
         Ok(created)
     }
 
-    /// Pending deliveries in order (oldest first), due or not, with their webhook and body.
-    pub async fn pending_deliveries(&self, limit: i64) -> Result<Vec<DueDelivery>, StoreError> {
+    /// Each webhook with pending deliveries, and when its earliest one is due (epoch ms).
+    pub async fn pending_webhooks(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT webhook_id, CAST(MIN(next_attempt_at) AS BIGINT) AS due FROM webhook_deliveries \
+             WHERE state = 'pending' GROUP BY webhook_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("webhook_id")?, r.try_get("due")?)))
+            .collect()
+    }
+
+    /// Pending deliveries in order (oldest first), due or not, with their webhook and body:
+    /// every webhook's, or one webhook's (`webhook`).
+    pub async fn pending_deliveries(
+        &self,
+        webhook: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
         let rows = sqlx::query(safe(format!(
             "SELECT {DELIVERY_COLUMNS}, CAST(o.event AS TEXT) AS body, o.event_type AS event_type \
              FROM webhook_deliveries d JOIN outbox o ON o.event_id = d.event_id \
-             WHERE d.state = 'pending' ORDER BY o.created_at, o.tenant_id, o.sequence, d.webhook_id LIMIT $1"
+             WHERE d.state = 'pending' AND ($1 = '' OR d.webhook_id = $1) \
+             ORDER BY o.created_at, o.tenant_id, o.sequence, d.webhook_id LIMIT $2"
         )))
+        .bind(webhook.unwrap_or(""))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;

@@ -3,6 +3,8 @@
 //! numbered items (and the class around it), and fails on the commit the issue was filed at.
 
 mod baseline;
+mod notes;
+mod webhooks;
 
 use crate::support::{Run, TestRepo, tenancy, workspace_root};
 use std::path::Path;

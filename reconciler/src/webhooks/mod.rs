@@ -14,10 +14,18 @@
 //! backoff and jitter, and dead-lettered after the webhook's maximum attempts. Within one
 //! webhook a tenant's events are delivered in order: a later one waits while an earlier one is
 //! being retried.
+//!
+//! Where a webhook may point is [`guard`]'s business (checked at registration and, after DNS
+//! resolution, at every delivery); [`dispatch`] runs deliveries beside the reconcile loop,
+//! concurrently across webhooks, so a slow or hanging receiver delays only itself.
+
+pub mod dispatch;
+pub mod guard;
 
 use crate::store::{DueDelivery, Store, now_ms};
 use hmac::{Hmac, Mac};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The event types a webhook can subscribe to.
@@ -57,27 +65,39 @@ pub struct DeliveryReport {
 
 pub struct Deliverer {
     client: reqwest::Client,
+    guard: Arc<guard::Guard>,
 }
 
+/// How many of a webhook's pending deliveries one round looks at (the oldest first).
+const ROUND: i64 = 200;
+
 impl Deliverer {
-    /// An HTTP(S) client for deliveries; fails (it does not panic) when TLS cannot be set up,
-    /// e.g. on a machine without CA certificates.
-    pub fn new() -> Result<Deliverer, String> {
+    /// An HTTP(S) client for deliveries that connects only to addresses `guard` allows (no
+    /// proxy, no redirects); fails (it does not panic) when TLS cannot be set up, e.g. on a
+    /// machine without CA certificates.
+    pub fn new(guard: guard::Guard) -> Result<Deliverer, String> {
+        let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(guard::Resolver(guard.clone())))
             .user_agent(concat!("tenancy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("webhook HTTP client: {}", error_chain(&e)))?;
-        Ok(Deliverer { client })
+        Ok(Deliverer { client, guard })
     }
 
-    /// Fan new outbox events out to webhooks, then attempt every due delivery.
-    pub async fn run(&self, store: &Store) -> Result<DeliveryReport, crate::store::StoreError> {
-        while store.fan_out(1000).await? > 0 {}
+    /// Attempt every due delivery of one webhook, in order (a tenant's later events wait while
+    /// an earlier one is being retried).
+    pub async fn run_webhook(
+        &self,
+        store: &Store,
+        webhook: &str,
+    ) -> Result<DeliveryReport, crate::store::StoreError> {
         let mut report = DeliveryReport::default();
-        let pending = store.pending_deliveries(1000).await?;
+        let pending = store.pending_deliveries(Some(webhook), ROUND).await?;
         let now = now_ms();
         // (webhook, tenant) pairs with an earlier event still waiting: later ones wait too.
         let mut held: HashSet<(String, String)> = HashSet::new();
@@ -117,6 +137,22 @@ impl Deliverer {
         } = due;
         let timestamp = now_ms() / 1000;
         let started = std::time::Instant::now();
+        // The URL's own rules (its scheme, a literal address) before anything is sent; a host
+        // name is checked by the client's resolver, address by address.
+        if let Err(why) = self.guard.check_url(&webhook.url) {
+            delivery.attempts += 1;
+            delivery.state = "dead".into();
+            report.failed += 1;
+            report.dead += 1;
+            tracing::error!(
+                webhook = %webhook.webhook_id, delivery = %delivery.delivery_id,
+                tenant = %delivery.tenant_id, error = %why,
+                "webhook target refused; delivery dead-lettered"
+            );
+            let why = format!("target refused: {why}");
+            store.record_attempt(&delivery, None, Some(&why)).await?;
+            return Ok(false);
+        }
         let sent = self
             .client
             .post(&webhook.url)

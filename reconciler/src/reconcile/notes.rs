@@ -1,0 +1,224 @@
+//! Git notes: every commit that any tenant's recorded outcome names carries the compliance
+//! record of what was decided and done at it (`git log --notes=tenancy`).
+//!
+//! A note is rendered from the state store alone — the commit's outcomes (`commit_outcomes`)
+//! and decisions — never from a pass's memory, so it is idempotent: writing it again says the
+//! same thing, and a pass killed between recording tenants and writing the note leaves nothing
+//! unannotated. [`write_notes`] runs after every pass (and when the daemon starts) over every
+//! commit with outcomes recorded since the last time it ran for that repository.
+
+use crate::store::{CommitOutcome, DecisionRecord, Store, StoreError};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// The first line of the note's section that Tenancy owns; anything above it is kept.
+pub const NOTE_MARK: &str = "Tenancy record of this commit (from the state store):";
+
+/// The note of one commit: one block per pass that recorded something new there, each with the
+/// policy modules that judged the commit and, per tenant, the outcome, the changes made and
+/// every verdict with the version it was judged against.
+pub fn render(outcomes: &[CommitOutcome], decisions: &[DecisionRecord]) -> String {
+    let mut out = format!("{NOTE_MARK}\n");
+    let mut modules: Vec<(&str, &str, &str)> = decisions
+        .iter()
+        .filter(|d| !d.digest.is_empty())
+        .map(|d| (d.policy.as_str(), d.digest.as_str(), d.mode.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    modules.sort();
+    // Passes in the order they first recorded something here.
+    let mut passes: Vec<&str> = Vec::new();
+    for o in outcomes {
+        if !passes.contains(&o.pass_id.as_str()) {
+            passes.push(&o.pass_id);
+        }
+    }
+    for pass in passes {
+        let rows: Vec<&CommitOutcome> = outcomes.iter().filter(|o| o.pass_id == pass).collect();
+        let count = |what: &str| rows.iter().filter(|o| o.outcome == what).count();
+        let at = rows.iter().map(|o| o.recorded_at).min().unwrap_or(0);
+        let time = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64),
+        );
+        out.push_str(&format!(
+            "\nTenancy apply at {time}: {} applied, {} blocked, {} failed, {} drifted\n",
+            count("applied"),
+            count("blocked"),
+            count("failed"),
+            count("drifted")
+        ));
+        for (name, digest, mode) in &modules {
+            out.push_str(&format!("policy {name} sha256:{digest} ({mode})\n"));
+        }
+        for o in rows {
+            out.push_str(&format!(
+                "\n{} {}: {} of {} change(s) made",
+                o.tenant_id, o.outcome, o.changes_made, o.changes_planned
+            ));
+            if let Some(reason) = &o.reason {
+                out.push_str(&format!(" — {}", one_line(reason)));
+            }
+            out.push('\n');
+            for d in decisions.iter().filter(|d| d.tenant_id == o.tenant_id) {
+                let verdicts = d
+                    .verdicts
+                    .as_array()
+                    .map(|v| {
+                        v.iter()
+                            .map(|v| {
+                                format!(
+                                    "{} {}",
+                                    v["severity"].as_str().unwrap_or("deny"),
+                                    v["rule"].as_str().unwrap_or("?")
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                let verdict = if verdicts.is_empty() {
+                    "allow".to_owned()
+                } else {
+                    verdicts.join(", ")
+                };
+                out.push_str(&format!(
+                    "  {} sha256:{}: {} (judged against {})\n",
+                    d.policy,
+                    &d.digest[..d.digest.len().min(12)],
+                    one_line(&verdict),
+                    if d.against.is_empty() {
+                        "its previous version"
+                    } else {
+                        &d.against
+                    }
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Text from the store on one line, without control characters (a policy's message or a
+/// plane's error could hold any).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotesError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("git note on {commit}: {source}")]
+    Git {
+        commit: String,
+        source: crate::source::SourceError,
+    },
+}
+
+/// Write (or bring up to date) the note of every commit of `repo` with outcomes recorded since
+/// this last ran for `repo`; returns how many notes changed. A commit the repository does not
+/// have (another repository shares the store) is skipped.
+pub async fn write_notes(store: &Store, repo: &Path) -> Result<usize, NotesError> {
+    let key = format!(
+        "notes.synced-at:{}",
+        std::fs::canonicalize(repo)
+            .unwrap_or_else(|_| repo.to_owned())
+            .display()
+    );
+    let since = store
+        .state_value(&key)
+        .await?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let mut high = since;
+    let mut written = 0;
+    for (sha, at) in store.commits_recorded_since(since).await? {
+        high = high.max(at);
+        let known = git2::Repository::open(repo)
+            .ok()
+            .is_some_and(|r| git2::Oid::from_str(&sha).is_ok_and(|oid| r.find_commit(oid).is_ok()));
+        if !known {
+            continue;
+        }
+        let text = render(
+            &store.commit_outcomes(&sha).await?,
+            &store.decisions_at(&sha).await?,
+        );
+        match crate::source::set_note_section(repo, &sha, NOTE_MARK, &text) {
+            Ok(true) => written += 1,
+            Ok(false) => {}
+            Err(source) => {
+                return Err(NotesError::Git {
+                    commit: sha,
+                    source,
+                });
+            }
+        }
+    }
+    // Rows recorded at `high` itself are looked at again next time (rendering is idempotent),
+    // so one recorded in the same millisecond is never missed.
+    if high > since {
+        store.set_state_value(&key, &high.to_string()).await?;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(pass: &str, tenant: &str, outcome: &str, at: i64) -> CommitOutcome {
+        CommitOutcome {
+            commit_sha: "c".repeat(40),
+            pass_id: pass.into(),
+            tenant_id: tenant.into(),
+            outcome: outcome.into(),
+            changes_made: 1,
+            changes_planned: 2,
+            reason: (outcome != "applied").then(|| "why\nnot\u{1b}[2J".into()),
+            recorded_at: at,
+        }
+    }
+
+    #[test]
+    fn one_block_per_pass_with_verdicts_and_baselines_and_no_control_characters() {
+        let decisions = vec![DecisionRecord {
+            tenant_id: "t_1".into(),
+            commit_sha: "c".repeat(40),
+            operation: "transition".into(),
+            policy: "lifecycle".into(),
+            digest: "d".repeat(64),
+            mode: "enforce".into(),
+            blocks: true,
+            verdicts: serde_json::json!([{ "rule": "lifecycle.transition-not-allowed", "severity": "deny" }]),
+            failure: None,
+            decided_at: 1,
+            against: "last applied at abc".into(),
+        }];
+        let text = render(
+            &[
+                outcome("p1", "t_1", "blocked", 1_000),
+                outcome("p1", "t_2", "applied", 1_001),
+                outcome("p2", "t_2", "applied", 9_000),
+            ],
+            &decisions,
+        );
+        assert!(text.starts_with(NOTE_MARK));
+        assert_eq!(text.matches("Tenancy apply at").count(), 2, "{text}");
+        assert!(text.contains("1970-01-01T00:00:01Z: 1 applied, 1 blocked, 0 failed, 0 drifted"));
+        assert!(text.contains(&format!(
+            "policy lifecycle sha256:{} (enforce)",
+            "d".repeat(64)
+        )));
+        assert!(
+            text.contains("t_1 blocked: 1 of 2 change(s) made — why not [2J"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "  lifecycle sha256:dddddddddddd: deny lifecycle.transition-not-allowed (judged against last applied at abc)"
+        ));
+        assert!(!text.contains('\u{1b}'));
+    }
+}
