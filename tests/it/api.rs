@@ -112,11 +112,13 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
         "[[api.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n\
          [[api.tokens]]\nname = \"acme-console\"\nsha256 = \"{}\"\nrole = \"viewer\"\ntenant = \"t_5001\"\n\
          [[api.tokens]]\nname = \"globex-crm\"\nsha256 = \"{}\"\nrole = \"viewer\"\norganization = \"org_globex\"\n\
-         [[api.tokens]]\nname = \"acme-billing\"\nsha256 = \"{}\"\nrole = \"operator\"\norganization = \"org_acme\"\n",
+         [[api.tokens]]\nname = \"acme-billing\"\nsha256 = \"{}\"\nrole = \"operator\"\norganization = \"org_acme\"\n\
+         [[api.tokens]]\nname = \"acme-admin\"\nsha256 = \"{}\"\nrole = \"admin\"\norganization = \"org_acme\"\n",
         sha256_hex(admin),
         sha256_hex(acme_one),
         sha256_hex(globex),
-        sha256_hex(BILLING)
+        sha256_hex(BILLING),
+        sha256_hex(ACME_ADMIN)
     );
     std::fs::write(&config, toml).expect("config");
     let port = free_port();
@@ -475,6 +477,8 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
 }
 
 const BILLING: &str = "tok-acme-billing-0123";
+/// An admin of organization org_acme: creation, deletion, commercial fields, webhooks.
+const ACME_ADMIN: &str = "tok-acme-admin-012345";
 
 /// `POST /billing/usage`: operators only, strict JSON, each failure a precise problem with
 /// nothing stored, and idempotent on the client's key (a replay answers the first record).
@@ -493,12 +497,34 @@ fn usage_reports(port: u16, config: &std::path::Path) {
         ),
         403,
     );
-    let p = problem(&post(&[("Authorization", &op), json], report), 400);
+    // Without a key (seed 000 §9 sends none) the report's natural key deduplicates it.
+    let unkeyed = post(&[("Authorization", &op), json], report);
+    assert_eq!(unkeyed.status, 202, "{}", unkeyed.body);
+    let unkeyed_id = unkeyed.json()["recordId"].as_str().expect("id").to_owned();
+    let retried = post(&[("Authorization", &op), json], report).json();
+    assert_eq!(retried["recordId"], unkeyed_id.as_str());
+    assert_eq!(retried["replayed"], true);
+    let p = problem(
+        &post(
+            &[("Authorization", &op), json],
+            &report.replace("100.2", "7"),
+        ),
+        409,
+    );
+    assert_eq!(p["errors"][0]["field"], "Idempotency-Key", "{p:#}");
+    let p = problem(
+        &post(
+            &[("Authorization", &op), json, ("Idempotency-Key", "a key")],
+            report,
+        ),
+        400,
+    );
     assert_eq!(p["errors"][0]["field"], "Idempotency-Key");
     let key = ("Idempotency-Key", "usage-2025-10-08-t5001-prod-1");
     let first = post(&[("Authorization", &op), json, key], report);
     assert_eq!(first.status, 202, "{}", first.body);
     let id = first.json()["recordId"].as_str().expect("id").to_owned();
+    assert_ne!(id, unkeyed_id, "a key says it is a report of its own");
     let again = post(&[("Authorization", &op), json, key], report);
     assert_eq!(again.status, 202);
     assert_eq!(again.json()["recordId"], id.as_str());
@@ -580,8 +606,8 @@ fn usage_reports(port: u16, config: &std::path::Path) {
         store.usage_count("t_5001").await.expect("count")
     });
     assert_eq!(
-        n, 1,
-        "one record: replays and refused reports store nothing"
+        n, 2,
+        "two records (unkeyed and keyed): replays and refused reports store nothing"
     );
 }
 
@@ -717,15 +743,17 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
 
     // DELETE (seed 000 §12): an open tenant needs force (admin only); an archived one is
     // deleted by a commit carrying the confirmation, and the job converges it.
-    let delete = |path: &str| {
+    let acme_admin = format!("Bearer {ACME_ADMIN}");
+    let delete_as = |auth: &str, path: &str| {
         request(
             port,
             "DELETE",
             &format!("{base}{path}"),
-            &[("Authorization", &op)],
+            &[("Authorization", auth)],
             "",
         )
     };
+    let delete = |path: &str| delete_as(&acme_admin, path);
     let p = problem(&delete("/tenants/t_5001"), 409);
     assert!(
         p["detail"]
@@ -733,7 +761,9 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
             .is_some_and(|d| d.contains("force=true")),
         "{p:#}"
     );
-    problem(&delete("/tenants/t_5001?force=true"), 403);
+    // Deletion is the admin's, with or without force.
+    problem(&delete_as(&op, "/tenants/t_5004"), 403);
+    problem(&delete_as(&op, "/tenants/t_5001?force=true"), 403);
     problem(&delete("/tenants/t_5001?forse=true"), 400);
     let r = delete("/tenants/t_5004?reason=contract%20ended");
     assert_eq!(r.status, 202, "{}", r.body);
@@ -758,7 +788,9 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
 fn webhook_endpoints(port: u16) {
     let path = "/api/tenancy/v1/webhooks";
     let admin = "Bearer tok-admin-0123456789".to_owned();
-    let op = format!("Bearer {BILLING}");
+    // Webhooks are the admin's: an organization's admin manages its tenants' webhooks.
+    let operator = format!("Bearer {BILLING}");
+    let op = format!("Bearer {ACME_ADMIN}");
     let viewer = "Bearer tok-t5001-0123456789".to_owned();
     let json = ("Content-Type", "application/json");
     let post = |auth: &str, body: &str| {
@@ -778,6 +810,8 @@ fn webhook_endpoints(port: u16) {
     let admin_hook = hook["webhookId"].as_str().expect("id").to_owned();
 
     problem(&post(&viewer, seed), 403);
+    let mine_as_operator = seed.replace("\"secret\"", "\"tenantId\":\"t_5001\",\"secret\"");
+    problem(&post(&operator, &mine_as_operator), 403);
     problem(&post(&op, seed), 403); // an organization's token cannot subscribe to every tenant
     let mine = seed.replace("\"secret\"", "\"tenantId\":\"t_5001\",\"secret\"");
     let r = post(&op, &mine);
@@ -987,6 +1021,7 @@ fn event_stream(port: u16) {
 fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     let base = "/api/tenancy/v1";
     let op = format!("Bearer {BILLING}"); // operator, organization org_acme
+    let acme_admin = format!("Bearer {ACME_ADMIN}"); // admin, organization org_acme
     let viewer = "Bearer tok-t5001-0123456789".to_owned();
     let admin = "Bearer tok-admin-0123456789".to_owned();
     let send = |method: &str, path: &str, auth: &str, body: &str, extra: &[(&str, &str)]| {
@@ -1006,16 +1041,24 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
         ),
         403,
     );
+    // Creating is the admin's; an organization's admin creates only in its organization.
     problem(
         &create(
             &op,
+            r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":["dev"]}"#,
+        ),
+        403,
+    );
+    problem(
+        &create(
+            &acme_admin,
             r#"{"tenantId":"t_9101","organizationId":"org_globex","profile":"mt-standard","environments":["dev"]}"#,
         ),
         403,
     );
     let p = problem(
         &create(
-            &op,
+            &acme_admin,
             r#"{"tenantId":"../../etc/passwd","organizationId":"org_acme","profile":"mt-standard","environments":["dev"]}"#,
         ),
         422,
@@ -1023,7 +1066,7 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     assert_eq!(p["errors"][0]["field"], "tenantId", "{p:#}");
     let p = problem(
         &create(
-            &op,
+            &acme_admin,
             r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":["dev"],"colour":"red"}"#,
         ),
         422,
@@ -1031,12 +1074,12 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     assert!(p.to_string().contains("colour"), "{p:#}");
     problem(
         &create(
-            &op,
+            &acme_admin,
             r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":"dev"}"#,
         ),
         422,
     );
-    problem(&create(&op, r#"{"tenantId":"t_9101","#), 400);
+    problem(&create(&acme_admin, r#"{"tenantId":"t_9101","#), 400);
     let p = problem(
         &create(
             &admin,
@@ -1048,7 +1091,7 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     // The schema and the policies judge the manifest: a quota over the plan's ceiling.
     let p = problem(
         &create(
-            &op,
+            &acme_admin,
             r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"mt-standard","environments":["dev"],"quotas":{"storageGiB":99999}}"#,
         ),
         422,
@@ -1056,7 +1099,7 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     assert!(p.to_string().contains("quotas"), "{p:#}");
     let p = problem(
         &create(
-            &op,
+            &acme_admin,
             r#"{"tenantId":"t_9101","organizationId":"org_acme","profile":"gigantic","environments":["dev"]}"#,
         ),
         422,
@@ -1069,7 +1112,7 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     );
     problem(
         &create(
-            &op,
+            &acme_admin,
             r#"{"tenantId":"t_5001","organizationId":"org_acme","profile":"mt-standard","environments":["dev"]}"#,
         ),
         409,
@@ -1083,12 +1126,17 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
         &patch(&viewer, "t_5001", r#"{"quotas":{"storageGiB":1}}"#, &[]),
         403,
     );
+    // Quotas are commercial: the admin's, not the operator's.
     problem(
-        &patch(&op, "t_6001", r#"{"quotas":{"storageGiB":1}}"#, &[]),
+        &patch(&op, "t_5001", r#"{"quotas":{"storageGiB":1}}"#, &[]),
+        403,
+    );
+    problem(
+        &patch(&acme_admin, "t_6001", r#"{"quotas":{"storageGiB":1}}"#, &[]),
         404,
     );
     problem(
-        &patch(&op, "T;DROP", r#"{"quotas":{"storageGiB":1}}"#, &[]),
+        &patch(&acme_admin, "T;DROP", r#"{"quotas":{"storageGiB":1}}"#, &[]),
         400,
     );
     let p = problem(
@@ -1105,13 +1153,18 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     problem(&patch(&op, "t_5001", r#"{}"#, &[]), 409);
     problem(&patch(&op, "t_5001", r#"["profile"]"#, &[]), 422);
     let p = problem(
-        &patch(&op, "t_5001", r#"{"quotas":{"storageGiB":"lots"}}"#, &[]),
+        &patch(
+            &acme_admin,
+            "t_5001",
+            r#"{"quotas":{"storageGiB":"lots"}}"#,
+            &[],
+        ),
         422,
     );
     assert!(p.to_string().contains("/spec/quotas/storageGiB"), "{p:#}");
     problem(
         &patch(
-            &op,
+            &acme_admin,
             "t_5001",
             r#"{"quotas":{"storageGiB":1}}"#,
             &[("If-Match", "\"999\"")],
@@ -1123,7 +1176,7 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     // lifecycle is stored as that string, and the tenant is still a Draft.
     let hostile = "x }, lifecycle: Active, y: { z";
     let r = create(
-        &op,
+        &acme_admin,
         &format!(
             r#"{{"tenantId":"t_9102","organizationId":"org_acme","profile":"mt-standard","environments":["dev"],"labels":{{"team":"{hostile}"}}}}"#
         ),
@@ -1141,7 +1194,12 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
     assert!(text.contains("  lifecycle: Draft\n"), "{text}");
     // A quota change: one line of the file changes, the rest (comments, order) stays.
     let before = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("file");
-    let r = patch(&op, "t_5001", r#"{"quotas":{"apiRateLimit":300}}"#, &[]);
+    let r = patch(
+        &acme_admin,
+        "t_5001",
+        r#"{"quotas":{"apiRateLimit":300}}"#,
+        &[],
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json().get("jobId"), None);
     let after = std::fs::read_to_string(repo.path().join("org_acme/t_5001.yaml")).expect("file");

@@ -397,7 +397,7 @@ async fn api_queries_agree_on_both_backends() {
                 .is_none()
         );
         let report = tenancy::store::UsageReport {
-            idempotency_key: "k1".into(),
+            idempotency_key: Some("k1".into()),
             tenant_id: "t_5001".into(),
             env: "prod".into(),
             resource: "storageGiBHours".into(),
@@ -417,17 +417,63 @@ async fn api_queries_agree_on_both_backends() {
         );
         let changed = tenancy::store::UsageReport {
             amount: 2.0,
-            ..report
+            ..report.clone()
         };
         assert_eq!(
             store.record_usage(&changed).await.expect("changed"),
-            tenancy::store::Recorded::Conflict(id),
+            tenancy::store::Recorded::Conflict(id.clone()),
             "{name}"
         );
         assert_eq!(
             store.usage_count("t_5001").await.expect("count"),
             1,
             "{name}"
+        );
+        // Keys are scoped to the tenant and the caller: another tenant's or another caller's
+        // use of the same key is a report of its own, never a conflict.
+        for other in [
+            tenancy::store::UsageReport {
+                tenant_id: "t_6001".into(),
+                amount: 9.0,
+                ..report.clone()
+            },
+            tenancy::store::UsageReport {
+                reported_by: "someone-else".into(),
+                amount: 9.0,
+                ..report.clone()
+            },
+        ] {
+            assert!(
+                matches!(
+                    store.record_usage(&other).await.expect("scoped"),
+                    tenancy::store::Recorded::New(other_id) if other_id != id
+                ),
+                "{name}"
+            );
+        }
+        // No key: the report's natural key (tenant, env, resource, time) deduplicates.
+        let unkeyed = tenancy::store::UsageReport {
+            idempotency_key: None,
+            occurred_at: "2025-10-08T16:20:00Z".into(),
+            ..report.clone()
+        };
+        let first = match store.record_usage(&unkeyed).await.expect("unkeyed") {
+            tenancy::store::Recorded::New(id) => id,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(
+            store.record_usage(&unkeyed).await.expect("unkeyed again"),
+            tenancy::store::Recorded::Replayed(first.clone())
+        );
+        assert_eq!(
+            store
+                .record_usage(&tenancy::store::UsageReport {
+                    amount: 3.0,
+                    ..unkeyed
+                })
+                .await
+                .expect("unkeyed, another amount"),
+            tenancy::store::Recorded::Conflict(first)
         );
     }
 }

@@ -104,6 +104,15 @@ fn offset(text: &str, line: u32, column: u32) -> Option<usize> {
         .or_else(|| (rest.chars().count() == col).then_some(text.len()))
 }
 
+/// The byte offset `chars` characters after the byte offset `start` (a character boundary).
+fn advance(text: &str, start: usize, chars: usize) -> Option<usize> {
+    let rest = text.get(start..)?;
+    rest.char_indices()
+        .nth(chars)
+        .map(|(i, _)| start + i)
+        .or_else(|| (rest.chars().count() == chars).then_some(text.len()))
+}
+
 /// Byte offset where 1-based `line` starts (`text.len()` for the line after the last).
 fn line_start(text: &str, line: u32) -> Option<usize> {
     if line == 0 {
@@ -186,9 +195,10 @@ impl Editor {
                     && !v.is_array()
                     && old.pos.len > 0 =>
             {
-                let start = offset(&self.text, old.pos.line, old.pos.column)
-                    .ok_or_else(|| EditError("a position is outside the file".into()))?;
-                let end = start + old.pos.len as usize;
+                let outside = || EditError("a position is outside the file".into());
+                let start = offset(&self.text, old.pos.line, old.pos.column).ok_or_else(outside)?;
+                // The parser measures a scalar in characters, not bytes.
+                let end = advance(&self.text, start, old.pos.len as usize).ok_or_else(outside)?;
                 format!("{}{}{}", &self.text[..start], flow(v), &self.text[end..])
             }
             _ if !block => {
@@ -385,6 +395,59 @@ mod tests {
         assert_eq!(flow(&json!("12")), "\"12\"");
         assert_eq!(flow(&json!("a: b")), "\"a: b\"");
         assert_eq!(flow(&json!({"crm": "0015g"})), "{ crm: \"0015g\" }");
+    }
+
+    /// Multi-byte text before, in and after every editable field: positions are characters,
+    /// slices are bytes, and nothing panics or lands elsewhere.
+    #[test]
+    fn multi_byte_text_in_every_editable_field() {
+        let text = "apiVersion: tenancy.dev/v1\nkind: Tenant\nmetadata:\n  id: t_1\n  displayName: Café Ünïon — 株式会社\n  labels: { équipe: données, team: 🚀 }\nspec:\n  profile: mt-standard # ☂ shared\n  plan: \"stärter\"\n  regions: { allowed: [ap-south-1], preferred: ap-south-1 }\n  environments:\n    - { name: dev }\n  quotas: { storageGiB: 200 }\n  policies: { encryption: kms-per-tenant }\n  billing: { plan: stärter, costCenter: Ünit-7 }\n  contacts: { technical: ops@exämple.com }\n  externalIds: { crm: \"Ω-1\" }\n";
+        let values: &[(&str, &str, Json)] = &[
+            ("metadata", "displayName", json!("Straße Ωmega 🚀")),
+            ("metadata", "displayName", json!("plain")),
+            ("metadata", "labels", json!({"équipe": "ñ", "team": "東京"})),
+            ("spec", "profile", json!("st-dedicated")),
+            ("spec", "plan", json!("größer")),
+            (
+                "spec",
+                "regions",
+                json!({"allowed": ["eu-west-1"], "preferred": "eu-west-1"}),
+            ),
+            (
+                "spec",
+                "environments",
+                json!([{"name": "dev"}, {"name": "prod"}]),
+            ),
+            ("spec", "quotas", json!({"storageGiB": 500})),
+            (
+                "spec",
+                "policies",
+                json!({"encryption": "platform-managed"}),
+            ),
+            (
+                "spec",
+                "billing",
+                json!({"plan": "pro", "costCenter": "Ärger"}),
+            ),
+            ("spec", "contacts", json!({"technical": "ünï@example.com"})),
+            ("spec", "externalIds", json!({"crm": "ß-2", "billing": "€"})),
+        ];
+        for (section, key, value) in values {
+            let mut e = Editor::new(text, 0).unwrap();
+            e.set(section, key, Some(value))
+                .unwrap_or_else(|err| panic!("{section}.{key}: {err}"));
+            let out = e.into_text();
+            let reread = Editor::new(&out, 0).unwrap();
+            assert_eq!(&reread.document()[*section][*key], value, "{out}");
+            // Everything else reads as before.
+            let mut before = Editor::new(text, 0).unwrap().document().clone();
+            before[*section][*key] = value.clone();
+            assert_eq!(reread.document(), &before, "{out}");
+        }
+        // A scalar after multi-byte text on the same line keeps its comment.
+        let mut e = Editor::new(text, 0).unwrap();
+        e.set("spec", "profile", Some(&json!("hybrid"))).unwrap();
+        assert!(e.into_text().contains("  profile: hybrid # ☂ shared\n"));
     }
 
     #[test]

@@ -7,174 +7,29 @@
 //! "forbidden", so ids do not leak. Every error is one RFC 9457 problem+json shape, and every
 //! response carries `X-Request-Id` (the caller's, or a new one).
 
-use crate::config::{ApiRole, ApiToken};
+use crate::config::ApiToken;
 use crate::store::{Store, TenantFilter, TenantRecord, TenantSummary};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
 
 pub mod edit;
 pub mod openapi;
+mod problem;
 pub mod views;
 pub mod writes;
 
+mod auth;
+
+use auth::{Action, Caller, Limiter, too_many};
+use problem::internal;
+pub use problem::{FieldError, Problem, problem_json, slug_of as problem_slug};
+
 pub const BASE: &str = "/api/tenancy/v1";
 
-/// One field-level error inside a problem.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    /// JSON pointer or query parameter name.
-    pub field: String,
-    pub message: String,
-}
-
-/// RFC 9457 problem details, the only error shape of the API.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
-    /// Seconds, for 429 (`Retry-After`).
-    #[serde(skip)]
-    pub retry_after: Option<u64>,
-}
-
-impl Problem {
-    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Problem {
-        Problem {
-            kind: format!("https://tenancy.dev/problems/{slug}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            status: status.as_u16(),
-            detail: detail.into(),
-            errors: Vec::new(),
-            retry_after: None,
-        }
-    }
-
-    fn field(mut self, field: &str, message: impl Into<String>) -> Problem {
-        self.errors.push(FieldError {
-            field: field.to_owned(),
-            message: message.into(),
-        });
-        self
-    }
-
-    fn not_found(what: &str) -> Problem {
-        Problem::new(
-            StatusCode::NOT_FOUND,
-            "not-found",
-            format!("{what} not found"),
-        )
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut r = (status, axum::Json(&self)).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"tenancy\""),
-            );
-        }
-        r
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> Problem {
-    tracing::error!(error = %e, "API: state store");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "state-store",
-        "the state store could not be read; retry later",
-    )
-}
-
-/// Who is calling, from their token.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub role: ApiRole,
-    pub tenant: Option<String>,
-    pub organization: Option<String>,
-}
-
-impl Caller {
-    /// 403 unless the caller's role is at least `role`; `what` names the operation.
-    fn require(&self, role: ApiRole, what: &str) -> Result<(), Problem> {
-        if self.role >= role {
-            return Ok(());
-        }
-        let needed = match role {
-            ApiRole::Admin => "admin",
-            _ => "operator or admin",
-        };
-        Err(Problem::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("token `{}` may not {what}: it needs {needed}", self.name),
-        ))
-    }
-
-    fn sees(&self, t: &TenantRecord) -> bool {
-        self.tenant.as_ref().is_none_or(|id| *id == t.tenant_id)
-            && self
-                .organization
-                .as_ref()
-                .is_none_or(|o| *o == t.organization_id)
-    }
-}
-
-/// Token buckets by key: `rate` per second, up to `burst` at once.
-#[derive(Default)]
-struct Limiter {
-    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
-}
-
-impl Limiter {
-    /// Take one request from `key`'s bucket, or say how many seconds until one is free.
-    fn take(&self, key: &str, rate: f64, burst: f64) -> Result<(), u64> {
-        if rate <= 0.0 {
-            return Ok(());
-        }
-        let burst = burst.max(1.0);
-        let now = std::time::Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let (tokens, last) = buckets.entry(key.to_owned()).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * rate).min(burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / rate).ceil().max(1.0) as u64)
-        }
-    }
-}
-
-fn too_many(what: String, secs: u64) -> Problem {
-    let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", what);
-    p.retry_after = Some(secs);
-    p
-}
-
-struct Api {
+pub(crate) struct Api {
     store: Store,
     planes: Arc<crate::reconcile::Planes>,
     platform: Arc<Platform>,
@@ -182,55 +37,14 @@ struct Api {
     write_lock: tokio::sync::Mutex<()>,
     limits: crate::config::ApiConfig,
     limiter: Limiter,
+    /// Failed logins by peer address: throttled, so tokens cannot be guessed at speed.
+    failures: Limiter,
     /// Where writes commit (and push).
     writes: writes::WriteTarget,
     /// (SHA-256 of the token, its grant).
     tokens: Vec<([u8; 32], ApiToken)>,
     /// Where webhooks may point.
     guard: crate::webhooks::guard::Guard,
-}
-
-impl Api {
-    fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
-        let unauthorized =
-            |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail);
-        let value = headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("an Authorization: Bearer <token> header is required"))?
-            .to_str()
-            .map_err(|_| unauthorized("the Authorization header is not text"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        use sha2::Digest;
-        let digest: [u8; 32] = sha2::Sha256::digest(token.trim().as_bytes()).into();
-        // Compare every stored digest in full, whatever matches, so timing says nothing.
-        let mut found = None;
-        for (d, t) in &self.tokens {
-            let same = d
-                .iter()
-                .zip(digest.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-            if same {
-                found = Some(t);
-            }
-        }
-        let t = found.ok_or_else(|| unauthorized("unknown token"))?;
-        self.limiter
-            .take(
-                &format!("token:{}", t.name),
-                self.limits.requests_per_second,
-                self.limits.burst,
-            )
-            .map_err(|secs| too_many(format!("token `{}` is over its rate limit", t.name), secs))?;
-        Ok(Caller {
-            name: t.name.clone(),
-            role: t.role,
-            tenant: t.tenant.clone(),
-            organization: t.organization.clone(),
-        })
-    }
 }
 
 /// The API's routes under [`BASE`], or an error naming the token whose digest is malformed.
@@ -268,6 +82,7 @@ pub fn router(
         write_lock: tokio::sync::Mutex::new(()),
         limits: config.clone(),
         limiter: Limiter::default(),
+        failures: Limiter::default(),
         writes,
         tokens: parsed,
         guard,
@@ -544,10 +359,9 @@ const PROFILES: &[&str] = &["mt-standard", "st-dedicated", "hybrid"];
 #[utoipa::path(get, path = "/api/tenancy/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "A page of tenants (`items`, `nextCursor`)", body = views::TenantPage), (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_tenants(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     let q = query(q)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -625,6 +439,12 @@ async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, P
                 .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
         );
     }
+    let t = match api.store.tenant(id).await.map_err(internal)? {
+        Some(t) if caller.sees(&t) => t,
+        _ => return Err(Problem::not_found(&format!("tenant `{id}`"))),
+    };
+    // Charged once the tenant is known to be the caller's: asking about another tenant drains
+    // nothing of its bucket, and made-up ids add no buckets.
     api.limiter
         .take(
             &format!("tenant:{id}"),
@@ -632,19 +452,15 @@ async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, P
             api.limits.tenant_burst,
         )
         .map_err(|secs| too_many(format!("tenant `{id}` is over its rate limit"), secs))?;
-    match api.store.tenant(id).await.map_err(internal)? {
-        Some(t) if caller.sees(&t) => Ok(t),
-        _ => Err(Problem::not_found(&format!("tenant `{id}`"))),
-    }
+    Ok(t)
 }
 
 #[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "The tenant (ETag: its version)", body = views::TenantView), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn get_tenant(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     let t = visible(&api, &caller, &id).await?;
     Ok(tenant_response(&t))
 }
@@ -654,10 +470,9 @@ async fn get_tenant(
 #[utoipa::path(get, path = "/api/tenancy/v1/tenants/by-external-id/{system}/{value}", tag = "tenants", params(("system" = String, Path, description = "crm, billing, …", pattern = "^[A-Za-z0-9_-]{1,32}$"), ("value" = String, Path, pattern = "^[A-Za-z0-9._:@/+-]{1,128}$")), responses((status = 200, description = "The tenant", body = views::TenantView), (status = 400, description = "Invalid system or value", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn by_external_id(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path((system, value)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     if system.is_empty()
         || system.len() > 32
         || !system
@@ -734,10 +549,9 @@ fn tenant_response(t: &TenantRecord) -> Response {
 #[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/environments", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "`items`: name, region, quota, isolation, retentionDays", body = views::EnvironmentList), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn environments(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     let t = visible(&api, &caller, &id).await?;
     let text =
         |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_owned);
@@ -761,10 +575,9 @@ async fn environments(
 #[utoipa::path(get, path = "/api/tenancy/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id", pattern = "^[A-Za-z0-9_]{1,64}$")), responses((status = 200, description = "The job: state (Queued, Running, Completed, Failed), progress, steps, updatedAt", body = views::JobView), (status = 400, description = "Not a job id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn get_job(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(
             Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a job id")
@@ -775,19 +588,31 @@ async fn get_job(
     let Some(job) = job else {
         return Err(Problem::not_found(&format!("job `{id}`")));
     };
-    // A job is visible with its tenant. A tenant just created through the API is not
-    // recorded until the daemon takes it: its job is visible to unconfined callers.
-    let unconfined = caller.tenant.is_none() && caller.organization.is_none();
-    match api.store.tenant(&job.tenant_id).await.map_err(internal)? {
-        Some(t) if caller.sees(&t) => {}
-        None if unconfined => {}
-        _ => return Err(Problem::not_found(&format!("job `{id}`"))),
+    // A job is visible with its tenant — as applied, or (a tenant the API just created) as
+    // committed.
+    let organization = match api.store.tenant(&job.tenant_id).await.map_err(internal)? {
+        Some(t) => Some(t.organization_id),
+        None => {
+            let (target, tenant) = (api.writes.clone(), job.tenant_id.clone());
+            tokio::task::spawn_blocking(move || writes::committed(&target, &tenant))
+                .await
+                .map_err(internal)?
+                .ok()
+                .flatten()
+                .map(|c| c.organization)
+        }
+    };
+    if !organization.is_some_and(|o| caller.sees_ids(&job.tenant_id, &o)) {
+        return Err(Problem::not_found(&format!("job `{id}`")));
     }
+    // A job a later pass took over reports the outcome of the one that converged it.
+    let outcome = api.store.outcome_of(job.clone()).await.map_err(internal)?;
     // Seed 000 spells job states capitalized (Queued, Running, Completed, Failed).
-    let mut state = job.state.clone();
+    let mut state = outcome.state.clone();
     if let Some(first) = state.get_mut(..1) {
         first.make_ascii_uppercase();
     }
+    let taken_over = outcome.job_id != job.job_id;
     Ok(axum::Json(views::JobView {
         id: job.job_id.clone(),
         job_id: job.job_id.clone(),
@@ -795,11 +620,12 @@ async fn get_job(
         action: job.action,
         state,
         created_at: rfc3339(job.created_at),
-        updated_at: rfc3339(job.updated_at),
-        progress: job.progress,
-        steps: job.steps,
+        updated_at: rfc3339(outcome.updated_at.max(job.updated_at)),
+        progress: outcome.progress,
+        steps: if taken_over { outcome.steps } else { job.steps },
         commit_sha: job.commit_sha,
-        error: job.error,
+        error: outcome.error,
+        converged_by: taken_over.then(|| outcome.job_id.clone()),
         links: views::SelfLink {
             self_: format!("{BASE}/jobs/{}", job.job_id),
         },
@@ -934,33 +760,39 @@ struct UsageBody {
     timestamp: String,
 }
 
-/// `POST /billing/usage` (seed 000 §9): 202 with the record id; the `Idempotency-Key` header
-/// makes a retry answer the first record again (`"replayed": true`), and the same key with a
-/// different report is a 409.
-#[utoipa::path(post, path = "/api/tenancy/v1/billing/usage", tag = "billing", params(("Idempotency-Key" = String, Header, description = "The client’s key for this report: a retry with the same key answers the first record", pattern = "^[!-~]{1,255}$")), request_body(content = UsageBody, description = "Seed 000 §9", example = json!({"tenantId": "t_5001", "env": "prod", "resource": "storageGiBHours", "amount": 100.2, "timestamp": "2025-10-08T15:20:00Z"})), responses((status = 202, description = "Stored (`accepted`, `recordId`, `replayed`)", body = views::UsageAccepted), (status = 400, description = "Malformed JSON or missing Idempotency-Key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The key was used for a different report", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+/// `POST /billing/usage` (seed 000 §9): 202 with the record id. A retry answers the first
+/// record again (`"replayed": true`): retries are recognised by the `Idempotency-Key` header
+/// (scoped to the tenant and the token) or, without one, by the report's tenant, environment,
+/// resource and timestamp; the same key with a different report is a 409.
+#[utoipa::path(post, path = "/api/tenancy/v1/billing/usage", tag = "billing", params(("Idempotency-Key" = Option<String>, Header, description = "The client’s key for this report, scoped to the tenant and the token: a retry with the same key answers the first record. Without one, the report’s tenant, environment, resource and timestamp deduplicate it.", pattern = "^[!-~]{1,255}$")), request_body(content = UsageBody, description = "Seed 000 §9", example = json!({"tenantId": "t_5001", "env": "prod", "resource": "storageGiBHours", "amount": 100.2, "timestamp": "2025-10-08T15:20:00Z"})), responses((status = 202, description = "Stored (`accepted`, `recordId`, `replayed`)", body = views::UsageAccepted), (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The key (or the natural key) was used for a different report", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn post_usage(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     headers: HeaderMap,
     b: Result<Strict<UsageBody>, Problem>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
-    caller.require(ApiRole::Operator, "report usage")?;
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency-key",
-                "an Idempotency-Key header is required",
-            )
-            .field(
-                "Idempotency-Key",
-                "1–255 printable ASCII characters, unique per report",
-            )
-        })?
-        .to_owned();
+    caller.may(Action::ReportUsage)?;
+    // Optional: without one, the report's natural key deduplicates (seed 000 §9 sends none).
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+                .ok_or_else(|| {
+                    Problem::new(
+                        StatusCode::BAD_REQUEST,
+                        "idempotency-key",
+                        "the Idempotency-Key header is not a key",
+                    )
+                    .field(
+                        "Idempotency-Key",
+                        "1–255 printable ASCII characters, unique per report",
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
     let u = b?.0;
     let t = match visible(&api, &caller, &u.tenant_id).await {
         Err(p) if p.status == 400 => {
@@ -1018,6 +850,7 @@ async fn post_usage(
         ));
     }
     let request_id = request_id_of(&headers);
+    let key_given = key.is_some();
     let recorded = api
         .store
         .record_usage(&crate::store::UsageReport {
@@ -1052,12 +885,25 @@ async fn post_usage(
             }),
         )
             .into_response()),
-        Recorded::Conflict(id) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency-conflict",
-            format!("this Idempotency-Key was used for a different report (record {id})"),
-        )
-        .field("Idempotency-Key", "use a new key for a new report")),
+        Recorded::Conflict(id) => Err(match key_given {
+            true => Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency-conflict",
+                format!("this Idempotency-Key was used for a different report (record {id})"),
+            )
+            .field("Idempotency-Key", "use a new key for a new report"),
+            false => Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency-conflict",
+                format!(
+                    "a different report of this tenant, environment, resource and time exists (record {id})"
+                ),
+            )
+            .field(
+                "Idempotency-Key",
+                "send one to report several amounts for the same time",
+            ),
+        }),
     }
 }
 
@@ -1076,10 +922,9 @@ struct GovernanceQuery {
 #[utoipa::path(get, path = "/api/tenancy/v1/governance/policies", tag = "governance", params(GovernanceQuery), responses((status = 200, description = "`policies`: name, rule, enforced", body = views::PolicyBindings), (status = 400, description = "Invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn governance(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     q: Result<Query<GovernanceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     let q = query(q)?;
     let t = visible(&api, &caller, &q.tenant_id).await?;
     let spec = &t.manifest["spec"];
@@ -1162,6 +1007,7 @@ struct ActionBody {
 /// to the action.
 async fn tenant_action(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id_action): Path<String>,
     body: axum::body::Bytes,
@@ -1180,14 +1026,11 @@ async fn tenant_action(
         return Ok(r);
     };
     match action {
-        "activate" => activate_tenant(api, headers, id, body).await,
-        "suspend" => suspend_tenant(api, headers, id, body).await,
-        other => {
-            api.authenticate(&headers)?;
-            Err(Problem::not_found(&format!(
-                "action `{other}` (activate, suspend)"
-            )))
-        }
+        "activate" => activate_tenant(api, caller, headers, id, body).await,
+        "suspend" => suspend_tenant(api, caller, headers, id, body).await,
+        other => Err(Problem::not_found(&format!(
+            "action `{other}` (activate, suspend)"
+        ))),
     }
 }
 
@@ -1196,11 +1039,12 @@ async fn tenant_action(
 #[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:activate", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json"), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = views::Accepted), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Active", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy (e.g. a transition seed 001 forbids)", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The repository or state store is unavailable; nothing was committed", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn activate_tenant(
     api: Arc<Api>,
+    caller: Caller,
     headers: HeaderMap,
     id: &str,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    change_lifecycle(api, headers, id, "activate", "Active", body).await
+    change_lifecycle(api, caller, headers, id, "activate", "Active", body).await
 }
 
 /// Suspend a tenant (seed 000 §10), with an optional one-line reason that travels on the
@@ -1208,26 +1052,46 @@ async fn activate_tenant(
 #[utoipa::path(post, path = "/api/tenancy/v1/tenants/{id}:suspend", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = Option<ActionBody>, content_type = "application/json", description = "Seed 000 §10", example = json!({"reason": "billing"})), responses((status = 202, description = "Committed; the job (`jobId`, `state`, `links.self`)", body = views::Accepted), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Already Suspended", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid body, or refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The repository or state store is unavailable; nothing was committed", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn suspend_tenant(
     api: Arc<Api>,
+    caller: Caller,
     headers: HeaderMap,
     id: &str,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    change_lifecycle(api, headers, id, "suspend", "Suspended", body).await
+    change_lifecycle(api, caller, headers, id, "suspend", "Suspended", body).await
 }
 
 async fn change_lifecycle(
     api: Arc<Api>,
+    caller: Caller,
     headers: HeaderMap,
     id: &str,
     action: &str,
     to: &'static str,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
-    caller.require(ApiRole::Operator, "change a tenant's lifecycle")?;
+    caller.may(Action::Lifecycle)?;
     let reason = if body.is_empty() || body.trim_ascii() == b"null" {
         None
     } else {
+        // A body is JSON, said so: anything else is 415, never parsed as JSON anyway.
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                let v = v.trim();
+                v.eq_ignore_ascii_case("application/json")
+                    || (v.len() > 17
+                        && v[..12].eq_ignore_ascii_case("application/")
+                        && v.to_ascii_lowercase().ends_with("+json"))
+            });
+        if !json {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content-type",
+                "send the body as Content-Type: application/json (or no body)",
+            ));
+        }
         let value: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))?;
         strict_value::<ActionBody>(value)?.reason
@@ -1238,8 +1102,19 @@ async fn change_lifecycle(
         StatusCode::UNPROCESSABLE_ENTITY,
         "/reason",
     )?;
-    let t = visible(&api, &caller, id).await?;
-    commit_and_queue(&api, &caller, &headers, &t, action, to, reason.as_deref()).await
+    commit_and_queue(
+        &api,
+        &caller,
+        &headers,
+        id,
+        Transition {
+            action,
+            to,
+            from: &[],
+            reason: reason.as_deref(),
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -1257,66 +1132,68 @@ struct DeleteQuery {
 #[utoipa::path(delete, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), DeleteQuery, ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), responses((status = 202, description = "Committed; the job (`jobId`, `state`: Queued)", body = views::Accepted), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not suspended or archived (use force), or already deleted", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Refused by policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The repository or state store is unavailable; nothing was committed", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_tenant(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     q: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     let q = query(q)?;
     let force = q.force.unwrap_or(false);
-    caller.require(
-        if force {
-            ApiRole::Admin
-        } else {
-            ApiRole::Operator
-        },
-        if force {
-            "delete tenants with force"
-        } else {
-            "delete tenants"
-        },
-    )?;
+    caller.may(Action::Delete)?;
     one_line_reason(q.reason.as_deref(), 200, StatusCode::BAD_REQUEST, "reason")?;
-    let t = visible(&api, &caller, &id).await?;
-    if !force && !matches!(t.state.as_str(), "Suspended" | "Archived") {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "not-closed",
-            format!(
-                "tenant `{id}` is {}; suspend or archive it first, or delete with force=true (admin)",
-                t.state
-            ),
-        ));
-    }
     let reason = q.reason.as_deref().unwrap_or("deleted through the API");
+    // Without force, only a closed tenant — as committed, so a suspension the API just made
+    // counts before the daemon has converged it.
     commit_and_queue(
         &api,
         &caller,
         &headers,
-        &t,
-        "delete",
-        "Deleted",
-        Some(reason),
+        &id,
+        Transition {
+            action: "delete",
+            to: "Deleted",
+            from: if force {
+                &[]
+            } else {
+                &["Suspended", "Archived"]
+            },
+            reason: Some(reason),
+        },
     )
     .await
+    .map_err(|mut p| {
+        if p.kind.ends_with("/not-closed") {
+            p.detail.push_str(", or delete with force=true");
+        }
+        p
+    })
 }
 
-/// `If-Match` must name the version the caller saw (its ETag), when given.
-fn check_if_match(headers: &HeaderMap, t: &TenantRecord) -> Result<(), Problem> {
-    if let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
-        && want != "*"
-        && want.trim() != format!("\"{}\"", t.version)
-    {
-        return Err(Problem::new(
+/// `If-Match` must name the version the caller saw (its ETag), when given; a tenant with no
+/// applied version yet matches only `*`.
+fn check_if_match(headers: &HeaderMap, id: &str, t: Option<&TenantRecord>) -> Result<(), Problem> {
+    let Some(want) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    if want.trim() == "*" {
+        return Ok(());
+    }
+    match t {
+        Some(t) if want.trim() == format!("\"{}\"", t.version) => Ok(()),
+        Some(t) => Err(Problem::new(
             StatusCode::PRECONDITION_FAILED,
             "precondition-failed",
             format!(
-                "tenant `{}` is at version {} (ETag \"{}\"), not {want}",
-                t.tenant_id, t.version, t.version
+                "tenant `{id}` is at version {} (ETag \"{}\"), not {want}",
+                t.version, t.version
             ),
-        ));
+        )),
+        None => Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            format!("tenant `{id}` has no applied version yet, so no ETag matches {want}"),
+        )),
     }
-    Ok(())
 }
 
 fn request_id_of(headers: &HeaderMap) -> String {
@@ -1383,64 +1260,7 @@ async fn commit_write(
     })
     .await
     .map_err(internal)?;
-    let sha = match committed {
-        Ok(sha) => sha,
-        Err(writes::WriteError::Refused(findings)) => {
-            let mut p = Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "refused",
-                format!(
-                    "the change to `{id}` was refused by validation or policy; nothing was committed"
-                ),
-            );
-            for f in findings {
-                let field = f.pointer.clone().unwrap_or_else(|| f.location());
-                p = p.field(
-                    &field,
-                    format!("{}: {} ({})", f.rule, f.message, f.location()),
-                );
-            }
-            return Err(p);
-        }
-        Err(writes::WriteError::Invalid(field, why)) => {
-            return Err(Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-body",
-                why.clone(),
-            )
-            .field(&field, why));
-        }
-        Err(writes::WriteError::Unchanged(why)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "unchanged", why));
-        }
-        Err(writes::WriteError::Exists(why)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "exists", why));
-        }
-        Err(writes::WriteError::NotEditable(why)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "not-editable", why));
-        }
-        Err(writes::WriteError::NoManifest(why)) => return Err(Problem::not_found(&why)),
-        Err(writes::WriteError::Race) => {
-            return Err(Problem::new(
-                StatusCode::CONFLICT,
-                "race",
-                "the branch kept moving; retry",
-            ));
-        }
-        Err(writes::WriteError::Diverged(why)) => {
-            return Err(Problem::new(StatusCode::CONFLICT, "diverged", why));
-        }
-        Err(writes::WriteError::Git(e)) => {
-            tracing::error!(error = %e, tenant = id, "API write: repository");
-            return Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "repository",
-                format!(
-                    "the repository could not be written: {e}; nothing was committed, retry later"
-                ),
-            ));
-        }
-    };
+    let sha = committed.map_err(|e| write_problem(id, caller, e))?;
     let job_id = match job_action {
         Some(action) => {
             let job = crate::store::NewJob {
@@ -1460,21 +1280,147 @@ async fn commit_write(
     Ok(Committed { sha, job_id })
 }
 
+/// What a write that could not be made answers. Findings about anything outside a confined
+/// caller's scope are not shown as they are: another tenant's id, file or values are never
+/// told to a caller that could not read them (a uniqueness conflict says only that the value
+/// is taken).
+fn write_problem(id: &str, caller: &Caller, e: writes::WriteError) -> Problem {
+    use writes::WriteError as W;
+    match e {
+        W::Refused(file, findings) => {
+            let mut p = Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "refused",
+                format!(
+                    "the change to `{id}` was refused by validation or policy; nothing was committed"
+                ),
+            );
+            for f in findings {
+                let own = f.tenant.as_deref().map_or(f.file == file, |t| t == id);
+                let (field, message) = if caller.unconfined() {
+                    (
+                        f.pointer.clone().unwrap_or_else(|| f.location()),
+                        format!("{}: {} ({})", f.rule, f.message, f.location()),
+                    )
+                } else if !own {
+                    (
+                        "body".to_owned(),
+                        format!(
+                            "{}: the change conflicts with a manifest outside this token's scope",
+                            f.rule
+                        ),
+                    )
+                } else if f.rule.starts_with("unique.") {
+                    let field = f.pointer.clone().unwrap_or_else(|| "body".into());
+                    let message = format!(
+                        "{}: `{field}` is already used by another tenant ({})",
+                        f.rule,
+                        f.location()
+                    );
+                    (field, message)
+                } else {
+                    (
+                        f.pointer.clone().unwrap_or_else(|| f.location()),
+                        format!("{}: {} ({})", f.rule, f.message, f.location()),
+                    )
+                };
+                p = p.field(&field, message);
+            }
+            p
+        }
+        W::Invalid(field, why) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-body",
+            why.clone(),
+        )
+        .field(&field, why),
+        W::Unchanged(why) => Problem::new(StatusCode::CONFLICT, "unchanged", why),
+        W::Precondition(why) => Problem::new(StatusCode::CONFLICT, "not-closed", why),
+        W::Exists(why) => Problem::new(StatusCode::CONFLICT, "exists", why),
+        W::NotEditable(why) => Problem::new(StatusCode::CONFLICT, "not-editable", why),
+        W::NoManifest(why) => Problem::not_found(&why),
+        W::Race => Problem::new(
+            StatusCode::CONFLICT,
+            "race",
+            "the branch kept moving; retry",
+        ),
+        W::Diverged(why) => Problem::new(StatusCode::CONFLICT, "diverged", why),
+        W::Git(e) => {
+            tracing::error!(error = %e, tenant = id, "API write: repository");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "repository",
+                format!(
+                    "the repository could not be read or written: {e}; nothing was committed, retry later"
+                ),
+            )
+        }
+    }
+}
+
+/// A tenant the caller may write, as the branch head declares it — a write judges its
+/// preconditions against what is committed, applied yet or not (the API reads its own
+/// writes) — with its applied record when it has one (for `If-Match`); "not found" outside the
+/// caller's scope; charged to the tenant's rate limit once known to be the caller's.
+async fn writable(
+    api: &Arc<Api>,
+    caller: &Caller,
+    id: &str,
+) -> Result<(writes::CommittedTenant, Option<TenantRecord>), Problem> {
+    if crate::manifest::ids::TenantId::parse(id).is_err() {
+        return Err(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a tenant id")
+                .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
+        );
+    }
+    let (target, tenant) = (api.writes.clone(), id.to_owned());
+    let committed = tokio::task::spawn_blocking(move || writes::committed(&target, &tenant))
+        .await
+        .map_err(internal)?
+        .map_err(|e| write_problem(id, caller, e))?;
+    let Some(c) = committed.filter(|c| caller.sees_ids(id, &c.organization)) else {
+        return Err(Problem::not_found(&format!("tenant `{id}`")));
+    };
+    api.limiter
+        .take(
+            &format!("tenant:{id}"),
+            api.limits.tenant_requests_per_second,
+            api.limits.tenant_burst,
+        )
+        .map_err(|secs| too_many(format!("tenant `{id}` is over its rate limit"), secs))?;
+    let record = api.store.tenant(id).await.map_err(internal)?;
+    Ok((c, record))
+}
+
 /// Commit `t`'s move to lifecycle `to` and answer 202 with the job and the commit.
+/// What a lifecycle write is: the action (its commit's subject), the state it moves to, the
+/// committed states it may start from (any when empty), and why (a `Reason:` trailer).
+struct Transition<'a> {
+    action: &'a str,
+    to: &'static str,
+    from: &'static [&'static str],
+    reason: Option<&'a str>,
+}
+
 async fn commit_and_queue(
     api: &Arc<Api>,
     caller: &Caller,
     headers: &HeaderMap,
-    t: &TenantRecord,
-    action: &str,
-    to: &'static str,
-    reason: Option<&str>,
+    id: &str,
+    tr: Transition<'_>,
 ) -> Result<Response, Problem> {
-    check_if_match(headers, t)?;
-    let id = t.tenant_id.clone();
-    let edit = writes::lifecycle(id.clone(), to, reason.unwrap_or_default().to_owned());
+    let Transition {
+        action,
+        to,
+        from,
+        reason,
+    } = tr;
+    let (committed, record) = writable(api, caller, id).await?;
+    check_if_match(headers, id, record.as_ref())?;
+    let id = id.to_owned();
+    let edit = writes::lifecycle(id.clone(), to, reason.unwrap_or_default().to_owned(), from);
     let note = reason.map(|r| format!(" ({r})")).unwrap_or_default();
-    let job_action = crate::reconcile::transition_action(&t.state, to);
+    let job_action = crate::reconcile::transition_action(committed.lifecycle, to);
     let c = commit_write(
         api,
         caller,
@@ -1539,11 +1485,10 @@ struct TopologyQuery {
 #[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/topology", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), TopologyQuery), responses((status = 200, description = "Where each environment lives: `db`, `objectStore`, `runtime` per environment (and at the top level when `env` is given)", body = views::Topology), (status = 400, description = "Not a tenant id, or invalid query", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant or environment in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The daemon has not finished its first pass", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn topology(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
     q: Result<Query<TopologyQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
     let q = query(q)?;
     let t = visible(&api, &caller, &id).await?;
     let manifest: crate::manifest::Tenant =
@@ -1702,11 +1647,11 @@ fn render_tenant(
 #[utoipa::path(post, path = "/api/tenancy/v1/tenants", tag = "tenants", request_body(content = CreateBody, description = "Seed 000 §1", example = json!({"tenantId": "t_5001", "organizationId": "org_acme", "profile": "mt-standard", "environments": ["dev", "prod"], "quotas": {"storageGiB": 200, "concurrentJobs": 10}, "policies": {"dataResidency": "in-region-only", "encryption": "kms-per-tenant"}, "billing": {"plan": "starter"}})), responses((status = 201, description = "Committed as Draft (`id`, `state`, `createdAt`, `commitSha`, `jobId`)", body = views::Created), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 409, description = "The tenant or its file exists", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy (findings in errors[])", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The repository or state store is unavailable; nothing was committed", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_tenant(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     headers: HeaderMap,
     b: Result<Strict<CreateBody>, Problem>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
-    caller.require(ApiRole::Operator, "create tenants")?;
+    caller.may(Action::Create)?;
     let b = b?.0;
     for (field, value) in [
         ("tenantId", &b.tenant_id),
@@ -1740,12 +1685,23 @@ async fn create_tenant(
     let id = b.tenant_id.clone();
     let request_id = request_id_of(&headers);
     let author = caller.name.clone();
+    let scope = caller.clone();
     let edit = Box::new(move |head: &writes::AtHead<'_>| {
         if let Some((file, _, _)) = head.current {
-            return Err(writes::WriteError::Exists(format!(
-                "tenant `{}` already exists ({file})",
-                b.tenant_id
-            )));
+            // Where it lives only when the caller could read it: ids are global, their
+            // owners are not the caller's business.
+            let org = head
+                .catalog
+                .tenant(&b.tenant_id)
+                .map(|t| t.value.metadata.organization.to_string())
+                .unwrap_or_default();
+            return Err(writes::WriteError::Exists(
+                if scope.sees_ids(&b.tenant_id, &org) {
+                    format!("tenant `{}` already exists ({file})", b.tenant_id)
+                } else {
+                    format!("the tenant id `{}` is already taken", b.tenant_id)
+                },
+            ));
         }
         let org = head
             .catalog
@@ -1938,12 +1894,12 @@ fn merge_patch(target: &serde_json::Value, patch: &serde_json::Value) -> serde_j
 #[utoipa::path(patch, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$"), ("If-Match" = Option<String>, Header, description = "The ETag the change is based on")), request_body(content = PatchBody, content_type = "application/json", description = "Seed 000 §5", example = json!({"profile": "st-dedicated", "quotas": {"storageGiB": 500}})), responses((status = 200, description = "Committed (`tenantId`, `profile`, `state`, `commitSha`; `jobId` and `message` when the profile changes)", body = views::Patched), (status = 400, description = "Not a tenant id, or malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Nothing changes, or the manifest cannot be edited in place", body = Problem, content_type = "application/problem+json"), (status = 412, description = "If-Match names another version", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field, or refused by schema or policy", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json"), (status = 503, description = "The repository or state store is unavailable; nothing was committed", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn patch_tenant(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     b: Result<Strict<PatchBody>, Problem>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
-    caller.require(ApiRole::Operator, "change tenants")?;
+    caller.may(Action::PatchDescriptive)?;
     let patch = b?.0.0;
     if patch.is_empty() {
         // An empty merge patch is valid and changes nothing, like asking for the state a
@@ -1982,9 +1938,11 @@ async fn patch_tenant(
             )
             .field(k, why));
         }
+        // Commercial and structural fields are the admin's (the role table in auth.rs).
+        caller.may(auth::patch_action(k))?;
     }
-    let t = visible(&api, &caller, &id).await?;
-    check_if_match(&headers, &t)?;
+    let (t, record) = writable(&api, &caller, &id).await?;
+    check_if_match(&headers, &id, record.as_ref())?;
     let new_profile = patch
         .get("profile")
         .and_then(|p| p.as_str())
@@ -2026,7 +1984,7 @@ async fn patch_tenant(
     Ok(axum::Json(views::Patched {
         tenant_id: id.clone(),
         profile: new_profile.unwrap_or_else(|| t.profile.clone()),
-        state: t.state.clone(),
+        state: t.lifecycle.to_owned(),
         commit_sha: c.sha,
         job_state: c.job_id.as_ref().map(|_| "Queued".into()),
         message: c.job_id.as_ref().map(|_| message.into()),
@@ -2056,7 +2014,7 @@ struct WebhookBody {
 /// May `caller` manage webhooks of `tenant` (`*` = every tenant)?
 async fn may_manage(api: &Api, caller: &Caller, tenant: &str) -> bool {
     if tenant == "*" {
-        return caller.tenant.is_none() && caller.organization.is_none();
+        return caller.unconfined();
     }
     matches!(api.store.tenant(tenant).await, Ok(Some(t)) if caller.sees(&t))
 }
@@ -2065,11 +2023,10 @@ async fn may_manage(api: &Api, caller: &Caller, tenant: &str) -> bool {
 #[utoipa::path(post, path = "/api/tenancy/v1/webhooks", tag = "webhooks", request_body(content = WebhookBody, description = "Seed 000 §7", example = json!({"url": "https://ops.example.com/hooks/tenancy", "events": ["TENANCY_ACTIVATED", "TENANCY_SUSPENDED"], "secret": "whsec_demo"})), responses((status = 201, description = "Registered (the secret is never returned)", body = crate::store::Webhook), (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role or scope does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"), (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"), (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn create_webhook(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     b: Result<Strict<WebhookBody>, Problem>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
-    caller.require(ApiRole::Operator, "manage webhooks")?;
+    caller.may(Action::ManageWebhooks)?;
     let w = b?.0;
     let invalid = |field: &str, message: String| {
         Problem::new(
@@ -2141,11 +2098,7 @@ async fn create_webhook(
 }
 
 #[utoipa::path(get, path = "/api/tenancy/v1/webhooks", tag = "webhooks", responses((status = 200, description = "`items`: the webhooks in the caller’s scope", body = views::WebhookList), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
-async fn list_webhooks(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
+async fn list_webhooks(State(api): State<Arc<Api>>, caller: Caller) -> Result<Response, Problem> {
     let mut items = Vec::new();
     for h in api.store.webhooks().await.map_err(internal)? {
         if may_manage(&api, &caller, &h.tenant_id).await {
@@ -2158,11 +2111,10 @@ async fn list_webhooks(
 #[utoipa::path(delete, path = "/api/tenancy/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "Webhook id")), responses((status = 204, description = "Removed"), (status = 400, description = "Not a webhook id", body = Problem, content_type = "application/problem+json"), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such webhook in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn delete_webhook(
     State(api): State<Arc<Api>>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
-    let caller = api.authenticate(&headers)?;
-    caller.require(ApiRole::Operator, "manage webhooks")?;
+    caller.may(Action::ManageWebhooks)?;
     let hooks = api.store.webhooks().await.map_err(internal)?;
     let Some(h) = hooks.iter().find(|h| h.webhook_id == id) else {
         return Err(Problem::not_found(&format!("webhook `{id}`")));
@@ -2180,10 +2132,10 @@ async fn delete_webhook(
 #[utoipa::path(get, path = "/api/tenancy/v1/events", tag = "events", params(("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")), responses((status = 200, description = "Server-Sent Events: `id` (position), `event` (CloudEvents type), `data` (the CloudEvent)", content_type = "text/event-stream"), (status = 400, description = "Last-Event-ID is not an event position", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn event_stream(
     State(api): State<Arc<Api>>,
+    caller: Caller,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     use axum::response::sse::{Event, KeepAlive, Sse};
-    let caller = api.authenticate(&headers)?;
     let after = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
         None => None,
         Some(v) => Some(parse_position(v).ok_or_else(|| {

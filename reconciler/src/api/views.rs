@@ -80,6 +80,10 @@ pub struct JobView {
     pub steps: Vec<JobStep>,
     pub commit_sha: Option<String>,
     pub error: Option<String>,
+    /// The job that converged this one's change (a later commit's, which included it); the
+    /// state, progress and steps shown are its.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converged_by: Option<String>,
     pub links: SelfLink,
 }
 

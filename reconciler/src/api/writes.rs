@@ -170,8 +170,11 @@ pub enum WriteError {
     Unchanged(String),
     /// The manifest cannot be edited in place (flow style, say): change it by hand.
     NotEditable(String),
-    /// Validation or policy refused the change: the findings.
-    Refused(Vec<crate::diagnostics::Finding>),
+    /// Validation or policy refused the change: the file written and the findings.
+    Refused(String, Vec<crate::diagnostics::Finding>),
+    /// The tenant is not in a state the request may start from (deleting an open tenant
+    /// without force): why.
+    Precondition(String),
     /// The branch kept moving under us.
     Race,
     /// The local branch and the remote have diverged: a person must bring them together.
@@ -189,6 +192,63 @@ impl From<EditError> for WriteError {
     fn from(e: EditError) -> Self {
         WriteError::NotEditable(e.0)
     }
+}
+
+/// The catalog and errors of the commit `head`.
+fn evaluate_head(
+    target: &WriteTarget,
+    parsed: &mut crate::validate::ParseCache,
+    head: &str,
+) -> Result<Head, WriteError> {
+    let report = reconcile::evaluate_cached(
+        &Inputs {
+            path: target.path.clone(),
+            max_file_bytes: target.max_file_bytes,
+            ..Inputs::new(&target.repo, Some(head))
+        },
+        Some(parsed),
+    )
+    .map_err(|e| WriteError::Git(e.to_string()))?
+    .report;
+    Ok(Head {
+        errors: error_keys(&report.findings),
+        catalog: report.catalog,
+    })
+}
+
+/// A tenant as the branch head declares it: what API writes judge their preconditions against
+/// (the API reads its own writes, whether or not the daemon has applied them yet).
+#[derive(Debug, Clone)]
+pub struct CommittedTenant {
+    pub file: String,
+    pub organization: String,
+    pub lifecycle: &'static str,
+    pub profile: String,
+}
+
+/// `tenant` at the branch head, if the repository declares it.
+pub fn committed(
+    target: &WriteTarget,
+    tenant: &str,
+) -> Result<Option<CommittedTenant>, WriteError> {
+    let repo = git2::Repository::open(&target.repo)?;
+    let head = repo.head()?.peel_to_commit()?.id().to_string();
+    let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
+    let at = match cache.last.take() {
+        Some((sha, at)) if sha == head => at,
+        _ => evaluate_head(target, &mut cache.parsed, &head)?,
+    };
+    let found = at.catalog.tenant(tenant).map(|t| CommittedTenant {
+        file: t.file.clone(),
+        organization: t.value.metadata.organization.to_string(),
+        lifecycle: t.value.spec.lifecycle.as_str(),
+        profile: serde_json::to_value(t.value.spec.profile)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    });
+    cache.last = Some((head, at));
+    Ok(found)
 }
 
 /// What a write sees at the branch head.
@@ -218,13 +278,29 @@ pub fn modify(
 }
 
 /// Set the lifecycle to `to`; `Deleted` adds the confirmation (`deletion: { confirm, reason }`).
-pub fn lifecycle(tenant: String, to: &'static str, reason: String) -> Box<Edit> {
+/// `from`, when not empty, lists the committed states the change may start from.
+pub fn lifecycle(
+    tenant: String,
+    to: &'static str,
+    reason: String,
+    from: &'static [&'static str],
+) -> Box<Edit> {
     let id = tenant.clone();
     modify(tenant, move |e| {
         let tenant = id.as_str();
-        if e.document()["spec"]["lifecycle"] == to {
+        let now = e.document()["spec"]["lifecycle"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if now == to {
             return Err(WriteError::Unchanged(format!(
                 "tenant `{tenant}` is already {to}"
+            )));
+        }
+        if !from.is_empty() && !from.contains(&now.as_str()) {
+            return Err(WriteError::Precondition(format!(
+                "tenant `{tenant}` is {now}; it must be {} first",
+                from.join(" or ")
             )));
         }
         e.set("spec", "lifecycle", Some(&to.into()))?;
@@ -265,22 +341,7 @@ pub fn commit(
         let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
         let at_head = match cache.last.take() {
             Some((sha, at)) if sha == head => at,
-            _ => {
-                let report = reconcile::evaluate_cached(
-                    &Inputs {
-                        path: target.path.clone(),
-                        max_file_bytes: target.max_file_bytes,
-                        ..Inputs::new(&target.repo, Some(&head))
-                    },
-                    Some(&mut cache.parsed),
-                )
-                .map_err(|e| WriteError::Git(e.to_string()))?
-                .report;
-                Head {
-                    errors: error_keys(&report.findings),
-                    catalog: report.catalog,
-                }
-            }
+            _ => evaluate_head(target, &mut cache.parsed, &head)?,
         };
         let catalog = &at_head.catalog;
         let located = catalog.tenant(tenant).map(|t| (t.file.clone(), t.doc));
@@ -347,7 +408,7 @@ pub fn commit(
             .cloned()
             .collect();
         if !refused.is_empty() {
-            return Err(WriteError::Refused(refused));
+            return Err(WriteError::Refused(file, refused));
         }
         // A file the validator did not take as this tenant's manifest (outside the tenants
         // path, say) would commit something the daemon never reconciles.

@@ -13,6 +13,8 @@
 //! `/readyz` and Prometheus `/metrics` are served on `--listen`. SIGTERM or Ctrl-C stops it
 //! between reconciles (a reconcile in progress finishes first; every step is idempotent).
 
+mod http;
+
 use crate::cli::CliError;
 use crate::config::{Config, NonFastForward};
 use crate::reconcile::{self, Inputs, Outcome, Planes};
@@ -382,9 +384,11 @@ async fn serve(
                 }
             }),
         );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "HTTP server stopped");
-    }
+    // Every error answer is a problem (RFC 9457); oversized requests never reach a handler.
+    let app = app
+        .layer(axum::middleware::from_fn(crate::api::problem_json))
+        .layer(axum::middleware::from_fn(http::limits));
+    http::serve(listener, app).await;
 }
 
 fn head_of(repo: &std::path::Path) -> Result<String, String> {

@@ -2,8 +2,9 @@
 //! runs as a job whose steps are the plan's changes, with progress, from `queued` through
 //! `running` to `completed` or `failed`.
 //!
-//! A job's id is derived from (tenant, commit, action), so the reconcile that follows a crash
-//! finds the same job and resumes it: the steps it completed stay completed, the plan (which
+//! A job's id is derived from (tenant, commit) — one job per tenant and commit, whoever queued
+//! it (the API at once, the daemon when it reconciles; the daemon's action wins) — so the
+//! reconcile that follows a crash finds the same job and resumes it: the steps it completed stay completed, the plan (which
 //! lists only what is still to do) supplies the remaining ones, and a step that was pending
 //! but no longer appears in the plan was done before the crash and is marked so. A newer
 //! commit's job for the same tenant supersedes an unfinished older one.
@@ -38,6 +39,9 @@ pub struct Job {
     pub logs: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The job that converged this one's commit too (a later pass reconciled the tenant at a
+    /// commit including it); its state is this job's outcome.
+    pub superseded_by: Option<String>,
 }
 
 /// A job to run: its tenant, the commit it converges, its action and its steps.
@@ -51,7 +55,7 @@ pub struct NewJob {
 
 impl NewJob {
     pub fn id(&self) -> String {
-        stable_id(&["job", &self.tenant_id, &self.commit_sha, &self.action])
+        stable_id(&["job", &self.tenant_id, &self.commit_sha])
     }
 }
 
@@ -110,7 +114,7 @@ impl Job {
     }
 }
 
-const JOB_COLUMNS: &str = "job_id, tenant_id, action, state, progress, CAST(steps AS TEXT) AS steps, logs, commit_sha, error, created_at, updated_at";
+const JOB_COLUMNS: &str = "job_id, tenant_id, action, state, progress, CAST(steps AS TEXT) AS steps, logs, commit_sha, error, created_at, updated_at, superseded_by";
 
 fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, StoreError> {
     Ok(Job {
@@ -125,6 +129,7 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, StoreError> {
         logs: r.try_get("logs")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
+        superseded_by: r.try_get("superseded_by")?,
     })
 }
 
@@ -160,29 +165,38 @@ impl Store {
         .collect::<Result<_, StoreError>>()?;
         let in_pass: std::collections::HashSet<&str> = tenants.iter().copied().collect();
         let wanted: std::collections::HashSet<String> = jobs.iter().map(NewJob::id).collect();
-        let stale: Vec<&String> = unfinished
+        let successor: std::collections::HashMap<&str, String> = jobs
+            .iter()
+            .map(|j| (j.tenant_id.as_str(), j.id()))
+            .collect();
+        let stale: Vec<(&String, Option<&String>)> = unfinished
             .iter()
             .filter(|(id, tenant, sha)| {
                 in_pass.contains(tenant.as_str())
                     && !wanted.contains(id)
                     && sha.as_deref().is_none_or(&included)
             })
-            .map(|(id, _, _)| id)
+            .map(|(id, tenant, _)| (id, successor.get(tenant.as_str())))
             .collect();
         if jobs.is_empty() && stale.is_empty() {
             return Ok(());
         }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        for id in stale {
+        for (id, next) in stale {
+            // With a successor at this commit, that job converges this one's change too.
             sqlx::query(
-                "UPDATE tenant_jobs SET state = 'failed', error = $2, updated_at = $3 WHERE job_id = $1",
+                "UPDATE tenant_jobs SET state = 'failed', error = $2, updated_at = $3, superseded_by = $4 WHERE job_id = $1",
             )
             .bind(id)
-            .bind(format!(
-                "superseded: the tenant was reconciled again at commit {commit}"
-            ))
+            .bind(match next {
+                Some(next) => format!(
+                    "superseded: the tenant was reconciled at commit {commit}, which includes this one, by job {next}"
+                ),
+                None => format!("superseded: the tenant was reconciled again at commit {commit}"),
+            })
             .bind(now)
+            .bind(next)
             .execute(&mut *tx)
             .await?;
         }
@@ -251,6 +265,7 @@ impl Store {
         .transpose()?;
         let resumed = existing.as_ref().is_some_and(|j| j.state != "queued");
         let mut job = existing.unwrap_or_else(|| Job {
+            superseded_by: None,
             job_id: id.clone(),
             tenant_id: new.tenant_id.clone(),
             action: new.action.clone(),
@@ -284,6 +299,15 @@ impl Store {
                 }),
             }
         }
+        if job.action != new.action {
+            // Queued by the API from the committed state; the daemon converges from what is
+            // applied (a tenant created and activated before either was applied is created).
+            job.log(&format!(
+                "runs as {} (queued as {})",
+                new.action, job.action
+            ));
+            job.action = new.action.clone();
+        }
         job.state = "running".into();
         job.error = None;
         job.log(if resumed {
@@ -315,7 +339,7 @@ impl Store {
         sqlx::query(safe(format!(
             "INSERT INTO tenant_jobs (job_id, tenant_id, action, state, progress, steps, logs, commit_sha, error, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, {}, $7, $8, $9, $10, $11) \
-             ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, progress = excluded.progress, steps = excluded.steps, \
+             ON CONFLICT (job_id) DO UPDATE SET action = excluded.action, state = excluded.state, progress = excluded.progress, steps = excluded.steps, \
                logs = excluded.logs, error = excluded.error, updated_at = excluded.updated_at",
             self.dialect.json(6)
         )))
@@ -339,6 +363,22 @@ impl Store {
     pub async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         self.save_job_on(&mut conn, job).await
+    }
+
+    /// The job that finally converged `job` (itself, or the last of its successors).
+    pub async fn outcome_of(&self, job: Job) -> Result<Job, StoreError> {
+        let mut current = job;
+        // A chain is short (one hop per pass that took over); bounded anyway.
+        for _ in 0..16 {
+            let Some(next) = current.superseded_by.clone() else {
+                break;
+            };
+            match self.job(&next).await? {
+                Some(j) => current = j,
+                None => break,
+            }
+        }
+        Ok(current)
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {

@@ -1,4 +1,6 @@
-//! Usage reports (`usage_records`), idempotent on the client's key.
+//! Usage reports (`usage_records`), idempotent on the client's key — scoped to the tenant and
+//! the caller, so one client's key is never another's (no oracle, no squatting) — or, without
+//! a key, on the report's natural key (tenant, environment, resource, time).
 
 use super::{Store, StoreError, now_ms, stable_id};
 use sqlx::Row;
@@ -6,7 +8,8 @@ use sqlx::Row;
 /// A usage report as received.
 #[derive(Debug, Clone)]
 pub struct UsageReport {
-    pub idempotency_key: String,
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
     pub tenant_id: String,
     pub env: String,
     pub resource: String,
@@ -23,7 +26,7 @@ pub enum Recorded {
     New(String),
     /// The same key and the same report were recorded before: the first record's id.
     Replayed(String),
-    /// The key was used for a different report.
+    /// The key (or, without one, the natural key) was used for a different report.
     Conflict(String),
 }
 
@@ -40,19 +43,37 @@ impl UsageReport {
     }
 }
 
+impl UsageReport {
+    /// What deduplicates the report: the client's key within its tenant and caller, or the
+    /// report's natural key.
+    fn dedup_key(&self) -> String {
+        match &self.idempotency_key {
+            Some(key) => stable_id(&["usage-key", &self.tenant_id, &self.reported_by, key]),
+            None => stable_id(&[
+                "usage-natural",
+                &self.tenant_id,
+                &self.env,
+                &self.resource,
+                &self.occurred_at,
+            ]),
+        }
+    }
+}
+
 impl Store {
-    /// Record a usage report once per idempotency key (concurrent duplicates included: the key
-    /// is unique in the table, and the loser of a race reads the winner's record).
+    /// Record a usage report once per deduplication key (concurrent duplicates included: the
+    /// key is unique in the table, and the loser of a race reads the winner's record).
     pub async fn record_usage(&self, r: &UsageReport) -> Result<Recorded, StoreError> {
         let digest = r.digest();
-        let id = format!("usage_{}", &stable_id(&["usage", &r.idempotency_key])[..20]);
+        let key = r.dedup_key();
+        let id = format!("usage_{}", &stable_id(&["usage", &key])[..20]);
         let inserted = sqlx::query(
             "INSERT INTO usage_records (record_id, idempotency_key, request_sha256, tenant_id, env, resource, amount, \
              occurred_at, reported_by, request_id, received_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(&id)
-        .bind(&r.idempotency_key)
+        .bind(&key)
         .bind(&digest)
         .bind(&r.tenant_id)
         .bind(&r.env)
@@ -71,7 +92,7 @@ impl Store {
         let row = sqlx::query(
             "SELECT record_id, request_sha256 FROM usage_records WHERE idempotency_key = $1",
         )
-        .bind(&r.idempotency_key)
+        .bind(&key)
         .fetch_one(&self.pool)
         .await?;
         let first: String = row.try_get("record_id")?;
