@@ -2097,8 +2097,9 @@ async fn create_webhook(
     Ok((StatusCode::CREATED, axum::Json(hook)).into_response())
 }
 
-#[utoipa::path(get, path = "/api/tenancy/v1/webhooks", tag = "webhooks", responses((status = 200, description = "`items`: the webhooks in the caller’s scope", body = views::WebhookList), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/webhooks", tag = "webhooks", responses((status = 200, description = "`items`: the webhooks in the caller’s scope", body = views::WebhookList), (status = 403, description = "Role does not allow it", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn list_webhooks(State(api): State<Arc<Api>>, caller: Caller) -> Result<Response, Problem> {
+    caller.may(Action::ManageWebhooks)?;
     let mut items = Vec::new();
     for h in api.store.webhooks().await.map_err(internal)? {
         if may_manage(&api, &caller, &h.tenant_id).await {

@@ -2,6 +2,7 @@
 //! reach another tenant. Each module takes one part of the issue; each test is one of its
 //! numbered items (and the class around it), and fails on the commit the issue was filed at.
 
+mod api;
 mod baseline;
 mod notes;
 mod webhooks;
