@@ -322,6 +322,11 @@ pub struct WebhooksConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EventsConfig {
     pub kafka: Option<EventsKafka>,
+    /// How events travel to Kafka and webhooks: `binary` (the default — attributes in
+    /// `ce_*`/`ce-*` headers, the body is seed 000's `{ id, type, tenantId, reason, timestamp,
+    /// data }`) or `structured` (the body is the whole CloudEvent).
+    #[serde(default)]
+    pub content_mode: crate::reconcile::events::ContentMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -441,20 +441,27 @@ fn webhooks_are_signed_retried_and_dead_lettered() {
     let delivery = &got[0].headers["tenancy-delivery"];
     for r in got.iter() {
         assert_eq!(&r.headers["tenancy-delivery"], delivery, "one delivery id");
-        assert_eq!(r.headers["content-type"], "application/cloudevents+json");
+        // CloudEvents HTTP binding, binary content mode (the default): the attributes in
+        // ce-* headers, the body seed 000's `{ id, type, tenantId, reason, timestamp, data }`.
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(r.headers["ce-specversion"], "1.0");
+        assert_eq!(r.headers["ce-type"], "TENANCY_SUSPENDED");
+        assert_eq!(r.headers["ce-subject"], "t_5001");
+        assert_eq!(r.headers["ce-source"], "/tenancy/reconciler");
         let ts = &r.headers["tenancy-timestamp"];
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
         mac.update(format!("{ts}.{}", r.body).as_bytes());
         let want = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
         assert_eq!(r.headers["tenancy-signature"], want, "a valid signature");
-        let event: serde_json::Value = serde_json::from_str(&r.body).expect("CloudEvent");
+        let event: serde_json::Value = serde_json::from_str(&r.body).expect("the body");
         assert_eq!(event["type"], "TENANCY_SUSPENDED");
-        assert_eq!(event["subject"], "t_5001");
-        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["tenantId"], "t_5001");
+        assert!(event["timestamp"].is_string(), "{event}");
         assert_eq!(
             r.headers["tenancy-event-id"],
             event["id"].as_str().expect("id")
         );
+        assert_eq!(r.headers["ce-id"], r.headers["tenancy-event-id"]);
     }
 
     let deliveries = |state: &str| {

@@ -82,7 +82,13 @@ fn apply_records_events_and_audit_for_every_transition_once() {
         (Some(1), Some(2))
     );
     assert_eq!(t5001[0]["commitsha"], first.as_str());
-    assert_eq!(t5001[0]["data"]["lifecycle"]["from"], Value::Null);
+    assert_eq!(t5001[0]["data"]["data"]["lifecycle"]["from"], Value::Null);
+    // The body (`data`) is seed 000's shape: what a consumer written from the seed reads.
+    let body = &t5001[0]["data"];
+    assert_eq!(body["type"], t5001[0]["type"]);
+    assert_eq!(body["tenantId"], "t_5001");
+    assert_eq!(body["id"], t5001[0]["id"]);
+    assert!(body["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     assert_eq!(
         t5001[0]["correlationid"], t5001[1]["correlationid"],
         "one run, one correlation id"
@@ -127,7 +133,7 @@ fn apply_records_events_and_audit_for_every_transition_once() {
     );
     assert_eq!(t5001[2]["tenantsequence"], 3);
     assert_eq!(
-        t5001[2]["data"]["lifecycle"],
+        t5001[2]["data"]["data"]["lifecycle"],
         serde_json::json!({ "from": "Active", "to": "Suspended" })
     );
     assert_eq!(t5001[2]["commitsha"], second.as_str());
@@ -138,7 +144,7 @@ fn apply_records_events_and_audit_for_every_transition_once() {
     let t6001 = events(&config, Some("t_6001"));
     let denied = t6001.last().expect("event");
     assert_eq!(denied["type"], "POLICY_DENIED");
-    assert_eq!(denied["data"]["policies"][0]["policy"], "residency");
+    assert_eq!(denied["data"]["data"]["policies"][0]["policy"], "residency");
     assert!(
         denied["data"]["reason"]
             .as_str()

@@ -175,6 +175,7 @@ async fn status_and_decisions_are_recorded() {
             blocked_reason: None,
             error: None,
             updated_at: 1,
+            manifest_file: Some("org_acme/t_5001.yaml".into()),
         };
         store.set_status(&applied).await.expect("status");
         // A later refused commit keeps the last applied one and says why.
@@ -184,6 +185,7 @@ async fn status_and_decisions_are_recorded() {
             last_attempted_commit: Some("b".repeat(40)),
             blocked_reason: Some("encryption.kms-unavailable".into()),
             updated_at: 2,
+            manifest_file: None,
             ..applied.clone()
         };
         store.set_status(&blocked).await.expect("status");
@@ -193,6 +195,11 @@ async fn status_and_decisions_are_recorded() {
             .expect("read")
             .expect("present");
         assert_eq!(s.status, "Blocked", "{name}");
+        assert_eq!(
+            s.manifest_file.as_deref(),
+            Some("org_acme/t_5001.yaml"),
+            "the file is kept when a write does not say: {name}"
+        );
         assert_eq!(
             s.last_applied_commit.as_deref(),
             Some("a".repeat(40).as_str()),

@@ -305,7 +305,7 @@ impl EventSchema {
 }
 
 /// Every message of `topic` from the beginning, read with a real Kafka consumer (assigned
-/// partitions, no group join), as (key, JSON payload) in partition order; stops once `at_least`
+/// partitions, no group join), as (key, CloudEvent) in partition order; stops once `at_least`
 /// messages were read and the topic is quiet, or at `timeout`.
 pub fn read_topic(
     broker: &str,
@@ -313,8 +313,37 @@ pub fn read_topic(
     at_least: usize,
     timeout: std::time::Duration,
 ) -> Vec<(String, serde_json::Value)> {
+    consume(broker, topic, at_least, timeout, |m| {
+        use tenancy_plane_kafka::rdkafka::Message;
+        let key = String::from_utf8_lossy(m.key().expect("key")).into_owned();
+        let body: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("payload")).expect("json");
+        (key, cloud_event_of(m, body))
+    })
+}
+
+/// [`read_topic`], as the raw message values a consumer written from seed 000 §11 sees.
+pub fn read_values(
+    broker: &str,
+    topic: &str,
+    at_least: usize,
+    timeout: std::time::Duration,
+) -> Vec<serde_json::Value> {
+    consume(broker, topic, at_least, timeout, |m| {
+        use tenancy_plane_kafka::rdkafka::Message;
+        serde_json::from_slice(m.payload().expect("payload")).expect("json")
+    })
+}
+
+fn consume<T>(
+    broker: &str,
+    topic: &str,
+    at_least: usize,
+    timeout: std::time::Duration,
+    mut each: impl FnMut(&tenancy_plane_kafka::rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
     use tenancy_plane_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
-    use tenancy_plane_kafka::rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    use tenancy_plane_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("group.id", "tenancy-it")
@@ -338,14 +367,48 @@ pub fn read_topic(
         match consumer.poll(std::time::Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 quiet = 0;
-                let key = String::from_utf8_lossy(m.key().expect("key")).into_owned();
-                let event = serde_json::from_slice(m.payload().expect("payload")).expect("json");
-                received.push((key, event));
+                received.push(each(&m));
             }
             _ => quiet += 1,
         }
     }
     received
+}
+
+/// The CloudEvent a Kafka message carries: the message itself in structured content mode;
+/// in binary mode (the default) its `ce_*` headers are the attributes and its value the data.
+pub fn cloud_event_of(
+    m: &impl tenancy_plane_kafka::rdkafka::Message,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    use tenancy_plane_kafka::rdkafka::message::Headers;
+    let mut attrs = serde_json::Map::new();
+    let mut content_type = None;
+    if let Some(headers) = m.headers() {
+        for h in headers.iter() {
+            let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
+            if h.key == "content-type" {
+                content_type = Some(v);
+            } else if let Some(attr) = h.key.strip_prefix("ce_") {
+                let value = match attr {
+                    "tenantsequence" => serde_json::json!(v.parse::<i64>().expect("sequence")),
+                    _ => v.into(),
+                };
+                attrs.insert(attr.to_owned(), value);
+            }
+        }
+    }
+    if content_type.as_deref() == Some("application/cloudevents+json") {
+        return body;
+    }
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/json"),
+        "binary mode: the data's content type"
+    );
+    attrs.insert("datacontenttype".into(), "application/json".into());
+    attrs.insert("data".into(), body);
+    serde_json::Value::Object(attrs)
 }
 
 /// `tenancy run` on `repo` with `config`, serving on `port`, polling every `interval` seconds,

@@ -546,7 +546,7 @@ fn tenant_response(t: &TenantRecord) -> Response {
     r
 }
 
-#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/environments", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "`items`: name, region, quota, isolation, retentionDays", body = views::EnvironmentList), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}/environments", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "`items`: name, region, quota (effective: the environment's, else the tenant's, else the plan's ceiling), quotaSources (where each came from), isolation, retentionDays", body = views::EnvironmentList), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 async fn environments(
     State(api): State<Arc<Api>>,
     caller: Caller,
@@ -555,21 +555,60 @@ async fn environments(
     let t = visible(&api, &caller, &id).await?;
     let text =
         |e: &serde_json::Value, k: &str| e.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    // The plan's ceilings, as the daemon's last pass read the platform.
+    let platform = api.platform.get();
+    let ceilings = platform
+        .plans
+        .iter()
+        .find(|p| p.value.metadata.name.as_str() == t.plan)
+        .and_then(|p| serde_json::to_value(&p.value.spec.ceilings).ok());
+    let tenant_quotas = &t.manifest["spec"]["quotas"];
     let items: Vec<views::EnvironmentView> = t.manifest["spec"]["environments"]
         .as_array()
         .map(|envs| {
             envs.iter()
-                .map(|e| views::EnvironmentView {
-                    name: text(e, "name").unwrap_or_default(),
-                    region: text(e, "region").unwrap_or_else(|| t.region.clone()),
-                    quota: e["quotas"].clone(),
-                    isolation: text(e, "isolation"),
-                    retention_days: e.get("retentionDays").and_then(|v| v.as_u64()),
+                .map(|e| {
+                    let (quota, quota_sources) =
+                        effective_quotas(&e["quotas"], tenant_quotas, ceilings.as_ref(), &t.plan);
+                    views::EnvironmentView {
+                        name: text(e, "name").unwrap_or_default(),
+                        region: text(e, "region").unwrap_or_else(|| t.region.clone()),
+                        quota,
+                        quota_sources,
+                        isolation: text(e, "isolation"),
+                        retention_days: e.get("retentionDays").and_then(|v| v.as_u64()),
+                    }
                 })
                 .collect()
         })
         .unwrap_or_default();
     Ok(axum::Json(views::EnvironmentList { items }).into_response())
+}
+
+/// An environment's effective quotas (seed 001, "derived configuration"): each quota from the
+/// environment's own, else the tenant's, else the plan's ceiling — and where each came from.
+fn effective_quotas(
+    environment: &serde_json::Value,
+    tenant: &serde_json::Value,
+    ceilings: Option<&serde_json::Value>,
+    plan: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let mut quota = serde_json::Map::new();
+    let mut sources = serde_json::Map::new();
+    for key in ["storageGiB", "concurrentJobs", "apiRateLimit"] {
+        let found = [
+            (environment.get(key), "environment".to_owned()),
+            (tenant.get(key), "tenant".to_owned()),
+            (ceilings.and_then(|c| c.get(key)), format!("plan {plan}")),
+        ]
+        .into_iter()
+        .find_map(|(v, from)| v.filter(|v| !v.is_null()).map(|v| (v.clone(), from)));
+        if let Some((value, from)) = found {
+            quota.insert(key.to_owned(), value);
+            sources.insert(key.to_owned(), from.into());
+        }
+    }
+    (quota.into(), sources.into())
 }
 
 #[utoipa::path(get, path = "/api/tenancy/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path, description = "Job id", pattern = "^[A-Za-z0-9_]{1,64}$")), responses((status = 200, description = "The job: state (Queued, Running, Completed, Failed), progress, steps, updatedAt", body = views::JobView), (status = 400, description = "Not a job id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]

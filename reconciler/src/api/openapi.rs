@@ -32,7 +32,7 @@ use utoipa::OpenApi;
         event_stream,
     ),
     components(schemas(Problem, FieldError, PatchBody)),
-    modifiers(&Bearer, &ManifestSchemas),
+    modifiers(&Bearer),
     tags(
         (name = "tenants", description = "Tenants: create, read, change, lifecycle, delete, topology"),
         (name = "jobs", description = "The jobs that converge changes"),
@@ -66,13 +66,17 @@ impl utoipa::Modify for Bearer {
 
 /// Request bodies that carry manifest fields are described by the manifest's own JSON Schemas
 /// (`schemas/*.schema.json`, the ones `tenancy validate` applies), so the document and the
-/// validator cannot disagree: their `$defs` become components named `manifest.<def>`.
-struct ManifestSchemas;
-
+/// validator cannot disagree: their `$defs` become components named `manifest.<def>`. They are
+/// put into the document as JSON (utoipa's typed schemas cannot hold every JSON Schema
+/// construct, and a schema it cannot hold must not silently go missing).
+/// Point the `$ref`s of a bundled schema (`#/$defs/x`, `common.schema.json#/$defs/x`) at the
+/// components they become; a ref to a component already is left alone.
 fn rewrite_refs(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
-            if let Some(serde_json::Value::String(r)) = map.get_mut("$ref") {
+            if let Some(serde_json::Value::String(r)) = map.get_mut("$ref")
+                && !r.starts_with("#/components/")
+            {
                 let def = r.rsplit('/').next().unwrap_or_default().to_owned();
                 *r = format!("#/components/schemas/manifest.{def}");
             }
@@ -92,8 +96,8 @@ fn manifest_ref(def: &str) -> serde_json::Value {
     serde_json::json!({ "$ref": format!("#/components/schemas/manifest.{def}") })
 }
 
-impl utoipa::Modify for ManifestSchemas {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+fn manifest_schemas(doc: &mut serde_json::Value) {
+    {
         use serde_json::json;
         let parse = |text: &str| -> serde_json::Value {
             serde_json::from_str(text).expect("the bundled schemas are JSON")
@@ -153,12 +157,10 @@ impl utoipa::Modify for ManifestSchemas {
             },
         });
         let event_types = events["properties"]["type"]["enum"].clone();
-        let comps = openapi.components.get_or_insert_with(Default::default);
+        let schemas = &mut doc["components"]["schemas"];
         let mut put = |name: String, mut schema: serde_json::Value| {
             rewrite_refs(&mut schema);
-            if let Ok(s) = serde_json::from_value(schema) {
-                comps.schemas.insert(name, s);
-            }
+            schemas[name] = schema;
         };
         for (name, def) in components {
             put(format!("manifest.{name}"), def);
@@ -166,25 +168,21 @@ impl utoipa::Modify for ManifestSchemas {
         put("CreateBody".into(), create);
         put("PatchBody".into(), patch);
         // Webhook event filters are the event types the reconciler emits.
-        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(webhook))) =
-            comps.schemas.get_mut("WebhookBody")
-            && let Some(events) = webhook.properties.get_mut("events")
-            && let Ok(schema) = serde_json::from_value(
-                json!({ "type": "array", "items": { "enum": event_types }, "maxItems": 16 }),
-            )
-        {
-            *events = schema;
-        }
+        schemas["WebhookBody"]["properties"]["events"] = json!({
+            "type": "array",
+            "items": { "type": "string", "enum": event_types },
+            "maxItems": 16,
+        });
     }
 }
 
 /// The document, pretty-printed (what `docs/openapi.json` holds).
 pub fn document() -> String {
-    let mut doc = ApiDoc::openapi();
-    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    doc.to_pretty_json()
-        .expect("the OpenAPI document serializes")
-        + "\n"
+    let mut api = ApiDoc::openapi();
+    api.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let mut doc = serde_json::to_value(&api).expect("the OpenAPI document serializes");
+    manifest_schemas(&mut doc);
+    serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes") + "\n"
 }
 
 #[cfg(test)]
@@ -208,5 +206,29 @@ mod tests {
                 .is_some_and(|v| v.starts_with("3.1"))
         );
         assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(13));
+        // Every reference resolves, and every array says what it holds (generators need it).
+        fn walk(v: &serde_json::Value, doc: &serde_json::Value, at: &str) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    if let Some(r) = map.get("$ref").and_then(|r| r.as_str()) {
+                        let pointer = r.strip_prefix('#').expect("a local reference");
+                        assert!(doc.pointer(pointer).is_some(), "{at}: {r} does not resolve");
+                    }
+                    if map.get("type").is_some_and(|t| t == "array") {
+                        assert!(map.contains_key("items"), "{at}: an array without items");
+                    }
+                    for (k, v) in map {
+                        walk(v, doc, &format!("{at}/{k}"));
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, v) in items.iter().enumerate() {
+                        walk(v, doc, &format!("{at}/{i}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk(&doc, &doc, "");
     }
 }

@@ -45,8 +45,12 @@ pub struct TenantView {
 pub struct EnvironmentView {
     pub name: String,
     pub region: String,
-    #[schema(value_type = Option<Object>)]
+    /// The effective quotas: the environment's own, else the tenant's, else the plan's ceiling.
+    #[schema(value_type = Object)]
     pub quota: Value,
+    /// Where each quota came from: `environment`, `tenant` or `plan <name>`.
+    #[schema(value_type = Object)]
+    pub quota_sources: Value,
     pub isolation: Option<String>,
     pub retention_days: Option<u64>,
 }

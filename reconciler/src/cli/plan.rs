@@ -327,6 +327,25 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         ))
         .map_err(|e| CliError::State(e.to_string()))?;
     bar.finish_and_clear();
+    // Nothing is silent: files that could not be read, tenants no file declares any more.
+    let (unreadable, absent) = rt
+        .block_on(async {
+            let n = reconcile::absent::record_unreadable(&store, &evaluation).await?;
+            let correlation = reconcile::correlation_id(&evaluation);
+            let absent =
+                reconcile::absent::record_absent(&store, &evaluation, None, &correlation).await?;
+            Ok::<_, reconcile::ApplyError>((n, absent))
+        })
+        .map_err(|e| CliError::State(e.to_string()))?;
+    if unreadable > 0 {
+        eprintln!(
+            "warning: {unreadable} file(s) could not be read; their tenants keep their last applied state (see the findings above, or `tenancy status`)"
+        );
+    }
+    for a in &absent {
+        let (status, why) = a.status(evaluation.commit().unwrap_or(""));
+        eprintln!("warning: {} is {status}: {why}", a.tenant);
+    }
     // The commit carries its decisions and outcome (`git log --notes=tenancy`), rendered from
     // the state store — with any commit an earlier, interrupted run left unannotated.
     if config.apply.notes
@@ -339,7 +358,7 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         .events
         .kafka
         .as_ref()
-        .map(|k| rt.block_on(reconcile::relay(&store, k)));
+        .map(|k| rt.block_on(reconcile::relay(&store, k, config.events.content_mode)));
     if let Some(r) = &relayed {
         match &r.error {
             None => eprintln!("events: {} published", r.published),
@@ -361,14 +380,24 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
                 commit: Option<&'a str>,
                 summary: Summary,
                 tenants: &'a [TenantOutcome],
+                /// Applied tenants the revision no longer declares (orphaned, or unreadable).
+                absent: Vec<serde_json::Value>,
                 findings: &'a [&'a Finding],
             }
+            let sha = evaluation.commit().unwrap_or("");
             let json = Json {
                 api_version: "tenancy.dev/v1",
                 kind: "ApplyReport",
                 commit: applied.commit.as_deref(),
                 summary: Summary::of(&applied),
                 tenants: &applied.tenants,
+                absent: absent
+                    .iter()
+                    .map(|a| {
+                        let (status, reason) = a.status(sha);
+                        serde_json::json!({ "tenant": a.tenant, "status": status, "reason": reason })
+                    })
+                    .collect(),
                 findings: &findings,
             };
             write_json(&mut out, &json)?;
@@ -807,6 +836,16 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
     let statuses = rt
         .block_on(store.statuses())
         .map_err(|e| CliError::State(e.to_string()))?;
+    // The repository as a whole: a refused head, files that could not be read.
+    let state = |key: &str| -> Result<Option<serde_json::Value>, CliError> {
+        Ok(rt
+            .block_on(store.state_value(key))
+            .map_err(|e| CliError::State(e.to_string()))?
+            .and_then(|v| serde_json::from_str(&v).ok()))
+    };
+    let refused = state(crate::daemon::REFUSED)?;
+    let unreadable = state(reconcile::absent::REPOSITORY_FINDINGS)?
+        .filter(|v| v["files"].as_array().is_some_and(|f| !f.is_empty()));
     let wanted: BTreeSet<&str> = args.tenants.iter().map(String::as_str).collect();
     let shown: Vec<_> = statuses
         .iter()
@@ -823,12 +862,44 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
             let json = serde_json::json!({
                 "apiVersion": "tenancy.dev/v1",
                 "kind": "StatusList",
+                "repository": { "refused": refused, "unreadable": unreadable },
                 "tenants": shown,
                 "unknown": missing,
             });
             write_json(&mut out, &json)?;
         }
         ApplyOutput::Text => {
+            if let Some(r) = &refused {
+                let since = r["since"].as_i64().unwrap_or(0).max(0) as u64;
+                writeln!(
+                    out,
+                    "{} since {}: {}\n",
+                    paint(color, "31", "repository refused"),
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(since)
+                    ),
+                    r["reason"].as_str().unwrap_or_default()
+                )?;
+            }
+            if let Some(u) = &unreadable {
+                let files = u["files"].as_array().map(Vec::as_slice).unwrap_or_default();
+                writeln!(
+                    out,
+                    "{} at {}: {} file(s) could not be read; their tenants keep their last applied state",
+                    paint(color, "31", "repository"),
+                    u["commit"].as_str().map(short).unwrap_or("-"),
+                    files.len()
+                )?;
+                for f in files {
+                    writeln!(
+                        out,
+                        "  {}: {}",
+                        f["file"].as_str().unwrap_or_default(),
+                        f["why"].as_str().unwrap_or_default()
+                    )?;
+                }
+                writeln!(out)?;
+            }
             writeln!(
                 out,
                 "{:<24} {:<11} {:<12} {:<12} REASON",
@@ -837,7 +908,7 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
             for s in &shown {
                 let code = match s.status.as_str() {
                     "synced" => "32",
-                    "drifted" | "progressing" => "33",
+                    "drifted" | "progressing" | "orphaned" => "33",
                     _ => "31",
                 };
                 let reason = s

@@ -94,6 +94,8 @@ pub struct Metrics {
     last_success_unix: AtomicU64,
     events_published: AtomicU64,
     outbox_pending: AtomicU64,
+    /// Files of the last revision that could not be read (their findings belong to no tenant).
+    unreadable_files: AtomicU64,
     retries: AtomicU64,
     retry_pending: AtomicU64,
     webhook_delivered: AtomicU64,
@@ -113,9 +115,29 @@ pub struct Metrics {
     triggers: AtomicU64,
     triggers_refused: AtomicU64,
     tenants: std::sync::Mutex<BTreeMap<String, u64>>,
+    /// Why the branch head is refused, while it is.
+    refusal: std::sync::Mutex<Option<String>>,
 }
 
+/// The state-store key of the current refusal of a branch head (`tenancy status` shows it).
+pub const REFUSED: &str = "repository.refused";
+
 impl Metrics {
+    fn refuse(&self, why: Option<String>) {
+        *self.refusal.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    fn refusal(&self) -> Option<String> {
+        self.refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn refusing(&self) -> bool {
+        self.refusal().is_some()
+    }
+
     fn render(&self) -> String {
         let mut out = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: String| {
@@ -174,6 +196,12 @@ impl Metrics {
             "gauge",
             "Failed tenants waiting for their next attempt.",
             get(&self.retry_pending),
+        );
+        metric(
+            "tenancy_unreadable_files",
+            "gauge",
+            "Files of the last reconciled revision that could not be read (too large, not UTF-8, a symlink, broken YAML); their tenants keep their last applied state.",
+            get(&self.unreadable_files),
         );
         metric(
             "tenancy_outbox_pending",
@@ -338,12 +366,18 @@ async fn serve(
             get(move || {
                 let ready = ready.clone();
                 async move {
-                    if ready.ready.load(Ordering::Relaxed) {
-                        (axum::http::StatusCode::OK, "ready\n")
+                    // A refusal is not a start-up: it says what is refused, since when, why.
+                    if let Some(why) = ready.refusal() {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            format!("{why}\n"),
+                        )
+                    } else if ready.ready.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ready\n".to_owned())
                     } else {
                         (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "not yet reconciled\n",
+                            "starting: the first reconcile has not finished yet\n".to_owned(),
                         )
                     }
                 }
@@ -443,7 +477,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
     let platform = Arc::new(crate::api::Platform::default());
     let producer = match &config.events.kafka {
         Some(k) => Some(
-            reconcile::EventsProducer::new(k)
+            reconcile::EventsProducer::new(k, config.events.content_mode)
                 .map_err(|e| CliError::Io(std::io::Error::other(e)))?,
         ),
         None => None,
@@ -557,7 +591,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
         write_notes(&store, &opts.repo).await;
     }
     // Webhook deliveries run beside the loop: a pass never waits for a receiver.
-    let deliveries = match crate::webhooks::Deliverer::new(guard) {
+    let deliveries = match crate::webhooks::Deliverer::new(guard, config.events.content_mode) {
         Ok(d) => {
             let m = metrics.clone();
             Some(crate::webhooks::dispatch::spawn(
@@ -659,13 +693,38 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
             if refused.as_deref() != Some(head.as_str()) {
                 metrics.non_fast_forward.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
-                say!(
-                    "tenancy run: refused {}: it does not descend from the last reconciled commit {} (force-push?)",
-                    &head[..12],
+                let why = format!(
+                    "{} does not descend from the last reconciled commit {} (a force-push or rewritten history); nothing is applied until the branch moves forward again or [daemon] on-non-fast-forward = \"apply\"",
+                    &head[..head.len().min(12)],
                     last.as_deref()
                         .map(|l| &l[..l.len().min(12)])
                         .unwrap_or("-")
                 );
+                say!("tenancy run: refused {why}");
+                // Said where people look: `tenancy status`, /readyz. Kept from the first
+                // refusal of this head (a restart does not reset "since").
+                let since = store
+                    .state_value(REFUSED)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+                    .filter(|v| v["head"] == head.as_str())
+                    .and_then(|v| v["since"].as_i64())
+                    .unwrap_or_else(crate::store::now_ms);
+                let record = serde_json::json!({
+                    "head": head, "last": last, "since": since, "reason": why,
+                });
+                if let Err(e) = store.set_state_value(REFUSED, &record.to_string()).await {
+                    tracing::warn!(error = %e, "could not record the refusal");
+                }
+                metrics.refuse(Some(format!(
+                    "refusing {} since {}: {why}",
+                    &head[..head.len().min(12)],
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_millis(since.max(0) as u64)
+                    )
+                )));
                 refused = Some(head.clone());
             }
             None
@@ -679,7 +738,12 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
             None
         };
         if let Some(scope) = scope {
-            refused = None;
+            if refused.take().is_some() || metrics.refusing() {
+                metrics.refuse(None);
+                if let Err(e) = store.set_state_value(REFUSED, "").await {
+                    tracing::warn!(error = %e, "could not clear the refusal");
+                }
+            }
             let full = matches!(scope, Scope::Full);
             let retrying = matches!(scope, Scope::Retry(_));
             let started = Instant::now();
@@ -916,6 +980,13 @@ async fn reconcile_once(
         _ => None,
     };
     let full = matches!(scope, Scope::Full);
+    // Where tenants the revision no longer declares are looked for: everywhere on a full
+    // pass, in the changed files on an incremental one, nowhere on a retry.
+    let absent_in: Option<BTreeSet<String>> = match &scope {
+        Scope::Full => None,
+        Scope::Since(_) => changed.clone(),
+        Scope::Retry(_) => Some(BTreeSet::new()),
+    };
     // Every change is judged against what is applied: a refused change stays refused on every
     // later pass (a restart, a resync, another commit) until a change that passes replaces it.
     let applied = reconcile::applied_baseline(store)
@@ -996,6 +1067,25 @@ async fn reconcile_once(
     .await
     .map_err(|e| CliError::State(e.to_string()))?;
     let applied_ms = pass.elapsed().as_millis() as u64;
+    // Nothing is silent: files that could not be read (logged, counted, kept for `tenancy
+    // status`), tenants no file declares any more (orphaned) or whose file is unreadable.
+    if !matches!(absent_in.as_ref(), Some(f) if f.is_empty()) {
+        let unreadable = reconcile::absent::record_unreadable(store, &evaluation)
+            .await
+            .map_err(|e| CliError::State(e.to_string()))?;
+        metrics
+            .unreadable_files
+            .store(unreadable as u64, Ordering::Relaxed);
+        let correlation = reconcile::correlation_id(&evaluation);
+        let absent =
+            reconcile::absent::record_absent(store, &evaluation, absent_in.as_ref(), &correlation)
+                .await
+                .map_err(|e| CliError::State(e.to_string()))?;
+        for a in &absent {
+            let (status, why) = a.status(head);
+            say!("tenancy run: {} is {status}: {why}", a.tenant);
+        }
+    }
     // A failure's reason starts with the plane that gave it ("object-store: …").
     if let Ok(mut errors) = metrics.plane_errors.lock() {
         for t in applied

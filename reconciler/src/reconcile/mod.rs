@@ -28,6 +28,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tenancy_plane::{Change, Plane, PlaneError, TenantEnv};
 
+pub mod absent;
+pub mod events;
 pub mod notes;
 
 /// What to read and which policies to enforce.
@@ -661,25 +663,7 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let commit = evaluation.commit().map(str::to_owned);
     let commit_info = evaluation.snapshot.commit.as_ref();
-    // One correlation id per apply run: every audit entry and event of the run carries it.
-    // An API write's commit names its request (`Request-Id:`), and that request is the run's
-    // correlation id (as is, or hashed to the 32 hex digits events carry).
-    let correlation = match commit_info.and_then(|c| c.trailer("Request-Id")) {
-        Some(rid)
-            if rid.len() == 32
-                && rid
-                    .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
-        {
-            rid.to_owned()
-        }
-        Some(rid) if !rid.is_empty() => crate::store::stable_id(&["request", rid]),
-        _ => crate::store::stable_id(&[
-            commit.as_deref().unwrap_or("worktree"),
-            &now_ms().to_string(),
-            &std::process::id().to_string(),
-        ]),
-    };
+    let correlation = correlation_id(evaluation);
     let correlation = correlation.as_str();
     // This pass, as the commit's record (and note) tells passes apart.
     let pass_id = crate::store::stable_id(&[
@@ -801,6 +785,29 @@ pub async fn apply(
         commit,
         tenants: results.into_iter().collect::<Result<_, _>>()?,
     })
+}
+
+/// One correlation id per apply run: every audit entry and event of the run carries it. An API
+/// write's commit names its request (`Request-Id:`), and that request is the run's correlation
+/// id (as is, or hashed to the 32 hex digits events carry).
+pub fn correlation_id(evaluation: &Evaluation) -> String {
+    let commit_info = evaluation.snapshot.commit.as_ref();
+    match commit_info.and_then(|c| c.trailer("Request-Id")) {
+        Some(rid)
+            if rid.len() == 32
+                && rid
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) =>
+        {
+            rid.to_owned()
+        }
+        Some(rid) if !rid.is_empty() => crate::store::stable_id(&["request", rid]),
+        _ => crate::store::stable_id(&[
+            evaluation.commit().unwrap_or("worktree"),
+            &now_ms().to_string(),
+            &std::process::id().to_string(),
+        ]),
+    }
 }
 
 /// The job a tenant's change is: its lifecycle transition, or a profile change; `None` when
@@ -979,6 +986,7 @@ async fn record(
                 .then(|| o.reason.clone())
                 .flatten(),
             updated_at: now,
+            manifest_file: Some(t.file.clone()),
         }),
         job,
         outcome: sha.as_ref().map(|sha| crate::store::CommitOutcome {
@@ -1019,7 +1027,6 @@ async fn record(
     let previous = store.tenant(&t.tenant).await?;
     let mut types: Vec<&'static str> = Vec::new();
     let mut data = serde_json::json!({
-        "tenantId": t.tenant,
         "lifecycle": {
             "from": previous.as_ref().map(|p| p.state.clone()),
             "to": t.lifecycle,
@@ -1028,12 +1035,10 @@ async fn record(
         "changes": o.applied,
     });
     // Why, when the commit says so for this tenant (an API suspension's `Reason:`).
-    if let Some(c) = commit
-        && c.trailer("Tenant") == Some(t.tenant.as_str())
-        && let Some(reason) = c.trailer("Reason")
-    {
-        data["reason"] = reason.into();
-    }
+    let mut reason: Option<String> = commit
+        .filter(|c| c.trailer("Tenant") == Some(t.tenant.as_str()))
+        .and_then(|c| c.trailer("Reason"))
+        .map(str::to_owned);
     match o.outcome {
         Outcome::Applied => {
             if let Some(m) = manifest {
@@ -1063,7 +1068,7 @@ async fn record(
                         .collect()
                 })
                 .unwrap_or_default();
-            data["reason"] = o.reason.clone().into();
+            reason = o.reason.clone();
             if o.outcome == Outcome::Blocked && !denied.is_empty() {
                 data["policies"] = denied.into();
                 types.push("POLICY_DENIED");
@@ -1075,20 +1080,17 @@ async fn record(
     }
     let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
     for ty in types {
-        let id = crate::store::stable_id(&[&t.tenant, sha.as_deref().unwrap_or(""), ty]);
-        let event = serde_json::json!({
-            "specversion": "1.0",
-            "id": id,
-            "source": "/tenancy/reconciler",
-            "type": ty,
-            "subject": t.tenant,
-            "time": time,
-            "datacontenttype": "application/json",
-            "tenantid": t.tenant,
-            "commitsha": sha.clone().unwrap_or_default(),
-            "correlationid": correlation,
-            "data": data,
-        });
+        let (id, event) = events::cloud_event(
+            &events::Fact {
+                tenant: &t.tenant,
+                ty,
+                commit: sha.as_deref(),
+                correlation,
+                reason: reason.as_deref(),
+                details: data.clone(),
+            },
+            &time,
+        );
         r.audit.push(crate::store::AuditRecord {
             tenant_id: t.tenant.clone(),
             event_type: ty.to_owned(),
@@ -1102,7 +1104,7 @@ async fn record(
             }
             .to_owned(),
             commit_sha: sha.clone(),
-            payload: data.clone(),
+            payload: event["data"].clone(),
             correlation_id: correlation.to_owned(),
         });
         r.events.push(crate::store::NewEvent {
@@ -1129,8 +1131,12 @@ pub struct RelayReport {
 /// events land in one partition in sequence), with an idempotent producer; an event is marked
 /// published only after the broker acknowledged it. At-least-once: an event sent twice (a
 /// crash between the ack and the mark) carries the same `id`.
-pub async fn relay(store: &Store, cfg: &crate::config::EventsKafka) -> RelayReport {
-    match EventsProducer::new(cfg) {
+pub async fn relay(
+    store: &Store,
+    cfg: &crate::config::EventsKafka,
+    mode: events::ContentMode,
+) -> RelayReport {
+    match EventsProducer::new(cfg, mode) {
         Ok(p) => p.relay(store).await,
         Err(e) => RelayReport {
             error: Some(e),
@@ -1199,10 +1205,14 @@ pub struct EventsProducer {
     servers: String,
     /// How long a batch waits for its delivery reports.
     deadline: std::time::Duration,
+    mode: events::ContentMode,
 }
 
 impl EventsProducer {
-    pub fn new(cfg: &crate::config::EventsKafka) -> Result<EventsProducer, String> {
+    pub fn new(
+        cfg: &crate::config::EventsKafka,
+        mode: events::ContentMode,
+    ) -> Result<EventsProducer, String> {
         let mut client = tenancy_plane_kafka::rdkafka::ClientConfig::new();
         client
             .set("bootstrap.servers", &cfg.bootstrap_servers)
@@ -1222,6 +1232,7 @@ impl EventsProducer {
             topic: cfg.topic.clone(),
             servers: cfg.bootstrap_servers.clone(),
             deadline: report_deadline(cfg),
+            mode,
         })
     }
 
@@ -1243,10 +1254,10 @@ impl EventsProducer {
             let producer = self.producer.clone();
             let topic = self.topic.clone();
             let servers = self.servers.clone();
-            let deadline = self.deadline;
+            let (deadline, mode) = (self.deadline, self.mode);
             // Sending and waiting for the acknowledgements block: off the async threads.
             let sent = tokio::task::spawn_blocking(move || {
-                send_batch(&producer, &topic, &servers, &batch, deadline)
+                send_batch(&producer, &topic, &servers, &batch, deadline, mode)
             })
             .await
             .unwrap_or_else(|e| Err((Vec::new(), e.to_string())));
@@ -1282,26 +1293,23 @@ fn send_batch(
     servers: &str,
     batch: &[crate::store::EventRecord],
     deadline: std::time::Duration,
+    mode: events::ContentMode,
 ) -> Result<Vec<String>, (Vec<String>, String)> {
     use tenancy_plane_kafka::rdkafka::message::{Header, OwnedHeaders};
     use tenancy_plane_kafka::rdkafka::producer::{BaseRecord, Producer};
     let mut queued = Vec::new();
     let mut stopped = None;
     for e in batch {
-        let payload = e.event.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_id",
-                value: Some(e.event_id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(e.event_type.as_str()),
-            })
-            .insert(Header {
-                key: "content-type",
-                value: Some("application/cloudevents+json"),
+        // The CloudEvents Kafka binding: binary (ce_* headers, the body is the data) or
+        // structured (the whole event).
+        let (attrs, payload) = events::encode(&e.event, mode, "ce_");
+        let mut headers = OwnedHeaders::new_with_capacity(attrs.len());
+        for (k, v) in &attrs {
+            headers = headers.insert(Header {
+                key: k.as_str(),
+                value: Some(v.as_str()),
             });
+        }
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(e.event_id.clone()))
             .key(&e.tenant_id)
             .payload(&payload)

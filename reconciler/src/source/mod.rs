@@ -145,6 +145,19 @@ pub fn fetch_mirror(url: &str, branch: &str, dir: &Path) -> Result<String, Sourc
         })?;
         git2::Repository::init_bare(dir)?
     };
+    // A local remote that is not there is said so (libgit2 calls it an unsupported protocol).
+    let local = match url.strip_prefix("file://") {
+        Some(path) => Some(path),
+        None if !url.contains("://") && !url.contains('@') => Some(url),
+        None => None,
+    };
+    if let Some(path) = local
+        && !Path::new(path).exists()
+    {
+        return Err(fail(format!(
+            "there is no repository at `{path}` (the path does not exist)"
+        )));
+    }
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| fail(e.message().to_owned()))?;

@@ -234,27 +234,20 @@ impl Store {
         Ok(())
     }
 
-    /// Start (or resume) a job: `running`, its steps merged with those already completed, any
-    /// older unfinished job of the tenant superseded, and the tenant's status `progressing`.
+    /// Start (or resume) a job: `running`, its steps merged with those already completed, and
+    /// the tenant's status `progressing`. (The tenant's older unfinished jobs were superseded
+    /// by [`Store::queue_jobs`] when the pass began; a newer one — the API may queue one for a
+    /// later commit while this pass runs — is left for the pass that reconciles it.)
     pub async fn start_job(&self, new: &NewJob) -> Result<Job, StoreError> {
         let id = new.id();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // Write first: SQLite then takes its write lock at once (waiting for it under the busy
         // timeout) instead of failing to upgrade a read lock while another writer holds it.
-        sqlx::query(
-            "UPDATE tenant_jobs SET state = 'failed', error = $3, updated_at = $4 \
-             WHERE tenant_id = $1 AND job_id <> $2 AND state IN ('queued', 'running')",
-        )
-        .bind(&new.tenant_id)
-        .bind(&id)
-        .bind(format!(
-            "superseded by the {} job for commit {}",
-            new.action, new.commit_sha
-        ))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("UPDATE tenant_jobs SET updated_at = updated_at WHERE job_id = $1")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         let existing = sqlx::query(safe(format!(
             "SELECT {JOB_COLUMNS} FROM tenant_jobs WHERE job_id = $1"
         )))

@@ -192,6 +192,8 @@ pub struct Status {
     pub blocked_reason: Option<String>,
     pub error: Option<String>,
     pub updated_at: i64,
+    /// The file that declared the tenant when it was last reconciled.
+    pub manifest_file: Option<String>,
 }
 
 /// A recorded policy decision (see [`crate::policy::Decision`]).
@@ -550,6 +552,29 @@ impl Store {
             .collect()
     }
 
+    /// Every applied tenant with its applied state, its status and the file that last
+    /// declared it (one query): those a revision no longer declares are looked for in it.
+    pub async fn applied_files(
+        &self,
+    ) -> Result<Vec<(String, String, Option<String>, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.tenant_id, t.state, s.status, s.manifest_file \
+             FROM tenants t LEFT JOIN reconcile_status s ON s.tenant_id = t.tenant_id ORDER BY t.tenant_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("tenant_id")?,
+                    r.try_get("state")?,
+                    r.try_get("status")?,
+                    r.try_get("manifest_file")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every tenant, in id order (one query).
     pub async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         let rows = sqlx::query(safe(format!(
@@ -569,12 +594,13 @@ impl Store {
 
     async fn set_status_on(conn: &mut AnyConnection, s: &Status) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO reconcile_status (tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO reconcile_status (tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at, manifest_file) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id) DO UPDATE SET status = excluded.status, \
                last_applied_commit = COALESCE(excluded.last_applied_commit, reconcile_status.last_applied_commit), \
                last_attempted_commit = excluded.last_attempted_commit, blocked_reason = excluded.blocked_reason, \
-               error = excluded.error, updated_at = excluded.updated_at",
+               error = excluded.error, updated_at = excluded.updated_at, \
+               manifest_file = COALESCE(excluded.manifest_file, reconcile_status.manifest_file)",
         )
         .bind(&s.tenant_id)
         .bind(&s.status)
@@ -583,6 +609,7 @@ impl Store {
         .bind(&s.blocked_reason)
         .bind(&s.error)
         .bind(s.updated_at)
+        .bind(&s.manifest_file)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -599,7 +626,7 @@ impl Store {
         rows.iter().map(Self::status_from_row).collect()
     }
 
-    const STATUS_COLUMNS: &'static str = "tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at";
+    const STATUS_COLUMNS: &'static str = "tenant_id, status, last_applied_commit, last_attempted_commit, blocked_reason, error, updated_at, manifest_file";
 
     fn status_from_row(r: &sqlx::any::AnyRow) -> Result<Status, StoreError> {
         Ok(Status {
@@ -610,6 +637,7 @@ impl Store {
             blocked_reason: r.try_get("blocked_reason")?,
             error: r.try_get("error")?,
             updated_at: r.try_get("updated_at")?,
+            manifest_file: r.try_get("manifest_file")?,
         })
     }
 

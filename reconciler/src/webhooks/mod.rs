@@ -1,7 +1,9 @@
 //! Signed webhook delivery.
 //!
-//! Each delivery is an HTTP `POST` of the event's CloudEvents JSON
-//! (`Content-Type: application/cloudevents+json`) with:
+//! Each delivery is an HTTP `POST` of the event — in CloudEvents binary content mode by
+//! default (the attributes in `ce-*` headers, the body seed 000's `{ id, type, tenantId,
+//! reason, timestamp, data }` as `application/json`), or structured (`[events] content-mode =
+//! "structured"`: the whole CloudEvent as `application/cloudevents+json`) — with:
 //!
 //! - `Tenancy-Delivery`: the delivery id (the same on every retry: receivers deduplicate on it);
 //! - `Tenancy-Event-Id`, `Tenancy-Event-Type`;
@@ -37,6 +39,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "TENANCY_ARCHIVED",
     "TENANCY_DELETED",
     "TENANCY_UPDATED",
+    "TENANCY_ORPHANED",
     "RECONCILE_FAILED",
     "POLICY_DENIED",
 ];
@@ -66,6 +69,7 @@ pub struct DeliveryReport {
 pub struct Deliverer {
     client: reqwest::Client,
     guard: Arc<guard::Guard>,
+    mode: crate::reconcile::events::ContentMode,
 }
 
 /// How many of a webhook's pending deliveries one round looks at (the oldest first).
@@ -75,7 +79,10 @@ impl Deliverer {
     /// An HTTP(S) client for deliveries that connects only to addresses `guard` allows (no
     /// proxy, no redirects); fails (it does not panic) when TLS cannot be set up, e.g. on a
     /// machine without CA certificates.
-    pub fn new(guard: guard::Guard) -> Result<Deliverer, String> {
+    pub fn new(
+        guard: guard::Guard,
+        mode: crate::reconcile::events::ContentMode,
+    ) -> Result<Deliverer, String> {
         let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -86,7 +93,11 @@ impl Deliverer {
             .user_agent(concat!("tenancy/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("webhook HTTP client: {}", error_chain(&e)))?;
-        Ok(Deliverer { client, guard })
+        Ok(Deliverer {
+            client,
+            guard,
+            mode,
+        })
     }
 
     /// Attempt every due delivery of one webhook, in order (a tenant's later events wait while
@@ -153,10 +164,20 @@ impl Deliverer {
             store.record_attempt(&delivery, None, Some(&why)).await?;
             return Ok(false);
         }
-        let sent = self
-            .client
-            .post(&webhook.url)
-            .header("content-type", "application/cloudevents+json")
+        // The CloudEvents HTTP binding: binary (ce-* headers, the body is the data) or
+        // structured (the whole event); the signature covers exactly the body sent.
+        let (attrs, body) = match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(event) => crate::reconcile::events::encode(&event, self.mode, "ce-"),
+            Err(_) => (
+                vec![("content-type".into(), "application/cloudevents+json".into())],
+                body,
+            ),
+        };
+        let mut request = self.client.post(&webhook.url);
+        for (k, v) in &attrs {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let sent = request
             .header("tenancy-delivery", &delivery.delivery_id)
             .header("tenancy-event-id", &delivery.event_id)
             .header("tenancy-event-type", &event_type)

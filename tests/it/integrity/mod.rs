@@ -5,6 +5,7 @@
 mod api;
 mod baseline;
 mod notes;
+mod silent;
 mod webhooks;
 
 use crate::support::{Run, TestRepo, tenancy, workspace_root};
