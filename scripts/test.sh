@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it: install and start the real services (PostgreSQL, S3,
 # two Kafka-protocol brokers) on 127.0.0.1, build the JavaScript example policy, run every
-# test, fuzz the REST API with schemathesis, stop the services.
+# test, fuzz the REST API with schemathesis, generate clients from its OpenAPI document and run
+# seed 000 through them, stop the services.
 #
 #   scripts/test.sh               # everything
 #   scripts/test.sh validate      # extra arguments go to `cargo test` (here: a name filter)
@@ -22,7 +23,9 @@ export TENANCY_JS_POLICY_BUNDLE
 
 cargo test --workspace --locked "$@"
 
-# The REST API against its own OpenAPI document (the whole suite only, not a filtered run).
+# The REST API against its own OpenAPI document, and the clients generated from that document
+# (the whole suite only, not a filtered run).
 if [ $# -eq 0 ]; then
   scripts/schemathesis.sh "${CARGO_TARGET_DIR:-$ROOT/target}/debug/tenancy"
+  scripts/openapi-clients.sh "${CARGO_TARGET_DIR:-$ROOT/target}/debug/tenancy"
 fi

@@ -3,7 +3,8 @@
 //! [`Caller`] is an extractor: a handler that takes one runs only for a known bearer token
 //! (`Authorization: Bearer <token>`, the scheme case-insensitive as RFC 9110 says), within the
 //! token's rate limit. Tokens are compared as SHA-256 digests in constant time. Failed logins
-//! are throttled per peer address, so tokens cannot be guessed at speed.
+//! (a token that is wrong or malformed) are throttled per peer address, so tokens cannot be
+//! guessed at speed; a request without credentials is simply 401.
 //!
 //! What a role may do is one table, [`Action`] × [`ApiRole`] (README, "API roles"):
 //!
@@ -157,8 +158,10 @@ impl axum::extract::FromRequestParts<Arc<Api>> for Caller {
                     })?;
                 Ok(caller)
             }
+            // A request with no credentials is not a guess: 401, never throttled here.
+            Err(refused) if parts.headers.get(header::AUTHORIZATION).is_none() => Err(refused),
             Err(refused) => {
-                // Each failure costs the peer; past the burst it waits, whatever it sends.
+                // Each wrong token costs the peer; past the burst it waits, whatever it sends.
                 if let Err(secs) =
                     api.failures
                         .take(&format!("peer:{peer}"), FAILURE_RATE, FAILURE_BURST)

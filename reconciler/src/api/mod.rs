@@ -1109,7 +1109,8 @@ async fn change_lifecycle(
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     caller.may(Action::Lifecycle)?;
-    let reason = if body.is_empty() || body.trim_ascii() == b"null" {
+    // No body, or a JSON object (`null` is not an object: the document says so).
+    let reason = if body.is_empty() {
         None
     } else {
         // A body is JSON, said so: anything else is 415, never parsed as JSON anyway.

@@ -142,7 +142,11 @@ fn manifest_schemas(doc: &mut serde_json::Value) {
         });
         // A merge patch: objects are merged key by key (so their fields are all optional
         // here), null removes a field, anything else replaces it.
-        let object = json!({ "type": ["object", "null"] });
+        let object = json!({
+            "type": ["object", "null"],
+            "additionalProperties": true,
+            "description": "Merged into the manifest's field key by key; a null value removes a key, null removes the field.",
+        });
         let patch = json!({
             "type": "object",
             "description": "A JSON merge patch (RFC 7396) of the tenant's manifest (seed 000 §5, §13). The lifecycle changes only through :activate, :suspend and DELETE.",
@@ -182,6 +186,17 @@ pub fn document() -> String {
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut doc = serde_json::to_value(&api).expect("the OpenAPI document serializes");
     manifest_schemas(&mut doc);
+    // An action's body is optional, and is an object when sent (the server also takes
+    // `null`): said as a not-required body of the object's schema, which is what client
+    // generators turn into "omit the body" (openapi-python-client would send a `null` body, or
+    // fail, for a nullable one).
+    for action in ["activate", "suspend"] {
+        let body =
+            &mut doc["paths"][format!("{BASE}/tenants/{{id}}:{action}")]["post"]["requestBody"];
+        body["required"] = false.into();
+        body["content"]["application/json"]["schema"] =
+            serde_json::json!({ "$ref": "#/components/schemas/ActionBody" });
+    }
     serde_json::to_string_pretty(&doc).expect("the OpenAPI document serializes") + "\n"
 }
 

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod jobs;
+pub mod markdown;
 pub mod plan;
 pub mod policy;
 pub mod validate;

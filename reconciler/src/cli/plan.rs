@@ -217,7 +217,20 @@ pub fn run_plan(args: &PlanArgs, color: bool) -> Result<u8, CliError> {
             write_text(&mut out, &report, rev, color)?;
             writeln!(out, "[{:.2}s]", started.elapsed().as_secs_f64())?;
         }
-        PlanOutput::Markdown => write_markdown(&mut out, &report, &findings, rev)?,
+        PlanOutput::Markdown => {
+            let rerun = match &args.base {
+                Some(base) => format!("tenancy plan --base {base} --head {rev} --output json"),
+                None => format!("tenancy plan --rev {rev} --output json"),
+            };
+            let comment = super::markdown::plan_comment(
+                &report,
+                &findings,
+                rev,
+                &rerun,
+                super::markdown::GITHUB_LIMIT,
+            );
+            out.write_all(comment.as_bytes())?;
+        }
     }
     out.flush()?;
     teardown(rt, planes);
@@ -532,13 +545,13 @@ fn write_findings(
 }
 
 #[derive(Default, Serialize)]
-struct Counts {
-    create: usize,
-    update: usize,
-    delete: usize,
+pub(crate) struct Counts {
+    pub(crate) create: usize,
+    pub(crate) update: usize,
+    pub(crate) delete: usize,
 }
 
-fn counts(report: &PlanReport) -> Counts {
+pub(crate) fn counts(report: &PlanReport) -> Counts {
     let mut c = Counts::default();
     for change in report.tenants.iter().flat_map(|t| &t.changes) {
         match change.op {
@@ -550,7 +563,7 @@ fn counts(report: &PlanReport) -> Counts {
     c
 }
 
-fn change_lines(c: &Change) -> Vec<String> {
+pub(crate) fn change_lines(c: &Change) -> Vec<String> {
     let mut lines = vec![format!(
         "{} {} {}{}",
         if c.refused.is_some() {
@@ -663,94 +676,6 @@ fn write_text(
         report.blocked(),
         report.errors()
     )
-}
-
-fn write_markdown(
-    out: &mut impl Write,
-    report: &PlanReport,
-    findings: &[&Finding],
-    rev: &str,
-) -> std::io::Result<()> {
-    let c = counts(report);
-    let at = report.commit.as_deref().map(short).unwrap_or(rev);
-    let verdict = if report.errors() > 0 {
-        "⚠️ could not be fully planned"
-    } else if report.blocked() > 0 || findings.iter().any(|f| f.severity == Severity::Error) {
-        "❌ refused"
-    } else {
-        "✅ can be applied"
-    };
-    writeln!(out, "### Tenancy plan for `{at}` — {verdict}\n")?;
-    writeln!(
-        out,
-        "**{} to create, {} to change, {} to delete** · {} tenant(s) planned · {} blocked\n",
-        c.create,
-        c.update,
-        c.delete,
-        report.tenants.len(),
-        report.blocked()
-    )?;
-    let errors: Vec<&&Finding> = findings
-        .iter()
-        .filter(|f| f.severity != Severity::Info)
-        .collect();
-    if !errors.is_empty() {
-        writeln!(out, "| | Where | Rule | Message |\n|---|---|---|---|")?;
-        for f in errors {
-            let icon = if f.severity == Severity::Error {
-                "❌"
-            } else {
-                "⚠️"
-            };
-            writeln!(
-                out,
-                "| {icon} | `{}` | `{}` | {} |",
-                f.location(),
-                f.rule,
-                f.message.replace('|', "\\|").replace('\n', " ")
-            )?;
-        }
-        writeln!(out)?;
-    }
-    for t in &report.tenants {
-        if t.changes.is_empty() && t.blocked.is_empty() && t.errors.is_empty() {
-            continue;
-        }
-        let state = if !t.blocked.is_empty() || t.refused().next().is_some() {
-            "blocked"
-        } else if !t.errors.is_empty() {
-            "not planned"
-        } else {
-            "ok"
-        };
-        writeln!(
-            out,
-            "<details><summary><code>{}</code> ({}) — {} change(s), {state}</summary>\n",
-            t.tenant,
-            t.lifecycle,
-            t.changes.len()
-        )?;
-        for reason in t.blocked.iter().chain(&t.errors) {
-            writeln!(out, "- {}", reason.replace('\n', " "))?;
-        }
-        if !t.changes.is_empty() {
-            writeln!(out, "```diff")?;
-            for ch in &t.changes {
-                for line in change_lines(ch) {
-                    writeln!(out, "{line}")?;
-                }
-            }
-            writeln!(out, "```")?;
-        }
-        writeln!(out, "\n</details>\n")?;
-    }
-    for file in &report.removed {
-        writeln!(
-            out,
-            "- `{file}` removed: its resources are kept until a confirmed `lifecycle: Deleted`."
-        )?;
-    }
-    Ok(())
 }
 
 fn json_plan<'a>(

@@ -4,6 +4,7 @@
 
 mod api;
 mod baseline;
+mod comment;
 mod notes;
 mod silent;
 mod webhooks;
