@@ -178,18 +178,8 @@ async fn kill_9_during_a_100_tenant_apply_loses_nothing_and_converges() {
     std::fs::write(&config, toml).expect("config");
 
     // 100 varied tenants (every profile and lifecycle), ids unique to this run.
-    let dir = tempfile::tempdir().expect("tmp");
-    let status = Command::new(workspace_root().join("scripts/gen-tenants.py"))
-        .args(["100", dir.path().to_str().expect("utf-8"), "--seed", "11"])
-        .args(["--id-prefix", &format!("{tag}_")])
-        .stderr(Stdio::null())
-        .status()
-        .expect("gen-tenants");
-    assert!(status.success());
-    let repo = TestRepo {
-        repo: git2::Repository::open(dir.path()).expect("repo"),
-        dir,
-    };
+    let repo =
+        crate::support::generated_repo(100, &["--seed", "11", "--id-prefix", &format!("{tag}_")]);
     let repo_dir = repo.path().to_owned();
     let files = tenant_files(&repo_dir);
     assert_eq!(files.len(), 100);

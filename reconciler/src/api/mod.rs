@@ -433,26 +433,36 @@ fn rfc3339(ms: i64) -> String {
 
 /// A tenant the caller may see, or "not found" (also for one outside the caller's scope).
 async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, Problem> {
-    if crate::manifest::ids::TenantId::parse(id).is_err() {
-        return Err(
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a tenant id")
-                .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
-        );
-    }
+    tenant_id(id)?;
     let t = match api.store.tenant(id).await.map_err(internal)? {
         Some(t) if caller.sees(&t) => t,
         _ => return Err(Problem::not_found(&format!("tenant `{id}`"))),
     };
-    // Charged once the tenant is known to be the caller's: asking about another tenant drains
-    // nothing of its bucket, and made-up ids add no buckets.
+    charge_tenant(api, id)?;
+    Ok(t)
+}
+
+/// 400 unless `id` is a tenant id.
+fn tenant_id(id: &str) -> Result<(), Problem> {
+    match crate::manifest::ids::TenantId::parse(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(
+            Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a tenant id")
+                .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
+        ),
+    }
+}
+
+/// Charge a request to tenant `id`'s rate limit — once the tenant is known to be the caller's:
+/// asking about another tenant drains nothing of its bucket, and made-up ids add no buckets.
+fn charge_tenant(api: &Api, id: &str) -> Result<(), Problem> {
     api.limiter
         .take(
             &format!("tenant:{id}"),
             api.limits.tenant_requests_per_second,
             api.limits.tenant_burst,
         )
-        .map_err(|secs| too_many(format!("tenant `{id}` is over its rate limit"), secs))?;
-    Ok(t)
+        .map_err(|secs| too_many(format!("tenant `{id}` is over its rate limit"), secs))
 }
 
 #[utoipa::path(get, path = "/api/tenancy/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id", pattern = "^[a-z][a-z0-9_]{2,62}$")), responses((status = 200, description = "The tenant (ETag: its version)", body = views::TenantView), (status = 400, description = "Not a tenant id", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such tenant in the caller’s scope", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
@@ -1407,12 +1417,7 @@ async fn writable(
     caller: &Caller,
     id: &str,
 ) -> Result<(writes::CommittedTenant, Option<TenantRecord>), Problem> {
-    if crate::manifest::ids::TenantId::parse(id).is_err() {
-        return Err(
-            Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a tenant id")
-                .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
-        );
-    }
+    tenant_id(id)?;
     let (target, tenant) = (api.writes.clone(), id.to_owned());
     let committed = tokio::task::spawn_blocking(move || writes::committed(&target, &tenant))
         .await
@@ -1421,13 +1426,7 @@ async fn writable(
     let Some(c) = committed.filter(|c| caller.sees_ids(id, &c.organization)) else {
         return Err(Problem::not_found(&format!("tenant `{id}`")));
     };
-    api.limiter
-        .take(
-            &format!("tenant:{id}"),
-            api.limits.tenant_requests_per_second,
-            api.limits.tenant_burst,
-        )
-        .map_err(|secs| too_many(format!("tenant `{id}` is over its rate limit"), secs))?;
+    charge_tenant(api, id)?;
     let record = api.store.tenant(id).await.map_err(internal)?;
     Ok((c, record))
 }

@@ -63,6 +63,40 @@ fn code(s: &str) -> String {
         .collect()
 }
 
+/// The comment being written, within a budget of characters.
+struct Comment {
+    out: String,
+    used: usize,
+    budget: usize,
+    /// What did not fit, counted ("12 more finding(s)").
+    cut: Vec<String>,
+}
+
+impl Comment {
+    /// Add `text` if it fits; `false` (and nothing added) when it does not.
+    fn push(&mut self, text: &str) -> bool {
+        let n = text.chars().count();
+        if self.used + n > self.budget {
+            return false;
+        }
+        self.used += n;
+        self.out.push_str(text);
+        true
+    }
+
+    /// Add as many of `items` as fit, each rendered by `render`; count the rest as `what`.
+    fn push_all<T>(&mut self, items: &[T], what: &str, render: impl Fn(&T) -> String) {
+        let shown = items
+            .iter()
+            .take_while(|item| self.push(&render(item)))
+            .count();
+        if shown < items.len() {
+            self.cut
+                .push(format!("{} more {what}", items.len() - shown));
+        }
+    }
+}
+
 fn is_blocked(t: &TenantPlan) -> bool {
     !t.blocked.is_empty() || t.refused().next().is_some()
 }
@@ -101,19 +135,19 @@ pub fn plan_comment(
         report.tenants.len(),
         report.blocked()
     );
-    let budget = limit.saturating_sub(RESERVE);
-    let len = |s: &str| s.chars().count();
-    let mut used = len(&out);
-    let mut cut: Vec<String> = Vec::new();
+    let used = out.chars().count();
+    let mut comment = Comment {
+        out,
+        used,
+        budget: limit.saturating_sub(RESERVE),
+        cut: Vec::new(),
+    };
 
     // Blocked and refused tenants: always first, one line each.
     let blocked: Vec<&TenantPlan> = report.tenants.iter().filter(|t| is_blocked(t)).collect();
     if !blocked.is_empty() {
-        let head = "#### Blocked\n\n";
-        out.push_str(head);
-        used += len(head);
-        let mut shown = 0;
-        for t in &blocked {
+        comment.push("#### Blocked\n\n");
+        comment.push_all(&blocked, "blocked tenant(s)", |t| {
             let mut why: Vec<String> = t.blocked.clone();
             why.extend(t.refused().map(|ch| {
                 format!(
@@ -127,24 +161,14 @@ pub fn plan_comment(
             if reason.chars().count() > 400 {
                 reason = reason.chars().take(400).collect::<String>() + "…";
             }
-            let line = format!(
+            format!(
                 "- ❌ `{}` (`{}`): {}\n",
                 code(&t.tenant),
                 code(&t.file),
                 text(&reason)
-            );
-            if used + len(&line) > budget {
-                break;
-            }
-            used += len(&line);
-            out.push_str(&line);
-            shown += 1;
-        }
-        if shown < blocked.len() {
-            cut.push(format!("{} more blocked tenant(s)", blocked.len() - shown));
-        }
-        out.push('\n');
-        used += 1;
+            )
+        });
+        comment.push("\n");
     }
 
     // Findings: errors before warnings.
@@ -154,34 +178,21 @@ pub fn plan_comment(
         .collect();
     listed.sort_by_key(|f| f.severity != Severity::Error);
     if !listed.is_empty() {
-        let head = "| | Where | Rule | Message |\n|---|---|---|---|\n";
-        out.push_str(head);
-        used += len(head);
-        let mut shown = 0;
-        for f in &listed {
+        comment.push("| | Where | Rule | Message |\n|---|---|---|---|\n");
+        comment.push_all(&listed, "finding(s)", |f| {
             let icon = if f.severity == Severity::Error {
                 "❌"
             } else {
                 "⚠️"
             };
-            let line = format!(
+            format!(
                 "| {icon} | `{}` | `{}` | {} |\n",
                 code(&f.location()),
                 code(&f.rule),
                 text(&f.message)
-            );
-            if used + len(&line) > budget {
-                break;
-            }
-            used += len(&line);
-            out.push_str(&line);
-            shown += 1;
-        }
-        if shown < listed.len() {
-            cut.push(format!("{} more finding(s)", listed.len() - shown));
-        }
-        out.push('\n');
-        used += 1;
+            )
+        });
+        comment.push("\n");
     }
 
     // The other tenants' changes, folded.
@@ -190,8 +201,7 @@ pub fn plan_comment(
         .iter()
         .filter(|t| !is_blocked(t) && (!t.changes.is_empty() || !t.errors.is_empty()))
         .collect();
-    let mut shown = 0;
-    for t in &changed {
+    comment.push_all(&changed, "tenant(s) with changes", |t| {
         let state = if t.errors.is_empty() {
             "ok"
         } else {
@@ -216,40 +226,16 @@ pub fn plan_comment(
             block.push_str("```\n");
         }
         block.push_str("\n</details>\n\n");
-        if used + len(&block) > budget {
-            break;
-        }
-        used += len(&block);
-        out.push_str(&block);
-        shown += 1;
-    }
-    if shown < changed.len() {
-        cut.push(format!(
-            "{} more tenant(s) with changes",
-            changed.len() - shown
-        ));
-    }
-
-    let mut removed_shown = 0;
-    for file in &report.removed {
-        let line = format!(
+        block
+    });
+    comment.push_all(&report.removed, "removed file(s)", |file| {
+        format!(
             "- `{}` removed: its resources are kept until a confirmed `lifecycle: Deleted`.\n",
             code(file)
-        );
-        if used + len(&line) > budget {
-            break;
-        }
-        used += len(&line);
-        out.push_str(&line);
-        removed_shown += 1;
-    }
-    if removed_shown < report.removed.len() {
-        cut.push(format!(
-            "{} more removed file(s)",
-            report.removed.len() - removed_shown
-        ));
-    }
+        )
+    });
 
+    let Comment { mut out, cut, .. } = comment;
     if !cut.is_empty() {
         let _ = writeln!(
             out,
@@ -259,7 +245,7 @@ pub fn plan_comment(
         );
     }
     // The limit holds whatever the reserve held (a very long rerun command, say).
-    if len(&out) > limit {
+    if out.chars().count() > limit {
         out = out
             .chars()
             .take(limit.saturating_sub(2))

@@ -46,11 +46,23 @@ pub struct Applied {
 
 #[derive(Debug)]
 struct AppliedTenant {
+    /// The manifest as stored, parsed the first time it is asked for (a pass judges only the
+    /// tenants it changed).
+    text: String,
     /// The manifest, or why the stored one could not be read (the tenant is then refused:
     /// judging it as a creation would let any change through).
-    manifest: Result<Tenant, String>,
+    manifest: std::sync::OnceLock<Result<Tenant, String>>,
     /// The commit it was applied at.
     commit: Option<String>,
+}
+
+impl AppliedTenant {
+    fn manifest(&self) -> &Result<Tenant, String> {
+        self.manifest.get_or_init(|| {
+            serde_json::from_str::<Tenant>(&self.text)
+                .map_err(|e| format!("the last applied manifest cannot be read: {e}"))
+        })
+    }
 }
 
 impl Applied {
@@ -60,10 +72,16 @@ impl Applied {
     ) -> Applied {
         let tenants = records
             .into_iter()
-            .map(|(id, manifest, commit)| {
-                let manifest = serde_json::from_str::<Tenant>(&manifest)
-                    .map_err(|e| format!("the last applied manifest cannot be read: {e}"));
-                (id, AppliedTenant { manifest, commit })
+            .map(|(id, text, commit)| {
+                let manifest = std::sync::OnceLock::new();
+                (
+                    id,
+                    AppliedTenant {
+                        text,
+                        manifest,
+                        commit,
+                    },
+                )
             })
             .collect();
         Applied { tenants }
@@ -172,7 +190,7 @@ impl History {
                 }
                 Baseline::Applied(applied) => match applied.tenants.get(id) {
                     None => Prior::Found(None, Against::Nothing),
-                    Some(a) => match &a.manifest {
+                    Some(a) => match a.manifest() {
                         Ok(m) => Prior::Found(Some(m), Against::Applied(a.commit.clone())),
                         Err(why) => Prior::Unreadable(why),
                     },
@@ -242,7 +260,7 @@ impl validate::Incumbency for History {
             Baseline::Applied(a) => a
                 .tenants
                 .get(id)
-                .is_some_and(|a| a.manifest.as_ref().is_ok_and(declares)),
+                .is_some_and(|a| a.manifest().as_ref().is_ok_and(declares)),
         })
     }
 }

@@ -542,10 +542,19 @@ fn cross_check(
     // (external-id key, value) → the tenant that holds it: the one that held it before the
     // change (the newcomer is the conflict), else the first to declare it.
     let mut external: HashMap<(&str, &str), &Located<Tenant>> = HashMap::new();
+    // Only a value declared twice has a holder to find (asking costs a previous version).
+    let mut declared: HashMap<(&str, &str), usize> = HashMap::new();
+    for t in &catalog.tenants {
+        for (key, value) in &t.value.spec.external_ids {
+            *declared.entry((key.as_str(), value.as_str())).or_default() += 1;
+        }
+    }
     for t in &catalog.tenants {
         let id = t.value.metadata.id.as_str();
         for (key, value) in &t.value.spec.external_ids {
-            if incumbents.holds_external_id(id, &t.file, key, value) {
+            if declared[&(key.as_str(), value.as_str())] > 1
+                && incumbents.holds_external_id(id, &t.file, key, value)
+            {
                 external.entry((key.as_str(), value.as_str())).or_insert(t);
             }
         }

@@ -3,8 +3,7 @@
 //! the full JSON plan.
 
 use super::{bundle, json_run};
-use crate::support::{TestRepo, embedded_config, tenancy, workspace_root};
-use std::process::{Command, Stdio};
+use crate::support::{TestRepo, embedded_config, tenancy};
 
 fn markdown(repo: &TestRepo, config: &std::path::Path, base: &str) -> crate::support::Run {
     let b = bundle();
@@ -28,17 +27,7 @@ fn markdown(repo: &TestRepo, config: &std::path::Path, base: &str) -> crate::sup
 #[test]
 fn a_plan_comment_fits_github_whatever_the_change() {
     // 300 new tenants in one pull request (the base has the platform only).
-    let dir = tempfile::tempdir().expect("tmp");
-    let status = Command::new(workspace_root().join("scripts/gen-tenants.py"))
-        .args(["300", dir.path().to_str().expect("utf-8"), "--seed", "3"])
-        .stderr(Stdio::null())
-        .status()
-        .expect("gen-tenants");
-    assert!(status.success());
-    let repo = TestRepo {
-        repo: git2::Repository::open(dir.path()).expect("repo"),
-        dir,
-    };
+    let repo = crate::support::generated_repo(300, &["--seed", "3"]);
     let work = tempfile::tempdir().expect("tmp");
     let config = embedded_config(work.path());
     // A base without the tenants: the whole repository is the pull request.

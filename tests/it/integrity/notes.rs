@@ -2,24 +2,13 @@
 //! recorded it was killed before writing it: notes are rendered from the state store.
 
 use super::{apply, bundle};
-use crate::support::{TestRepo, tenancy, workspace_root};
+use crate::support::tenancy;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
 fn a_pass_killed_after_recording_tenants_still_gets_its_note() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let status = Command::new(workspace_root().join("scripts/gen-tenants.py"))
-        .args(["400", dir.path().to_str().expect("utf-8"), "--seed", "5"])
-        .args(["--uniform"])
-        .stderr(Stdio::null())
-        .status()
-        .expect("gen-tenants");
-    assert!(status.success());
-    let repo = TestRepo {
-        repo: git2::Repository::open(dir.path()).expect("repo"),
-        dir,
-    };
+    let repo = crate::support::generated_repo(400, &["--seed", "5", "--uniform"]);
     let first = repo.head();
     let work = tempfile::tempdir().expect("tmp");
     let config = work.path().join("tenancy.toml");
