@@ -57,12 +57,25 @@ for p in "${STANDARD[@]}"; do
   component wasm32-unknown-unknown "policy-$p" "" "$OUT/policies/$p/$p.wasm"
   log "built $p ($(wc -c <"$OUT/policies/$p/$p.wasm") bytes)"
 done
-for f in infinite-loop memory-bomb deep-recursion huge-output trap malformed-output missing-export mistyped-export; do
+for f in infinite-loop memory-bomb deep-recursion huge-output trap malformed-output missing-export mistyped-export \
+  violation-flood forged-output forged-info bad-pointer; do
   component wasm32-unknown-unknown policy-hostile "$f" "$OUT/tests/data/policies/hostile/$f.wasm"
 done
 for f in wasi-filesystem wasi-sockets; do
   component wasm32-wasip2 policy-hostile "$f" "$OUT/tests/data/policies/hostile/$f.wasm"
 done
+# Hand-written modules for what a compiler would not emit (see policies/hostile/wat/gen.py).
+WAT=$(mktemp -d)
+for c in two-memories function-flood liveness-bomb contract-future; do
+  python3 "$ROOT/policies/hostile/wat/gen.py" core "$c" >"$WAT/$c.wat"
+  wasm-tools parse "$WAT/$c.wat" -o "$WAT/$c.core.wasm"
+  wasm-tools component embed "$ROOT/policies/wit" --world policy "$WAT/$c.core.wasm" -o "$WAT/$c.embedded.wasm"
+  wasm-tools component new "$WAT/$c.embedded.wasm" -o "$WAT/$c.component.wasm"
+  wasm-tools print "$WAT/$c.component.wasm" | python3 "$ROOT/policies/hostile/wat/gen.py" patch "$c" >"$WAT/$c.component.wat"
+  wasm-tools parse "$WAT/$c.component.wat" -o "$OUT/tests/data/policies/hostile/$c.wasm"
+  wasm-tools validate --features all "$OUT/tests/data/policies/hostile/$c.wasm"
+done
+rm -rf "$WAT"
 # A module cut short: the first half of a valid one.
 head -c 20000 "$OUT/policies/residency/residency.wasm" >"$OUT/tests/data/policies/hostile/truncated.wasm"
 log "built hostile test modules"

@@ -65,6 +65,12 @@ fn main() -> Result<()> {
         rayon::current_num_threads()
     );
 
+    // Modules compile in a child running the `tenancy` binary built next to this one.
+    if std::env::var_os("TENANCY_POLICY_COMPILER").is_none() {
+        let exe = std::env::current_exe()?.with_file_name("tenancy");
+        anyhow::ensure!(exe.exists(), "{} missing: build the tenancy binary too", exe.display());
+        tenancy::policy::compile::use_compiler(exe);
+    }
     // Compile cost: paid once per digest.
     let host = Arc::new(PolicyHost::new().map_err(|e| anyhow::anyhow!("{e}"))?);
     let bundle = Bundle::load(&a.bundle)?;

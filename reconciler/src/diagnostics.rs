@@ -182,7 +182,7 @@ pub fn quote(value: &str) -> String {
 fn sanitize_line(line: &str) -> String {
     line.chars()
         .map(|c| {
-            if c.is_control() && c != '\t' {
+            if (unsafe_char(c) || c == SGR_OPEN || c == SGR_CLOSE) && c != '\t' {
                 '\u{fffd}'
             } else {
                 c
@@ -191,37 +191,210 @@ fn sanitize_line(line: &str) -> String {
         .collect()
 }
 
+/// Opens and closes our own colour codes in text that goes through a [`Terminal`]: a
+/// private-use character and a token random to this process, turned into an ANSI SGR sequence
+/// there. Text from a manifest, a plane or a policy module cannot know the token, so any escape
+/// it carries — an ESC, a forged marker — is shown as an escape, never obeyed.
+const SGR_OPEN: char = '\u{E000}';
+const SGR_CLOSE: char = '\u{E001}';
+
+fn sgr_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        format!("{:016x}", h.finish())
+    })
+}
+
+/// The colour `code` (`1;31`) for a [`Terminal`].
+pub fn sgr(code: &str) -> String {
+    format!("{SGR_OPEN}{}{code}{SGR_CLOSE}", sgr_token())
+}
+
+/// Is `c` one that could move the cursor, clear the screen, ring or reorder text?
+pub fn unsafe_char(c: char) -> bool {
+    (c.is_control() && c != '\n' && c != '\t')
+        || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+}
+
+/// `s` with every character that could drive a terminal shown as an escape (`\u{1b}`): for
+/// text that is printed somewhere a [`Terminal`] is not (a log line, a one-line reason).
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s
+        .chars()
+        .any(|c| unsafe_char(c) || c == SGR_OPEN || c == SGR_CLOSE)
+    {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) || c == SGR_OPEN || c == SGR_CLOSE {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// [`printable`], and a line break shown as `\n` too: for a value that must stay on its line
+/// (a finding's message, a module's name), so that it cannot print a line of its own.
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    let text = printable(s);
+    if !text.contains('\n') {
+        return text;
+    }
+    text.replace('\n', "\\n").into()
+}
+
+/// A text output that a module, a manifest or a plane cannot take over: control characters,
+/// ANSI escapes and bidirectional overrides in what is written are shown escaped, and only our
+/// own colour codes ([`sgr`]) become escape sequences. Every text output of the CLI writes
+/// through one.
+pub struct Terminal<W: std::io::Write> {
+    inner: W,
+    /// The bytes of a character split across writes.
+    partial: Vec<u8>,
+    /// A colour marker being read (from [`SGR_OPEN`]).
+    marker: Option<String>,
+}
+
+impl<W: std::io::Write> Terminal<W> {
+    pub fn new(inner: W) -> Terminal<W> {
+        Terminal {
+            inner,
+            partial: Vec::new(),
+            marker: None,
+        }
+    }
+
+    fn emit(&mut self, text: &str) -> std::io::Result<()> {
+        let token = sgr_token();
+        let mut out = String::with_capacity(text.len());
+        let escaped = |c: char| format!("\\u{{{:x}}}", c as u32);
+        for c in text.chars() {
+            if let Some(marker) = self.marker.as_mut() {
+                if c == SGR_CLOSE {
+                    let ours = marker
+                        .strip_prefix(token)
+                        .filter(|code| code.bytes().all(|b| b.is_ascii_digit() || b == b';'));
+                    match ours {
+                        Some(code) => out.push_str(&format!("\x1b[{code}m")),
+                        None => {
+                            out.push_str(&escaped(SGR_OPEN));
+                            out.push_str(&printable(marker));
+                            out.push_str(&escaped(SGR_CLOSE));
+                        }
+                    }
+                    self.marker = None;
+                } else if marker.len() < token.len() + 16 && c != SGR_OPEN {
+                    marker.push(c);
+                } else {
+                    // Not one of ours: what it held is text.
+                    out.push_str(&escaped(SGR_OPEN));
+                    out.push_str(&printable(marker));
+                    self.marker = None;
+                    if c == SGR_OPEN {
+                        self.marker = Some(String::new());
+                    } else {
+                        out.push_str(&printable(&c.to_string()));
+                    }
+                }
+                continue;
+            }
+            match c {
+                SGR_OPEN => self.marker = Some(String::new()),
+                SGR_CLOSE => out.push_str(&escaped(c)),
+                c if unsafe_char(c) => out.push_str(&escaped(c)),
+                c => out.push(c),
+            }
+        }
+        self.inner.write_all(out.as_bytes())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Terminal<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.partial.extend_from_slice(buf);
+        let taken = std::mem::take(&mut self.partial);
+        let (text, rest) = match std::str::from_utf8(&taken) {
+            Ok(t) => (t.to_owned(), Vec::new()),
+            Err(e) if e.error_len().is_none() => {
+                // A character cut at the end: keep its first bytes for the next write.
+                let valid = e.valid_up_to();
+                (
+                    String::from_utf8_lossy(&taken[..valid]).into_owned(),
+                    taken[valid..].to_vec(),
+                )
+            }
+            Err(_) => (String::from_utf8_lossy(&taken).into_owned(), Vec::new()),
+        };
+        self.partial = rest;
+        self.emit(&text)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.partial.is_empty() {
+            let rest = std::mem::take(&mut self.partial);
+            self.emit(&String::from_utf8_lossy(&rest))?;
+        }
+        self.inner.flush()
+    }
+}
+
+impl<W: std::io::Write> Drop for Terminal<W> {
+    fn drop(&mut self) {
+        // A marker left open is text, not a colour.
+        if let Some(marker) = self.marker.take() {
+            let text = format!("\\u{{{:x}}}{}", SGR_OPEN as u32, printable(&marker));
+            let _ = self.inner.write_all(text.as_bytes());
+        }
+        let _ = std::io::Write::flush(self);
+    }
+}
+
 /// Text rendering in the style of rustc: header, location arrow, the source line with a caret
 /// under the offending value, then the tenant and the hint.
 pub fn render_text(f: &Finding, source: Option<&str>, color: bool) -> String {
     let (bold, red, yellow, blue, cyan, reset) = if color {
         (
-            "\x1b[1m",
-            "\x1b[1;31m",
-            "\x1b[1;33m",
-            "\x1b[1;34m",
-            "\x1b[1;36m",
-            "\x1b[0m",
+            sgr("1"),
+            sgr("1;31"),
+            sgr("1;33"),
+            sgr("1;34"),
+            sgr("1;36"),
+            sgr("0"),
         )
     } else {
-        ("", "", "", "", "", "")
+        Default::default()
     };
     let sev_color = match f.severity {
-        Severity::Error => red,
-        Severity::Warning => yellow,
-        Severity::Info => cyan,
+        Severity::Error => &red,
+        Severity::Warning => &yellow,
+        Severity::Info => &cyan,
     };
+    // What a finding says may come from a module or a manifest: printable and on its own
+    // line, whoever prints it.
+    let p = |s: &str| one_line(s).into_owned();
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{sev_color}{}[{}]{reset}{bold}: {}{reset}",
         f.severity.as_str(),
-        f.rule,
-        f.message
+        p(&f.rule),
+        p(&f.message)
     );
     let gutter_width = f.line.map(|l| l.to_string().len()).unwrap_or(1);
     let pad = " ".repeat(gutter_width);
-    let _ = writeln!(out, "{pad}{blue}-->{reset} {}", f.location());
+    let _ = writeln!(out, "{pad}{blue}-->{reset} {}", p(&f.location()));
     if let (Some(line_no), Some(src)) = (f.line, source) {
         if let Some(text) = src.lines().nth(line_no.saturating_sub(1) as usize) {
             let text = sanitize_line(text);
@@ -244,10 +417,10 @@ pub fn render_text(f: &Finding, source: Option<&str>, color: bool) -> String {
         }
     }
     if let Some(t) = &f.tenant {
-        let _ = writeln!(out, "{pad} {blue}={reset} tenant: {t}");
+        let _ = writeln!(out, "{pad} {blue}={reset} tenant: {}", p(t));
     }
     if let Some(h) = &f.hint {
-        let _ = writeln!(out, "{pad} {blue}={reset} hint: {h}");
+        let _ = writeln!(out, "{pad} {blue}={reset} hint: {}", p(h));
     }
     out
 }
@@ -292,5 +465,42 @@ mod tests {
         let text = render_text(&f, Some(src), false);
         assert!(!text.contains('\u{1b}'));
         assert!(text.contains('\u{fffd}'));
+    }
+
+    /// A module's message cannot clear the screen, return the cursor, ring, reorder text or
+    /// forge one of our colour codes — whatever prints it through a Terminal.
+    #[test]
+    fn a_terminal_obeys_only_our_own_colour_codes() {
+        use std::io::Write;
+        let hostile = format!(
+            "\u{1b}[2J\u{1b}[H\rok: 0 error(s)\u{7}\u{202e}evil{}8{}hidden\u{E000}1;31",
+            SGR_OPEN, SGR_CLOSE
+        );
+        let mut buf = Vec::new();
+        {
+            let mut t = Terminal::new(&mut buf);
+            writeln!(t, "{}red{} {hostile}", sgr("1;31"), sgr("0")).unwrap();
+        }
+        let out = String::from_utf8(buf).unwrap();
+        assert!(out.starts_with("\u{1b}[1;31mred\u{1b}[0m "), "{out:?}");
+        let rest = &out["\u{1b}[1;31mred\u{1b}[0m ".len()..];
+        for c in ['\u{1b}', '\r', '\u{7}', '\u{202e}', SGR_OPEN, SGR_CLOSE] {
+            assert!(!rest.contains(c), "{c:?} in {rest:?}");
+        }
+        assert!(
+            rest.contains("\\u{1b}[2J") && rest.contains("hidden"),
+            "{rest:?}"
+        );
+        // A multi-byte character split across writes stays one character.
+        let mut buf = Vec::new();
+        {
+            let mut t = Terminal::new(&mut buf);
+            let bytes = "é".as_bytes();
+            t.write_all(&bytes[..1]).unwrap();
+            t.write_all(&bytes[1..]).unwrap();
+        }
+        assert_eq!(String::from_utf8(buf).unwrap(), "é");
+        let m = Finding::error("x.yaml", "r", "\u{1b}[2Jgone");
+        assert!(!render_text(&m, None, false).contains('\u{1b}'));
     }
 }

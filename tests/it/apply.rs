@@ -796,6 +796,7 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
         previous: vec![reconcile::applied_baseline(&store).await.expect("baseline")],
         ..Inputs::new(repo.path(), Some("HEAD"))
     };
+    crate::support::use_tenancy_compiler();
     let evaluation = reconcile::evaluate(&inputs).expect("evaluate");
     let planes = Planes::from_config(&config);
     let plan = reconcile::plan(&planes, &evaluation, None).await;

@@ -13,6 +13,7 @@ mod plane_postgres;
 mod planes;
 mod policy;
 mod reliability;
+mod sandbox;
 mod seed_api;
 mod services;
 mod source;

@@ -4,7 +4,7 @@ use crate::support::workspace_root;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tenancy::policy::bundle::{Bundle, Limits};
-use tenancy::policy::host::{Failure, PolicyHost};
+use tenancy::policy::host::Failure;
 use tenancy::policy::{Change, PolicySet, Severity};
 
 fn hostile(name: &str) -> Vec<u8> {
@@ -29,7 +29,7 @@ fn change(t: &tenancy::manifest::Tenant) -> Change<'_> {
 
 #[test]
 fn the_standard_bundle_loads_and_allows_the_example_tenants() {
-    let host = Arc::new(PolicyHost::new().expect("host"));
+    let host = Arc::new(crate::support::policy_host());
     let bundle = Bundle::load(&workspace_root().join("policies/bundle.yaml")).expect("bundle");
     let set = PolicySet::load(host, &bundle);
     let names: Vec<_> = set
@@ -64,7 +64,7 @@ fn the_standard_bundle_loads_and_allows_the_example_tenants() {
 
 #[test]
 fn hostile_modules_become_clear_denies_within_their_limits() {
-    let host = PolicyHost::new().expect("host");
+    let host = crate::support::policy_host();
     let catalog = crate::support::example_catalog();
     let platform = tenancy::policy::platform_of(&catalog);
     let tenant = &catalog.tenants[0].value;
@@ -74,6 +74,8 @@ fn hostile_modules_become_clear_denies_within_their_limits() {
         memory_mib: 32,
         timeout_ms: 2_000,
         max_output_bytes: 64 * 1024,
+        max_violations: 100,
+        ..Limits::default()
     };
 
     let evaluate = |name: &str| -> Failure {
@@ -100,7 +102,9 @@ fn hostile_modules_become_clear_denies_within_their_limits() {
     assert_eq!(evaluate("deep-recursion"), Failure::StackOverflow);
     assert!(matches!(
         evaluate("huge-output"),
-        Failure::OutputTooLarge { limit: 65536, .. } | Failure::Memory(_)
+        Failure::OutputTooLarge { limit: 65536, .. }
+            | Failure::OutputFlood { bytes: 65536, .. }
+            | Failure::Memory(_)
     ));
     assert!(
         matches!(evaluate("trap"), Failure::Trap(ref t) if t.contains("unreachable")),
@@ -141,7 +145,7 @@ fn hostile_modules_become_clear_denies_within_their_limits() {
 
 #[test]
 fn the_wall_clock_limit_interrupts_a_module_with_unlimited_fuel() {
-    let host = PolicyHost::new().expect("host");
+    let host = crate::support::policy_host();
     let bytes = hostile("infinite-loop");
     let module = host.load_bytes(&bytes, &sha(&bytes)).expect("load");
     let limits = Limits {
@@ -149,6 +153,8 @@ fn the_wall_clock_limit_interrupts_a_module_with_unlimited_fuel() {
         memory_mib: 16,
         timeout_ms: 100,
         max_output_bytes: 1024,
+        max_violations: 100,
+        ..Limits::default()
     };
     let input = tenancy::policy::host::Input {
         operation: tenancy::policy::host::Operation::Create,
@@ -188,7 +194,7 @@ fn a_hostile_module_in_a_bundle_denies_while_the_others_keep_deciding() {
     )
     .expect("bundle");
     let bundle = Bundle::load(&dir.path().join("bundle.yaml")).expect("bundle loads");
-    let set = PolicySet::load(Arc::new(PolicyHost::new().expect("host")), &bundle);
+    let set = PolicySet::load(Arc::new(crate::support::policy_host()), &bundle);
     let catalog = crate::support::example_catalog();
     let platform = tenancy::policy::platform_of(&catalog);
     let changes: Vec<_> = catalog.tenants.iter().map(|t| change(&t.value)).collect();

@@ -467,3 +467,15 @@ pub fn allow_local_webhooks(config: &Path) {
     toml += "[webhooks]\nallow-http = true\nallow-networks = [\"127.0.0.1\"]\n";
     std::fs::write(config, toml).expect("config");
 }
+
+/// Policy modules are compiled in a child process running the `tenancy` binary; this test
+/// binary is not one, so point the library at it (once, before any module is loaded).
+pub fn use_tenancy_compiler() {
+    tenancy::policy::compile::use_compiler(env!("CARGO_BIN_EXE_tenancy"));
+}
+
+/// A policy host for in-process tests.
+pub fn policy_host() -> tenancy::policy::host::PolicyHost {
+    use_tenancy_compiler();
+    tenancy::policy::host::PolicyHost::new().expect("policy host")
+}

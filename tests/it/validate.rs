@@ -28,6 +28,8 @@ const CORPUS: &[(&str, &str, Option<u64>)] = &[
     ("unknown-field.yaml", "schema.unknown-field", Some(11)),
     ("unknown-kind.yaml", "manifest.unknown-kind", Some(2)),
     ("wrong-type.yaml", "schema.type", Some(11)),
+    // Schema-valid, over the plan: the quotas policy's finding, at the value.
+    ("quota-over-plan.yaml", "quotas.over-plan", Some(13)),
     ("deep-nesting.yaml", "yaml.budget", Some(3)),
     ("tabs.yaml", "yaml.syntax", Some(4)),
     ("not-a-mapping.yaml", "manifest.not-a-mapping", Some(1)),
@@ -41,6 +43,14 @@ const CORPUS: &[(&str, &str, Option<u64>)] = &[
 ];
 
 const EXAMPLE_TENANTS: u64 = 13;
+
+/// The standard policies: the corpus is judged by them too, as a pull request would be.
+fn standard_bundle() -> String {
+    crate::support::workspace_root()
+        .join("policies/bundle.yaml")
+        .display()
+        .to_string()
+}
 
 fn has_finding(report: &Value, file: &str, rule: &str, line: Option<u64>) -> bool {
     findings(report).iter().any(|f| {
@@ -135,7 +145,7 @@ fn each_bad_input_is_a_finding_with_file_and_line_and_others_are_still_checked()
             std::fs::read(bad_corpus().join(&name)).expect("read"),
         );
         repo.commit(&format!("add {name}"));
-        let (run, report) = validate_json(repo.path(), &[]);
+        let (run, report) = validate_json(repo.path(), &["--policies", &standard_bundle()]);
         assert_eq!(
             run.code,
             1,
@@ -180,7 +190,7 @@ fn all_bad_inputs_together_are_all_reported() {
         );
     }
     repo.commit("many bad files");
-    let (run, report) = validate_json(repo.path(), &[]);
+    let (run, report) = validate_json(repo.path(), &["--policies", &standard_bundle()]);
     assert_eq!(run.code, 1);
     for (file, rule, line) in CORPUS {
         assert!(

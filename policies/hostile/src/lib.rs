@@ -45,6 +45,29 @@ mod hostile {
         {
             return vec![deny("", "not a pointer", "")];
         }
+        #[cfg(feature = "violation-flood")]
+        {
+            // 131,072 valid two-byte violations: within a 256 KiB output limit by bytes.
+            return (0..131_072).map(|_| deny("a", "", "b")).collect();
+        }
+        #[cfg(feature = "forged-output")]
+        {
+            // Clear the screen, return the cursor, ring; a line of its own; reorder text;
+            // HTML and Markdown for a pull-request comment.
+            return vec![
+                deny("hostile.forge", "", "\x1b[2J\x1b[H\rok: 0 error(s), 0 warning(s)\x07"),
+                deny("hostile.forge", "/spec", "fine\nok: 0 error(s), 0 warning(s)"),
+                deny(
+                    "hostile.forge",
+                    "/metadata",
+                    "\u{202e}gnp.exe <img src=x onerror=alert(1)> </details> **[ok](javascript:alert(1))** | x |",
+                ),
+            ];
+        }
+        #[cfg(feature = "bad-pointer")]
+        {
+            return vec![deny("hostile.pointer", "spec/regions", "a path that is not a JSON pointer")];
+        }
         #[cfg(feature = "wasi-filesystem")]
         {
             let secret = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -59,9 +82,20 @@ mod hostile {
     }
 
     impl Policy for Hostile {
+        #[cfg(not(feature = "forged-info"))]
         const NAME: &'static str = "hostile";
+        // What a module says of itself reaches `policy inspect` and the decision records.
+        #[cfg(feature = "forged-info")]
+        const NAME: &'static str = "hostile\x1b[2J\x1b[Hok\0";
         const VERSION: &'static str = "0.0.0";
-        const RULES: &'static [&'static str] = &["hostile.huge", "hostile.exfiltrate", "hostile.network"];
+        const RULES: &'static [&'static str] = &[
+            "hostile.huge",
+            "hostile.exfiltrate",
+            "hostile.network",
+            "hostile.forge",
+            "hostile.pointer",
+            "a",
+        ];
         fn evaluate(ctx: &Context) -> Vec<Violation> {
             attack(ctx)
         }

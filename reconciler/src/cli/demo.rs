@@ -155,7 +155,11 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
     let planes = Planes::from_config(&config);
     let bold = |s: &str| {
         if color {
-            format!("\x1b[1m{s}\x1b[0m")
+            format!(
+                "{}{s}{}",
+                crate::diagnostics::sgr("1"),
+                crate::diagnostics::sgr("0")
+            )
         } else {
             s.to_owned()
         }

@@ -39,8 +39,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
     let Some((rt, store)) = open_state(args.config.as_deref())? else {
         return Ok(exit::FAILURE);
     };
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::report_out(args.output == ApplyOutput::Json);
     if let Some(id) = &args.job {
         let job = rt
             .block_on(store.job(id))
@@ -63,7 +62,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
                     job.progress * 100.0
                 )?;
                 if let Some(e) = &job.error {
-                    writeln!(out, "  error: {e}")?;
+                    writeln!(out, "  error: {}", crate::diagnostics::one_line(e))?;
                 }
                 for s in &job.steps {
                     let mark = match s.state.as_str() {
@@ -73,7 +72,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
                     };
                     write!(out, "  {mark} {}", s.name)?;
                     match &s.error {
-                        Some(e) => writeln!(out, " — {e}")?,
+                        Some(e) => writeln!(out, " — {}", crate::diagnostics::one_line(e))?,
                         None => writeln!(out)?,
                     }
                 }

@@ -7,7 +7,7 @@
 //! get the whole plan as JSON. Text that comes from manifests, planes or policies is escaped:
 //! it can neither format the comment nor inject HTML.
 
-use crate::diagnostics::{Finding, Severity};
+use crate::diagnostics::{Finding, Severity, unsafe_char};
 use crate::reconcile::{PlanReport, TenantPlan};
 use std::fmt::Write;
 
@@ -30,10 +30,16 @@ pub fn text(s: &str) -> String {
                 out.push(c);
             }
             c if c.is_control() => out.push(' '),
+            c if unsafe_char(c) => out.push_str(&visible(c)),
             c => out.push(c),
         }
     }
     out
+}
+
+/// A character that would reorder the text around it, shown as its code point instead.
+fn visible(c: char) -> String {
+    format!("U+{:04X}", c as u32)
 }
 
 /// `s` inside an HTML element (`<summary>`, `<code>`): Markdown is not read there, HTML is.
@@ -46,6 +52,7 @@ fn html(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             c if c.is_control() => out.push(' '),
+            c if unsafe_char(c) => out.push_str(&visible(c)),
             c => out.push(c),
         }
     }
@@ -54,13 +61,16 @@ fn html(s: &str) -> String {
 
 /// `s` inside a code span or block: it cannot close the fence.
 fn code(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '`' => 'ˋ',
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '`' => out.push('ˋ'),
+            c if c.is_control() => out.push(' '),
+            c if unsafe_char(c) => out.push_str(&visible(c)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The comment being written, within a budget of characters.
@@ -267,5 +277,8 @@ mod tests {
         assert!(t.contains("\\*\\*bold\\*\\*") && t.contains("\\|"), "{t}");
         assert_eq!(code("a```b\n"), "aˋˋˋb ");
         assert_eq!(html("t_1 <b>\"x\""), "t_1 &lt;b&gt;&quot;x&quot;");
+        // A bidirectional override would reorder what a reviewer reads.
+        assert_eq!(text("\u{202e}gnp.exe"), "U+202Egnp.exe");
+        assert_eq!(code("a\u{2066}b"), "aU+2066b");
     }
 }

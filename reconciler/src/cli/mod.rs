@@ -12,6 +12,18 @@ pub mod webhooks;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
+/// Standard output for a command's report: JSON as is (serde escapes what must be escaped in
+/// a string), text through a [`crate::diagnostics::Terminal`], so that nothing a manifest, a
+/// plane or a policy module said can drive the reader's terminal.
+pub(crate) fn report_out(json: bool) -> Box<dyn std::io::Write> {
+    let out = std::io::BufWriter::new(std::io::stdout().lock());
+    if json {
+        Box::new(out)
+    } else {
+        Box::new(crate::diagnostics::Terminal::new(out))
+    }
+}
+
 /// Exit codes shared by every command.
 pub mod exit {
     /// Success: nothing that blocks (warnings may have been printed).
@@ -268,9 +280,69 @@ pub fn run() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("{:?}", miette::Report::new(err));
+            eprintln!("{:?}", miette::Report::new(Shown::of(&err)));
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+/// An error as it is shown: its message, code, help and causes with every character that could
+/// drive a terminal escaped (a path or a message may come from a repository or a module), in
+/// miette's own colours.
+#[derive(Debug)]
+struct Shown {
+    message: String,
+    code: Option<String>,
+    help: Option<String>,
+    cause: Option<Box<Shown>>,
+}
+
+impl Shown {
+    fn of(e: &dyn miette::Diagnostic) -> Shown {
+        use crate::diagnostics::printable;
+        Shown {
+            message: printable(&e.to_string()).into_owned(),
+            code: e.code().map(|c| printable(&c.to_string()).into_owned()),
+            help: e.help().map(|h| printable(&h.to_string()).into_owned()),
+            cause: e.source().map(|c| Box::new(Shown::cause(c))),
+        }
+    }
+
+    fn cause(e: &dyn std::error::Error) -> Shown {
+        Shown {
+            message: crate::diagnostics::printable(&e.to_string()).into_owned(),
+            code: None,
+            help: None,
+            cause: e.source().map(|c| Box::new(Shown::cause(c))),
+        }
+    }
+}
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Shown {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl miette::Diagnostic for Shown {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.code
+            .as_ref()
+            .map(|c| Box::new(c) as Box<dyn std::fmt::Display>)
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
 }
 

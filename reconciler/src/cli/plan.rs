@@ -2,7 +2,7 @@
 
 use super::{CliError, exit};
 use crate::config::Config;
-use crate::diagnostics::{self, Finding, Severity};
+use crate::diagnostics::{self, Finding, Severity, one_line};
 use crate::policy::history::Previous;
 use crate::reconcile::{
     self, ApplyReport, Evaluation, Inputs, Outcome, PlanReport, Planes, TenantOutcome,
@@ -206,8 +206,7 @@ pub fn run_plan(args: &PlanArgs, color: bool) -> Result<u8, CliError> {
     let mut report = rt.block_on(reconcile::plan(&planes, &evaluation, selected.as_ref()));
     report.removed = removed;
     let findings = relevant_findings(&evaluation, selected.as_ref());
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::report_out(args.output != PlanOutput::Text);
     match args.output {
         PlanOutput::Json => {
             write_json(&mut out, &json_plan(&report, &findings, rev))?;
@@ -291,7 +290,7 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
             );
             return Ok(exit::FAILURE);
         }
-        let mut err = std::io::stderr().lock();
+        let mut err = crate::diagnostics::Terminal::new(std::io::stderr().lock());
         write_findings(&mut err, &evaluation, &findings, color)?;
         write_text(&mut err, &report, &args.rev, color)?;
         if report.changes() == 0 {
@@ -309,7 +308,7 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
     }
     if args.yes && args.output == ApplyOutput::Text {
         // As `terraform apply -auto-approve` does: what is about to happen, then the outcome.
-        let mut out = std::io::stdout().lock();
+        let mut out = crate::diagnostics::Terminal::new(std::io::stdout().lock());
         write_text(&mut out, &report, &args.rev, color)?;
         writeln!(out)?;
     }
@@ -357,14 +356,20 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
     }
     for a in &absent {
         let (status, why) = a.status(evaluation.commit().unwrap_or(""));
-        eprintln!("warning: {} is {status}: {why}", a.tenant);
+        eprintln!(
+            "{}",
+            crate::diagnostics::printable(&format!("warning: {} is {status}: {why}", a.tenant))
+        );
     }
     // The commit carries its decisions and outcome (`git log --notes=tenancy`), rendered from
     // the state store — with any commit an earlier, interrupted run left unannotated.
     if config.apply.notes
         && let Err(e) = rt.block_on(reconcile::notes::write_notes(&store, &args.source.repo))
     {
-        eprintln!("warning: could not write the git notes: {e}");
+        eprintln!(
+            "{}",
+            crate::diagnostics::printable(&format!("warning: could not write the git notes: {e}"))
+        );
     }
     // Publish what this run (and any earlier one) recorded; unpublished events wait.
     let relayed = config
@@ -381,8 +386,7 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
             ),
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::report_out(args.output == ApplyOutput::Json);
     match args.output {
         ApplyOutput::Json => {
             #[derive(Serialize)]
@@ -424,7 +428,7 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
                         "{} {}: {}",
                         paint(color, "1;33", &format!("{:?}", t.outcome).to_lowercase()),
                         t.tenant,
-                        t.reason.as_deref().unwrap_or_default()
+                        one_line(t.reason.as_deref().unwrap_or_default())
                     )?;
                 }
             }
@@ -514,9 +518,11 @@ pub(crate) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
+/// `s` in colour `code` for a [`crate::diagnostics::Terminal`] (plain when `color` is off).
 pub(crate) fn paint(color: bool, code: &str, s: &str) -> String {
+    use crate::diagnostics::sgr;
     if color {
-        format!("\x1b[{code}m{s}\x1b[0m")
+        format!("{}{s}{}", sgr(code), sgr("0"))
     } else {
         s.to_owned()
     }
@@ -604,7 +610,7 @@ fn write_text(
     for p in &report.planes {
         match (&p.backend, &p.skipped) {
             (Some(b), _) => writeln!(out, "  plane {}: {b}", p.plane)?,
-            (None, Some(why)) => writeln!(out, "  plane {}: skipped — {why}", p.plane)?,
+            (None, Some(why)) => writeln!(out, "  plane {}: skipped — {}", p.plane, one_line(why))?,
             _ => {}
         }
     }
@@ -622,11 +628,17 @@ fn write_text(
             t.lifecycle,
             t.file
         )?;
+        // Reasons quote policy modules and planes: each stays on its line.
         for reason in &t.blocked {
-            writeln!(out, "  {} {reason}", paint(color, "1;31", "blocked:"))?;
+            writeln!(
+                out,
+                "  {} {}",
+                paint(color, "1;31", "blocked:"),
+                one_line(reason)
+            )?;
         }
         for e in &t.errors {
-            writeln!(out, "  {} {e}", paint(color, "1;31", "error:"))?;
+            writeln!(out, "  {} {}", paint(color, "1;31", "error:"), one_line(e))?;
         }
         if !t.changes.is_empty() {
             let mut envs: Vec<String> = Vec::new();
@@ -646,7 +658,7 @@ fn write_text(
                 (_, Op::Delete) => "31",
             };
             for (i, line) in change_lines(c).iter().enumerate() {
-                let line = format!("  {line}");
+                let line = format!("  {}", one_line(line));
                 writeln!(
                     out,
                     "{}",
@@ -780,8 +792,7 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
         .iter()
         .filter(|w| !statuses.iter().any(|s| s.tenant_id == **w))
         .collect();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::report_out(args.output == ApplyOutput::Json);
     match args.output {
         ApplyOutput::Json => {
             let json = serde_json::json!({
@@ -803,7 +814,7 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
                     humantime::format_rfc3339_seconds(
                         std::time::UNIX_EPOCH + std::time::Duration::from_millis(since)
                     ),
-                    r["reason"].as_str().unwrap_or_default()
+                    one_line(r["reason"].as_str().unwrap_or_default())
                 )?;
             }
             if let Some(u) = &unreadable {
@@ -819,8 +830,8 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
                     writeln!(
                         out,
                         "  {}: {}",
-                        f["file"].as_str().unwrap_or_default(),
-                        f["why"].as_str().unwrap_or_default()
+                        one_line(f["file"].as_str().unwrap_or_default()),
+                        one_line(f["why"].as_str().unwrap_or_default())
                     )?;
                 }
                 writeln!(out)?;
@@ -840,7 +851,8 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
                     .blocked_reason
                     .as_deref()
                     .or(s.error.as_deref())
-                    .unwrap_or("");
+                    .map(one_line)
+                    .unwrap_or_default();
                 writeln!(
                     out,
                     "{:<24} {} {:<12} {:<12} {reason}",
@@ -896,8 +908,7 @@ pub fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
         let events = rt
             .block_on(store.events(args.tenant.as_deref(), after.clone(), args.limit))
             .map_err(|e| CliError::State(e.to_string()))?;
-        let stdout = std::io::stdout();
-        let mut out = stdout.lock();
+        let mut out = super::report_out(args.output == ApplyOutput::Json);
         for e in &events {
             match args.output {
                 ApplyOutput::Json => writeln!(out, "{}", e.event)?,
@@ -910,7 +921,7 @@ pub fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
                     paint(color, "1", &format!("{:<18}", e.event_type)),
                     e.event["data"]["reason"]
                         .as_str()
-                        .map(|r| format!("{r} "))
+                        .map(|r| format!("{} ", one_line(r)))
                         .unwrap_or_default(),
                     if e.published_at.is_some() {
                         ""
@@ -975,8 +986,7 @@ pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
             commits.push(c);
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::report_out(args.output == ApplyOutput::Json);
     match args.output {
         ApplyOutput::Json => {
             let json = serde_json::json!({
@@ -1012,7 +1022,13 @@ pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
             for c in &commits {
                 writeln!(out, "\ncommit {c}")?;
                 for a in audit.iter().filter(|a| a.commit_sha.as_deref() == Some(c)) {
-                    writeln!(out, "  {} ({}) by {}", a.event_type, a.outcome, a.actor)?;
+                    writeln!(
+                        out,
+                        "  {} ({}) by {}",
+                        a.event_type,
+                        a.outcome,
+                        one_line(&a.actor)
+                    )?;
                 }
                 for d in decisions.iter().filter(|d| &d.commit_sha == c) {
                     let verdicts = d.verdicts.as_array().map_or(0, Vec::len);

@@ -1,9 +1,10 @@
 //! `tenancy policy test` and `tenancy policy inspect`: the policy author's tools.
 
 use super::{CliError, Output, exit};
-use crate::policy::bundle::Bundle;
+use crate::diagnostics::{Terminal, one_line, sgr};
+use crate::policy::bundle::{Bundle, Limits};
 use crate::policy::fixtures::{self, CaseResult};
-use crate::policy::host::PolicyHost;
+use crate::policy::host::{Failure, PolicyHost};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,7 +20,14 @@ pub enum Command {
         after_help = "Exit codes: 0 = every case passed, 1 = a case failed, 2 = could not run."
     )]
     Test(TestArgs),
-    /// Show a module's digest, metadata and whether the sandbox accepts it.
+    /// Show a module's digest, shape, metadata and whether the sandbox accepts it.
+    ///
+    /// The module is read, checked and compiled exactly as `validate` does for a bundle
+    /// entry, under the limits given here (a bundle's defaults unless set), so a module this
+    /// refuses is refused there for the same reason.
+    #[command(
+        after_help = "Exit codes: 0 = accepted, 1 = refused (the reason is shown), 2 = could not run."
+    )]
     Inspect(InspectArgs),
     /// Evaluate one module against one tenant manifest, as `kwctl run` does for Kubewarden.
     #[command(
@@ -41,17 +49,62 @@ pub struct RunArgs {
     /// Directory holding the platform's Region and Plan manifests.
     #[arg(long, default_value = "tenants/platform")]
     pub platform: PathBuf,
-    /// Fuel (instructions) limit.
-    #[arg(long, default_value_t = crate::policy::bundle::Limits::default().fuel)]
-    pub fuel: u64,
-    /// Memory limit in MiB.
-    #[arg(long, default_value_t = crate::policy::bundle::Limits::default().memory_mib)]
-    pub memory_mib: u64,
-    /// Wall-clock limit in milliseconds.
-    #[arg(long, default_value_t = crate::policy::bundle::Limits::default().timeout_ms)]
-    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// The sandbox's limits, as a bundle entry's `limits:` sets them (defaults: a bundle's).
+#[derive(Debug, clap::Args)]
+#[command(next_help_heading = "Sandbox limits (as in a bundle entry's `limits:`)")]
+pub struct LimitArgs {
+    /// Fuel (instructions) per evaluation.
+    #[arg(long, default_value_t = Limits::default().fuel)]
+    pub fuel: u64,
+    /// Memory of one evaluation (all memories and tables together), in MiB.
+    #[arg(long, default_value_t = Limits::default().memory_mib)]
+    pub memory_mib: u64,
+    /// Wall-clock limit of one evaluation, in milliseconds.
+    #[arg(long, default_value_t = Limits::default().timeout_ms)]
+    pub timeout_ms: u64,
+    /// Bytes of violations one evaluation may return.
+    #[arg(long, default_value_t = Limits::default().max_output_bytes)]
+    pub max_output_bytes: u64,
+    /// Violations one evaluation may return.
+    #[arg(long, default_value_t = Limits::default().max_violations)]
+    pub max_violations: u64,
+    /// CPU time compiling the module may take, in milliseconds.
+    #[arg(long, default_value_t = Limits::default().compile_ms)]
+    pub compile_ms: u64,
+    /// Memory compiling the module may take, in MiB.
+    #[arg(long, default_value_t = Limits::default().compile_mib)]
+    pub compile_mib: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            fuel: self.fuel,
+            memory_mib: self.memory_mib,
+            timeout_ms: self.timeout_ms,
+            max_output_bytes: self.max_output_bytes,
+            max_violations: self.max_violations,
+            compile_ms: self.compile_ms,
+            compile_mib: self.compile_mib,
+        }
+    }
+}
+
+/// Read a module the way a bundle's modules are read (a regular file, bounded), and its digest.
+fn read_module(path: &std::path::Path) -> (Result<Vec<u8>, Failure>, String) {
+    use sha2::Digest;
+    let bytes = crate::policy::host::read_module(path, &path.display().to_string());
+    let digest = bytes
+        .as_ref()
+        .map(|b| hex::encode(sha2::Sha256::digest(b)))
+        .unwrap_or_default();
+    (bytes, digest)
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +122,8 @@ pub struct TestArgs {
 pub struct InspectArgs {
     /// A policy component (.wasm).
     pub module: PathBuf,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
 }
@@ -76,7 +131,7 @@ pub struct InspectArgs {
 pub fn run(cmd: &Command, color: bool) -> Result<u8, CliError> {
     match cmd {
         Command::Test(a) => test(a, color),
-        Command::Inspect(a) => inspect(a),
+        Command::Inspect(a) => inspect(a, color),
         Command::Run(a) => run_module(a),
     }
 }
@@ -106,7 +161,7 @@ fn test(args: &TestArgs, color: bool) -> Result<u8, CliError> {
         );
     }
     let failed = results.iter().filter(|r| !r.passed).count();
-    let mut out = std::io::stdout().lock();
+    let mut out = super::report_out(args.output == Output::Json);
     match args.output {
         Output::Json => {
             #[derive(Serialize)]
@@ -128,35 +183,47 @@ fn test(args: &TestArgs, color: bool) -> Result<u8, CliError> {
         }
         Output::Text => {
             let (green, red, dim, reset) = if color {
-                ("\x1b[32m", "\x1b[1;31m", "\x1b[2m", "\x1b[0m")
+                (sgr("32"), sgr("1;31"), sgr("2"), sgr("0"))
             } else {
-                ("", "", "", "")
+                Default::default()
             };
             for r in &results {
                 if r.passed {
-                    writeln!(out, "{green}ok{reset}   {} › {}", r.policy, r.name)?;
+                    writeln!(
+                        out,
+                        "{green}ok{reset}   {} › {}",
+                        one_line(&r.policy),
+                        one_line(&r.name)
+                    )?;
                     continue;
                 }
                 writeln!(
                     out,
                     "{red}FAIL{reset} {} › {} {dim}({}:{}){reset}",
-                    r.policy, r.name, r.file, r.line
+                    one_line(&r.policy),
+                    one_line(&r.name),
+                    one_line(&r.file),
+                    r.line
                 )?;
                 if let Some(e) = &r.error {
-                    writeln!(out, "       error:      {e}")?;
+                    writeln!(out, "       error:      {}", one_line(e))?;
                 }
                 for m in &r.missing {
                     writeln!(
                         out,
                         "       missing:    {} {} at {:?}",
-                        m.severity, m.rule, m.path
+                        m.severity,
+                        one_line(&m.rule),
+                        m.path
                     )?;
                 }
                 for u in &r.unexpected {
                     writeln!(
                         out,
                         "       unexpected: {} {} at {:?}",
-                        u.severity, u.rule, u.path
+                        u.severity,
+                        one_line(&u.rule),
+                        u.path
                     )?;
                 }
             }
@@ -172,12 +239,29 @@ fn test(args: &TestArgs, color: bool) -> Result<u8, CliError> {
     Ok(if failed > 0 { exit::FINDINGS } else { exit::OK })
 }
 
-fn inspect(args: &InspectArgs) -> Result<u8, CliError> {
-    let bytes = std::fs::read(&args.module)?;
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+fn inspect(args: &InspectArgs, color: bool) -> Result<u8, CliError> {
+    let (bytes, digest) = read_module(&args.module);
+    let shape = bytes
+        .as_ref()
+        .ok()
+        .and_then(|b| crate::policy::shape::read(b).ok());
     let host = host()?;
-    let loaded = host.load_bytes(&bytes, &digest);
+    let limits = args.limits.limits();
+    let loaded = bytes
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|b| host.load_with(b, &digest, &limits));
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Compile {
+        /// This run's time: compiling, or loading the cached artifact.
+        ms: f64,
+        /// What compiling it cost when it was compiled.
+        cpu_ms: u64,
+        #[serde(rename = "peakMiB")]
+        peak_mib: f64,
+        cached: bool,
+    }
     #[derive(Serialize)]
     struct Inspect {
         module: String,
@@ -185,53 +269,131 @@ fn inspect(args: &InspectArgs) -> Result<u8, CliError> {
         bytes: usize,
         accepted: bool,
         error: Option<String>,
+        /// What kind of refusal: `read`, `shape`, `compile-budget`, `contract`, …
+        reason: Option<&'static str>,
         name: Option<String>,
         version: Option<String>,
         rules: Vec<String>,
-        compile_ms: Option<f64>,
+        shape: Option<crate::policy::shape::Shape>,
+        compile: Option<Compile>,
     }
     let report = Inspect {
         module: args.module.display().to_string(),
         sha256: digest,
-        bytes: bytes.len(),
+        bytes: bytes.as_ref().map(Vec::len).unwrap_or_default(),
         accepted: loaded.is_ok(),
         error: loaded.as_ref().err().map(|e| e.to_string()),
+        reason: loaded.as_ref().err().map(Failure::class),
         name: loaded.as_ref().ok().map(|m| m.info.name.clone()),
         version: loaded.as_ref().ok().map(|m| m.info.version.clone()),
         rules: loaded
             .as_ref()
             .map(|m| m.info.rules.clone())
             .unwrap_or_default(),
-        compile_ms: loaded
-            .as_ref()
-            .ok()
-            .map(|m| m.compile_time.as_secs_f64() * 1e3),
+        shape,
+        compile: loaded.as_ref().ok().map(|m| Compile {
+            ms: m.compile_time.as_secs_f64() * 1e3,
+            cpu_ms: m.cost.cpu_ms,
+            peak_mib: m.cost.peak_kib as f64 / 1024.0,
+            cached: m.cost.cached,
+        }),
     };
-    let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => {
+            let mut out = std::io::stdout().lock();
             serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
         Output::Text => {
-            writeln!(out, "module:  {} ({} bytes)", report.module, report.bytes)?;
-            writeln!(out, "sha256:  {}", report.sha256)?;
-            match &report.error {
-                None => {
+            let (bold, red, green, reset) = if color {
+                (sgr("1"), sgr("1;31"), sgr("32"), sgr("0"))
+            } else {
+                Default::default()
+            };
+            // Everything a module says of itself goes through a Terminal, on its own line.
+            let mut out = Terminal::new(std::io::stdout().lock());
+            writeln!(
+                out,
+                "module:   {} ({} bytes)",
+                one_line(&report.module),
+                report.bytes
+            )?;
+            if !report.sha256.is_empty() {
+                writeln!(out, "sha256:   {}", report.sha256)?;
+            }
+            if let Some(s) = &report.shape {
+                let memories: Vec<String> = s
+                    .memories
+                    .iter()
+                    .map(|b| format!("{} KiB", b / 1024))
+                    .collect();
+                writeln!(
+                    out,
+                    "shape:    {} core module(s), {} functions (largest {} bytes, most locals {}), {} memor{} [{}], {} table(s)",
+                    s.core_modules,
+                    s.functions,
+                    s.max_body_bytes,
+                    s.max_locals,
+                    s.memories.len(),
+                    if s.memories.len() == 1 { "y" } else { "ies" },
+                    memories.join(", "),
+                    s.tables
+                )?;
+                let imports: Vec<String> = s
+                    .imports
+                    .iter()
+                    .map(|i| crate::diagnostics::quote(i))
+                    .collect();
+                writeln!(
+                    out,
+                    "imports:  {}",
+                    if imports.is_empty() {
+                        "none".into()
+                    } else {
+                        imports.join(", ")
+                    }
+                )?;
+                writeln!(
+                    out,
+                    "contract: {}",
+                    s.contract
+                        .as_deref()
+                        .map(|v| format!("tenancy:policy@{}", one_line(v)))
+                        .unwrap_or_else(|| "no contract types imported".into())
+                )?;
+            }
+            match (&loaded, &report.error) {
+                (Ok(m), _) => {
                     writeln!(
                         out,
-                        "policy:  {} {}",
-                        report.name.as_deref().unwrap_or_default(),
-                        report.version.as_deref().unwrap_or_default()
+                        "policy:   {bold}{} {}{reset}",
+                        one_line(&m.info.name),
+                        one_line(&m.info.version)
                     )?;
-                    writeln!(out, "rules:   {}", report.rules.join(", "))?;
+                    let rules: Vec<String> = m
+                        .info
+                        .rules
+                        .iter()
+                        .map(|r| one_line(r).into_owned())
+                        .collect();
+                    writeln!(out, "rules:    {}", rules.join(", "))?;
+                    let c = report
+                        .compile
+                        .as_ref()
+                        .expect("accepted modules are compiled");
                     writeln!(
                         out,
-                        "sandbox: accepted (compiled in {:.1} ms)",
-                        report.compile_ms.unwrap_or_default()
+                        "sandbox:  {green}accepted{reset} (compiled with {} ms of CPU, {:.0} MiB peak{}; ready in {:.1} ms)",
+                        c.cpu_ms,
+                        c.peak_mib,
+                        if c.cached { ", from the cache" } else { "" },
+                        c.ms
                     )?;
                 }
-                Some(e) => writeln!(out, "sandbox: REFUSED: {e}")?,
+                (Err(_), Some(e)) => {
+                    writeln!(out, "sandbox:  {red}REFUSED{reset}: {}", one_line(e))?
+                }
+                (Err(_), None) => {}
             }
         }
     }
@@ -250,9 +412,7 @@ fn read_manifest_json(path: &std::path::Path) -> Result<String, CliError> {
 
 fn run_module(args: &RunArgs) -> Result<u8, CliError> {
     use crate::policy::host::{Commit, Input, Operation};
-    let bytes = std::fs::read(&args.module)?;
-    use sha2::Digest;
-    let digest = hex::encode(sha2::Sha256::digest(&bytes));
+    let (bytes, digest) = read_module(&args.module);
     let platform = fixtures::load_platform(&args.platform, &args.platform)
         .map_err(|e| CliError::Policy(e.to_string()))?;
     let tenant = read_manifest_json(&args.tenant)?;
@@ -275,16 +435,11 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
             author: String::new(),
         },
     };
-    let limits = crate::policy::bundle::Limits {
-        fuel: args.fuel,
-        memory_mib: args.memory_mib,
-        timeout_ms: args.timeout_ms,
-        ..Default::default()
-    };
+    let limits = args.limits.limits();
     let host = host()?;
     let started = std::time::Instant::now();
-    let outcome = host
-        .load_bytes(&bytes, &digest)
+    let outcome = bytes
+        .and_then(|b| host.load_with(&b, &digest, &limits))
         .and_then(|m| host.evaluate(&m, &limits, &input));
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     #[derive(Serialize)]
@@ -333,15 +488,16 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
             writeln!(out)?;
         }
         Output::Text => {
+            let mut out = Terminal::new(out);
             if let Some(e) = &report.error {
-                writeln!(out, "denied: {e}")?;
+                writeln!(out, "denied: {}", one_line(e))?;
             }
             for v in &report.violations {
                 writeln!(
                     out,
                     "{} {} at {:?}: {}",
                     v.severity,
-                    v.rule,
+                    one_line(&v.rule),
                     v.path,
                     crate::diagnostics::quote(&v.message)
                 )?;

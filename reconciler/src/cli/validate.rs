@@ -140,8 +140,7 @@ pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
         "validated and governed"
     );
 
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::report_out(args.output == Output::Json);
     match args.output {
         Output::Json => {
             let json = JsonReport {

@@ -150,8 +150,7 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
         opened
     };
     let state = |e: crate::store::StoreError| CliError::State(e.to_string());
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = super::report_out(args.output == ApplyOutput::Json);
     let json = args.output == ApplyOutput::Json;
     match &args.command {
         WebhooksCommand::Add {

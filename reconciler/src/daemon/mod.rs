@@ -45,7 +45,8 @@ pub struct Options {
 macro_rules! say {
     ($($arg:tt)*) => {
         if !crate::cli::JSON_LOGS.load(Ordering::Relaxed) {
-            eprintln!($($arg)*);
+            // What is said may carry a plane's error or a module's reason: never raw.
+            eprintln!("{}", crate::diagnostics::printable(&format!($($arg)*)));
         }
     };
 }

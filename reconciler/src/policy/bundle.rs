@@ -62,6 +62,27 @@ pub struct Limits {
     pub memory_mib: u64,
     pub timeout_ms: u64,
     pub max_output_bytes: u64,
+    /// Violations one evaluation may return (more is a failure, not a flood of findings).
+    pub max_violations: u64,
+    /// CPU time compiling the module may take, all compiler threads together.
+    pub compile_ms: u64,
+    /// Memory compiling the module may take.
+    #[serde(rename = "compileMiB")]
+    pub compile_mib: u64,
+}
+
+/// The host's ceilings on a bundle's compile budget.
+pub const MAX_COMPILE_MS: u64 = 120_000;
+pub const MAX_COMPILE_MIB: u64 = 2_048;
+
+impl Limits {
+    /// The compile budget, within the host's ceilings.
+    pub fn compile_budget(&self) -> super::compile::Budget {
+        super::compile::Budget {
+            cpu_ms: self.compile_ms.min(MAX_COMPILE_MS),
+            memory_mib: self.compile_mib.min(MAX_COMPILE_MIB),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -72,6 +93,11 @@ impl Default for Limits {
             memory_mib: 64,
             timeout_ms: 1_000,
             max_output_bytes: 256 * 1024,
+            max_violations: 100,
+            // A Rust policy compiles in ~0.2 s and ~60 MiB; the JavaScript engine needs a
+            // bundle entry of its own (~25 s, ~700 MiB).
+            compile_ms: 3_000,
+            compile_mib: 256,
         }
     }
 }
@@ -84,6 +110,10 @@ struct PartialLimits {
     memory_mib: Option<u64>,
     timeout_ms: Option<u64>,
     max_output_bytes: Option<u64>,
+    max_violations: Option<u64>,
+    compile_ms: Option<u64>,
+    #[serde(rename = "compileMiB")]
+    compile_mib: Option<u64>,
 }
 
 impl PartialLimits {
@@ -93,6 +123,9 @@ impl PartialLimits {
             memory_mib: self.memory_mib.unwrap_or(base.memory_mib),
             timeout_ms: self.timeout_ms.unwrap_or(base.timeout_ms),
             max_output_bytes: self.max_output_bytes.unwrap_or(base.max_output_bytes),
+            max_violations: self.max_violations.unwrap_or(base.max_violations),
+            compile_ms: self.compile_ms.unwrap_or(base.compile_ms),
+            compile_mib: self.compile_mib.unwrap_or(base.compile_mib),
         }
     }
 }

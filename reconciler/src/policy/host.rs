@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, Trap};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -62,13 +62,17 @@ pub enum Failure {
     DigestMismatch { expected: String, actual: String },
     #[error("module is not a valid WebAssembly component: {0}")]
     Compile(String),
+    #[error("module is refused before compiling: {0}")]
+    Shape(String),
+    #[error("module exceeded its compile budget: {0}")]
+    CompileBudget(String),
     #[error("module does not implement the tenancy:policy contract: {0}")]
     Contract(String),
     #[error("module exceeded its fuel limit ({0} units): it runs too long or loops forever")]
     Fuel(u64),
     #[error("module exceeded its time limit ({0} ms)")]
     Timeout(u64),
-    #[error("module exceeded its memory limit ({0} MiB)")]
+    #[error("module exceeded its memory limit ({0} MiB, all its memories and tables together)")]
     Memory(u64),
     #[error("module overflowed its stack (unbounded recursion?)")]
     StackOverflow,
@@ -76,8 +80,39 @@ pub enum Failure {
     Trap(String),
     #[error("module returned {size} bytes of violations, more than its {limit}-byte output limit")]
     OutputTooLarge { size: u64, limit: u64 },
-    #[error("module returned a malformed violation: {0}")]
+    #[error("module returned malformed output: {0}")]
     Malformed(String),
+    #[error(
+        "module returned more than its output limits allow ({violations} violations, {bytes} bytes); the host stopped copying it"
+    )]
+    OutputFlood { violations: u64, bytes: u64 },
+    #[error("module returned {count} violations, more than its limit of {limit}")]
+    TooManyViolations { count: usize, limit: u64 },
+    #[error("module is built for {found}; this host serves {supported}")]
+    Version { found: String, supported: String },
+}
+
+impl Failure {
+    /// The kind of failure, stable for scripts (`policy inspect --output json`'s `reason`).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Failure::Read { .. } => "read",
+            Failure::DigestMismatch { .. } => "digest",
+            Failure::Compile(_) => "compile",
+            Failure::Shape(_) => "shape",
+            Failure::CompileBudget(_) => "compile-budget",
+            Failure::Contract(_) => "contract",
+            Failure::Version { .. } => "version",
+            Failure::Fuel(_) => "fuel",
+            Failure::Timeout(_) => "timeout",
+            Failure::Memory(_) => "memory",
+            Failure::StackOverflow => "stack",
+            Failure::Trap(_) => "trap",
+            Failure::OutputTooLarge { .. } | Failure::OutputFlood { .. } => "output",
+            Failure::TooManyViolations { .. } => "violations",
+            Failure::Malformed(_) => "malformed",
+        }
+    }
 }
 
 /// Where one evaluation's time went.
@@ -89,8 +124,65 @@ pub struct Timing {
     pub call: Duration,
 }
 
+/// One sandbox's resource budget: every linear memory and table of the evaluation together
+/// (not each on its own), plus caps on how many of each it may create.
 struct HostState {
-    limits: StoreLimits,
+    /// Bytes of memory and table the sandbox may still take.
+    left: usize,
+    budget: usize,
+}
+
+/// A table element's cost against the sandbox's budget (a function reference).
+const TABLE_ELEMENT_BYTES: usize = 8;
+
+impl wasmtime::ResourceLimiter for HostState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.take(desired.saturating_sub(current))
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.take(
+            desired
+                .saturating_sub(current)
+                .saturating_mul(TABLE_ELEMENT_BYTES),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        8
+    }
+
+    fn tables(&self) -> usize {
+        8
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+impl HostState {
+    fn take(&mut self, bytes: usize) -> wasmtime::Result<bool> {
+        if bytes > self.left {
+            // A trap, not a quiet `false`: the module learns nothing and cannot carry on.
+            return Err(wasmtime::Error::msg(format!(
+                "forcing trap when growing memory: the sandbox's {} MiB (all memories and tables together) would be exceeded",
+                self.budget >> 20
+            )));
+        }
+        self.left -= bytes;
+        Ok(true)
+    }
 }
 
 /// A compiled, contract-checked module, shared by every evaluation of that digest.
@@ -98,7 +190,11 @@ pub struct LoadedModule {
     pub digest: String,
     pub info: PolicyInfo,
     pre: bindings::PolicyPre<HostState>,
+    /// Time this process spent getting it ready (compiling, or loading the cached artifact).
     pub compile_time: Duration,
+    /// What compiling it cost, as measured when it was compiled.
+    pub cost: super::compile::Cost,
+    pub shape: super::shape::Shape,
 }
 
 /// The sandbox host: one engine, a cache of compiled modules by digest.
@@ -106,6 +202,7 @@ pub struct PolicyHost {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Mutex<HashMap<String, Arc<LoadedModule>>>,
+    memory: SandboxMemory,
 }
 
 /// Largest linear memory a policy may have; per-policy `memoryMiB` limits are capped here.
@@ -114,95 +211,135 @@ pub const MAX_MEMORY_MIB: u64 = 256;
 /// Largest module accepted (a JavaScript policy, engine included, is ~12 MiB).
 pub const MAX_MODULE_BYTES: usize = 64 << 20;
 
+/// Most violations one evaluation may return, whatever a bundle says.
+pub const MAX_VIOLATIONS: u64 = 1_000;
+
+/// The contract versions this host serves (`package tenancy:policy@…` in policies/wit).
+pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+
+/// The longest `info()` name, version and rule id, and the most rules.
+pub const MAX_NAME: usize = 64;
+pub const MAX_RULES: usize = 256;
+pub const MAX_RULE: usize = 128;
+/// The longest violation message and path.
+pub const MAX_MESSAGE: usize = 4096;
+pub const MAX_PATH: usize = 1024;
+
+/// Read a module file: a regular file only (a named pipe would block the read forever, a
+/// device would never end), and never more than [`MAX_MODULE_BYTES`] whatever the file system
+/// says its size is. `shown` names it in errors.
+pub fn read_module(path: &std::path::Path, shown: &str) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let fail = |message: String| Failure::Read {
+        path: shown.to_owned(),
+        message,
+    };
+    let not_regular = || fail("not a regular file (a pipe, a device or a directory?)".into());
+    // The path's type first: opening a FIFO for reading blocks until a writer comes.
+    if !std::fs::metadata(path)
+        .map_err(|e| fail(e.to_string()))?
+        .is_file()
+    {
+        return Err(not_regular());
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never block on open, should the path have been swapped for a FIFO meanwhile.
+        open.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = open.open(path).map_err(|e| fail(e.to_string()))?;
+    // What was opened, not what the path named a moment before.
+    if !file.metadata().map_err(|e| fail(e.to_string()))?.is_file() {
+        return Err(not_regular());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_MODULE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(e.to_string()))?;
+    if bytes.len() > MAX_MODULE_BYTES {
+        return Err(Failure::Compile(format!(
+            "module is more than the {MAX_MODULE_BYTES}-byte limit"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Concurrent sandboxes the pool keeps slots for (evaluations beyond that wait for a slot).
 const POOL_SLOTS: u32 = 64;
 
-fn engine_config() -> Config {
+/// The engine's settings. The host runs with the pooling allocator; the compiler child
+/// (`pooling = false`) produces artifacts for the same settings without reserving a pool.
+pub(crate) fn engine_config(pooling: bool) -> Config {
     let mut config = Config::new();
-    // Instantiating from pre-reserved slots, with memory reset by madvise instead of mmap/munmap,
-    // is what makes a fresh sandbox per evaluation cheap (tens of microseconds).
-    let mut pool = wasmtime::PoolingAllocationConfig::default();
-    pool.total_component_instances(POOL_SLOTS)
-        .total_core_instances(POOL_SLOTS * 4)
-        .total_memories(POOL_SLOTS * 2)
-        .total_tables(POOL_SLOTS * 4)
-        .max_memories_per_component(2)
-        .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
-        // Reset memory with memset rather than madvise: in a multi-threaded process every
-        // madvise/mprotect costs a TLB shootdown on every core, which serialised evaluations.
-        .linear_memory_keep_resident(1 << 20)
-        .table_keep_resident(64 << 10);
+    if pooling {
+        // Instantiating from pre-reserved slots, with memory reset by memset instead of
+        // mmap/munmap, is what makes a fresh sandbox per evaluation cheap (tens of µs).
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 4)
+            .total_memories(POOL_SLOTS * 2)
+            .total_tables(POOL_SLOTS * 4)
+            .max_memories_per_component(2)
+            .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
+            // Reset memory with memset rather than madvise: in a multi-threaded process every
+            // madvise/mprotect costs a TLB shootdown on every core, which serialised evaluations.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
     config.memory_init_cow(false);
-    config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     config.consume_fuel(true);
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     // Deep recursion traps as a stack overflow long before the host's own stack is at risk.
     config.max_wasm_stack(1 << 20);
-    config.cache(compile_cache());
     config
-}
-
-/// Wasmtime's on-disk compilation cache (keyed by module bytes, engine settings and Wasmtime
-/// version), so a command does not recompile unchanged policies: ~0.1 s per module saved on
-/// every run. Directory: `$TENANCY_CACHE_DIR/wasmtime`, else the user cache directory
-/// (`~/.cache/wasmtime`); `TENANCY_COMPILE_CACHE=off` disables it. A cache that cannot be set
-/// up only costs the recompilation.
-fn compile_cache() -> Option<wasmtime::Cache> {
-    if std::env::var("TENANCY_COMPILE_CACHE").is_ok_and(|v| v == "off") {
-        return None;
-    }
-    let mut config = wasmtime::CacheConfig::new();
-    if let Some(dir) = std::env::var_os("TENANCY_CACHE_DIR") {
-        config.with_directory(std::path::PathBuf::from(dir).join("wasmtime"));
-    }
-    match wasmtime::Cache::new(config) {
-        Ok(cache) => Some(cache),
-        Err(e) => {
-            tracing::warn!(error = %e, "policy compilation cache unavailable; compiling every run");
-            None
-        }
-    }
 }
 
 impl PolicyHost {
     pub fn new() -> Result<PolicyHost, Failure> {
         let engine =
-            Engine::new(&engine_config()).map_err(|e| Failure::Compile(format!("{e:#}")))?;
+            Engine::new(&engine_config(true)).map_err(|e| Failure::Compile(wasm_text(&e)))?;
         let mut linker = Linker::new(&engine);
         // The contract's `types` interface carries only types; it is the one import allowed.
         linker
             .instance("tenancy:policy/types@0.1.0")
-            .map_err(|e| Failure::Contract(format!("{e:#}")))?;
+            .map_err(|e| Failure::Contract(wasm_text(&e)))?;
         start_epoch_ticker(&engine);
         Ok(PolicyHost {
             engine,
             linker,
             cache: Mutex::new(HashMap::new()),
+            memory: SandboxMemory::new(),
         })
     }
 
-    /// Read, verify, compile and check a bundle entry's module (once per digest).
+    /// Read, verify, compile and check a bundle entry's module (once per digest), within
+    /// the entry's compile budget.
     pub fn load(&self, entry: &Entry) -> Result<Arc<LoadedModule>, Failure> {
-        let read_error = |e: std::io::Error| Failure::Read {
-            path: entry.module_ref.clone(),
-            message: e.to_string(),
-        };
-        let size = std::fs::metadata(&entry.module).map_err(read_error)?.len();
-        if size > MAX_MODULE_BYTES as u64 {
-            return Err(Failure::Compile(format!(
-                "module is {size} bytes, more than the {MAX_MODULE_BYTES}-byte limit"
-            )));
-        }
-        let bytes = std::fs::read(&entry.module).map_err(read_error)?;
-        self.load_bytes(&bytes, &entry.sha256)
+        let bytes = read_module(&entry.module, &entry.module_ref)?;
+        self.load_with(&bytes, &entry.sha256, &entry.limits)
     }
 
-    /// Verify `bytes` against `expected_sha256` before anything else, then compile and check.
+    /// [`PolicyHost::load_with`] under the default limits.
     pub fn load_bytes(
         &self,
         bytes: &[u8],
         expected_sha256: &str,
+    ) -> Result<Arc<LoadedModule>, Failure> {
+        self.load_with(bytes, expected_sha256, &Limits::default())
+    }
+
+    /// Verify `bytes` against `expected_sha256` before anything else; read and judge the
+    /// module's shape; compile it within `limits`' compile budget; check the contract.
+    pub fn load_with(
+        &self,
+        bytes: &[u8],
+        expected_sha256: &str,
+        limits: &Limits,
     ) -> Result<Arc<LoadedModule>, Failure> {
         if bytes.len() > MAX_MODULE_BYTES {
             return Err(Failure::Compile(format!(
@@ -217,25 +354,29 @@ impl PolicyHost {
                 actual,
             });
         }
-        if let Some(hit) = self
+        let budget = limits.compile_budget();
+        let hit = self
             .cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&actual)
-        {
-            return Ok(hit.clone());
+            .cloned();
+        if let Some(hit) = hit {
+            // Compiled once under some budget; judged again under this one.
+            hit.cost.check(budget)?;
+            return Ok(hit);
         }
         let started = Instant::now();
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| Failure::Compile(format!("{e:#}")))?;
+        let shape = super::shape::read(bytes)?;
+        shape.check(SUPPORTED_VERSIONS)?;
+        let (component, cost) = super::compile::compile(&self.engine, bytes, &actual, budget)?;
         check_imports(&self.engine, &component)?;
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
-            .map_err(|e| Failure::Contract(format!("{e:#}")))?;
-        let pre = bindings::PolicyPre::new(instance_pre)
-            .map_err(|e| Failure::Contract(format!("{e:#}")))?;
-        let compile_time = started.elapsed();
+            .map_err(|e| Failure::Contract(wasm_text(&e)))?;
+        let pre =
+            bindings::PolicyPre::new(instance_pre).map_err(|e| Failure::Contract(wasm_text(&e)))?;
         let mut loaded = LoadedModule {
             digest: actual.clone(),
             info: PolicyInfo {
@@ -244,10 +385,23 @@ impl PolicyHost {
                 rules: Vec::new(),
             },
             pre,
-            compile_time,
+            compile_time: started.elapsed(),
+            cost,
+            shape,
         };
-        let limits = Limits::default();
-        let info = self.call(&loaded, &limits, |p, s| p.call_info(s))?;
+        let info = self.call_timed(
+            &loaded,
+            limits,
+            |p, store| {
+                store.set_hostcall_fuel(copy_bound(
+                    limits,
+                    MAX_RULES as u64 + 2,
+                    std::mem::size_of::<String>(),
+                ));
+                p.call_info(store)
+            },
+            None,
+        )?;
         let size: usize = info.name.len()
             + info.version.len()
             + info.rules.iter().map(String::len).sum::<usize>();
@@ -257,11 +411,7 @@ impl PolicyHost {
                 limit: limits.max_output_bytes,
             });
         }
-        if info.name.is_empty() {
-            return Err(Failure::Malformed(
-                "info() returned an empty policy name".into(),
-            ));
-        }
+        check_info(&info)?;
         loaded.info = info;
         let loaded = Arc::new(loaded);
         self.cache
@@ -278,21 +428,27 @@ impl PolicyHost {
         limits: &Limits,
         input: &Input,
     ) -> Result<Vec<Violation>, Failure> {
-        let violations = self.call(module, limits, |p, s| p.call_evaluate(s, input))?;
-        let size: u64 = violations
-            .iter()
-            .map(|v| (v.rule.len() + v.message.len() + v.path.len()) as u64)
-            .sum();
-        if size > limits.max_output_bytes {
-            return Err(Failure::OutputTooLarge {
-                size,
-                limit: limits.max_output_bytes,
-            });
-        }
-        for v in &violations {
-            check_violation(v)?;
-        }
-        Ok(violations)
+        self.evaluate_within(module, limits, input, &OutputBudget::new(u64::MAX))
+            .map(|(violations, _)| violations)
+    }
+
+    /// [`PolicyHost::evaluate`], holding what it copies out of the sandbox against `budget`
+    /// (shared by every evaluation of a run). Past the budget, an evaluation keeps only its
+    /// first violation of each severity (so a deny still denies) and says how many it cut.
+    pub fn evaluate_within(
+        &self,
+        module: &LoadedModule,
+        limits: &Limits,
+        input: &Input,
+        budget: &OutputBudget,
+    ) -> Result<(Vec<Violation>, usize), Failure> {
+        let violations = self.call_timed(
+            module,
+            limits,
+            |p, store| p.call_evaluate(store, input),
+            None,
+        )?;
+        keep(violations, limits, budget)
     }
 
     /// [`PolicyHost::evaluate`] with the time split between creating the sandbox (store +
@@ -307,21 +463,17 @@ impl PolicyHost {
         let r = self.call_timed(
             module,
             limits,
-            |p, s| p.call_evaluate(s, input),
+            |p, store| p.call_evaluate(store, input),
             Some(&mut timing),
         );
-        (r, timing)
+        let budget = OutputBudget::new(u64::MAX);
+        (
+            r.and_then(|v| keep(v, limits, &budget)).map(|(v, _)| v),
+            timing,
+        )
     }
 
-    fn call<R>(
-        &self,
-        module: &LoadedModule,
-        limits: &Limits,
-        f: impl FnOnce(&bindings::Policy, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, Failure> {
-        self.call_timed(module, limits, f, None)
-    }
-
+    /// Run `f` in a fresh sandbox under `limits`.
     fn call_timed<R>(
         &self,
         module: &LoadedModule,
@@ -331,20 +483,19 @@ impl PolicyHost {
     ) -> Result<R, Failure> {
         let started = Instant::now();
         let memory_mib = limits.memory_mib.min(MAX_MEMORY_MIB);
+        // The sandboxes of all threads together stay within the host's memory, however many
+        // cores run them: an evaluation waits for its share before it may start.
+        let _share = self
+            .memory
+            .acquire(memory_mib + limits.max_output_bytes.div_ceil(1 << 20));
         let memory_bytes =
             usize::try_from(memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HostState {
-            limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .instances(8)
-                .memories(8)
-                .tables(8)
-                .table_elements(1 << 16)
-                .trap_on_grow_failure(true)
-                .build(),
+            left: memory_bytes,
+            budget: memory_bytes,
         };
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
+        store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         store
             .set_fuel(limits.fuel)
             .map_err(|e| Failure::Trap(format!("{e:#}")))?;
@@ -355,6 +506,12 @@ impl PolicyHost {
             + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        // What the host copies out is bounded as it copies (see `copy_bound`).
+        store.set_hostcall_fuel(copy_bound(
+            limits,
+            most_violations(limits),
+            std::mem::size_of::<Violation>(),
+        ));
         let instance = module.pre.instantiate(&mut store);
         let instantiated = Instant::now();
         let result = instance.and_then(|policy| f(&policy, &mut store));
@@ -366,6 +523,150 @@ impl PolicyHost {
     }
 }
 
+/// How much a run may copy out of its sandboxes, all evaluations and threads together.
+pub struct OutputBudget {
+    left: std::sync::atomic::AtomicU64,
+}
+
+/// What one run keeps of what its modules said, whatever the number of tenants and cores.
+pub const RUN_OUTPUT_BYTES: u64 = 64 << 20;
+
+impl OutputBudget {
+    pub fn new(bytes: u64) -> OutputBudget {
+        OutputBudget {
+            left: std::sync::atomic::AtomicU64::new(bytes),
+        }
+    }
+
+    /// Take `bytes` if that many are left.
+    fn take(&self, bytes: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+}
+
+/// The host's memory for sandboxes, shared out among concurrent evaluations.
+struct SandboxMemory {
+    left: Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+/// All sandboxes running at once, together (MiB): 16 evaluations at the default 64 MiB.
+pub const SANDBOX_MEMORY_MIB: u64 = 1024;
+
+struct Share<'a> {
+    pool: &'a SandboxMemory,
+    mib: u64,
+}
+
+impl SandboxMemory {
+    fn new() -> SandboxMemory {
+        SandboxMemory {
+            left: Mutex::new(SANDBOX_MEMORY_MIB),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn acquire(&self, mib: u64) -> Share<'_> {
+        // One evaluation alone may always run (its own limit is at most MAX_MEMORY_MIB).
+        let mib = mib.min(SANDBOX_MEMORY_MIB);
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
+        while *left < mib {
+            left = self.freed.wait(left).unwrap_or_else(|p| p.into_inner());
+        }
+        *left -= mib;
+        Share { pool: self, mib }
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        *self.pool.left.lock().unwrap_or_else(|p| p.into_inner()) += self.mib;
+        self.pool.freed.notify_all();
+    }
+}
+
+/// Judge what an evaluation returned — its number, size and form — and keep it within the
+/// run's `budget`.
+fn keep(
+    violations: Vec<Violation>,
+    limits: &Limits,
+    budget: &OutputBudget,
+) -> Result<(Vec<Violation>, usize), Failure> {
+    let most = most_violations(limits);
+    if violations.len() as u64 > most {
+        return Err(Failure::TooManyViolations {
+            count: violations.len(),
+            limit: most,
+        });
+    }
+    let size: u64 = violations
+        .iter()
+        .map(|v| (v.rule.len() + v.message.len() + v.path.len()) as u64)
+        .sum();
+    if size > limits.max_output_bytes {
+        return Err(Failure::OutputTooLarge {
+            size,
+            limit: limits.max_output_bytes,
+        });
+    }
+    for v in &violations {
+        check_violation(&v.rule, &v.message, &v.path)?;
+    }
+    if budget.take(size) {
+        return Ok((violations, 0));
+    }
+    let total = violations.len();
+    let mut seen = Vec::new();
+    let kept: Vec<Violation> = violations
+        .into_iter()
+        .filter(|v| {
+            let first = !seen.contains(&v.severity);
+            seen.push(v.severity);
+            first
+        })
+        .map(|mut v| {
+            v.message = shorten(&v.message, 256);
+            v
+        })
+        .collect();
+    let cut = total - kept.len();
+    Ok((kept, cut))
+}
+
+fn most_violations(limits: &Limits) -> u64 {
+    limits.max_violations.min(MAX_VIOLATIONS)
+}
+
+/// What the host may copy out of one call: its output limit in bytes, plus the violations'
+/// (or rules') own records. Wasmtime charges this "hostcall fuel" as it copies, before it
+/// allocates, so a flood is cut off at the bound instead of filling the host's memory.
+fn copy_bound(limits: &Limits, records: u64, record_size: usize) -> usize {
+    let records = usize::try_from(records.saturating_mul(record_size as u64)).unwrap_or(usize::MAX);
+    usize::try_from(limits.max_output_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(records)
+        .saturating_add(4096)
+}
+
+/// `s` cut to at most `chars` characters, marked.
+fn shorten(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
+}
+
+/// Wasmtime's text about a module, which may quote the module (export and function names):
+/// printable.
+pub(crate) fn wasm_text(e: &wasmtime::Error) -> String {
+    crate::diagnostics::printable(&format!("{e:#}")).into_owned()
+}
+
 fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
@@ -375,75 +676,130 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
             other => Failure::Trap(other.to_string()),
         };
     }
-    let text = format!("{e:#}");
+    // Wasmtime's text names the module's own functions (its name section): printable.
+    let text = crate::diagnostics::printable(&format!("{e:#}")).into_owned();
     if text.contains("forcing trap when growing memory") || text.contains("memory minimum size") {
         return Failure::Memory(limits.memory_mib);
+    }
+    if text.contains("fuel allocated for hostcalls has been exhausted") {
+        return Failure::OutputFlood {
+            violations: most_violations(limits),
+            bytes: limits.max_output_bytes,
+        };
     }
     Failure::Trap(text)
 }
 
-/// The contract's types interface is the one import a policy may have.
-const ALLOWED_IMPORT: &str = "tenancy:policy/types@";
-
-/// Refuse, before linking, a component that imports anything the sandbox does not grant,
-/// naming every such import and what it would have given the module.
+/// The component's imports as Wasmtime sees them, judged again after compiling (the shape
+/// check before compiling read the same names from the bytes).
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), Failure> {
-    let forbidden: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_owned())
-        .filter(|name| !name.starts_with(ALLOWED_IMPORT))
-        .collect();
-    if forbidden.is_empty() {
-        return Ok(());
-    }
-    let grants = |name: &str| {
-        if name.starts_with("wasi:filesystem") {
-            " (file system)"
-        } else if name.starts_with("wasi:sockets") || name.starts_with("wasi:http") {
-            " (network)"
-        } else if name.starts_with("wasi:clocks") {
-            " (clock)"
-        } else if name.starts_with("wasi:random") {
-            " (randomness)"
-        } else if name.starts_with("wasi:cli/environment") {
-            " (environment)"
-        } else {
-            ""
-        }
+    let shape = super::shape::Shape {
+        imports: component
+            .component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect(),
+        ..Default::default()
     };
-    let listed: Vec<String> = forbidden
-        .iter()
-        .map(|n| format!("`{n}`{}", grants(n)))
-        .collect();
-    Err(Failure::Contract(format!(
-        "it imports {}; policies may import nothing but tenancy:policy/types (build for wasm32-unknown-unknown, see policies/README.md)",
-        listed.join(", ")
-    )))
+    shape.contract_check(SUPPORTED_VERSIONS)
 }
 
-fn check_violation(v: &Violation) -> Result<(), Failure> {
-    let rule_ok = !v.rule.is_empty()
-        && v.rule.len() <= 128
-        && v.rule
+/// A rule id: `policy.rule-name` — lowercase ASCII letters, digits, `.`, `-`, `_`, at most
+/// [`MAX_RULE`] characters.
+fn rule_id_ok(rule: &str) -> bool {
+    !rule.is_empty()
+        && rule.len() <= MAX_RULE
+        && rule
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'));
-    if !rule_ok {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+}
+
+/// An RFC 6901 JSON pointer: empty, or `/`-separated tokens where `~` is only `~0` or `~1`.
+pub fn is_json_pointer(p: &str) -> bool {
+    if p.is_empty() {
+        return true;
+    }
+    if !p.starts_with('/') || p.len() > MAX_PATH {
+        return false;
+    }
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return false;
+        }
+        if c.is_control() {
+            return false;
+        }
+    }
+    true
+}
+
+/// `info()`'s fields: a name and version of printable ASCII (the name as a rule id's first
+/// part), rule ids as in violations — what the module says of itself reaches people's
+/// terminals and the decision records.
+fn check_info(info: &PolicyInfo) -> Result<(), Failure> {
+    let quote = crate::diagnostics::quote;
+    let name_ok = !info.name.is_empty()
+        && info.name.len() <= MAX_NAME
+        && info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_'));
+    if !name_ok {
+        return Err(Failure::Malformed(format!(
+            "info() name {} is not 1–{MAX_NAME} of a–z, 0–9, `-`, `_`",
+            quote(&info.name)
+        )));
+    }
+    let version_ok = !info.version.is_empty()
+        && info.version.len() <= MAX_NAME
+        && info
+            .version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'));
+    if !version_ok {
+        return Err(Failure::Malformed(format!(
+            "info() version {} is not a version (1–{MAX_NAME} of A–Z, a–z, 0–9, `.`, `-`, `+`)",
+            quote(&info.version)
+        )));
+    }
+    if info.rules.len() > MAX_RULES {
+        return Err(Failure::Malformed(format!(
+            "info() lists {} rules, more than {MAX_RULES}",
+            info.rules.len()
+        )));
+    }
+    if let Some(bad) = info.rules.iter().find(|r| !rule_id_ok(r)) {
+        return Err(Failure::Malformed(format!(
+            "info() rule id {} is not of the form `policy.rule-name`",
+            quote(bad)
+        )));
+    }
+    Ok(())
+}
+
+fn check_violation(rule: &str, message: &str, path: &str) -> Result<(), Failure> {
+    let quote = crate::diagnostics::quote;
+    if !rule_id_ok(rule) {
         return Err(Failure::Malformed(format!(
             "rule id {} is not of the form `policy.rule-name`",
-            crate::diagnostics::quote(&v.rule)
+            quote(rule)
         )));
     }
-    if !(v.path.is_empty() || v.path.starts_with('/')) {
+    if !is_json_pointer(path) {
         return Err(Failure::Malformed(format!(
-            "path {} is not a JSON pointer",
-            crate::diagnostics::quote(&v.path)
+            "path {} is not an RFC 6901 JSON pointer",
+            quote(path)
         )));
     }
-    if v.message.trim().is_empty() {
+    if message.trim().is_empty() {
         return Err(Failure::Malformed(format!(
-            "violation `{}` has no message",
-            v.rule
+            "violation `{rule}` has no message"
+        )));
+    }
+    if message.chars().count() > MAX_MESSAGE {
+        return Err(Failure::Malformed(format!(
+            "violation `{rule}` has a message of more than {MAX_MESSAGE} characters"
         )));
     }
     Ok(())
@@ -464,5 +820,93 @@ fn start_epoch_ticker(engine: &Engine) {
         });
     if let Err(e) = spawned {
         tracing::warn!("cannot start the policy epoch ticker ({e}); time limits fall back to fuel");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violation_paths_are_rfc_6901_pointers() {
+        for ok in [
+            "",
+            "/",
+            "/spec",
+            "/spec/regions/allowed/1",
+            "/a~0b",
+            "/a~1b",
+            "/ü",
+        ] {
+            assert!(is_json_pointer(ok), "{ok:?}");
+        }
+        for bad in [
+            "spec",
+            "spec/regions",
+            "/a~2",
+            "/a~",
+            "/a\u{1b}[2J",
+            "/a\nb",
+        ] {
+            assert!(!is_json_pointer(bad), "{bad:?}");
+        }
+        assert!(!is_json_pointer(&format!("/{}", "a".repeat(MAX_PATH))));
+    }
+
+    #[test]
+    fn info_fields_keep_to_their_charset_and_length() {
+        let info = |name: &str, version: &str, rules: &[&str]| PolicyInfo {
+            name: name.into(),
+            version: version.into(),
+            rules: rules.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        assert!(
+            check_info(&info(
+                "residency",
+                "1.0.0+build.1",
+                &["residency.outside-zone"]
+            ))
+            .is_ok()
+        );
+        for bad in [
+            info("", "1.0.0", &[]),
+            info("Residency", "1.0.0", &[]),
+            info("hostile\u{1b}[2J", "1.0.0", &[]),
+            info(&"a".repeat(MAX_NAME + 1), "1.0.0", &[]),
+            info("ok", "1.0.0\0", &[]),
+            info("ok", "1.0.0", &["Not A Rule"]),
+            info("ok", "1.0.0", &["x"; MAX_RULES + 1]),
+        ] {
+            assert!(
+                matches!(check_info(&bad), Err(Failure::Malformed(_))),
+                "{:?}",
+                bad.name
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_past_its_output_budget_keeps_the_first_of_each_severity() {
+        let v = |rule: &str, severity: Severity| Violation {
+            rule: rule.into(),
+            message: "m".repeat(1000),
+            path: String::new(),
+            severity,
+        };
+        let violations = vec![
+            v("p.a", Severity::Warn),
+            v("p.b", Severity::Deny),
+            v("p.c", Severity::Deny),
+            v("p.d", Severity::Warn),
+        ];
+        let limits = Limits::default();
+        let (all, cut) =
+            keep(violations.clone(), &limits, &OutputBudget::new(1 << 20)).expect("kept");
+        assert_eq!((all.len(), cut), (4, 0));
+        let (kept, cut) = keep(violations, &limits, &OutputBudget::new(100)).expect("kept");
+        assert_eq!(cut, 2);
+        let rules: Vec<&str> = kept.iter().map(|v| v.rule.as_str()).collect();
+        assert_eq!(rules, ["p.a", "p.b"], "a deny still denies");
+        assert!(kept.iter().all(|v| v.message.chars().count() <= 257));
     }
 }

@@ -5,13 +5,16 @@
 //! `bundle.yaml`; [`fixtures`] is `tenancy policy test`.
 
 pub mod bundle;
+pub mod compile;
 pub mod fixtures;
 pub mod history;
 pub mod host;
+pub mod shape;
 
 use crate::manifest::model::{Plan, Region, Tenant};
 use bundle::{Bundle, Entry, Mode, OperationKind};
 use host::{Failure, LoadedModule, PolicyHost};
+use host::{OutputBudget, RUN_OUTPUT_BYTES};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::sync::Arc;
@@ -122,6 +125,16 @@ impl PolicySet {
 
     /// Evaluate every applicable policy for one change.
     pub fn evaluate(&self, change: &Change<'_>, platform: &str) -> Vec<Decision> {
+        self.evaluate_within(change, platform, &OutputBudget::new(RUN_OUTPUT_BYTES))
+    }
+
+    /// [`PolicySet::evaluate`], keeping what the modules say within a run's `budget`.
+    fn evaluate_within(
+        &self,
+        change: &Change<'_>,
+        platform: &str,
+        budget: &OutputBudget,
+    ) -> Vec<Decision> {
         let op = change.operation();
         let in_scope: Vec<_> = self
             .policies
@@ -151,28 +164,33 @@ impl PolicySet {
                 let outcome = module
                     .as_ref()
                     .map_err(Clone::clone)
-                    .and_then(|m| self.host.evaluate(m, &entry.limits, &input));
+                    .and_then(|m| self.host.evaluate_within(m, &entry.limits, &input, budget));
                 decision(entry, op, outcome)
             })
             .collect()
     }
 
-    /// Evaluate many changes in parallel (the platform JSON is shared).
+    /// Evaluate many changes in parallel (the platform JSON is shared), keeping at most
+    /// [`RUN_OUTPUT_BYTES`] of what the modules say, however many tenants and cores.
     pub fn evaluate_all(&self, changes: &[Change<'_>], platform: &str) -> Vec<Vec<Decision>> {
+        let budget = OutputBudget::new(RUN_OUTPUT_BYTES);
         changes
             .par_iter()
-            .map(|c| self.evaluate(c, platform))
+            .map(|c| self.evaluate_within(c, platform, &budget))
             .collect()
     }
 }
 
+/// The rule of the note that stands for violations a run did not keep.
+pub const OUTPUT_CUT: &str = "policy.output-cut";
+
 fn decision(
     entry: &Entry,
     operation: OperationKind,
-    outcome: Result<Vec<host::Violation>, Failure>,
+    outcome: Result<(Vec<host::Violation>, usize), Failure>,
 ) -> Decision {
     match outcome {
-        Ok(violations) => Decision {
+        Ok((violations, cut)) => Decision {
             against: String::new(),
             operation,
             policy: entry.name.clone(),
@@ -190,6 +208,16 @@ fn decision(
                         host::Severity::Info => Severity::Info,
                     },
                 })
+                .chain((cut > 0).then(|| Verdict {
+                    rule: OUTPUT_CUT.into(),
+                    message: format!(
+                        "policy `{}` reported {cut} more violation(s) here that this run did not keep: its modules' output passed the run's {} MiB budget (the first of each severity is kept, so a deny still denies)",
+                        entry.name,
+                        RUN_OUTPUT_BYTES >> 20
+                    ),
+                    path: String::new(),
+                    severity: Severity::Info,
+                }))
                 .collect(),
             failure: None,
         },
@@ -410,5 +438,76 @@ pub fn govern(
             decisions,
         });
     }
+    cap_findings(&mut out.findings, MAX_FINDINGS);
     out
+}
+
+/// Most policy findings one run reports; the decisions (and so what is blocked) are complete
+/// whatever the number.
+pub const MAX_FINDINGS: usize = 10_000;
+
+/// The rule of the finding that says how many findings a run did not show.
+pub const FINDINGS_CUT: &str = "policy.findings-cut";
+
+/// Keep the first `most` findings and say, in one more, what was cut — as an error if any
+/// cut one was an error, so that cutting never turns a refusal into a pass.
+fn cap_findings(findings: &mut Vec<crate::diagnostics::Finding>, most: usize) {
+    use crate::diagnostics::Severity as Sev;
+    if findings.len() <= most {
+        return;
+    }
+    let cut = findings.split_off(most);
+    let count = |s: Sev| cut.iter().filter(|f| f.severity == s).count();
+    let (errors, warnings, infos) = (count(Sev::Error), count(Sev::Warning), count(Sev::Info));
+    let tenants: std::collections::HashSet<&str> =
+        cut.iter().filter_map(|f| f.tenant.as_deref()).collect();
+    let mut f = crate::diagnostics::Finding::error(
+        &cut[0].file,
+        FINDINGS_CUT,
+        format!(
+            "{} more policy finding(s) not shown ({errors} error(s), {warnings} warning(s), {infos} info) for {} tenant(s): a run shows at most {most}",
+            cut.len(),
+            tenants.len()
+        ),
+    )
+    .hint("every tenant is still judged in full; fix the findings shown, or run `tenancy validate` on fewer tenants to see the rest");
+    f.severity = if errors > 0 {
+        Sev::Error
+    } else if warnings > 0 {
+        Sev::Warning
+    } else {
+        Sev::Info
+    };
+    findings.push(f);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::{Finding, Severity as Sev};
+
+    #[test]
+    fn a_run_reports_at_most_its_cap_and_a_cut_error_stays_an_error() {
+        let mut findings: Vec<Finding> = (0..25)
+            .map(|i| {
+                let mut f = Finding::error("org/t.yaml", "p.rule", format!("finding {i}"))
+                    .tenant(Some(&format!("t_{}", i % 7)));
+                f.severity = if i < 20 { Sev::Warning } else { Sev::Error };
+                f
+            })
+            .collect();
+        cap_findings(&mut findings, 10);
+        assert_eq!(findings.len(), 11);
+        let last = findings.last().expect("cut note");
+        assert_eq!(last.rule, FINDINGS_CUT);
+        assert_eq!(last.severity, Sev::Error, "five errors were cut");
+        assert!(
+            last.message.starts_with("15 more policy finding(s) not shown (5 error(s), 10 warning(s), 0 info) for 7 tenant(s)"),
+            "{}",
+            last.message
+        );
+        let mut few = vec![Finding::error("a.yaml", "p.rule", "one")];
+        cap_findings(&mut few, 10);
+        assert_eq!(few.len(), 1);
+    }
 }

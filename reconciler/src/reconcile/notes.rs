@@ -98,12 +98,10 @@ pub fn render(outcomes: &[CommitOutcome], decisions: &[DecisionRecord]) -> Strin
     out
 }
 
-/// Text from the store on one line, without control characters (a policy's message or a
-/// plane's error could hold any).
+/// Text from the store on one line, every character that could drive a terminal escaped (a
+/// policy's message or a plane's error could hold any; `git notes show` prints it raw).
 fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    crate::diagnostics::one_line(s).into_owned()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +211,7 @@ mod tests {
             "d".repeat(64)
         )));
         assert!(
-            text.contains("t_1 blocked: 1 of 2 change(s) made — why not [2J"),
+            text.contains(r"t_1 blocked: 1 of 2 change(s) made — why\nnot\u{1b}[2J"),
             "{text}"
         );
         assert!(text.contains(
