@@ -49,7 +49,7 @@ pub const CONTRACT_TYPES: &str = "tenancy:policy/types@";
 /// judge the shape (see [`Shape::check`]).
 pub fn read(bytes: &[u8]) -> Result<Shape, Failure> {
     let malformed = |e: wasmparser::BinaryReaderError| {
-        Failure::Compile(format!("not a valid WebAssembly component: {e}"))
+        Failure::Compile(e.to_string())
     };
     let mut shape = Shape {
         bytes: bytes.len() as u64,
