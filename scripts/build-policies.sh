@@ -58,7 +58,7 @@ for p in "${STANDARD[@]}"; do
   log "built $p ($(wc -c <"$OUT/policies/$p/$p.wasm") bytes)"
 done
 for f in infinite-loop memory-bomb deep-recursion huge-output trap malformed-output missing-export mistyped-export \
-  violation-flood forged-output forged-info bad-pointer; do
+  violation-flood output-at-limit forged-output forged-info bad-pointer; do
   component wasm32-unknown-unknown policy-hostile "$f" "$OUT/tests/data/policies/hostile/$f.wasm"
 done
 for f in wasi-filesystem wasi-sockets; do

@@ -570,3 +570,54 @@ fn a_daemon_sized_host_judges_a_cached_module_by_each_bundles_budget() {
         .expect("refused");
     assert!(matches!(err, Failure::CompileBudget(_)), "{err:?}");
 }
+
+/// 100 violations of 2.6 KB each are within every per-evaluation limit; 400 tenants of them
+/// are 104 MB. A run keeps at most its output budget, however many threads copy it, and a
+/// tenant whose violations were cut is still denied.
+#[test]
+fn a_run_keeps_a_bounded_output_and_a_cut_deny_still_denies() {
+    use tenancy::policy::{Change, OUTPUT_CUT, PolicySet, host::RUN_OUTPUT_BYTES};
+    let dir = tempfile::tempdir().expect("tmp");
+    let bundle = bundle_with(dir.path(), "output-at-limit", "enforce");
+    let bundle = tenancy::policy::bundle::Bundle::load(&bundle).expect("bundle");
+    let set = PolicySet::load(std::sync::Arc::new(crate::support::policy_host()), &bundle);
+    let catalog = crate::support::example_catalog();
+    let platform = tenancy::policy::platform_of(&catalog);
+    let tenant = &catalog.tenants[0].value;
+    let changes: Vec<Change<'_>> = (0..400)
+        .map(|_| Change {
+            tenant,
+            previous: None,
+            commit_sha: "0000000000000000000000000000000000000000",
+            commit_author: "Test <t@test>",
+        })
+        .collect();
+    let all = set.evaluate_all(&changes, &platform);
+    let mut kept = 0usize;
+    let mut cut = 0usize;
+    for decisions in &all {
+        let hostile = decisions
+            .iter()
+            .find(|d| d.policy == "hostile")
+            .expect("judged");
+        assert!(
+            hostile.blocks(),
+            "a deny still denies: {:?}",
+            hostile.failure
+        );
+        kept += hostile
+            .verdicts
+            .iter()
+            .map(|v| v.rule.len() + v.message.len() + v.path.len())
+            .sum::<usize>();
+        if hostile.verdicts.iter().any(|v| v.rule == OUTPUT_CUT) {
+            cut += 1;
+        }
+    }
+    assert!(cut > 0, "104 MB of output passed the run's budget");
+    // The budget, plus at most one short verdict and the note for each cut evaluation.
+    assert!(
+        kept as u64 <= RUN_OUTPUT_BYTES + cut as u64 * 4096,
+        "kept {kept} bytes"
+    );
+}

@@ -50,6 +50,14 @@ mod hostile {
             // 131,072 valid two-byte violations: within a 256 KiB output limit by bytes.
             return (0..131_072).map(|_| deny("a", "", "b")).collect();
         }
+        #[cfg(feature = "output-at-limit")]
+        {
+            // Within every per-evaluation limit (100 violations, 261,100 bytes), so it is
+            // judged — but 10,000 tenants of it would be 2.6 GB if a run kept it all.
+            return (0..100)
+                .map(|i| deny("hostile.forge", format!("/spec/{i}"), "x".repeat(2600)))
+                .collect();
+        }
         #[cfg(feature = "forged-output")]
         {
             // Clear the screen, return the cursor, ring; a line of its own; reorder text;

@@ -346,6 +346,7 @@ pub fn govern(
     }
     let mut all = set.evaluate_all(&changes, &platform);
     let mut out = Governance::default();
+    let mut shown = Capped::new(MAX_FINDINGS);
     for j in judging {
         let t = j.tenant;
         let id = t.value.metadata.id.as_str();
@@ -423,7 +424,7 @@ pub fn govern(
                         digest: d.digest.clone(),
                     });
                 }
-                out.findings.push(f);
+                shown.push(f);
             }
         }
         let operation = j
@@ -438,7 +439,7 @@ pub fn govern(
             decisions,
         });
     }
-    cap_findings(&mut out.findings, MAX_FINDINGS);
+    out.findings = shown.finish();
     out
 }
 
@@ -449,36 +450,72 @@ pub const MAX_FINDINGS: usize = 10_000;
 /// The rule of the finding that says how many findings a run did not show.
 pub const FINDINGS_CUT: &str = "policy.findings-cut";
 
-/// Keep the first `most` findings and say, in one more, what was cut — as an error if any
-/// cut one was an error, so that cutting never turns a refusal into a pass.
-fn cap_findings(findings: &mut Vec<crate::diagnostics::Finding>, most: usize) {
-    use crate::diagnostics::Severity as Sev;
-    if findings.len() <= most {
-        return;
+/// The first `most` findings, and a count of the rest (which are never held): `finish` adds
+/// one finding saying what was cut — an error if any cut one was an error, so that cutting
+/// never turns a refusal into a pass.
+struct Capped {
+    most: usize,
+    findings: Vec<crate::diagnostics::Finding>,
+    cut: [usize; 3],
+    file: Option<String>,
+    tenants: std::collections::HashSet<String>,
+}
+
+impl Capped {
+    fn new(most: usize) -> Capped {
+        Capped {
+            most,
+            findings: Vec::new(),
+            cut: [0; 3],
+            file: None,
+            tenants: Default::default(),
+        }
     }
-    let cut = findings.split_off(most);
-    let count = |s: Sev| cut.iter().filter(|f| f.severity == s).count();
-    let (errors, warnings, infos) = (count(Sev::Error), count(Sev::Warning), count(Sev::Info));
-    let tenants: std::collections::HashSet<&str> =
-        cut.iter().filter_map(|f| f.tenant.as_deref()).collect();
-    let mut f = crate::diagnostics::Finding::error(
-        &cut[0].file,
-        FINDINGS_CUT,
-        format!(
-            "{} more policy finding(s) not shown ({errors} error(s), {warnings} warning(s), {infos} info) for {} tenant(s): a run shows at most {most}",
-            cut.len(),
-            tenants.len()
-        ),
-    )
-    .hint("every tenant is still judged in full; fix the findings shown, or run `tenancy validate` on fewer tenants to see the rest");
-    f.severity = if errors > 0 {
-        Sev::Error
-    } else if warnings > 0 {
-        Sev::Warning
-    } else {
-        Sev::Info
-    };
-    findings.push(f);
+
+    fn push(&mut self, f: crate::diagnostics::Finding) {
+        use crate::diagnostics::Severity as Sev;
+        if self.findings.len() < self.most {
+            self.findings.push(f);
+            return;
+        }
+        self.cut[match f.severity {
+            Sev::Error => 0,
+            Sev::Warning => 1,
+            Sev::Info => 2,
+        }] += 1;
+        self.file.get_or_insert(f.file);
+        if let Some(t) = f.tenant {
+            self.tenants.insert(t);
+        }
+    }
+
+    fn finish(mut self) -> Vec<crate::diagnostics::Finding> {
+        use crate::diagnostics::Severity as Sev;
+        let Some(file) = self.file.take() else {
+            return self.findings;
+        };
+        let [errors, warnings, infos] = self.cut;
+        let mut f = crate::diagnostics::Finding::error(
+            &file,
+            FINDINGS_CUT,
+            format!(
+                "{} more policy finding(s) not shown ({errors} error(s), {warnings} warning(s), {infos} info) for {} tenant(s): a run shows at most {}",
+                errors + warnings + infos,
+                self.tenants.len(),
+                self.most
+            ),
+        )
+        .hint("every tenant is still judged in full; fix the findings shown, or run `tenancy validate` on fewer tenants to see the rest");
+        f.severity = if errors > 0 {
+            Sev::Error
+        } else if warnings > 0 {
+            Sev::Warning
+        } else {
+            Sev::Info
+        };
+        self.findings.push(f);
+        self.findings
+    }
 }
 
 #[cfg(test)]
@@ -496,7 +533,11 @@ mod tests {
                 f
             })
             .collect();
-        cap_findings(&mut findings, 10);
+        let mut capped = Capped::new(10);
+        for f in findings.drain(..) {
+            capped.push(f);
+        }
+        let findings = capped.finish();
         assert_eq!(findings.len(), 11);
         let last = findings.last().expect("cut note");
         assert_eq!(last.rule, FINDINGS_CUT);
@@ -506,8 +547,8 @@ mod tests {
             "{}",
             last.message
         );
-        let mut few = vec![Finding::error("a.yaml", "p.rule", "one")];
-        cap_findings(&mut few, 10);
-        assert_eq!(few.len(), 1);
+        let mut few = Capped::new(10);
+        few.push(Finding::error("a.yaml", "p.rule", "one"));
+        assert_eq!(few.finish().len(), 1);
     }
 }

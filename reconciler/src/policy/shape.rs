@@ -48,9 +48,7 @@ pub const CONTRACT_TYPES: &str = "tenancy:policy/types@";
 /// Read a component's shape. Fails on bytes that are not a well-formed component; does not
 /// judge the shape (see [`Shape::check`]).
 pub fn read(bytes: &[u8]) -> Result<Shape, Failure> {
-    let malformed = |e: wasmparser::BinaryReaderError| {
-        Failure::Compile(e.to_string())
-    };
+    let malformed = |e: wasmparser::BinaryReaderError| Failure::Compile(e.to_string());
     let mut shape = Shape {
         bytes: bytes.len() as u64,
         ..Shape::default()
