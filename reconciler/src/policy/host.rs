@@ -7,6 +7,8 @@
 //! exhausted limit, oversized or malformed output — becomes a [`Failure`] the caller turns into
 //! a deny; nothing here panics on module behaviour.
 
+pub use super::bounds::{OutputBudget, RUN_OUTPUT_BYTES, SANDBOX_MEMORY_MIB};
+use super::bounds::{SandboxMemory, copy_bound, keep, most_violations};
 use super::bundle::{Entry, Limits};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -523,144 +525,6 @@ impl PolicyHost {
     }
 }
 
-/// How much a run may copy out of its sandboxes, all evaluations and threads together.
-pub struct OutputBudget {
-    left: std::sync::atomic::AtomicU64,
-}
-
-/// What one run keeps of what its modules said, whatever the number of tenants and cores.
-pub const RUN_OUTPUT_BYTES: u64 = 64 << 20;
-
-impl OutputBudget {
-    pub fn new(bytes: u64) -> OutputBudget {
-        OutputBudget {
-            left: std::sync::atomic::AtomicU64::new(bytes),
-        }
-    }
-
-    /// Take `bytes` if that many are left.
-    fn take(&self, bytes: u64) -> bool {
-        use std::sync::atomic::Ordering;
-        self.left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(bytes)
-            })
-            .is_ok()
-    }
-}
-
-/// The host's memory for sandboxes, shared out among concurrent evaluations.
-struct SandboxMemory {
-    left: Mutex<u64>,
-    freed: std::sync::Condvar,
-}
-
-/// All sandboxes running at once, together (MiB): 16 evaluations at the default 64 MiB.
-pub const SANDBOX_MEMORY_MIB: u64 = 1024;
-
-struct Share<'a> {
-    pool: &'a SandboxMemory,
-    mib: u64,
-}
-
-impl SandboxMemory {
-    fn new() -> SandboxMemory {
-        SandboxMemory {
-            left: Mutex::new(SANDBOX_MEMORY_MIB),
-            freed: std::sync::Condvar::new(),
-        }
-    }
-
-    fn acquire(&self, mib: u64) -> Share<'_> {
-        // One evaluation alone may always run (its own limit is at most MAX_MEMORY_MIB).
-        let mib = mib.min(SANDBOX_MEMORY_MIB);
-        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
-        while *left < mib {
-            left = self.freed.wait(left).unwrap_or_else(|p| p.into_inner());
-        }
-        *left -= mib;
-        Share { pool: self, mib }
-    }
-}
-
-impl Drop for Share<'_> {
-    fn drop(&mut self) {
-        *self.pool.left.lock().unwrap_or_else(|p| p.into_inner()) += self.mib;
-        self.pool.freed.notify_all();
-    }
-}
-
-/// Judge what an evaluation returned — its number, size and form — and keep it within the
-/// run's `budget`.
-fn keep(
-    violations: Vec<Violation>,
-    limits: &Limits,
-    budget: &OutputBudget,
-) -> Result<(Vec<Violation>, usize), Failure> {
-    let most = most_violations(limits);
-    if violations.len() as u64 > most {
-        return Err(Failure::TooManyViolations {
-            count: violations.len(),
-            limit: most,
-        });
-    }
-    let size: u64 = violations
-        .iter()
-        .map(|v| (v.rule.len() + v.message.len() + v.path.len()) as u64)
-        .sum();
-    if size > limits.max_output_bytes {
-        return Err(Failure::OutputTooLarge {
-            size,
-            limit: limits.max_output_bytes,
-        });
-    }
-    for v in &violations {
-        check_violation(&v.rule, &v.message, &v.path)?;
-    }
-    if budget.take(size) {
-        return Ok((violations, 0));
-    }
-    let total = violations.len();
-    let mut seen = Vec::new();
-    let kept: Vec<Violation> = violations
-        .into_iter()
-        .filter(|v| {
-            let first = !seen.contains(&v.severity);
-            seen.push(v.severity);
-            first
-        })
-        .map(|mut v| {
-            v.message = shorten(&v.message, 256);
-            v
-        })
-        .collect();
-    let cut = total - kept.len();
-    Ok((kept, cut))
-}
-
-fn most_violations(limits: &Limits) -> u64 {
-    limits.max_violations.min(MAX_VIOLATIONS)
-}
-
-/// What the host may copy out of one call: its output limit in bytes, plus the violations'
-/// (or rules') own records. Wasmtime charges this "hostcall fuel" as it copies, before it
-/// allocates, so a flood is cut off at the bound instead of filling the host's memory.
-fn copy_bound(limits: &Limits, records: u64, record_size: usize) -> usize {
-    let records = usize::try_from(records.saturating_mul(record_size as u64)).unwrap_or(usize::MAX);
-    usize::try_from(limits.max_output_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_add(records)
-        .saturating_add(4096)
-}
-
-/// `s` cut to at most `chars` characters, marked.
-fn shorten(s: &str, chars: usize) -> String {
-    match s.char_indices().nth(chars) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None => s.to_owned(),
-    }
-}
-
 /// Wasmtime's text about a module, which may quote the module (export and function names):
 /// printable.
 pub(crate) fn wasm_text(e: &wasmtime::Error) -> String {
@@ -778,7 +642,7 @@ fn check_info(info: &PolicyInfo) -> Result<(), Failure> {
     Ok(())
 }
 
-fn check_violation(rule: &str, message: &str, path: &str) -> Result<(), Failure> {
+pub(super) fn check_violation(rule: &str, message: &str, path: &str) -> Result<(), Failure> {
     let quote = crate::diagnostics::quote;
     if !rule_id_ok(rule) {
         return Err(Failure::Malformed(format!(
@@ -883,30 +747,5 @@ mod tests {
                 bad.name
             );
         }
-    }
-
-    #[test]
-    fn a_run_past_its_output_budget_keeps_the_first_of_each_severity() {
-        let v = |rule: &str, severity: Severity| Violation {
-            rule: rule.into(),
-            message: "m".repeat(1000),
-            path: String::new(),
-            severity,
-        };
-        let violations = vec![
-            v("p.a", Severity::Warn),
-            v("p.b", Severity::Deny),
-            v("p.c", Severity::Deny),
-            v("p.d", Severity::Warn),
-        ];
-        let limits = Limits::default();
-        let (all, cut) =
-            keep(violations.clone(), &limits, &OutputBudget::new(1 << 20)).expect("kept");
-        assert_eq!((all.len(), cut), (4, 0));
-        let (kept, cut) = keep(violations, &limits, &OutputBudget::new(100)).expect("kept");
-        assert_eq!(cut, 2);
-        let rules: Vec<&str> = kept.iter().map(|v| v.rule.as_str()).collect();
-        assert_eq!(rules, ["p.a", "p.b"], "a deny still denies");
-        assert!(kept.iter().all(|v| v.message.chars().count() <= 257));
     }
 }

@@ -4,6 +4,7 @@
 //! [`host`] is the sandbox and the only code that touches wasmtime; [`bundle`] reads
 //! `bundle.yaml`; [`fixtures`] is `tenancy policy test`.
 
+pub mod bounds;
 pub mod bundle;
 pub mod compile;
 pub mod fixtures;
