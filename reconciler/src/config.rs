@@ -314,7 +314,7 @@ pub struct WebhooksConfig {
     pub allow_http: bool,
     /// Internal networks webhooks may reach (CIDR, e.g. `10.20.0.0/16`, `127.0.0.1`).
     #[serde(default)]
-    pub allow_networks: Vec<crate::webhooks::guard::Network>,
+    pub allow_networks: Vec<crate::net::Network>,
 }
 
 /// Where the outbox's events are published (none: they stay readable with `tenancy events`).
@@ -326,7 +326,7 @@ pub struct EventsConfig {
     /// `ce_*`/`ce-*` headers, the body is seed 000's `{ id, type, tenantId, reason, timestamp,
     /// data }`) or `structured` (the body is the whole CloudEvent).
     #[serde(default)]
-    pub content_mode: crate::reconcile::events::ContentMode,
+    pub content_mode: ContentMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -513,6 +513,17 @@ fn expand_str(
     }
     out.push_str(rest);
     Ok(Some(out))
+}
+
+/// How events travel (`[events] content-mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContentMode {
+    /// Attributes in headers, the body is the data (seed 000's shape).
+    #[default]
+    Binary,
+    /// The body is the whole CloudEvent.
+    Structured,
 }
 
 #[cfg(test)]

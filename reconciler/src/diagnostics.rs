@@ -361,6 +361,10 @@ impl<W: std::io::Write> Drop for Terminal<W> {
     }
 }
 
+/// Logs go to stderr as JSON lines (`--log-format json`): plain lines for people are then
+/// not printed, so that stderr stays one JSON object per line. Set once by the CLI.
+pub static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Text rendering in the style of rustc: header, location arrow, the source line with a caret
 /// under the offending value, then the tenant and the hint.
 pub fn render_text(f: &Finding, source: Option<&str>, color: bool) -> String {

@@ -23,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod diagnostics;
 pub mod manifest;
+pub mod net;
 pub mod plan;
 pub mod policy;
 pub mod reconcile;

@@ -6,6 +6,7 @@
 
 mod api;
 mod apply;
+mod architecture;
 mod daemon;
 mod events;
 mod integrity;

@@ -162,8 +162,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// Set when logs are JSON lines: the daemon's progress messages then go to the log only.
-pub static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+use crate::diagnostics::JSON_LOGS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
@@ -376,6 +375,31 @@ pub enum CliError {
     #[error("{0}")]
     #[diagnostic(code(tenancy::usage), help("see --help"))]
     Usage(String),
+}
+
+impl From<crate::reconcile::EvaluateError> for CliError {
+    fn from(e: crate::reconcile::EvaluateError) -> CliError {
+        use crate::reconcile::EvaluateError as E;
+        match e {
+            E::Source(e) => CliError::Source(e),
+            E::Bundle(e) => CliError::Bundle(e),
+            E::PolicyHost(e) => CliError::Policy(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::daemon::DaemonError> for CliError {
+    fn from(e: crate::daemon::DaemonError) -> CliError {
+        use crate::daemon::DaemonError as E;
+        match e {
+            E::Evaluate(e) => e.into(),
+            E::Source(e) => CliError::Source(e),
+            E::State(e) => CliError::State(e.to_string()),
+            E::Apply(e) => CliError::State(e.to_string()),
+            E::Usage(m) => CliError::Usage(m),
+            E::Io(e) => CliError::Io(e),
+        }
+    }
 }
 
 #[cfg(test)]

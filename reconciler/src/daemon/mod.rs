@@ -15,7 +15,6 @@
 
 mod http;
 
-use crate::cli::CliError;
 use crate::config::{Config, NonFastForward};
 use crate::reconcile::{self, Inputs, Outcome, Planes};
 use crate::store::Store;
@@ -44,7 +43,7 @@ pub struct Options {
 /// next to it) is the only output, so stderr stays parseable.
 macro_rules! say {
     ($($arg:tt)*) => {
-        if !crate::cli::JSON_LOGS.load(Ordering::Relaxed) {
+        if !crate::diagnostics::JSON_LOGS.load(Ordering::Relaxed) {
             // What is said may carry a plane's error or a module's reason: never raw.
             eprintln!("{}", crate::diagnostics::printable(&format!($($arg)*)));
         }
@@ -450,7 +449,24 @@ fn cursor_key(opts: &Options) -> String {
     format!("daemon.last-commit:{}:{}", repo.display(), opts.path)
 }
 
-pub async fn run(mut opts: Options) -> Result<(), CliError> {
+/// Why the daemon stopped, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Evaluate(#[from] reconcile::EvaluateError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error("state store: {0}")]
+    State(#[source] crate::store::StoreError),
+    #[error(transparent)]
+    Apply(#[from] reconcile::ApplyError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
     let mut shutdown = Box::pin(shutdown_signal());
     // A remote repository is followed through a bare mirror under the embedded root.
     let remote = opts.config.daemon.remote.clone();
@@ -473,13 +489,13 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
     }
     let store = Store::open(&config.state_url())
         .await
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(DaemonError::State)?;
     let planes = Arc::new(Planes::from_config(config));
     let platform = Arc::new(crate::api::Platform::default());
     let producer = match &config.events.kafka {
         Some(k) => Some(
             reconcile::EventsProducer::new(k, config.events.content_mode)
-                .map_err(|e| CliError::Io(std::io::Error::other(e)))?,
+                .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?,
         ),
         None => None,
     };
@@ -549,7 +565,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                     platform.clone(),
                     guard.clone(),
                 )
-                .map_err(CliError::Usage)?,
+                .map_err(DaemonError::Usage)?,
             )
         };
         tokio::spawn(serve(
@@ -575,7 +591,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
             }
             let _ = tx.try_send(());
         })
-        .map_err(|e| CliError::Io(std::io::Error::other(format!("watch: {e}"))))?;
+        .map_err(|e| DaemonError::Io(std::io::Error::other(format!("watch: {e}"))))?;
         let git_dir = opts.repo.join(".git");
         let watched = if git_dir.is_dir() {
             git_dir
@@ -651,7 +667,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 crate::source::fetch_mirror(&url, &branch, &dir)
             })
             .await
-            .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
+            .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
             metrics.fetches.fetch_add(1, Ordering::Relaxed);
             match fetched {
                 Ok(head) => tracing::debug!(%head, "fetched"),
@@ -670,10 +686,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                 String::new()
             }
         };
-        let last = store
-            .state_value(&key)
-            .await
-            .map_err(|e| CliError::State(e.to_string()))?;
+        let last = store.state_value(&key).await.map_err(DaemonError::State)?;
         let resync_due = last_full.is_none_or(|t| t.elapsed() >= opts.resync);
         let moved = last.as_deref() != Some(head.as_str());
         let now = Instant::now();
@@ -762,7 +775,7 @@ pub async fn run(mut opts: Options) -> Result<(), CliError> {
                     store
                         .set_state_value(&key, &head)
                         .await
-                        .map_err(|e| CliError::State(e.to_string()))?;
+                        .map_err(DaemonError::State)?;
                     if full {
                         last_full = Some(Instant::now());
                     }
@@ -953,7 +966,7 @@ async fn reconcile_once(
     head: &str,
     scope: Scope,
     cache: &mut crate::validate::ParseCache,
-) -> Result<Vec<(String, Outcome)>, CliError> {
+) -> Result<Vec<(String, Outcome)>, DaemonError> {
     let Parts {
         opts,
         planes,
@@ -992,7 +1005,7 @@ async fn reconcile_once(
     // later pass (a restart, a resync, another commit) until a change that passes replaces it.
     let applied = reconcile::applied_baseline(store)
         .await
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(DaemonError::State)?;
     let inputs = Inputs {
         path: opts.path.clone(),
         max_file_bytes: opts.max_file_bytes,
@@ -1007,7 +1020,7 @@ async fn reconcile_once(
         let mut owned = std::mem::take(cache);
         let (cache_back, result) = tokio::task::spawn_blocking(move || {
             let cache = &mut owned;
-            let result = (|| -> Result<_, CliError> {
+            let result = (|| -> Result<_, DaemonError> {
                 let mut evaluation = reconcile::evaluate_cached(&inputs, Some(cache))?;
                 let selected = match scope {
                     Scope::Since(last) => {
@@ -1032,7 +1045,7 @@ async fn reconcile_once(
             (owned, result)
         })
         .await
-        .map_err(|e| CliError::Io(std::io::Error::other(e)))?;
+        .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
         *cache = cache_back;
         result?
     };
@@ -1066,14 +1079,14 @@ async fn reconcile_once(
         },
     )
     .await
-    .map_err(|e| CliError::State(e.to_string()))?;
+    .map_err(DaemonError::Apply)?;
     let applied_ms = pass.elapsed().as_millis() as u64;
     // Nothing is silent: files that could not be read (logged, counted, kept for `tenancy
     // status`), tenants no file declares any more (orphaned) or whose file is unreadable.
     if !matches!(absent_in.as_ref(), Some(f) if f.is_empty()) {
         let unreadable = reconcile::absent::record_unreadable(store, &evaluation)
             .await
-            .map_err(|e| CliError::State(e.to_string()))?;
+            .map_err(DaemonError::Apply)?;
         metrics
             .unreadable_files
             .store(unreadable as u64, Ordering::Relaxed);
@@ -1081,7 +1094,7 @@ async fn reconcile_once(
         let absent =
             reconcile::absent::record_absent(store, &evaluation, absent_in.as_ref(), &correlation)
                 .await
-                .map_err(|e| CliError::State(e.to_string()))?;
+                .map_err(DaemonError::Apply)?;
         for a in &absent {
             let (status, why) = a.status(head);
             say!("tenancy run: {} is {status}: {why}", a.tenant);

@@ -54,16 +54,7 @@ pub fn cloud_event(fact: &Fact<'_>, time: &str) -> (String, Value) {
     (id, event)
 }
 
-/// How events travel (`[events] content-mode`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ContentMode {
-    /// Attributes in headers, the body is the data (seed 000's shape).
-    #[default]
-    Binary,
-    /// The body is the whole CloudEvent.
-    Structured,
-}
+pub use crate::config::ContentMode;
 
 /// `event` for the wire in `mode`: (header name, value) pairs with the `prefix` (`ce_` for
 /// Kafka, `ce-` for HTTP) and the content type, and the body.

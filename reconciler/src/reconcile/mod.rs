@@ -9,7 +9,6 @@
 //! every outcome (status, manifest, decisions) in the state store. [`notes`] renders each
 //! commit's git note from what the store recorded.
 
-use crate::cli::CliError;
 use crate::config::{Config, DetectOnly};
 use crate::diagnostics::{self, Severity};
 use crate::manifest::model::Tenant;
@@ -136,8 +135,19 @@ impl Evaluation {
     }
 }
 
+/// Why a revision could not be evaluated (a finding is not an error: it is in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Bundle(#[from] crate::policy::bundle::BundleError),
+    #[error("policy host: {0}")]
+    PolicyHost(#[source] crate::policy::host::Failure),
+}
+
 /// Read, validate and govern one revision.
-pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
+pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, EvaluateError> {
     evaluate_cached(inputs, None)
 }
 
@@ -146,7 +156,7 @@ pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, CliError> {
 pub fn evaluate_cached(
     inputs: &Inputs,
     cache: Option<&mut validate::ParseCache>,
-) -> Result<Evaluation, CliError> {
+) -> Result<Evaluation, EvaluateError> {
     let opts = ReadOptions {
         path: inputs.path.clone(),
         max_file_bytes: inputs.max_file_bytes,
@@ -179,7 +189,7 @@ pub fn evaluate_cached(
     let mut policies = Vec::new();
     let mut governance = Governance::default();
     if let Some(bundle) = &bundle {
-        let host = Arc::new(PolicyHost::new().map_err(|e| CliError::Policy(e.to_string()))?);
+        let host = Arc::new(PolicyHost::new().map_err(EvaluateError::PolicyHost)?);
         let set = PolicySet::load(host, bundle);
         tracing::info!(elapsed_ms = ms(), "policy modules loaded");
         for (entry, module) in &set.policies {
@@ -247,7 +257,7 @@ pub fn changed_tenants(
     base: &str,
     head: &str,
     catalog: &validate::Catalog,
-) -> Result<(Option<BTreeSet<String>>, Vec<String>), CliError> {
+) -> Result<(Option<BTreeSet<String>>, Vec<String>), crate::source::SourceError> {
     let opts = ReadOptions {
         path: inputs.path.clone(),
         max_file_bytes: inputs.max_file_bytes,
