@@ -1,6 +1,8 @@
 //! `tenancy jobs`: lifecycle jobs and their steps, from the state store.
 
-use super::plan::{ApplyOutput, open_state, paint, short, write_json};
+use super::Output;
+use super::output::{paint, short, write_json};
+use super::state::open_state;
 use super::{CliError, exit};
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,8 +25,8 @@ pub struct JobsArgs {
     pub config: Option<PathBuf>,
 
     /// Output format.
-    #[arg(long, short, value_enum, default_value_t = ApplyOutput::Text)]
-    pub output: ApplyOutput,
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 fn state_color(state: &str) -> &'static str {
@@ -39,7 +41,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
     let Some((rt, store)) = open_state(args.config.as_deref())? else {
         return Ok(exit::FAILURE);
     };
-    let mut out = super::report_out(args.output == ApplyOutput::Json);
+    let mut out = super::report_out(args.output == Output::Json);
     if let Some(id) = &args.job {
         let job = rt
             .block_on(store.job(id))
@@ -49,8 +51,8 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
             return Ok(exit::FINDINGS);
         };
         match args.output {
-            ApplyOutput::Json => write_json(&mut out, &job)?,
-            ApplyOutput::Text => {
+            Output::Json => write_json(&mut out, &job)?,
+            Output::Text => {
                 writeln!(
                     out,
                     "job {} — {} {} for commit {}: {} ({:.0} %)",
@@ -91,7 +93,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
         .block_on(store.jobs(args.tenant.as_deref(), args.limit))
         .map_err(|e| CliError::State(e.to_string()))?;
     match args.output {
-        ApplyOutput::Json => write_json(
+        Output::Json => write_json(
             &mut out,
             &serde_json::json!({
                 "apiVersion": "tenancy.dev/v1",
@@ -99,7 +101,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
                 "jobs": jobs,
             }),
         )?,
-        ApplyOutput::Text => {
+        Output::Text => {
             writeln!(
                 out,
                 "{:<32} {:<16} {:<14} {:<10} {:>5} COMMIT",

@@ -124,7 +124,7 @@ pub fn plan_comment(
     let at = report
         .commit
         .as_deref()
-        .map(super::plan::short)
+        .map(super::output::short)
         .unwrap_or(rev);
     let errors = findings.iter().any(|f| f.severity == Severity::Error);
     let verdict = if report.errors() > 0 {

@@ -1,28 +1,22 @@
 //! The command line: argument parsing, output formats and exit codes. Commands call the
 //! pipeline stages and render what they return; they hold no domain logic of their own.
 
+pub mod apply;
 pub mod demo;
 pub mod jobs;
 pub mod markdown;
+mod output;
 pub mod plan;
 pub mod policy;
+pub mod run;
+pub mod state;
 pub mod validate;
 pub mod webhooks;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
-/// Standard output for a command's report: JSON as is (serde escapes what must be escaped in
-/// a string), text through a [`crate::diagnostics::Terminal`], so that nothing a manifest, a
-/// plane or a policy module said can drive the reader's terminal.
-pub(crate) fn report_out(json: bool) -> Box<dyn std::io::Write> {
-    let out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
-        Box::new(out)
-    } else {
-        Box::new(crate::diagnostics::Terminal::new(out))
-    }
-}
+pub(crate) use output::report_out;
 
 /// Exit codes shared by every command.
 pub mod exit {
@@ -32,6 +26,10 @@ pub mod exit {
     pub const FINDINGS: u8 = 1;
     /// The command could not run: bad arguments, repository, revision or I/O.
     pub const FAILURE: u8 = 2;
+    /// `apply`: some tenant failed (the next run resumes where it stopped).
+    pub const PARTIAL: u8 = 3;
+    /// `apply --detect-only`: drift was found.
+    pub const DRIFT: u8 = 4;
 }
 
 const ABOUT: &str = "Tenancy: GitOps governance for multi-tenant platforms.
@@ -92,7 +90,7 @@ pub enum Command {
     #[command(
         after_help = "Stops on SIGTERM or Ctrl-C (between reconciles).\n\nExample:\n  tenancy run --repo /srv/tenants --path tenants --config /etc/tenancy/tenancy.toml --listen 127.0.0.1:9090"
     )]
-    Run(plan::RunArgs),
+    Run(run::RunArgs),
 
     /// Show what would change in every plane, per tenant, against live state.
     ///
@@ -112,25 +110,25 @@ pub enum Command {
     #[command(
         after_help = "Exit codes: 0 = converged, 1 = some tenants refused (validation, policy, or a change a plane refuses), 2 = could not run, 3 = some tenants failed (rerun to resume), 4 = drift found with --detect-only."
     )]
-    Apply(plan::ApplyArgs),
+    Apply(apply::ApplyArgs),
 
     /// Each tenant's last reconcile outcome, from the state store.
     #[command(
         after_help = "Exit codes: 0 = shown, 1 = a named tenant was never reconciled, 2 = could not run (no state store)."
     )]
-    Status(plan::StatusArgs),
+    Status(state::StatusArgs),
 
     /// The events the reconciler has recorded (its outbox), oldest first: CloudEvents 1.0.
     #[command(
         after_help = "Events are written in the same transaction as the change they describe (schemas/event.schema.json).\n\nExamples:\n  tenancy events --tenant t_5001\n  tenancy events --output json --follow | jq .type"
     )]
-    Events(plan::EventsArgs),
+    Events(state::EventsArgs),
 
     /// A tenant's commits, with what each did and the policy decisions on it.
     #[command(
         after_help = "Exit codes: 0 = shown, 1 = the tenant was never reconciled, 2 = could not run.\n\nEach applied commit also carries a git note: git log --notes=tenancy"
     )]
-    History(plan::HistoryArgs),
+    History(state::HistoryArgs),
 
     /// Lifecycle jobs (transitions, profile changes) with their steps and progress.
     #[command(
@@ -186,7 +184,7 @@ impl ColorChoice {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
-    /// Human-readable diagnostics.
+    /// Text for people (colours on a terminal).
     Text,
     /// One JSON document with a stable shape.
     Json,
@@ -265,12 +263,12 @@ pub fn run() -> ExitCode {
     let color = cli.color.enabled();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, color),
-        Command::Run(args) => plan::run_daemon(&args),
+        Command::Run(args) => run::run_daemon(&args),
         Command::Plan(args) => plan::run_plan(&args, color),
-        Command::Apply(args) => plan::run_apply(&args, color),
-        Command::Status(args) => plan::run_status(&args, color),
-        Command::Events(args) => plan::run_events(&args, color),
-        Command::History(args) => plan::run_history(&args, color),
+        Command::Apply(args) => apply::run_apply(&args, color),
+        Command::Status(args) => state::run_status(&args, color),
+        Command::Events(args) => state::run_events(&args, color),
+        Command::History(args) => state::run_history(&args, color),
         Command::Jobs(args) => jobs::run(&args, color),
         Command::Webhooks(args) => webhooks::run(&args, color),
         Command::Demo(args) => demo::run(&args, color),

@@ -1,6 +1,8 @@
 //! `tenancy webhooks`: register signed webhooks, inspect deliveries, requeue dead letters.
 
-use super::plan::{ApplyOutput, open_state, open_state_for_write, paint, write_json};
+use super::Output;
+use super::output::{paint, write_json};
+use super::state::{open_state, open_state_for_write};
 use super::{CliError, exit};
 use crate::store::RetryPolicy;
 use std::io::Write;
@@ -16,8 +18,8 @@ pub struct WebhooksArgs {
     pub config: Option<PathBuf>,
 
     /// Output format.
-    #[arg(long, short, global = true, value_enum, default_value_t = ApplyOutput::Text)]
-    pub output: ApplyOutput,
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -150,8 +152,8 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
         opened
     };
     let state = |e: crate::store::StoreError| CliError::State(e.to_string());
-    let mut out = super::report_out(args.output == ApplyOutput::Json);
-    let json = args.output == ApplyOutput::Json;
+    let mut out = super::report_out(args.output == Output::Json);
+    let json = args.output == Output::Json;
     match &args.command {
         WebhooksCommand::Add {
             url,

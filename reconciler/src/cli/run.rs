@@ -1,0 +1,46 @@
+//! `tenancy run`: the reconciler as a daemon.
+
+use super::plan::{SourceArgs, bundle, runtime};
+use super::{CliError, exit};
+use crate::config::Config;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: SourceArgs,
+
+    /// Serve /healthz, /readyz and /metrics here (e.g. 127.0.0.1:9090; port 0 picks one).
+    #[arg(long, value_name = "ADDR", env = "TENANCY_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Poll the repository at least this often, in seconds (a watcher usually reacts sooner).
+    #[arg(long, default_value = "2", value_parser = super::parse_seconds, value_name = "SECONDS")]
+    pub interval: std::time::Duration,
+
+    /// Reconcile every tenant (and so correct drift) at least this often, in seconds.
+    #[arg(long, default_value = "300", value_parser = super::parse_seconds, value_name = "SECONDS")]
+    pub resync: std::time::Duration,
+}
+
+/// `tenancy run`.
+pub fn run_daemon(args: &RunArgs) -> Result<u8, CliError> {
+    let config = Config::load(args.source.config.as_deref())?;
+    let opts = crate::daemon::Options {
+        repo: args.source.repo.clone(),
+        path: args.source.path.clone(),
+        bundle: bundle(&args.source, &config),
+        max_file_bytes: args.source.max_file_size,
+        config,
+        listen: args.listen,
+        interval: args.interval,
+        resync: args.resync,
+    };
+    crate::daemon::limit_malloc_arenas();
+    let rt = runtime()?;
+    let result = rt.block_on(crate::daemon::run(opts));
+    // Stop promptly: what is still in flight (a webhook attempt, a relay batch waiting for a
+    // broker) is left pending in the store and resumed by the next start.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    result?;
+    Ok(exit::OK)
+}
