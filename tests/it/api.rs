@@ -1166,11 +1166,19 @@ fn create_and_patch_boundaries(port: u16, repo: &TestRepo) {
         &patch(
             &acme_admin,
             "t_5001",
-            r#"{"quotas":{"storageGiB":1}}"#,
+            r#"{"quotas":{"storageGiB":300}}"#,
             &[("If-Match", "\"999\"")],
         ),
         412,
     );
+    // An invalid change is refused as invalid, whatever its precondition says (RFC 9110
+    // §13.2.1: preconditions are judged on a request that would otherwise succeed).
+    for body in [r#"{"quotas":{"storageGiB":-5}}"#, r#"{"plan":"f3*"}"#] {
+        problem(
+            &patch(&acme_admin, "t_5001", body, &[("If-Match", "\"999\"")]),
+            422,
+        );
+    }
     assert_eq!(repo.head(), head, "no refused request committed anything");
     // Values are data, never structure: a label crafted to close the flow map and add a
     // lifecycle is stored as that string, and the tenant is still a Draft.

@@ -175,6 +175,9 @@ pub enum WriteError {
     /// The tenant is not in a state the request may start from (deleting an open tenant
     /// without force): why.
     Precondition(String),
+    /// `If-Match` names another version than the tenant's (judged after the change itself,
+    /// so an invalid change is refused as invalid whatever the precondition): why.
+    IfMatch(String),
     /// The branch kept moving under us.
     Race,
     /// The local branch and the remote have diverged: a person must bring them together.
@@ -327,6 +330,7 @@ pub fn commit(
     message: &str,
     edit: &Edit,
     applied: Option<Previous>,
+    if_match: Option<String>,
 ) -> Result<String, WriteError> {
     for _attempt in 0..5 {
         let repo = git2::Repository::open(&target.repo)?;
@@ -409,6 +413,9 @@ pub fn commit(
             .collect();
         if !refused.is_empty() {
             return Err(WriteError::Refused(file, refused));
+        }
+        if let Some(why) = &if_match {
+            return Err(WriteError::IfMatch(why.clone()));
         }
         // A file the validator did not take as this tenant's manifest (outside the tenants
         // path, say) would commit something the daemon never reconciles.
