@@ -1,0 +1,279 @@
+//! One reconcile pass of the daemon (the same pipeline as `tenancy apply`), its git notes and
+//! the relay of pending events.
+
+use super::*;
+
+/// Annotate every commit with outcomes recorded since the last time (this pass's, and any a
+/// crash left without their note); a failure is logged and retried after the next pass.
+pub(super) async fn write_notes(store: &Store, repo: &std::path::Path) {
+    match reconcile::notes::write_notes(store, repo).await {
+        Ok(n) if n > 0 => tracing::debug!(notes = n, "git notes written"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not write the git notes"),
+    }
+}
+
+/// Publish the outbox to Kafka whenever a pass recorded events, at start (events a crash or
+/// an outage left behind), and — while Kafka is unreachable — again after a backoff (1 s
+/// doubling to 30 s). Events are marked published only once acknowledged, so nothing is lost;
+/// a retry after an unacknowledged send may publish an event twice, with the same id.
+pub(super) async fn relay_loop(
+    producer: reconcile::EventsProducer,
+    store: Store,
+    metrics: Arc<Metrics>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let mut backoff: Option<Duration> = None;
+    loop {
+        let r = producer.relay(&store).await;
+        metrics
+            .events_published
+            .fetch_add(r.published as u64, Ordering::Relaxed);
+        match r.error {
+            Some(e) => {
+                let next = backoff.map_or(Duration::from_secs(1), |b| {
+                    (b * 2).min(Duration::from_secs(30))
+                });
+                backoff = Some(next);
+                tracing::warn!(error = %e, pending = r.pending, retry_in = ?next, "events wait in the outbox");
+            }
+            None => {
+                if backoff.take().is_some() {
+                    tracing::info!("events relayed again; the outbox is drained");
+                }
+            }
+        }
+        match backoff {
+            Some(wait) => {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}
+
+/// One pass: the tenants changed since `last` (all when `full`), through the whole pipeline.
+/// What every pass works with.
+pub(super) struct Parts<'a> {
+    pub(super) opts: &'a Options,
+    pub(super) planes: &'a Planes,
+    /// Where the API reads regions and plans from.
+    pub(super) platform: &'a crate::api::Platform,
+    /// Wakes the relay task (present when events go to Kafka).
+    pub(super) relay: Option<&'a tokio::sync::Notify>,
+    /// Wakes the webhook dispatcher (present when deliveries are on).
+    pub(super) deliveries: Option<&'a tokio::sync::Notify>,
+    pub(super) store: &'a Store,
+    pub(super) metrics: &'a Metrics,
+}
+
+pub(super) async fn reconcile_once(
+    parts: &Parts<'_>,
+    head: &str,
+    scope: Scope,
+    cache: &mut crate::validate::ParseCache,
+) -> Result<Vec<(String, Outcome)>, DaemonError> {
+    let Parts {
+        opts,
+        planes,
+        platform,
+        relay,
+        deliveries,
+        store,
+        metrics,
+    } = *parts;
+    let pass = Instant::now();
+    // An incremental pass judges only the files the commit changed (the others' decisions
+    // stand); if a platform or organization file changed, everything is judged again.
+    let changed: Option<BTreeSet<String>> = match &scope {
+        Scope::Since(last) => crate::source::changed_paths(
+            &opts.repo,
+            last,
+            head,
+            &crate::source::ReadOptions {
+                path: opts.path.clone(),
+                ..Default::default()
+            },
+        )
+        .ok()
+        .map(|c| c.into_iter().map(|p| p.path).collect()),
+        _ => None,
+    };
+    let full = matches!(scope, Scope::Full);
+    // Where tenants the revision no longer declares are looked for: everywhere on a full
+    // pass, in the changed files on an incremental one, nowhere on a retry.
+    let absent_in: Option<BTreeSet<String>> = match &scope {
+        Scope::Full => None,
+        Scope::Since(_) => changed.clone(),
+        Scope::Retry(_) => Some(BTreeSet::new()),
+    };
+    // Every change is judged against what is applied: a refused change stays refused on every
+    // later pass (a restart, a resync, another commit) until a change that passes replaces it.
+    let applied = reconcile::applied_baseline(store)
+        .await
+        .map_err(DaemonError::State)?;
+    let inputs = Inputs {
+        path: opts.path.clone(),
+        max_file_bytes: opts.max_file_bytes,
+        bundle: opts.bundle.clone(),
+        govern_only: changed,
+        previous: vec![applied],
+        ..Inputs::new(&opts.repo, Some(head))
+    };
+    let (evaluation, selected) = {
+        let mut inputs = inputs.clone();
+        let head = head.to_owned();
+        let mut owned = std::mem::take(cache);
+        let (cache_back, result) = tokio::task::spawn_blocking(move || {
+            let cache = &mut owned;
+            let result = (|| -> Result<_, DaemonError> {
+                let mut evaluation = reconcile::evaluate_cached(&inputs, Some(cache))?;
+                let selected = match scope {
+                    Scope::Since(last) => {
+                        reconcile::changed_tenants(
+                            &inputs,
+                            &last,
+                            &head,
+                            &evaluation.report.catalog,
+                        )?
+                        .0
+                    }
+                    Scope::Retry(tenants) => Some(tenants),
+                    Scope::Full => None,
+                };
+                if selected.is_none() && inputs.govern_only.is_some() {
+                    inputs.govern_only = None;
+                    evaluation = reconcile::evaluate_cached(&inputs, Some(cache))?;
+                }
+                tracing::debug!(parsed = cache.parsed, "files parsed (others unchanged)");
+                Ok((evaluation, selected))
+            })();
+            (owned, result)
+        })
+        .await
+        .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
+        *cache = cache_back;
+        result?
+    };
+    platform.update(&evaluation.report.catalog);
+    let evaluated_ms = pass.elapsed().as_millis() as u64;
+    metrics
+        .policy_evaluations
+        .fetch_add(evaluation.governance.evaluations as u64, Ordering::Relaxed);
+    metrics.policy_us.fetch_add(
+        (evaluation.governance.seconds * 1e6) as u64,
+        Ordering::Relaxed,
+    );
+    let plan = reconcile::plan(planes, &evaluation, selected.as_ref()).await;
+    let planned_ms = pass.elapsed().as_millis() as u64;
+    // The pass's work queue: tenants still to reconcile (one at a time each, `concurrency`
+    // together).
+    metrics
+        .queue_depth
+        .store(plan.tenants.len() as u64, Ordering::Relaxed);
+    let applied = reconcile::apply(
+        planes,
+        &evaluation,
+        &plan,
+        store,
+        &opts.config.apply.detect_only,
+        opts.config.apply.concurrency,
+        &|_| {
+            let _ = metrics
+                .queue_depth
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        },
+    )
+    .await
+    .map_err(DaemonError::Apply)?;
+    let applied_ms = pass.elapsed().as_millis() as u64;
+    // Nothing is silent: files that could not be read (logged, counted, kept for `tenancy
+    // status`), tenants no file declares any more (orphaned) or whose file is unreadable.
+    if !matches!(absent_in.as_ref(), Some(f) if f.is_empty()) {
+        let unreadable = reconcile::absent::record_unreadable(store, &evaluation)
+            .await
+            .map_err(DaemonError::Apply)?;
+        metrics
+            .unreadable_files
+            .store(unreadable as u64, Ordering::Relaxed);
+        let correlation = reconcile::correlation_id(&evaluation);
+        let absent =
+            reconcile::absent::record_absent(store, &evaluation, absent_in.as_ref(), &correlation)
+                .await
+                .map_err(DaemonError::Apply)?;
+        for a in &absent {
+            let (status, why) = a.status(head);
+            say!("tenancy run: {} is {status}: {why}", a.tenant);
+        }
+    }
+    // A failure's reason starts with the plane that gave it ("object-store: …").
+    if let Ok(mut errors) = metrics.plane_errors.lock() {
+        for t in applied
+            .tenants
+            .iter()
+            .filter(|t| t.outcome == Outcome::Failed)
+        {
+            let plane = t
+                .reason
+                .as_deref()
+                .and_then(|r| r.split(':').next())
+                .filter(|p| planes.names().any(|n| n == *p))
+                .unwrap_or("other");
+            *errors.entry(plane.to_owned()).or_default() += 1;
+        }
+    }
+    if opts.config.apply.notes {
+        write_notes(store, &opts.repo).await;
+    }
+    let noted_ms = pass.elapsed().as_millis() as u64;
+    // The relay task publishes what this pass recorded (it runs on its own, so an unreachable
+    // Kafka never holds up reconciling).
+    if let Some(wake) = relay {
+        wake.notify_one();
+    }
+    if let Some(wake) = deliveries {
+        wake.notify_one();
+    }
+    tracing::debug!(
+        evaluated_ms,
+        planned_ms,
+        applied_ms,
+        noted_ms,
+        "pass timings (cumulative)"
+    );
+    // Metrics from counting queries, whatever the number of tenants and events (the outbox
+    // gauge is counted at each scrape).
+    if let Ok(counts) = store.status_counts().await
+        && let Ok(mut t) = metrics.tenants.lock()
+    {
+        *t = counts
+            .into_iter()
+            .map(|(status, n)| (status, n.max(0) as u64))
+            .collect();
+    }
+    let summary = format!(
+        "{} applied, {} blocked, {} failed, {} drifted",
+        applied.count(Outcome::Applied),
+        applied.count(Outcome::Blocked),
+        applied.count(Outcome::Failed),
+        applied.count(Outcome::Drifted)
+    );
+    tracing::info!(commit = %head, tenants = applied.tenants.len(), full, %summary, "reconciled");
+    say!(
+        "tenancy run: reconciled {} ({} tenant(s){}): {summary}",
+        &head[..12],
+        applied.tenants.len(),
+        if full { ", full resync" } else { "" }
+    );
+    let outcomes = applied
+        .tenants
+        .iter()
+        .map(|t| (t.tenant.clone(), t.outcome.clone()))
+        .collect();
+    drop((evaluation, plan, applied));
+    release_memory();
+    Ok(outcomes)
+}
