@@ -1,0 +1,256 @@
+//! Stage 1, evaluate: read a revision, validate it and run the policies; what a pass starts from.
+
+use super::*;
+
+/// What to read and which policies to enforce.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub repo: PathBuf,
+    /// `None` reads the work tree.
+    pub rev: Option<String>,
+    pub path: String,
+    pub max_file_bytes: u64,
+    pub bundle: Option<PathBuf>,
+    /// Judge only the tenants declared in these files (an incremental pass over the files a
+    /// commit changed); `None` judges every tenant.
+    pub govern_only: Option<BTreeSet<String>>,
+    /// What each tenant is judged against (every one of them; none: a creation).
+    pub previous: Vec<Previous>,
+}
+
+/// The largest manifest file read unless configured otherwise (`--max-file-size`).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
+
+impl Inputs {
+    /// Read `rev` of `repo` (the work tree when `None`) at the repository root, with the
+    /// default limits, no policies, every tenant judged against nothing: set the rest.
+    pub fn new(repo: impl Into<PathBuf>, rev: Option<&str>) -> Inputs {
+        Inputs {
+            repo: repo.into(),
+            rev: rev.map(str::to_owned),
+            path: String::new(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            bundle: None,
+            govern_only: None,
+            previous: Vec::new(),
+        }
+    }
+}
+
+/// The last applied manifests in `store`, as the baseline apply, the daemon and API writes
+/// judge changes against.
+pub async fn applied_baseline(store: &Store) -> Result<Previous, StoreError> {
+    let records = store.applied_manifests(None).await?;
+    Ok(Previous::Applied(Arc::new(Applied::from_records(records))))
+}
+
+/// [`applied_baseline`] of one tenant (an API write judges only the tenant it writes).
+pub async fn applied_baseline_of(store: &Store, tenant: &str) -> Result<Previous, StoreError> {
+    let records = store.applied_manifests(Some(tenant)).await?;
+    Ok(Previous::Applied(Arc::new(Applied::from_records(records))))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    pub digest: String,
+    pub mode: Mode,
+    /// Why the module could not be loaded (it then denies every change in its scope).
+    pub error: Option<String>,
+}
+
+/// A revision, validated and governed.
+pub struct Evaluation {
+    pub snapshot: Snapshot,
+    pub report: Report,
+    pub policies: Vec<PolicyStatus>,
+    pub governance: Governance,
+}
+
+impl Evaluation {
+    /// Why each tenant may not be applied: its validation errors and enforced policy denies.
+    pub fn blocked(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in &self.report.findings {
+            if f.severity != Severity::Error {
+                continue;
+            }
+            if let Some(t) = &f.tenant {
+                let by = f
+                    .policy
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" (policy {})", p.name));
+                out.entry(t.clone()).or_default().push(format!(
+                    "{}: {}{by} at {}",
+                    f.rule,
+                    f.message,
+                    f.location()
+                ));
+            }
+        }
+        out
+    }
+
+    /// Errors that belong to no tenant (a file that could not be parsed, a broken platform
+    /// file): the revision as a whole is refused.
+    pub fn global_errors(&self) -> usize {
+        self.report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error && f.tenant.is_none())
+            .count()
+    }
+
+    pub fn commit(&self) -> Option<&str> {
+        self.snapshot.commit.as_ref().map(|c| c.sha.as_str())
+    }
+}
+
+/// Why a revision could not be evaluated (a finding is not an error: it is in the report).
+#[derive(Debug, thiserror::Error)]
+pub enum EvaluateError {
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Bundle(#[from] crate::policy::bundle::BundleError),
+    #[error("policy host: {0}")]
+    PolicyHost(#[source] crate::policy::host::Failure),
+}
+
+/// Read, validate and govern one revision.
+pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, EvaluateError> {
+    evaluate_cached(inputs, None)
+}
+
+/// [`evaluate`], re-parsing only the files whose blobs are not in `cache` (the daemon keeps one
+/// across passes).
+pub fn evaluate_cached(
+    inputs: &Inputs,
+    cache: Option<&mut validate::ParseCache>,
+) -> Result<Evaluation, EvaluateError> {
+    let opts = ReadOptions {
+        path: inputs.path.clone(),
+        max_file_bytes: inputs.max_file_bytes,
+        only: None,
+    };
+    let started = std::time::Instant::now();
+    let ms = || started.elapsed().as_millis() as u64;
+    let bundle = inputs.bundle.as_deref().map(Bundle::load).transpose()?;
+    let snapshot = match &inputs.rev {
+        None => source::read_worktree(&inputs.repo, &opts)?,
+        Some(rev) => match cache.as_deref() {
+            Some(c) => {
+                source::read_revision_reusing(&inputs.repo, rev, &opts, &|p, id| c.text(p, id))?
+            }
+            None => source::read_revision(&inputs.repo, rev, &opts)?,
+        },
+    };
+    tracing::info!(files = snapshot.files.len(), elapsed_ms = ms(), "read");
+    // The previous versions, first: they also say who held a unique name before the change.
+    let history = History::load(
+        &inputs.repo,
+        inputs.rev.as_deref(),
+        &snapshot,
+        &opts,
+        &inputs.previous,
+    )?;
+    let mut report =
+        validate::validate_cached(&snapshot, &ValidateOptions::default(), cache, &history);
+    tracing::info!(elapsed_ms = ms(), "validated");
+    let mut policies = Vec::new();
+    let mut governance = Governance::default();
+    if let Some(bundle) = &bundle {
+        let host = Arc::new(PolicyHost::new().map_err(EvaluateError::PolicyHost)?);
+        let set = PolicySet::load(host, bundle);
+        tracing::info!(elapsed_ms = ms(), "policy modules loaded");
+        for (entry, module) in &set.policies {
+            policies.push(PolicyStatus {
+                name: entry.name.clone(),
+                digest: entry.sha256.clone(),
+                mode: entry.mode,
+                error: module.as_ref().err().map(|e| e.to_string()),
+            });
+        }
+        let locator = Locator::new(&snapshot, Default::default());
+        // A tenant that already failed validation is not judged: its errors come first.
+        let invalid: HashSet<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .filter_map(|f| f.tenant.clone())
+            .collect();
+        let judging = std::time::Instant::now();
+        governance = govern(
+            &set,
+            &report.catalog,
+            &history,
+            snapshot.commit.as_ref(),
+            &locator,
+            |t| {
+                !invalid.contains(t.value.metadata.id.as_str())
+                    && inputs
+                        .govern_only
+                        .as_ref()
+                        .is_none_or(|only| only.contains(&t.file))
+            },
+        );
+        governance.seconds = judging.elapsed().as_secs_f64();
+        tracing::info!(
+            evaluations = governance.evaluations,
+            elapsed_ms = ms(),
+            "governed"
+        );
+        report.findings.append(&mut governance.findings);
+        diagnostics::sort(&mut report.findings);
+        report.summary.errors = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count();
+        report.summary.warnings = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count();
+    }
+    Ok(Evaluation {
+        snapshot,
+        report,
+        policies,
+        governance,
+    })
+}
+
+/// Tenants whose manifests differ between two revisions (all of them when a platform or
+/// organization file changed), and the files of tenants removed from the repository.
+pub fn changed_tenants(
+    inputs: &Inputs,
+    base: &str,
+    head: &str,
+    catalog: &validate::Catalog,
+) -> Result<(Option<BTreeSet<String>>, Vec<String>), crate::source::SourceError> {
+    let opts = ReadOptions {
+        path: inputs.path.clone(),
+        max_file_bytes: inputs.max_file_bytes,
+        only: None,
+    };
+    let changed = source::changed_paths(&inputs.repo, base, head, &opts)?;
+    let by_file: HashMap<&str, &str> = catalog
+        .tenants
+        .iter()
+        .map(|t| (t.file.as_str(), t.value.metadata.id.as_str()))
+        .collect();
+    let mut tenants = BTreeSet::new();
+    let mut removed = Vec::new();
+    for c in &changed {
+        match by_file.get(c.path.as_str()) {
+            Some(id) => {
+                tenants.insert((*id).to_owned());
+            }
+            None if c.change == source::ChangeKind::Deleted => removed.push(c.path.clone()),
+            // A platform, organization or unparseable file: everything may be affected.
+            None => return Ok((None, removed)),
+        }
+    }
+    Ok((Some(tenants), removed))
+}
