@@ -68,7 +68,11 @@ fn main() -> Result<()> {
     // Modules compile in a child running the `tenancy` binary built next to this one.
     if std::env::var_os("TENANCY_POLICY_COMPILER").is_none() {
         let exe = std::env::current_exe()?.with_file_name("tenancy");
-        anyhow::ensure!(exe.exists(), "{} missing: build the tenancy binary too", exe.display());
+        anyhow::ensure!(
+            exe.exists(),
+            "{} missing: build the tenancy binary too",
+            exe.display()
+        );
         tenancy::policy::compile::use_compiler(exe);
     }
     // Compile cost: paid once per digest.
