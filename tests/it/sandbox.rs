@@ -621,3 +621,50 @@ fn a_run_keeps_a_bounded_output_and_a_cut_deny_still_denies() {
         "kept {kept} bytes"
     );
 }
+
+/// Every file a command reads by path is read the way a module is: a named pipe given as the
+/// bundle (or as a fixture) is refused, never waited for.
+#[test]
+fn a_pipe_in_place_of_a_bundle_or_a_fixture_is_refused_not_waited_for() {
+    let repo = TestRepo::with_examples();
+    let dir = tempfile::tempdir().expect("tmp");
+    let cache = tempfile::tempdir().expect("cache");
+    let pipe = dir.path().join("bundle.yaml");
+    let made = Command::new("mkfifo").arg(&pipe).status().expect("mkfifo");
+    assert!(made.success());
+    let p = pipe.to_str().expect("utf-8");
+    let r = repo.path().to_str().expect("utf-8");
+    for args in [
+        vec!["validate", "--repo", r, "--policies", p],
+        vec!["policy", "test", "--bundle", p],
+    ] {
+        let out = run(dir.path(), cache.path(), &args);
+        assert_eq!(out.code, 2, "{args:?}");
+        let err = one_spaced(&out.stderr);
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
+    let bundle = workspace_root().join("policies/bundle.yaml");
+    let out = run(
+        dir.path(),
+        cache.path(),
+        &[
+            "policy",
+            "test",
+            "--bundle",
+            bundle.to_str().expect("utf-8"),
+            p,
+        ],
+    );
+    assert_eq!(out.code, 2);
+    let err = one_spaced(&out.stderr);
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+/// An error report with miette's line wrapping and box drawing taken out.
+fn one_spaced(stderr: &[u8]) -> String {
+    String::from_utf8_lossy(stderr)
+        .split(|c: char| c.is_whitespace() || "│╰─▶×".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -241,16 +241,20 @@ fn test(args: &TestArgs, color: bool) -> Result<u8, CliError> {
 
 fn inspect(args: &InspectArgs, color: bool) -> Result<u8, CliError> {
     let (bytes, digest) = read_module(&args.module);
-    let shape = bytes
-        .as_ref()
-        .ok()
-        .and_then(|b| crate::policy::shape::read(b).ok());
     let host = host()?;
     let limits = args.limits.limits();
     let loaded = bytes
         .as_ref()
         .map_err(Clone::clone)
         .and_then(|b| host.load_with(b, &digest, &limits));
+    // The shape the host read; for a refused module, read here (it may not get that far).
+    let shape = match &loaded {
+        Ok(m) => Some(m.shape.clone()),
+        Err(_) => bytes
+            .as_ref()
+            .ok()
+            .and_then(|b| crate::policy::shape::read(b).ok()),
+    };
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Compile {

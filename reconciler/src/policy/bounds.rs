@@ -109,7 +109,9 @@ pub(super) fn keep(
         .into_iter()
         .filter(|v| {
             let first = !seen.contains(&v.severity);
-            seen.push(v.severity);
+            if first {
+                seen.push(v.severity);
+            }
             first
         })
         .map(|mut v| {

@@ -217,10 +217,12 @@ pub enum BundleError {
 impl Bundle {
     /// Read and check a bundle file (YAML, schema, duplicate names). Modules are not read here.
     pub fn load(path: &Path) -> Result<Bundle, BundleError> {
-        let text = std::fs::read_to_string(path).map_err(|source| BundleError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        // A bundle is a page of YAML; a pipe or a device in its place is refused, not read.
+        let text =
+            crate::source::read_text_bounded(path, 1 << 20).map_err(|source| BundleError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
         let shown = path.display().to_string();
         let docs = yaml::parse_documents(&text, &YamlLimits::default()).map_err(|e| {
             BundleError::Invalid(vec![

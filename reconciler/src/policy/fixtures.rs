@@ -148,7 +148,7 @@ pub fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
 
 /// The first YAML document of `path` as JSON (and its positioned tree); `from` names the caller.
 pub fn load_yaml_json(path: &Path, from: &Path) -> Result<(Value, yaml::Node), FixtureError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::source::read_text_bounded(path, 1 << 20)
         .map_err(|e| invalid(from, format!("{}: {e}", path.display())))?;
     let docs = yaml::parse_documents(&text, &YamlLimits::default())
         .map_err(|e| invalid(path, format!("line {}: {}", e.pos.line, e.message)))?;

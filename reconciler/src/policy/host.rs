@@ -231,42 +231,16 @@ pub const MAX_PATH: usize = 1024;
 /// device would never end), and never more than [`MAX_MODULE_BYTES`] whatever the file system
 /// says its size is. `shown` names it in errors.
 pub fn read_module(path: &std::path::Path, shown: &str) -> Result<Vec<u8>, Failure> {
-    use std::io::Read;
-    let fail = |message: String| Failure::Read {
-        path: shown.to_owned(),
-        message,
-    };
-    let not_regular = || fail("not a regular file (a pipe, a device or a directory?)".into());
-    // The path's type first: opening a FIFO for reading blocks until a writer comes.
-    if !std::fs::metadata(path)
-        .map_err(|e| fail(e.to_string()))?
-        .is_file()
-    {
-        return Err(not_regular());
-    }
-    let mut open = std::fs::OpenOptions::new();
-    open.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Never block on open, should the path have been swapped for a FIFO meanwhile.
-        open.custom_flags(libc::O_NONBLOCK);
-    }
-    let file = open.open(path).map_err(|e| fail(e.to_string()))?;
-    // What was opened, not what the path named a moment before.
-    if !file.metadata().map_err(|e| fail(e.to_string()))?.is_file() {
-        return Err(not_regular());
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_MODULE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| fail(e.to_string()))?;
-    if bytes.len() > MAX_MODULE_BYTES {
-        return Err(Failure::Compile(format!(
+    use crate::source::BoundedRead as R;
+    crate::source::read_bounded(path, MAX_MODULE_BYTES as u64).map_err(|e| match e {
+        R::TooLarge => Failure::Compile(format!(
             "module is more than the {MAX_MODULE_BYTES}-byte limit"
-        )));
-    }
-    Ok(bytes)
+        )),
+        other => Failure::Read {
+            path: shown.to_owned(),
+            message: other.to_string(),
+        },
+    })
 }
 
 /// Concurrent sandboxes the pool keeps slots for (evaluations beyond that wait for a slot).
@@ -557,15 +531,12 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
 /// The component's imports as Wasmtime sees them, judged again after compiling (the shape
 /// check before compiling read the same names from the bytes).
 fn check_imports(engine: &Engine, component: &Component) -> Result<(), Failure> {
-    let shape = super::shape::Shape {
-        imports: component
-            .component_type()
-            .imports(engine)
-            .map(|(name, _)| name.to_owned())
-            .collect(),
-        ..Default::default()
-    };
-    shape.contract_check(SUPPORTED_VERSIONS)
+    let imports: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    super::shape::check_contract(&imports, SUPPORTED_VERSIONS)
 }
 
 /// A rule id: `policy.rule-name` — lowercase ASCII letters, digits, `.`, `-`, `_`, at most

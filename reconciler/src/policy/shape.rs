@@ -159,33 +159,31 @@ impl Shape {
         if self.tables > MAX_TABLES {
             return Err(over("tables", self.tables, MAX_TABLES));
         }
-        self.contract_check(supported)
+        check_contract(&self.imports, supported)
     }
+}
 
-    /// Refuse a component built for a contract version this host does not serve, or that
-    /// imports anything but the contract's types.
-    pub fn contract_check(&self, supported: &[&str]) -> Result<(), Failure> {
-        for name in &self.imports {
-            if let Some(version) = name.strip_prefix(CONTRACT_TYPES)
-                && !supported.contains(&version)
-            {
-                return Err(Failure::Version {
-                    found: format!(
-                        "tenancy:policy@{}",
-                        crate::diagnostics::printable(
-                            &version.chars().take(64).collect::<String>()
-                        )
-                    ),
-                    supported: supported
-                        .iter()
-                        .map(|v| format!("tenancy:policy@{v}"))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
+/// Refuse a component built for a contract version this host does not serve, or that
+/// imports anything but the contract's types.
+pub fn check_contract(imports: &[String], supported: &[&str]) -> Result<(), Failure> {
+    for name in imports {
+        if let Some(version) = name.strip_prefix(CONTRACT_TYPES)
+            && !supported.contains(&version)
+        {
+            return Err(Failure::Version {
+                found: format!(
+                    "tenancy:policy@{}",
+                    crate::diagnostics::printable(&version.chars().take(64).collect::<String>())
+                ),
+                supported: supported
+                    .iter()
+                    .map(|v| format!("tenancy:policy@{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
         }
-        check_imports(&self.imports)
     }
+    check_imports(imports)
 }
 
 /// Refuse a component that imports anything the sandbox does not grant, naming every such

@@ -7,6 +7,9 @@
 //! unannotated. [`write_notes`] runs after every pass (and when the daemon starts) over every
 //! commit with outcomes recorded since the last time it ran for that repository.
 
+// Text from the store may hold anything (a policy's message, a plane's error); `git notes show`
+// prints it raw, so every value goes on one line, escaped.
+use crate::diagnostics::one_line;
 use crate::store::{CommitOutcome, DecisionRecord, Store, StoreError};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -96,12 +99,6 @@ pub fn render(outcomes: &[CommitOutcome], decisions: &[DecisionRecord]) -> Strin
         }
     }
     out
-}
-
-/// Text from the store on one line, every character that could drive a terminal escaped (a
-/// policy's message or a plane's error could hold any; `git notes show` prints it raw).
-fn one_line(s: &str) -> String {
-    crate::diagnostics::one_line(s).into_owned()
 }
 
 #[derive(Debug, thiserror::Error)]

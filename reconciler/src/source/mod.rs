@@ -95,6 +95,58 @@ impl Default for ReadOptions {
     }
 }
 
+/// Why [`read_bounded`] read nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BoundedRead {
+    #[error("not a regular file (a pipe, a device or a directory?)")]
+    NotRegular,
+    #[error("larger than its limit")]
+    TooLarge,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Read a file from the file system: a regular file only (opening a named pipe blocks until a
+/// writer comes, a device never ends), and never more than `max` bytes, whatever its size
+/// said a moment before. Every file a command reads by path goes through here.
+pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BoundedRead> {
+    use std::io::Read;
+    // The path's type first: a FIFO is never opened.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(BoundedRead::NotRegular);
+    }
+    let mut open = std::fs::OpenOptions::new();
+    open.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never block on open, should the path have been swapped for a FIFO meanwhile.
+        open.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = open.open(path)?;
+    // What was opened, not what the path named a moment before.
+    if !file.metadata()?.is_file() {
+        return Err(BoundedRead::NotRegular);
+    }
+    let mut bytes = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(BoundedRead::TooLarge);
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] as UTF-8 text, its failure as an I/O error (for callers that report one).
+pub fn read_text_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+    let bytes = read_bounded(path, max).map_err(|e| match e {
+        BoundedRead::Io(e) => e,
+        BoundedRead::TooLarge => std::io::Error::other(format!("larger than the {max}-byte limit")),
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+}
+
 /// Failures that stop the whole run (exit code 2), as opposed to findings about one file.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -496,12 +548,19 @@ fn walk_dir(
             walk_dir(&entry.path(), &path, opts, out)?;
         } else if file_type.is_file() && is_manifest_path(&path) && opts.wanted(&path) {
             let size = entry.metadata().map_err(io(&entry.path()))?.len();
-            if size > opts.max_file_bytes {
-                out.findings
-                    .push(too_large(&path, size, opts.max_file_bytes));
-                continue;
-            }
-            let bytes = std::fs::read(entry.path()).map_err(io(&entry.path()))?;
+            // The size as read, not as stated a moment before: a file may grow meanwhile.
+            let bytes = match read_bounded(&entry.path(), opts.max_file_bytes) {
+                Ok(bytes) => bytes,
+                Err(BoundedRead::Io(e)) => return Err(io(&entry.path())(e)),
+                Err(_) => {
+                    out.findings.push(too_large(
+                        &path,
+                        size.max(opts.max_file_bytes + 1),
+                        opts.max_file_bytes,
+                    ));
+                    continue;
+                }
+            };
             match decode(&path, bytes) {
                 Ok(text) => out.files.push(SourceFile {
                     path,

@@ -2,8 +2,8 @@
 //! pull request's base (plan and validate with --base) — never against the first parent of the
 //! head, which a second commit, a resync or a rewritten history would make the refused state.
 
-use super::{apply, bundle, event_types, json_run, outcome, status};
-use crate::support::{TestRepo, embedded_config, tenancy, validate_json};
+use super::{apply, bundle, event_types, history, json_run, outcome, status};
+use crate::support::{TestRepo, embedded_config, validate_json};
 
 const T: &str = "org_acme/t_5004.yaml"; // Archived in the examples
 
@@ -125,15 +125,7 @@ fn a_refused_change_stays_refused_across_commits_passes_and_rules() {
     assert!(types.iter().any(|t| t == "POLICY_DENIED"), "{types:?}");
 
     // The decision names the version it was judged against, in the store and in the note.
-    let history = tenancy(&[
-        "history",
-        "t_5004",
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--output",
-        "json",
-    ])
-    .json();
+    let history = history(&config, "t_5004");
     let against = format!("last applied at {c0}");
     let commits = history["commits"].as_array().expect("commits");
     let at_c2 = commits
@@ -263,15 +255,7 @@ fn a_tenant_never_applied_is_a_creation_whatever_older_commits_said() {
     let (run, report) = apply(&repo, &config, &[]);
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert_eq!(outcome(&report, "t_5004")["outcome"], "applied");
-    let history = tenancy(&[
-        "history",
-        "t_5004",
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--output",
-        "json",
-    ])
-    .json();
+    let history = history(&config, "t_5004");
     let decisions = history["commits"][0]["decisions"]
         .as_array()
         .expect("decisions");

@@ -69,6 +69,11 @@ pub fn status(config: &Path, tenant: &str) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// `tenancy history TENANT --output json`: its commits, audit and decisions.
+pub fn history(config: &Path, tenant: &str) -> serde_json::Value {
+    tenancy(&["history", tenant, "--config", s(config), "--output", "json"]).json()
+}
+
 /// Every event type recorded for `tenant`, oldest first.
 pub fn event_types(config: &Path, tenant: &str) -> Vec<String> {
     let run = tenancy(&[
