@@ -14,8 +14,6 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tenancy_plane_kafka::KafkaTarget;
-use tenancy_plane_s3::S3Target;
 
 /// The file looked for when `--config` is not given.
 pub const DEFAULT_FILE: &str = "tenancy.toml";
@@ -57,12 +55,6 @@ pub struct Config {
     #[serde(default)]
     pub embedded: EmbeddedConfig,
     #[serde(default)]
-    pub postgres: PostgresSection,
-    #[serde(default)]
-    pub object_store: ObjectStoreSection,
-    #[serde(default)]
-    pub kafka: KafkaSection,
-    #[serde(default)]
     pub apply: ApplyConfig,
     #[serde(default)]
     pub policies: PoliciesConfig,
@@ -74,6 +66,10 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Each registered plane's `[<kind>]` section as written (after `${…}` expansion),
+    /// checked by the plane when the file is loaded; absent sections are not here.
+    #[serde(skip)]
+    pub planes: BTreeMap<&'static str, serde_json::Value>,
     /// Where the configuration came from (for messages); not a key of the file.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -99,53 +95,6 @@ impl Default for EmbeddedConfig {
             root: PathBuf::from(".tenancy"),
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PostgresSection {
-    #[serde(default)]
-    pub targets: BTreeMap<String, PostgresTarget>,
-    /// Connection limit of a tenant role whose tenant declares no `concurrentJobs`.
-    #[serde(default = "default_connection_limit")]
-    pub default_connection_limit: i32,
-}
-
-impl Default for PostgresSection {
-    fn default() -> Self {
-        PostgresSection {
-            targets: BTreeMap::new(),
-            default_connection_limit: default_connection_limit(),
-        }
-    }
-}
-
-fn default_connection_limit() -> i32 {
-    10
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PostgresTarget {
-    /// URL of a role that may create roles, schemas and databases; its database is the
-    /// target's shared database.
-    pub url: String,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct ObjectStoreSection {
-    #[serde(default)]
-    pub targets: BTreeMap<String, S3Target>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct KafkaSection {
-    #[serde(default)]
-    pub targets: BTreeMap<String, KafkaTarget>,
-    /// Seconds one admin request may take (default 10).
-    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,7 +138,7 @@ pub struct DetectOnly {
     /// These tenants, in every plane.
     #[serde(default)]
     pub tenants: Vec<String>,
-    /// These planes (`postgres`, `database`, `object-store`, `kafka`), for every tenant.
+    /// These planes (by name: `postgres`, `object-store`, `kafka`, …), for every tenant.
     #[serde(default)]
     pub planes: Vec<String>,
 }
@@ -415,12 +364,47 @@ impl Config {
             message: e.to_string(),
         })?;
         expand(&mut value, path, "", env)?;
-        value
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        // Each plane's section is the plane's to read: take them out, let each check its own.
+        let mut planes = BTreeMap::new();
+        if let toml::Value::Table(table) = &mut value {
+            for r in crate::planes::REGISTERED {
+                let kind = r.factory.about().kind;
+                let Some(section) = table.remove(kind) else {
+                    continue;
+                };
+                let section =
+                    serde_json::to_value(section).map_err(|e| invalid(format!("[{kind}]: {e}")))?;
+                r.factory
+                    .build(&section)
+                    .map_err(|e| invalid(format!("[{kind}]: {e}")))?;
+                planes.insert(kind, section);
+            }
+        }
+        let mut config: Config = value
             .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Invalid {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })
+            .map_err(|e: toml::de::Error| invalid(e.to_string()))?;
+        config.planes = planes;
+        for p in &config.apply.detect_only.planes {
+            if crate::planes::find(p).is_none() {
+                return Err(invalid(format!(
+                    "apply.detect-only.planes: `{p}` is not a plane (planes: {})",
+                    crate::planes::kinds()
+                )));
+            }
+        }
+        Ok(config)
+    }
+
+    /// The `[<kind>]` section of a plane (an empty table when absent).
+    pub fn plane_section(&self, kind: &str) -> serde_json::Value {
+        self.planes
+            .get(kind)
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}))
     }
 
     /// The state store's URL.
@@ -566,13 +550,14 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         };
         let c = Config::parse(&text, "tenancy.toml", &env).expect("parse");
         assert_eq!(c.state_url(), "postgres://tenancy:pw@db/tenancy");
-        let s3 = &c.object_store.targets["s3-ap-south-1"];
+        // Plane sections are kept for their planes, expanded.
+        let s3 = &c.plane_section("object-store")["targets"]["s3-ap-south-1"];
         assert_eq!(
-            (s3.access_key_id.as_str(), s3.secret_access_key.as_str()),
-            ("AKIA", "s3cr3t")
+            (&s3["access-key-id"], &s3["secret-access-key"]),
+            (&serde_json::json!("AKIA"), &serde_json::json!("s3cr3t"))
         );
-        assert!(s3.path_style);
-        assert_eq!(c.kafka.targets["kafka-ap-south-1"].shared_partitions, 12);
+        assert_eq!(s3["path-style"], true);
+        assert!(c.planes.contains_key("kafka") && c.planes.contains_key("postgres"));
         assert!(c.apply.detect_only.covers("t_9", "kafka"));
         assert!(c.apply.detect_only.covers("t_5001", "postgres"));
         assert!(!c.apply.detect_only.covers("t_9", "postgres"));
@@ -584,7 +569,33 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
             "tenancy.toml: `object-store.targets.s3-ap-south-1.access-key-id` refers to environment variable `S3_KEY`, which is not set"
         );
         let err = Config::parse("[postgres]\nbogus = 1\n", "t.toml", &env).expect_err("unknown");
-        assert!(err.to_string().contains("unknown field `bogus`"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("t.toml: [postgres]: unknown field `bogus`"),
+            "{err}"
+        );
+        let err = Config::parse("[kafka.targets.k]\nbootstrap-servers = 9\n", "t.toml", &env)
+            .expect_err("type");
+        assert!(
+            err.to_string().starts_with("t.toml: [kafka]: invalid type"),
+            "{err}"
+        );
+        // One name per plane: an unknown one is an error, not a rule that silently never matches.
+        let err = Config::parse(
+            "[apply.detect-only]\nplanes = [\"database\"]\n",
+            "t.toml",
+            &env,
+        )
+        .expect_err("plane");
+        assert_eq!(
+            err.to_string(),
+            "t.toml: apply.detect-only.planes: `database` is not a plane (planes: postgres, object-store, kafka)"
+        );
+        let err = Config::parse("[redis-typo]\n", "t.toml", &env).expect_err("section");
+        assert!(
+            err.to_string().contains("unknown field `redis-typo`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -602,7 +613,7 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         .expect("load");
         assert_eq!(c.state_url(), "sqlite:///var/lib/tenancy/state.db");
         assert!(c.apply.detect_only.all);
-        assert!(c.postgres.targets.is_empty() && c.kafka.targets.is_empty());
+        assert!(c.planes.is_empty());
     }
 
     #[test]
@@ -621,10 +632,16 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         }
         plain.push_str(rest);
         let c = Config::parse(&plain, "docs/tenancy.example.toml", &|_| None).expect("valid");
-        assert_eq!(c.postgres.targets.len(), 4);
-        assert_eq!(c.object_store.targets.len(), 4);
-        assert_eq!(c.kafka.targets["kafka-ap-south-1"].replication_factor, 3);
-        assert!(c.object_store.targets["s3-eu-central-1"].path_style);
+        let targets = |kind: &str| tenancy_plane::target_names(&c.plane_section(kind)).len();
+        assert_eq!((targets("postgres"), targets("object-store")), (4, 4));
+        assert_eq!(
+            c.plane_section("kafka")["targets"]["kafka-ap-south-1"]["replication-factor"],
+            3
+        );
+        assert_eq!(
+            c.plane_section("object-store")["targets"]["s3-eu-central-1"]["path-style"],
+            true
+        );
         assert_eq!(c.api.tokens.len(), 2);
         assert_eq!(
             (c.api.requests_per_second, c.api.tenant_burst),

@@ -798,7 +798,7 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
     };
     crate::support::use_tenancy_compiler();
     let evaluation = reconcile::evaluate(&inputs).expect("evaluate");
-    let planes = Planes::from_config(&config);
+    let planes = Planes::from_config(&config).expect("planes");
     let plan = reconcile::plan(&planes, &evaluation, None).await;
     assert_eq!(plan.errors(), 0, "planned through the proxy");
 
@@ -859,7 +859,7 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
     // The service is back (the proxy is bypassed): the rerun plans only the remaining work.
     let config_file = write_config(work.path(), &env, &tag, None, None);
     let config = tenancy::config::Config::load(Some(&config_file)).expect("config");
-    let planes = Planes::from_config(&config);
+    let planes = Planes::from_config(&config).expect("planes");
     let rest = reconcile::plan(&planes, &evaluation, None).await;
     let t = rest
         .tenants

@@ -24,8 +24,7 @@ fn tenant_env(tenant: &str, env: &str, profile: Profile) -> TenantEnv {
         encryption_key: None,
         storage_gib: Some(10),
         concurrent_jobs: Some(3),
-        topic_partitions: None,
-        topic_retention_ms: None,
+        options: serde_json::Value::Null,
     }
 }
 

@@ -29,9 +29,9 @@ fn env(
         retention_days: Some(30),
         encryption_key: None,
         storage_gib: Some(10),
-        concurrent_jobs: Some(2),
-        topic_partitions: Some(3),
-        topic_retention_ms: Some(86_400_000),
+        // Three jobs at one partition each: a dedicated topic of 3 partitions.
+        concurrent_jobs: Some(3),
+        options: serde_json::json!({ "partitionsPerJob": 1, "retentionMs": 86_400_000 }),
     }
 }
 
@@ -73,7 +73,7 @@ async fn kafka_partitions_only_grow_and_a_broker_without_create_partitions_is_na
         );
 
         // Fewer partitions: a refused change in the plan, never applied.
-        d[0].topic_partitions = Some(2);
+        d[0].concurrent_jobs = Some(2);
         let plan = plane.plan(&d).await.expect("plan");
         assert_eq!(plan.len(), 1);
         let reason = plan[0].refused.as_deref().expect("refused");
@@ -85,7 +85,7 @@ async fn kafka_partitions_only_grow_and_a_broker_without_create_partitions_is_na
         assert!(matches!(err, PlaneError::Refused { .. }), "{err}");
 
         // More partitions: noida-db grows the topic; tansu lacks CreatePartitions and says so.
-        d[0].topic_partitions = Some(5);
+        d[0].concurrent_jobs = Some(5);
         let plan = plane.plan(&d).await.expect("plan");
         assert_eq!(
             (plan.len(), plan[0].op, plan[0].refused.is_none()),
@@ -143,8 +143,7 @@ fn random_set(rng: &mut Rng, tag: &str, case: u64) -> Vec<TenantEnv> {
         for e in ["dev", "prod"].iter().take(1 + (rng.next() % 2) as usize) {
             let mut d = env(&tenant, e, profile, lifecycle, "t");
             d.retention_days = rng.pick(&[None, Some(7), Some(30)]);
-            d.concurrent_jobs = Some(1 + rng.next() % 4);
-            d.topic_partitions = Some(1 + (rng.next() % 3) as u32);
+            d.concurrent_jobs = Some(1 + rng.next() % 3);
             out.push(d);
         }
     }
@@ -166,7 +165,7 @@ fn transition(rng: &mut Rng, set: &mut [TenantEnv]) {
             .or_insert_with(|| rng.pick(&next));
         d.lifecycle = l;
         // Partitions only grow: a transition never asks for fewer.
-        d.topic_partitions = d.topic_partitions.map(|p| p + (rng.next() % 2) as u32);
+        d.concurrent_jobs = d.concurrent_jobs.map(|j| j + rng.next() % 2);
     }
 }
 

@@ -35,6 +35,8 @@ const CORPUS: &[(&str, &str, Option<u64>)] = &[
     ("not-a-mapping.yaml", "manifest.not-a-mapping", Some(1)),
     ("wrong-api-version.yaml", "schema.const", Some(1)),
     ("language-tag.yaml", "yaml.syntax", Some(2)),
+    ("region-targets.yaml", "ref.plane", Some(10)),
+    ("region-targets.yaml", "ref.plane", Some(9)),
     (
         "derived-name-too-long.yaml",
         "id.derived-name-too-long",

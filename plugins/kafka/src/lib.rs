@@ -101,6 +101,57 @@ impl KafkaTarget {
     }
 }
 
+/// The `[kafka]` section of `tenancy.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Section {
+    #[serde(default)]
+    targets: BTreeMap<String, KafkaTarget>,
+    /// Seconds one admin request may take (default 10).
+    timeout_seconds: Option<u64>,
+}
+
+/// Registers the Kafka plane (`[kafka]`, a region's `targets.kafka`, a plan's `spec.kafka`).
+pub struct Factory;
+
+impl tenancy_plane::PlaneFactory for Factory {
+    fn about(&self) -> tenancy_plane::About {
+        tenancy_plane::About::new(PLANE, "runtime", "Kafka", "topics").required()
+    }
+    fn build(&self, section: &serde_json::Value) -> Result<Box<dyn Plane>, String> {
+        let s: Section = tenancy_plane::factory::section(section)?;
+        Ok(Box::new(KafkaPlane::new(KafkaConfig {
+            targets: s.targets,
+            timeout: s.timeout_seconds.map(Duration::from_secs),
+        })))
+    }
+}
+
+/// A plan's `spec.kafka`: how a dedicated topic follows the tenant's quotas.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanOptions {
+    /// Partitions per concurrent job (default 1).
+    partitions_per_job: Option<u32>,
+    retention_ms: Option<u64>,
+}
+
+impl PlanOptions {
+    fn of(d: &TenantEnv) -> PlanOptions {
+        PlanOptions::deserialize(&d.options).unwrap_or_default()
+    }
+
+    /// Dedicated topic partitions: `concurrentJobs` × `partitionsPerJob`, when jobs are set.
+    fn partitions(&self, d: &TenantEnv) -> Option<u32> {
+        d.concurrent_jobs.map(|j| {
+            u32::try_from(j)
+                .unwrap_or(u32::MAX)
+                .saturating_mul(self.partitions_per_job.unwrap_or(1))
+                .max(1)
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct KafkaConfig {
     pub targets: BTreeMap<String, KafkaTarget>,
@@ -254,12 +305,14 @@ impl KafkaPlane {
 
     fn desired_state(t: &KafkaTarget, d: &TenantEnv) -> (String, TopicState) {
         if d.profile == Profile::StDedicated {
+            let options = PlanOptions::of(d);
             (
                 t.dedicated_topic(d),
                 TopicState {
-                    partitions: d.topic_partitions.unwrap_or(t.default_partitions).max(1),
+                    partitions: options.partitions(d).unwrap_or(t.default_partitions).max(1),
                     retention_ms: Some(
-                        d.topic_retention_ms
+                        options
+                            .retention_ms
                             .unwrap_or(t.default_retention_ms)
                             .to_string(),
                     ),
@@ -542,13 +595,18 @@ mod tests {
             encryption_key: None,
             storage_gib: None,
             concurrent_jobs: Some(4),
-            topic_partitions: Some(8),
-            topic_retention_ms: Some(86_400_000),
+            options: serde_json::json!({ "partitionsPerJob": 2, "retentionMs": 86_400_000 }),
         };
         let (topic, state) = KafkaPlane::desired_state(&target, &d);
         assert_eq!(topic, "tenancy-t_5002_prod");
         assert_eq!(state.partitions, 8);
         assert_eq!(state.retention_ms.as_deref(), Some("86400000"));
+        // Without jobs the target's default; without plan settings one partition per job.
+        d.concurrent_jobs = None;
+        assert_eq!(KafkaPlane::desired_state(&target, &d).1.partitions, 3);
+        d.concurrent_jobs = Some(5);
+        d.options = serde_json::Value::Null;
+        assert_eq!(KafkaPlane::desired_state(&target, &d).1.partitions, 5);
         d.profile = Profile::Hybrid;
         let (topic, state) = KafkaPlane::desired_state(&target, &d);
         assert_eq!(topic, "tenancy-shared");

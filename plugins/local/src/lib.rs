@@ -24,6 +24,16 @@ const MARKER: &str = ".tenancy.json";
 /// What the plane keeps for one bucket or prefix (shared with the S3 plane).
 pub use tenancy_plane::object::ObjectConfig;
 
+/// The object store's embedded default: directories under `<root>/objects` (registered
+/// beside the S3 plane).
+pub fn embedded(root: &Path) -> tenancy_plane::BuiltPlane {
+    let dir = root.join("objects");
+    tenancy_plane::BuiltPlane {
+        backend: format!("embedded directory {}", dir.display()),
+        plane: Box::new(LocalObjectPlane::new(dir)),
+    }
+}
+
 pub struct LocalObjectPlane {
     root: PathBuf,
 }
@@ -207,8 +217,7 @@ mod tests {
             encryption_key: None,
             storage_gib: Some(10),
             concurrent_jobs: None,
-            topic_partitions: None,
-            topic_retention_ms: None,
+            options: serde_json::Value::Null,
         }
     }
 

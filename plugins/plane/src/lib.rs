@@ -11,7 +11,10 @@
 //! A plane never imports another plane, and never sees manifests: the pipeline has already
 //! validated ids (lowercase ASCII, `<tenant>_<env>` ≤ 63 characters) and decided placement.
 
+pub mod factory;
 pub mod object;
+
+pub use factory::{About, BuiltPlane, Embedded, PlaneFactory, manifest_key, target_names};
 
 use serde::Serialize;
 use std::future::Future;
@@ -61,10 +64,10 @@ pub struct TenantEnv {
     pub encryption_key: Option<String>,
     pub storage_gib: Option<u64>,
     pub concurrent_jobs: Option<u64>,
-    /// Dedicated topic partitions (`concurrentJobs` × the plan's `partitionsPerJob`).
-    pub topic_partitions: Option<u32>,
-    /// Dedicated topic `retention.ms`, from the plan.
-    pub topic_retention_ms: Option<u64>,
+    /// The tenant plan's settings for this plane (`spec.<kind>` of its Plan, e.g. Kafka's
+    /// `partitionsPerJob`), `null` when the plan has none. Each plane reads its own.
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub options: serde_json::Value,
 }
 
 impl TenantEnv {
@@ -292,8 +295,7 @@ mod tests {
             encryption_key: None,
             storage_gib: None,
             concurrent_jobs: None,
-            topic_partitions: None,
-            topic_retention_ms: None,
+            options: serde_json::Value::Null,
         };
         assert_eq!(d.qualified_name(), "t_5001_prod");
         assert!(

@@ -19,6 +19,45 @@ use tokio::sync::Mutex;
 
 const PLANE: &str = "postgres";
 
+/// The `[postgres]` section of `tenancy.toml`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Section {
+    #[serde(default)]
+    targets: BTreeMap<String, SectionTarget>,
+    /// Connection limit of a tenant role whose tenant declares no `concurrentJobs`.
+    #[serde(default = "default_connection_limit")]
+    default_connection_limit: i32,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct SectionTarget {
+    /// URL of a role that may create roles, schemas and databases; its database is the
+    /// target's shared database.
+    url: String,
+}
+
+fn default_connection_limit() -> i32 {
+    10
+}
+
+/// Registers the PostgreSQL plane (`[postgres]`, a region's `targets.postgres`).
+pub struct Factory;
+
+impl tenancy_plane::PlaneFactory for Factory {
+    fn about(&self) -> tenancy_plane::About {
+        tenancy_plane::About::new(PLANE, "db", "PostgreSQL", "databases").required()
+    }
+    fn build(&self, section: &serde_json::Value) -> Result<Box<dyn Plane>, String> {
+        let s: Section = tenancy_plane::factory::section(section)?;
+        Ok(Box::new(PostgresPlane::new(PostgresConfig {
+            targets: s.targets.into_iter().map(|(k, v)| (k, v.url)).collect(),
+            default_connection_limit: s.default_connection_limit,
+        })))
+    }
+}
+
 /// Targets by logical name (from platform/regions.yaml) → connection URL of a role allowed to
 /// create roles, schemas and databases. The URL's database is the target's shared database.
 #[derive(Debug, Clone, Default)]

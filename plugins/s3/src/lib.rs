@@ -107,6 +107,27 @@ pub struct S3Config {
     pub targets: BTreeMap<String, S3Target>,
 }
 
+/// The `[object-store]` section of `tenancy.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct Section {
+    #[serde(default)]
+    targets: BTreeMap<String, S3Target>,
+}
+
+/// Registers the S3 object-store plane (`[object-store]`, a region's `targets.objectStore`).
+pub struct Factory;
+
+impl tenancy_plane::PlaneFactory for Factory {
+    fn about(&self) -> tenancy_plane::About {
+        tenancy_plane::About::new(PLANE, "objectStore", "S3", "buckets").required()
+    }
+    fn build(&self, section: &serde_json::Value) -> Result<Box<dyn Plane>, String> {
+        let s: Section = tenancy_plane::factory::section(section)?;
+        Ok(Box::new(S3Plane::new(S3Config { targets: s.targets })))
+    }
+}
+
 /// One tenant's mt-standard prefixes in a shared bucket, as recorded there.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -22,9 +22,20 @@ use tenancy_plane::{
     Change, FieldChange, Lifecycle, Op, Plane, PlaneError, PlaneFuture, TenantEnv,
 };
 
-const PLANE: &str = "database";
+/// The database plane's name (this is its embedded stand-in).
+const PLANE: &str = "postgres";
 const WRITABLE: u32 = 0o640;
 const READ_ONLY: u32 = 0o440;
+
+/// The database plane's embedded default: a SQLite file per tenant-environment under
+/// `<root>/databases` (registered beside the PostgreSQL plane).
+pub fn embedded(root: &Path) -> tenancy_plane::BuiltPlane {
+    let dir = root.join("databases");
+    tenancy_plane::BuiltPlane {
+        backend: format!("embedded SQLite under {}", dir.display()),
+        plane: Box::new(SqlitePlane::new(dir)),
+    }
+}
 
 pub struct SqlitePlane {
     root: PathBuf,
@@ -239,8 +250,7 @@ mod tests {
             encryption_key: None,
             storage_gib: None,
             concurrent_jobs: None,
-            topic_partitions: None,
-            topic_retention_ms: None,
+            options: serde_json::Value::Null,
         }
     }
 

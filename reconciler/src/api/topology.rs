@@ -61,7 +61,7 @@ pub(super) async fn topology(
         .map(|entry| {
             (
                 entry,
-                crate::plan::desired(&platform, [&manifest], entry.kind),
+                crate::placement::desired(&platform, [&manifest], entry.kind),
             )
         })
         .collect();
@@ -70,17 +70,13 @@ pub(super) async fn topology(
         if q.env.as_deref().is_some_and(|want| want != e.name.as_str()) {
             continue;
         }
-        let mut view = views::Placement {
-            env: e.name.to_string(),
-            region: e
-                .region
+        let mut view = views::Placement::new(
+            e.name.to_string(),
+            e.region
                 .as_ref()
                 .unwrap_or(&manifest.spec.regions.preferred)
                 .to_string(),
-            db: None,
-            object_store: None,
-            runtime: None,
-        };
+        );
         for (entry, desired) in &placed {
             let Some(d) = desired.iter().find(|d| d.environment == e.name.as_str()) else {
                 continue;
@@ -89,11 +85,7 @@ pub(super) async fn topology(
                 .plane
                 .locate(d)
                 .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
-            *match entry.kind {
-                crate::plan::PlaneKind::Database => &mut view.db,
-                crate::plan::PlaneKind::ObjectStore => &mut view.object_store,
-                crate::plan::PlaneKind::Queue => &mut view.runtime,
-            } = Some(located);
+            view.put(entry.topology_key, located);
         }
         envs.push(view);
     }
@@ -115,7 +107,8 @@ pub(super) async fn topology(
         region: only.as_ref().map(|p| p.region.clone()),
         db: only.as_ref().and_then(|p| p.db.clone()),
         object_store: only.as_ref().and_then(|p| p.object_store.clone()),
-        runtime: only.and_then(|p| p.runtime),
+        runtime: only.as_ref().and_then(|p| p.runtime.clone()),
+        planes: only.map(|p| p.planes).unwrap_or_default(),
     })
     .into_response())
 }

@@ -4,6 +4,7 @@
 use crate::store::{JobStep, TenantSummary, Webhook};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// A page of tenants (seed 000 §3).
@@ -154,7 +155,8 @@ pub struct Patched {
     pub links: Option<PatchLinks>,
 }
 
-/// Where one environment lives in each plane (seed 000 §4).
+/// Where one environment lives in each plane (seed 000 §4): `db`, `objectStore` and `runtime`,
+/// and any other plane under its own key.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Placement {
@@ -172,6 +174,39 @@ pub struct Placement {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub runtime: Option<Value>,
+    /// Every other plane's names, under the plane's topology key (e.g. `redis`: user and key
+    /// pattern); additional properties in the OpenAPI document.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub planes: BTreeMap<String, Value>,
+}
+
+impl Placement {
+    /// An environment's placement before any plane has located it.
+    pub fn new(env: String, region: String) -> Placement {
+        Placement {
+            env,
+            region,
+            db: None,
+            object_store: None,
+            runtime: None,
+            planes: BTreeMap::new(),
+        }
+    }
+
+    /// Where a plane says the environment lives, under its topology key. Seed 000 names the
+    /// first three planes' keys; they are declared fields so clients generated from the
+    /// OpenAPI document see them.
+    pub fn put(&mut self, key: &str, located: Value) {
+        match key {
+            "db" => self.db = Some(located),
+            "objectStore" => self.object_store = Some(located),
+            "runtime" => self.runtime = Some(located),
+            other => {
+                self.planes.insert(other.to_owned(), located);
+            }
+        }
+    }
 }
 
 /// A tenant's topology; with `?env=` that environment's placement is also at the top level.
@@ -195,6 +230,9 @@ pub struct Topology {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub runtime: Option<Value>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub planes: BTreeMap<String, Value>,
 }
 
 /// A governance setting of the tenant and whether a policy enforces it (seed 000 §8).

@@ -152,7 +152,7 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
     let store = rt
         .block_on(Store::open(&config.state_url()))
         .map_err(|e| CliError::State(e.to_string()))?;
-    let planes = Planes::from_config(&config);
+    let planes = Planes::from_config(&config)?;
     let bold = |s: &str| {
         if color {
             format!(

@@ -395,6 +395,7 @@ impl From<crate::daemon::DaemonError> for CliError {
             E::State(e) => CliError::State(e.to_string()),
             E::Apply(e) => CliError::State(e.to_string()),
             E::Usage(m) => CliError::Usage(m),
+            E::Config(e) => CliError::Config(e),
             E::Io(e) => CliError::Io(e),
         }
     }

@@ -146,7 +146,7 @@ pub(super) fn evaluate_prefetching(
     config: &Config,
     inputs: &Inputs,
 ) -> Result<(tokio::runtime::Runtime, Arc<Planes>, Evaluation), CliError> {
-    let planes = Arc::new(Planes::from_config(config));
+    let planes = Arc::new(Planes::from_config(config)?);
     let p = planes.clone();
     let prefetch = rt.spawn(async move { p.prefetch().await });
     let evaluation = reconcile::evaluate(inputs)?;

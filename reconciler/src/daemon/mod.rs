@@ -129,6 +129,8 @@ pub enum DaemonError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -156,7 +158,7 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
     let store = Store::open(&config.state_url())
         .await
         .map_err(DaemonError::State)?;
-    let planes = Arc::new(Planes::from_config(config));
+    let planes = Arc::new(Planes::from_config(config)?);
     let platform = Arc::new(crate::api::Platform::default());
     let producer = match &config.events.kafka {
         Some(k) => Some(

@@ -232,14 +232,10 @@ pub struct RegionEncryption {
     pub per_tenant_keys: bool,
 }
 
-/// Logical target names; the reconciler's own configuration maps them to URLs and secrets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Targets {
-    pub postgres: String,
-    pub object_store: String,
-    pub kafka: String,
-}
+/// Logical target names by plane (`postgres`, `objectStore`, `kafka`, …: each registered
+/// plane's name in camelCase); the reconciler's own configuration maps them to URLs and
+/// secrets. Which planes must be named is the planes' rule (`validate` checks it).
+pub type Targets = std::collections::BTreeMap<String, String>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -3,7 +3,7 @@
 //!
 //! [`evaluate`] reads a revision, validates it and runs the policies; [`plan`] turns the
 //! tenants that passed into desired tenant-environments (placement decided once, in
-//! [`crate::plan`]) and asks every plane for its changes, one plane target at a time so an
+//! [`crate::placement`]) and asks every plane for its changes, one plane target at a time so an
 //! unreachable target blocks only the tenants it serves; [`apply`] makes the changes tenant by
 //! tenant with bounded concurrency, a failing tenant never stopping the others, and records
 //! every outcome (status, manifest, decisions) in the state store. [`notes`] renders each
@@ -16,7 +16,7 @@
 use crate::config::{Config, DetectOnly};
 use crate::diagnostics::{self, Severity};
 use crate::manifest::model::Tenant;
-use crate::plan::{PlaneKind, desired};
+use crate::placement::desired;
 use crate::policy::bundle::{Bundle, Mode};
 use crate::policy::history::{Applied, History, Previous};
 use crate::policy::host::PolicyHost;

@@ -65,14 +65,6 @@ impl PlanReport {
     }
 }
 
-pub(super) fn kind_name(kind: PlaneKind) -> &'static str {
-    match kind {
-        PlaneKind::Database => "database",
-        PlaneKind::ObjectStore => "object-store",
-        PlaneKind::Queue => "kafka",
-    }
-}
-
 /// Plan `selected` tenants (all of the catalog when `None`) against live state.
 pub async fn plan(
     planes: &Planes,
@@ -114,13 +106,13 @@ pub async fn plan(
     // Every (plane, target) group is observed concurrently: they are independent services.
     let mut groups: Vec<(&dyn Plane, String, Vec<TenantEnv>)> = Vec::new();
     for PlaneEntry { kind, plane, .. } in &planes.planes {
-        let envs = desired(catalog, eligible.iter().copied(), *kind);
+        let envs = desired(catalog, eligible.iter().copied(), kind);
         let mut by_target: BTreeMap<String, Vec<TenantEnv>> = BTreeMap::new();
         for d in envs {
             let i = index[&d.tenant];
             tenants[i].placements.push(PlacementView {
                 environment: d.environment.clone(),
-                plane: kind_name(*kind).to_owned(),
+                plane: (*kind).to_owned(),
                 region: d.placement.region.clone(),
                 target: d.placement.target.clone(),
             });
@@ -172,7 +164,7 @@ pub async fn plan(
         .planes
         .iter()
         .map(|p| PlaneView {
-            plane: kind_name(p.kind).to_owned(),
+            plane: p.kind.to_owned(),
             backend: Some(p.backend.clone()),
             skipped: None,
         })

@@ -4,7 +4,10 @@ use super::*;
 
 /// One plane in use.
 pub struct PlaneEntry {
-    pub kind: PlaneKind,
+    /// Its one name (`postgres`, `object-store`, …: see [`crate::planes`]).
+    pub kind: &'static str,
+    /// Its key in the topology answer.
+    pub topology_key: &'static str,
     pub plane: Box<dyn Plane>,
     /// What serves it, for the plan's header (`PostgreSQL (4 target(s))`).
     pub backend: String,
@@ -12,7 +15,7 @@ pub struct PlaneEntry {
     pub targets: Vec<String>,
 }
 
-/// The planes in use, in apply order (database, object store, queue).
+/// The planes in use, in apply order (the order of [`crate::planes::REGISTERED`]).
 pub struct Planes {
     pub planes: Vec<PlaneEntry>,
     /// Planes not in use, and why (shown in the plan).
@@ -20,87 +23,56 @@ pub struct Planes {
 }
 
 impl Planes {
-    /// Real targets where configured, embedded defaults otherwise.
-    pub fn from_config(config: &Config) -> Planes {
-        let root = &config.embedded.root;
+    /// Every registered plane: built from its `[<kind>]` section where it configures targets,
+    /// its embedded default otherwise, or skipped (and said) when it has none.
+    pub fn from_config(config: &Config) -> Result<Planes, crate::config::ConfigError> {
         let mut planes = Vec::new();
         let mut skipped = Vec::new();
-        let entry =
-            |kind, plane: Box<dyn Plane>, backend: String, targets: Vec<String>| PlaneEntry {
+        for r in crate::planes::REGISTERED {
+            let about = r.factory.about();
+            let kind = about.kind;
+            let section = config.plane_section(kind);
+            let targets = tenancy_plane::target_names(&section);
+            let (plane, backend) = match (targets.is_empty(), r.embedded) {
+                (false, _) => {
+                    let plane = r.factory.build(&section).map_err(|message| {
+                        crate::config::ConfigError::Invalid {
+                            path: config
+                                .source
+                                .as_ref()
+                                .map_or("configuration".to_owned(), |p| p.display().to_string()),
+                            message: format!("[{kind}]: {message}"),
+                        }
+                    })?;
+                    (
+                        plane,
+                        format!("{} ({} target(s))", about.backend, targets.len()),
+                    )
+                }
+                (true, Some(embedded)) => {
+                    let built = embedded(&config.embedded.root);
+                    (built.plane, built.backend)
+                }
+                (true, None) => {
+                    skipped.push((
+                        kind.to_owned(),
+                        format!(
+                            "no [{kind}.targets] configured; {} are not managed",
+                            about.manages
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            planes.push(PlaneEntry {
                 kind,
+                topology_key: about.topology_key,
                 plane,
                 backend,
                 targets,
-            };
-        if config.postgres.targets.is_empty() {
-            planes.push(entry(
-                PlaneKind::Database,
-                Box::new(tenancy_plane_sqlite::SqlitePlane::new(
-                    root.join("databases"),
-                )),
-                format!("embedded SQLite under {}", root.join("databases").display()),
-                Vec::new(),
-            ));
-        } else {
-            let targets = config
-                .postgres
-                .targets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.url.clone()))
-                .collect();
-            planes.push(entry(
-                PlaneKind::Database,
-                Box::new(tenancy_plane_postgres::PostgresPlane::new(
-                    tenancy_plane_postgres::PostgresConfig {
-                        targets,
-                        default_connection_limit: config.postgres.default_connection_limit,
-                    },
-                )),
-                format!("PostgreSQL ({} target(s))", config.postgres.targets.len()),
-                config.postgres.targets.keys().cloned().collect(),
-            ));
+            });
         }
-        if config.object_store.targets.is_empty() {
-            planes.push(entry(
-                PlaneKind::ObjectStore,
-                Box::new(tenancy_plane_local::LocalObjectPlane::new(
-                    root.join("objects"),
-                )),
-                format!("embedded directory {}", root.join("objects").display()),
-                Vec::new(),
-            ));
-        } else {
-            planes.push(entry(
-                PlaneKind::ObjectStore,
-                Box::new(tenancy_plane_s3::S3Plane::new(tenancy_plane_s3::S3Config {
-                    targets: config.object_store.targets.clone(),
-                })),
-                format!("S3 ({} target(s))", config.object_store.targets.len()),
-                config.object_store.targets.keys().cloned().collect(),
-            ));
-        }
-        if config.kafka.targets.is_empty() {
-            skipped.push((
-                "kafka".to_owned(),
-                "no [kafka.targets] configured; topics are not managed".to_owned(),
-            ));
-        } else {
-            planes.push(entry(
-                PlaneKind::Queue,
-                Box::new(tenancy_plane_kafka::KafkaPlane::new(
-                    tenancy_plane_kafka::KafkaConfig {
-                        targets: config.kafka.targets.clone(),
-                        timeout: config
-                            .kafka
-                            .timeout_seconds
-                            .map(std::time::Duration::from_secs),
-                    },
-                )),
-                format!("Kafka ({} target(s))", config.kafka.targets.len()),
-                config.kafka.targets.keys().cloned().collect(),
-            ));
-        }
-        Planes { planes, skipped }
+        Ok(Planes { planes, skipped })
     }
 
     /// Start every plane's desired-state-independent observation (run it concurrently with

@@ -500,6 +500,8 @@ fn cross_check(
         loc,
     );
 
+    check_region_targets(catalog, findings, loc);
+
     // Without any Region (or Plan) declared, one finding says so instead of one per tenant.
     if catalog.regions.is_empty() && !catalog.tenants.is_empty() {
         findings.push(
@@ -676,6 +678,77 @@ fn cross_check(
             } else {
                 external.insert((key.as_str(), value.as_str()), t);
             }
+        }
+    }
+}
+
+/// A region's `targets` name registered planes only (a typo is not a plane nobody serves),
+/// and every plane that says it is required.
+fn check_region_targets(catalog: &Catalog, findings: &mut Vec<Finding>, loc: &Locator<'_>) {
+    let known: Vec<(String, bool)> = crate::planes::REGISTERED
+        .iter()
+        .map(|r| {
+            let about = r.factory.about();
+            (tenancy_plane::manifest_key(about.kind), about.required)
+        })
+        .collect();
+    let list = || {
+        known
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for r in &catalog.regions {
+        let name = r.value.metadata.name.as_str();
+        let targets = &r.value.spec.targets;
+        for key in targets.keys() {
+            if known.iter().any(|(k, _)| k == key) {
+                continue;
+            }
+            let pointer = format!("/spec/targets/{key}");
+            let closest = known
+                .iter()
+                .map(|(k, _)| (strsim::jaro_winkler(k, key), k))
+                .filter(|(score, _)| *score > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match closest {
+                Some((_, k)) => format!("did you mean `{k}`? planes: {}", list()),
+                None => format!("planes: {}", list()),
+            };
+            findings.push(
+                Finding::error(
+                    &r.file,
+                    "ref.plane",
+                    format!("region `{name}` names a target for `{key}`, which is not a plane"),
+                )
+                .at(loc.at(r, &pointer))
+                .pointer(pointer)
+                .hint(hint),
+            );
+        }
+        for (key, _) in known
+            .iter()
+            .filter(|(k, required)| *required && !targets.contains_key(k))
+        {
+            findings.push(
+                Finding::error(
+                    &r.file,
+                    "ref.plane",
+                    format!("region `{name}` names no `{key}` target"),
+                )
+                .at(loc.at(r, "/spec/targets"))
+                .pointer("/spec/targets")
+                .hint(format!(
+                    "every region names a target of each of: {}",
+                    known
+                        .iter()
+                        .filter(|(_, required)| *required)
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
         }
     }
 }

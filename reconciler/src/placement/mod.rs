@@ -1,32 +1,17 @@
-//! Plan: from validated, governed manifests to the desired state each plane must converge to.
+//! Placement: from validated, governed manifests to the desired state each plane must converge
+//! to.
 //!
 //! [`desired`] decides placement once — which region serves each tenant-environment (its own
 //! `region`, else the tenant's preferred region) and which logical target of that region serves
-//! each plane — and maps lifecycle to what the planes must enforce. The planes then diff this
+//! the plane (`targets.<kind>`) — maps lifecycle to what the planes must enforce, and hands each
+//! plane its own settings from the tenant's plan (`spec.<kind>`). The planes then diff this
 //! against what they observe.
 
 use crate::manifest::model::{Plan, Region, Tenant};
 use crate::manifest::{Lifecycle, Profile};
 use crate::validate::Catalog;
 use std::collections::HashMap;
-use tenancy_plane::{Placement, TenantEnv};
-
-/// Which plane a desired state is for (each reads a different target of the region).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PlaneKind {
-    Database,
-    ObjectStore,
-    Queue,
-}
-
-fn target(region: &Region, kind: PlaneKind) -> &str {
-    let t = &region.spec.targets;
-    match kind {
-        PlaneKind::Database => &t.postgres,
-        PlaneKind::ObjectStore => &t.object_store,
-        PlaneKind::Queue => &t.kafka,
-    }
-}
+use tenancy_plane::{Placement, TenantEnv, manifest_key};
 
 fn lifecycle(t: &Tenant) -> tenancy_plane::Lifecycle {
     use tenancy_plane::Lifecycle as L;
@@ -47,29 +32,33 @@ fn lifecycle(t: &Tenant) -> tenancy_plane::Lifecycle {
     }
 }
 
-/// The desired state of every tenant-environment of `tenants` for one plane. Environments
-/// whose region is not declared are skipped (validation reports them).
+/// The desired state of every tenant-environment of `tenants` for the plane `kind`.
+/// Environments whose region is not declared (validation reports them), or whose region names
+/// no target of this plane (a plane not every region has), are not placed in it.
 pub fn desired<'a>(
     catalog: &Catalog,
     tenants: impl IntoIterator<Item = &'a Tenant>,
-    kind: PlaneKind,
+    kind: &str,
 ) -> Vec<TenantEnv> {
+    let key = manifest_key(kind);
     let regions: HashMap<&str, &Region> = catalog
         .regions
         .iter()
         .map(|r| (r.value.metadata.name.as_str(), &r.value))
         .collect();
-    let plans: HashMap<&str, &Plan> = catalog
+    // Each plan's `spec.<kind>`, once per plan.
+    let options: HashMap<&str, serde_json::Value> = catalog
         .plans
         .iter()
-        .map(|p| (p.value.metadata.name.as_str(), &p.value))
+        .map(|p: &crate::validate::Located<Plan>| {
+            let spec = serde_json::to_value(&p.value.spec).unwrap_or_default();
+            let own = spec.get(&key).cloned().unwrap_or_default();
+            (p.value.metadata.name.as_str(), own)
+        })
         .collect();
     let mut out = Vec::new();
     for t in tenants {
         let spec = &t.spec;
-        let kafka = plans
-            .get(spec.plan.as_str())
-            .and_then(|p| p.spec.kafka.as_ref());
         let profile = match spec.profile {
             Profile::MtStandard => tenancy_plane::Profile::MtStandard,
             Profile::StDedicated => tenancy_plane::Profile::StDedicated,
@@ -77,10 +66,12 @@ pub fn desired<'a>(
         };
         for e in &spec.environments {
             let region_name = e.region.as_ref().unwrap_or(&spec.regions.preferred);
-            let Some(region) = regions.get(region_name.as_str()) else {
+            let Some(target) = regions
+                .get(region_name.as_str())
+                .and_then(|r| r.spec.targets.get(&key))
+            else {
                 continue;
             };
-            let jobs = e.quotas.concurrent_jobs.or(spec.quotas.concurrent_jobs);
             out.push(TenantEnv {
                 tenant: t.metadata.id.to_string(),
                 environment: e.name.to_string(),
@@ -89,21 +80,14 @@ pub fn desired<'a>(
                 lifecycle: lifecycle(t),
                 placement: Placement {
                     region: region_name.to_string(),
-                    target: target(region, kind).to_owned(),
+                    target: target.clone(),
                 },
                 retention_days: e.retention_days.or(spec.policies.retention_days),
                 encryption_key: (spec.policies.encryption.as_deref() == Some("kms-per-tenant"))
                     .then(|| format!("alias/tenancy/{}", t.metadata.id)),
                 storage_gib: e.quotas.storage_gib.or(spec.quotas.storage_gib),
-                concurrent_jobs: jobs,
-                topic_partitions: jobs.map(|j| {
-                    let per_job = kafka.and_then(|k| k.partitions_per_job).unwrap_or(1);
-                    u32::try_from(j)
-                        .unwrap_or(u32::MAX)
-                        .saturating_mul(per_job)
-                        .max(1)
-                }),
-                topic_retention_ms: kafka.and_then(|k| k.retention_ms),
+                concurrent_jobs: e.quotas.concurrent_jobs.or(spec.quotas.concurrent_jobs),
+                options: options.get(spec.plan.as_str()).cloned().unwrap_or_default(),
             });
         }
     }
@@ -132,7 +116,7 @@ mod tests {
     fn placement_follows_regions_and_lifecycle() {
         let c = catalog();
         let tenants: Vec<&Tenant> = c.tenants.iter().map(|t| &t.value).collect();
-        let db = desired(&c, tenants.iter().copied(), PlaneKind::Database);
+        let db = desired(&c, tenants.iter().copied(), "postgres");
         let envs: usize = tenants.iter().map(|t| t.spec.environments.len()).sum();
         assert_eq!(db.len(), envs, "every environment is placed");
         let t5001 = db
@@ -140,12 +124,22 @@ mod tests {
             .find(|d| d.tenant == "t_5001" && d.environment == "prod")
             .expect("t_5001 prod");
         assert_eq!(t5001.placement.target, "pg-ap-south-1-shared");
-        // Starter: 1 partition per job, 7 days of retention; enterprise: 2 per job.
-        assert_eq!(t5001.topic_partitions, Some(10));
-        assert_eq!(t5001.topic_retention_ms, Some(604_800_000));
-        let t7003 = db.iter().find(|d| d.tenant == "t_7003").expect("t_7003");
-        let jobs = t7003.concurrent_jobs.expect("jobs") as u32;
-        assert_eq!(t7003.topic_partitions, Some(jobs * 2));
+        // Each plane gets its own settings of the tenant's plan, and only those.
+        let topics = desired(&c, tenants.iter().copied(), "kafka");
+        let kafka_5001 = topics
+            .iter()
+            .find(|d| d.tenant == "t_5001")
+            .expect("t_5001");
+        assert_eq!(kafka_5001.options["retentionMs"], 604_800_000);
+        let t7003 = topics
+            .iter()
+            .find(|d| d.tenant == "t_7003")
+            .expect("t_7003");
+        assert_eq!(t7003.options["partitionsPerJob"], 2);
+        assert!(
+            t5001.options.is_null(),
+            "plans say nothing for the database plane"
+        );
         assert_eq!(
             t5001.encryption_key.as_deref(),
             Some("alias/tenancy/t_5001")
@@ -155,7 +149,7 @@ mod tests {
             Some(365),
             "tenant retention applies where the environment sets none"
         );
-        let objects = desired(&c, tenants.iter().copied(), PlaneKind::ObjectStore);
+        let objects = desired(&c, tenants.iter().copied(), "object-store");
         let t6001 = objects
             .iter()
             .find(|d| d.tenant == "t_6001")
@@ -175,7 +169,7 @@ mod tests {
         );
         let mut unconfirmed = c.tenant("t_6004").expect("t_6004").value.clone();
         unconfirmed.spec.deletion = None;
-        let kept = desired(&c, [&unconfirmed], PlaneKind::Database);
+        let kept = desired(&c, [&unconfirmed], "postgres");
         assert!(
             kept.iter()
                 .all(|d| d.lifecycle == tenancy_plane::Lifecycle::Archived)
