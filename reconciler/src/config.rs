@@ -589,7 +589,10 @@ detect-only = { planes = ["kafka"], tenants = ["t_5001"] }
         .expect_err("plane");
         assert_eq!(
             err.to_string(),
-            "t.toml: apply.detect-only.planes: `database` is not a plane (planes: postgres, object-store, kafka)"
+            format!(
+                "t.toml: apply.detect-only.planes: `database` is not a plane (planes: {})",
+                crate::planes::kinds()
+            )
         );
         let err = Config::parse("[redis-typo]\n", "t.toml", &env).expect_err("section");
         assert!(
