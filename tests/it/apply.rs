@@ -76,7 +76,7 @@ pub(crate) fn run(args: &[&str]) -> crate::support::Run {
     tenancy(args)
 }
 
-fn plan_json(repo: &Path, config: &Path) -> (crate::support::Run, serde_json::Value) {
+pub(crate) fn plan_json(repo: &Path, config: &Path) -> (crate::support::Run, serde_json::Value) {
     let r = run(&[
         "plan",
         "--repo",
@@ -92,7 +92,7 @@ fn plan_json(repo: &Path, config: &Path) -> (crate::support::Run, serde_json::Va
     (r, json)
 }
 
-fn apply_json(
+pub(crate) fn apply_json(
     repo: &Path,
     config: &Path,
     extra: &[&str],
@@ -115,7 +115,7 @@ fn apply_json(
     (r, json)
 }
 
-fn pending(plan: &serde_json::Value) -> u64 {
+pub(crate) fn pending(plan: &serde_json::Value) -> u64 {
     let s = &plan["summary"];
     s["create"].as_u64().unwrap_or(99)
         + s["update"].as_u64().unwrap_or(99)
@@ -608,7 +608,11 @@ fn embedded_loop_and_pull_request_plans() {
                 .map(|_| p["plane"].as_str().unwrap_or_default())
         })
         .collect();
-    assert_eq!(planes, ["kafka"], "the plan says Kafka is not managed");
+    assert_eq!(
+        planes,
+        ["kafka", "redis"],
+        "the plan says Kafka and Redis are not managed (no embedded default)"
+    );
 
     // A pull request suspends t_5001: only t_5001 is planned, and the markdown says what changes.
     let base = repo.head();

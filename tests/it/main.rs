@@ -11,6 +11,7 @@ mod daemon;
 mod events;
 mod integrity;
 mod plane_postgres;
+mod plane_redis;
 mod planes;
 mod policy;
 mod reliability;

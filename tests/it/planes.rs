@@ -200,7 +200,17 @@ async fn property_apply_then_plan_is_empty_for_random_tenant_sets() {
         targets: BTreeMap::from([("t".to_owned(), kafka_target)]),
         timeout: None,
     });
-    let planes: [&dyn Plane; 3] = [&pg, &s3, &kafka];
+    let redis = tenancy_plane_redis::RedisPlane::new(tenancy_plane_redis::RedisConfig {
+        targets: BTreeMap::from([(
+            "t".to_owned(),
+            tenancy_plane_redis::RedisTarget {
+                url: services["TENANCY_TEST_REDIS_URL"].clone(),
+                dedicated_target: None,
+            },
+        )]),
+        timeout_seconds: None,
+    });
+    let planes: [&dyn Plane; 4] = [&pg, &s3, &kafka, &redis];
     for case in 0..10u64 {
         let seed = 0x9e37_79b9_7f4a_7c15 ^ (case + 1);
         let mut rng = Rng(seed);
