@@ -16,11 +16,13 @@ pub mod object;
 
 pub use factory::{About, BuiltPlane, Embedded, PlaneFactory, manifest_key, target_names};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// A tenant's isolation profile: the one definition, used by manifests (`spec.profile`), the
+/// API and every plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     MtStandard,
@@ -28,8 +30,22 @@ pub enum Profile {
     Hybrid,
 }
 
-/// The lifecycle state a tenant-environment's resources must reflect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+impl Profile {
+    pub const ALL: [Profile; 3] = [Profile::MtStandard, Profile::StDedicated, Profile::Hybrid];
+
+    /// The name as written in manifests and answered by the API (`mt-standard`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::MtStandard => "mt-standard",
+            Profile::StDedicated => "st-dedicated",
+            Profile::Hybrid => "hybrid",
+        }
+    }
+}
+
+/// A tenant's lifecycle state: the one definition, used by manifests (`spec.lifecycle`), the
+/// API and every plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Lifecycle {
     /// Nothing is provisioned yet.
     Draft,
@@ -38,8 +54,30 @@ pub enum Lifecycle {
     Suspended,
     /// Retired: no access, data kept per retention.
     Archived,
-    /// Removed. The pipeline only sends this for a confirmed deletion.
+    /// Removed. In a manifest, deletion requested; a plane only ever receives it for a
+    /// confirmed deletion (placement keeps an unconfirmed one `Archived`).
     Deleted,
+}
+
+impl Lifecycle {
+    pub const ALL: [Lifecycle; 5] = [
+        Lifecycle::Draft,
+        Lifecycle::Active,
+        Lifecycle::Suspended,
+        Lifecycle::Archived,
+        Lifecycle::Deleted,
+    ];
+
+    /// The name as written in manifests (`Active`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Draft => "Draft",
+            Lifecycle::Active => "Active",
+            Lifecycle::Suspended => "Suspended",
+            Lifecycle::Archived => "Archived",
+            Lifecycle::Deleted => "Deleted",
+        }
+    }
 }
 
 /// Where a tenant-environment lives: a region and the logical target serving it there.
@@ -82,13 +120,7 @@ impl TenantEnv {
             ("tenancy.dev/tenant".into(), self.tenant.clone()),
             ("tenancy.dev/environment".into(), self.environment.clone()),
             ("tenancy.dev/organization".into(), self.organization.clone()),
-            (
-                "tenancy.dev/profile".into(),
-                serde_json::to_value(self.profile)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
-            ),
+            ("tenancy.dev/profile".into(), self.profile.as_str().into()),
         ]
     }
 }

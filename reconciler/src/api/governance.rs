@@ -65,7 +65,7 @@ pub(super) async fn governance(
         out.push(views::PolicyBinding {
             name: "Retention".into(),
             rule: format!("{days} days").into(),
-            enforced: t.profile != "mt-standard",
+            enforced: t.profile != Profile::MtStandard.as_str(),
             module: None,
             applied_by: Some("object-store lifecycle rule".into()),
         });

@@ -38,10 +38,7 @@ pub(super) async fn get_job(
     // A job a later pass took over reports the outcome of the one that converged it.
     let outcome = api.store.outcome_of(job.clone()).await.map_err(internal)?;
     // Seed 000 spells job states capitalized (Queued, Running, Completed, Failed).
-    let mut state = outcome.state.clone();
-    if let Some(first) = state.get_mut(..1) {
-        first.make_ascii_uppercase();
-    }
+    let state = outcome.state.api_name().to_owned();
     let taken_over = outcome.job_id != job.job_id;
     Ok(axum::Json(views::JobView {
         id: job.job_id.clone(),

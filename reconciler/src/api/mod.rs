@@ -8,6 +8,7 @@
 //! response carries `X-Request-Id` (the caller's, or a new one).
 
 use crate::config::ApiToken;
+use crate::manifest::{Lifecycle, Profile};
 use crate::store::{Store, TenantFilter, TenantRecord, TenantSummary};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

@@ -106,8 +106,8 @@ pub(super) async fn patch_tenant(
         .map(str::to_owned);
     let profile_changes = new_profile.as_deref().is_some_and(|p| p != t.profile);
     let migration = profile_changes
-        && t.profile == "mt-standard"
-        && new_profile.as_deref() == Some("st-dedicated");
+        && t.profile == Profile::MtStandard.as_str()
+        && new_profile.as_deref() == Some(Profile::StDedicated.as_str());
     let edit = writes::modify(id.clone(), move |e| {
         for (k, v) in &patch {
             let &(_, section, key) = PATCHABLE.iter().find(|p| p.0 == k).expect("checked");
@@ -144,7 +144,10 @@ pub(super) async fn patch_tenant(
         profile: new_profile.unwrap_or_else(|| t.profile.clone()),
         state: t.lifecycle.to_owned(),
         commit_sha: c.sha,
-        job_state: c.job_id.as_ref().map(|_| "Queued".into()),
+        job_state: c
+            .job_id
+            .as_ref()
+            .map(|_| crate::store::JobState::Queued.api_name().into()),
         message: c.job_id.as_ref().map(|_| message.into()),
         links: c.job_id.as_ref().map(|job_id| views::PatchLinks {
             job: format!("{BASE}/jobs/{job_id}"),

@@ -34,9 +34,6 @@ pub(super) fn query<T>(
     })
 }
 
-pub(super) const STATES: &[&str] = &["Draft", "Active", "Suspended", "Archived", "Deleted"];
-pub(super) const PROFILES: &[&str] = &["mt-standard", "st-dedicated", "hybrid"];
-
 #[utoipa::path(get, path = "/api/tenancy/v1/tenants", tag = "tenants", params(ListQuery), responses((status = 200, description = "A page of tenants (`items`, `nextCursor`)", body = views::TenantPage), (status = 400, description = "Invalid filter or cursor", body = Problem, content_type = "application/problem+json"), (status = 401, description = "Missing or unknown token", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Over a rate limit (Retry-After)", body = Problem, content_type = "application/problem+json")), security(("bearer" = [])))]
 pub(super) async fn list_tenants(
     State(api): State<Arc<Api>>,
@@ -53,19 +50,21 @@ pub(super) async fn list_tenants(
         )
         .field("limit", "between 1 and 500"));
     }
-    if let Some(s) = q.state.as_deref().filter(|s| !STATES.contains(s)) {
+    let states = Lifecycle::ALL.map(Lifecycle::as_str);
+    let profiles = Profile::ALL.map(Profile::as_str);
+    if let Some(s) = q.state.as_deref().filter(|s| !states.contains(s)) {
         return Err(
             Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "unknown state").field(
                 "state",
-                format!("`{s}` is not one of {}", STATES.join(", ")),
+                format!("`{s}` is not one of {}", states.join(", ")),
             ),
         );
     }
-    if let Some(p) = q.profile.as_deref().filter(|p| !PROFILES.contains(p)) {
+    if let Some(p) = q.profile.as_deref().filter(|p| !profiles.contains(p)) {
         return Err(
             Problem::new(StatusCode::BAD_REQUEST, "invalid-query", "unknown profile").field(
                 "profile",
-                format!("`{p}` is not one of {}", PROFILES.join(", ")),
+                format!("`{p}` is not one of {}", profiles.join(", ")),
             ),
         );
     }

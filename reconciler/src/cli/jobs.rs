@@ -4,6 +4,7 @@ use super::Output;
 use super::output::{paint, short, write_json};
 use super::state::open_state;
 use super::{CliError, exit};
+use crate::store::{JobState, StepState};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -29,11 +30,11 @@ pub struct JobsArgs {
     pub output: Output,
 }
 
-fn state_color(state: &str) -> &'static str {
+fn state_color(state: JobState) -> &'static str {
     match state {
-        "completed" => "32",
-        "running" | "queued" => "33",
-        _ => "31",
+        JobState::Completed => "32",
+        JobState::Running | JobState::Queued => "33",
+        JobState::Failed => "31",
     }
 }
 
@@ -60,17 +61,17 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
                     job.action,
                     job.tenant_id,
                     job.commit_sha.as_deref().map(short).unwrap_or("-"),
-                    paint(color, state_color(&job.state), &job.state),
+                    paint(color, state_color(job.state), job.state.as_str()),
                     job.progress * 100.0
                 )?;
                 if let Some(e) = &job.error {
                     writeln!(out, "  error: {}", crate::diagnostics::one_line(e))?;
                 }
                 for s in &job.steps {
-                    let mark = match s.state.as_str() {
-                        "completed" => "✓",
-                        "failed" => "✗",
-                        _ => "·",
+                    let mark = match s.state {
+                        StepState::Completed => "✓",
+                        StepState::Failed => "✗",
+                        StepState::Pending => "·",
                     };
                     write!(out, "  {mark} {}", s.name)?;
                     match &s.error {
@@ -114,7 +115,11 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
                     j.job_id,
                     j.tenant_id,
                     j.action,
-                    paint(color, state_color(&j.state), &format!("{:<10}", j.state)),
+                    paint(
+                        color,
+                        state_color(j.state),
+                        &format!("{:<10}", j.state.as_str())
+                    ),
                     j.progress * 100.0,
                     j.commit_sha.as_deref().map(short).unwrap_or("-")
                 )?;

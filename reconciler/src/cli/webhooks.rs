@@ -56,8 +56,8 @@ pub enum WebhooksCommand {
     /// Deliveries, newest first.
     Deliveries {
         /// Only deliveries in this state.
-        #[arg(long, value_parser = ["pending", "delivered", "dead"])]
-        state: Option<String>,
+        #[arg(long, value_enum)]
+        state: Option<crate::store::DeliveryState>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -226,9 +226,7 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
             }
         }
         WebhooksCommand::Deliveries { state: s, limit } => {
-            let list = rt
-                .block_on(store.deliveries(s.as_deref(), *limit))
-                .map_err(state)?;
+            let list = rt.block_on(store.deliveries(*s, *limit)).map_err(state)?;
             if json {
                 write_json(
                     &mut out,
@@ -241,10 +239,11 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
                     "DELIVERY", "WEBHOOK", "TENANT", "STATE", "ATTEMPTS"
                 )?;
                 for d in &list {
-                    let code = match d.state.as_str() {
-                        "delivered" => "32",
-                        "pending" => "33",
-                        _ => "31",
+                    use crate::store::DeliveryState as D;
+                    let code = match d.state {
+                        D::Delivered => "32",
+                        D::Pending => "33",
+                        D::Dead => "31",
                     };
                     writeln!(
                         out,
@@ -252,7 +251,7 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
                         d.delivery_id,
                         d.webhook_id,
                         d.tenant_id,
-                        paint(color, code, &format!("{:<10}", d.state)),
+                        paint(color, code, &format!("{:<10}", d.state.as_str())),
                         d.attempts,
                         d.last_error.as_deref().unwrap_or("")
                     )?;

@@ -110,7 +110,7 @@ pub(super) async fn serve(
                     if let Ok(counts) = store.delivery_counts().await {
                         let pending = counts
                             .iter()
-                            .find(|(s, _)| s == "pending")
+                            .find(|(s, _)| *s == crate::store::DeliveryState::Pending)
                             .map_or(0, |(_, n)| *n);
                         m.webhook_pending
                             .store(pending.max(0) as u64, Ordering::Relaxed);

@@ -7,35 +7,8 @@ use std::collections::BTreeMap;
 
 pub const API_VERSION: &str = "tenancy.dev/v1";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Profile {
-    MtStandard,
-    StDedicated,
-    Hybrid,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Lifecycle {
-    Draft,
-    Active,
-    Suspended,
-    Archived,
-    Deleted,
-}
-
-impl Lifecycle {
-    /// The name as written in manifests.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::Draft => "Draft",
-            Lifecycle::Active => "Active",
-            Lifecycle::Suspended => "Suspended",
-            Lifecycle::Archived => "Archived",
-            Lifecycle::Deleted => "Deleted",
-        }
-    }
-}
+/// Defined once, in the plane interface every layer shares.
+pub use tenancy_plane::{Lifecycle, Profile};
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -7,19 +7,14 @@
 //! plane its own settings from the tenant's plan (`spec.<kind>`). The planes then diff this
 //! against what they observe.
 
+use crate::manifest::Lifecycle;
 use crate::manifest::model::{Plan, Region, Tenant};
-use crate::manifest::{Lifecycle, Profile};
 use crate::validate::Catalog;
 use std::collections::HashMap;
 use tenancy_plane::{Placement, TenantEnv, manifest_key};
 
-fn lifecycle(t: &Tenant) -> tenancy_plane::Lifecycle {
-    use tenancy_plane::Lifecycle as L;
+fn lifecycle(t: &Tenant) -> Lifecycle {
     match t.spec.lifecycle {
-        Lifecycle::Draft => L::Draft,
-        Lifecycle::Active => L::Active,
-        Lifecycle::Suspended => L::Suspended,
-        Lifecycle::Archived => L::Archived,
         // Resources are removed only for a confirmed deletion; otherwise they are kept, closed.
         Lifecycle::Deleted => {
             let confirmed = t
@@ -27,8 +22,13 @@ fn lifecycle(t: &Tenant) -> tenancy_plane::Lifecycle {
                 .deletion
                 .as_ref()
                 .is_some_and(|d| d.confirm == t.metadata.id.as_str());
-            if confirmed { L::Deleted } else { L::Archived }
+            if confirmed {
+                Lifecycle::Deleted
+            } else {
+                Lifecycle::Archived
+            }
         }
+        other => other,
     }
 }
 
@@ -59,11 +59,7 @@ pub fn desired<'a>(
     let mut out = Vec::new();
     for t in tenants {
         let spec = &t.spec;
-        let profile = match spec.profile {
-            Profile::MtStandard => tenancy_plane::Profile::MtStandard,
-            Profile::StDedicated => tenancy_plane::Profile::StDedicated,
-            Profile::Hybrid => tenancy_plane::Profile::Hybrid,
-        };
+        let profile = spec.profile;
         for e in &spec.environments {
             let region_name = e.region.as_ref().unwrap_or(&spec.regions.preferred);
             let Some(target) = regions

@@ -13,11 +13,68 @@ use super::{Store, StoreError, json_column, now_ms, safe, stable_id};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
+/// A job's state: `queued → running → completed | failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 4] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Completed,
+        JobState::Failed,
+    ];
+
+    /// The spelling of the database column, the CLI and its JSON (`queued`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Seed 000's spelling in the API (`Queued`).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            JobState::Queued => "Queued",
+            JobState::Running => "Running",
+            JobState::Completed => "Completed",
+            JobState::Failed => "Failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<JobState, StoreError> {
+        JobState::ALL
+            .into_iter()
+            .find(|j| j.as_str() == s)
+            .ok_or_else(|| StoreError::Unknown {
+                what: "job state",
+                value: s.to_owned(),
+            })
+    }
+}
+
+/// A step's state, spelled the same in the database, the CLI and the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    Pending,
+    Completed,
+    Failed,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStep {
     pub name: String,
-    /// `pending`, `completed` or `failed`.
-    pub state: String,
+    pub state: StepState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -28,8 +85,7 @@ pub struct Job {
     pub tenant_id: String,
     /// `create`, `activate`, `suspend`, `resume`, `archive`, `delete`, `change-profile`.
     pub action: String,
-    /// `queued`, `running`, `completed`, `failed`.
-    pub state: String,
+    pub state: JobState,
     /// Completed steps / all steps, 0.0–1.0.
     pub progress: f64,
     pub steps: Vec<JobStep>,
@@ -61,9 +117,17 @@ impl NewJob {
 
 impl Job {
     fn refresh_progress(&mut self) {
-        let done = self.steps.iter().filter(|s| s.state == "completed").count();
+        let done = self
+            .steps
+            .iter()
+            .filter(|s| s.state == StepState::Completed)
+            .count();
         self.progress = if self.steps.is_empty() {
-            if self.state == "completed" { 1.0 } else { 0.0 }
+            if self.state == JobState::Completed {
+                1.0
+            } else {
+                0.0
+            }
         } else {
             done as f64 / self.steps.len() as f64
         };
@@ -80,9 +144,9 @@ impl Job {
         if let Some(s) = self
             .steps
             .iter_mut()
-            .find(|s| s.name == name && s.state != "completed")
+            .find(|s| s.name == name && s.state != StepState::Completed)
         {
-            s.state = "completed".into();
+            s.state = StepState::Completed;
             s.error = None;
         }
         self.updated_at = now_ms();
@@ -92,10 +156,10 @@ impl Job {
     /// Mark step `name` failed and the job with it.
     pub fn fail(&mut self, step: Option<&str>, error: &str) {
         if let Some(s) = step.and_then(|n| self.steps.iter_mut().find(|s| s.name == n)) {
-            s.state = "failed".into();
+            s.state = StepState::Failed;
             s.error = Some(error.to_owned());
         }
-        self.state = "failed".into();
+        self.state = JobState::Failed;
         self.error = Some(error.to_owned());
         self.log(&format!("failed: {error}"));
         self.refresh_progress();
@@ -103,11 +167,11 @@ impl Job {
 
     pub fn complete(&mut self) {
         for s in &mut self.steps {
-            if s.state == "pending" {
-                s.state = "completed".into();
+            if s.state == StepState::Pending {
+                s.state = StepState::Completed;
             }
         }
-        self.state = "completed".into();
+        self.state = JobState::Completed;
         self.error = None;
         self.log("completed");
         self.refresh_progress();
@@ -121,7 +185,7 @@ fn job_from_row(r: &sqlx::any::AnyRow) -> Result<Job, StoreError> {
         job_id: r.try_get("job_id")?,
         tenant_id: r.try_get("tenant_id")?,
         action: r.try_get("action")?,
-        state: r.try_get("state")?,
+        state: JobState::parse(&r.try_get::<String, _>("state")?)?,
         progress: r.try_get("progress")?,
         steps: json_column(r, "steps")?,
         commit_sha: r.try_get("commit_sha")?,
@@ -206,7 +270,7 @@ impl Store {
                 .iter()
                 .map(|n| JobStep {
                     name: n.clone(),
-                    state: "pending".into(),
+                    state: StepState::Pending,
                     error: None,
                 })
                 .collect();
@@ -256,13 +320,15 @@ impl Store {
         .await?
         .map(|r| job_from_row(&r))
         .transpose()?;
-        let resumed = existing.as_ref().is_some_and(|j| j.state != "queued");
+        let resumed = existing
+            .as_ref()
+            .is_some_and(|j| j.state != JobState::Queued);
         let mut job = existing.unwrap_or_else(|| Job {
             superseded_by: None,
             job_id: id.clone(),
             tenant_id: new.tenant_id.clone(),
             action: new.action.clone(),
-            state: "queued".into(),
+            state: JobState::Queued,
             progress: 0.0,
             steps: Vec::new(),
             commit_sha: Some(new.commit_sha.clone()),
@@ -274,20 +340,20 @@ impl Store {
         // Steps still pending from an earlier attempt that the plan no longer lists were made
         // before that attempt stopped: the plan only lists what is left to do.
         for s in &mut job.steps {
-            if s.state != "completed" && !new.steps.contains(&s.name) {
-                s.state = "completed".into();
+            if s.state != StepState::Completed && !new.steps.contains(&s.name) {
+                s.state = StepState::Completed;
                 s.error = None;
             }
         }
         for name in &new.steps {
             match job.steps.iter_mut().find(|s| &s.name == name) {
                 Some(s) => {
-                    s.state = "pending".into();
+                    s.state = StepState::Pending;
                     s.error = None;
                 }
                 None => job.steps.push(JobStep {
                     name: name.clone(),
-                    state: "pending".into(),
+                    state: StepState::Pending,
                     error: None,
                 }),
             }
@@ -301,7 +367,7 @@ impl Store {
             ));
             job.action = new.action.clone();
         }
-        job.state = "running".into();
+        job.state = JobState::Running;
         job.error = None;
         job.log(if resumed {
             "resumed from its last completed step"
@@ -339,7 +405,7 @@ impl Store {
         .bind(&job.job_id)
         .bind(&job.tenant_id)
         .bind(&job.action)
-        .bind(&job.state)
+        .bind(job.state.as_str())
         .bind(job.progress)
         .bind(serde_json::to_string(&job.steps).unwrap_or_else(|_| "[]".into()))
         .bind(&job.logs)
@@ -424,5 +490,35 @@ impl Store {
                 ))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DeliveryState;
+
+    /// One spelling per state for the column, the CLI and JSON; seed 000's in the API.
+    #[test]
+    fn every_state_has_one_spelling_per_audience() {
+        for s in JobState::ALL {
+            assert_eq!(JobState::parse(s.as_str()).ok(), Some(s));
+            assert_eq!(serde_json::to_value(s).ok(), Some(s.as_str().into()));
+            assert!(s.api_name().eq_ignore_ascii_case(s.as_str()));
+            assert!(s.api_name().starts_with(|c: char| c.is_ascii_uppercase()));
+        }
+        for s in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(s.as_str()).ok(), Some(s));
+            assert_eq!(serde_json::to_value(s).ok(), Some(s.as_str().into()));
+        }
+        let step = serde_json::to_value(StepState::Pending).ok();
+        assert_eq!(step, Some("pending".into()));
+        assert!(matches!(
+            JobState::parse("Running"),
+            Err(StoreError::Unknown {
+                what: "job state",
+                ..
+            })
+        ));
     }
 }

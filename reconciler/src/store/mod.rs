@@ -19,14 +19,14 @@ mod tenants;
 mod usage;
 mod webhooks;
 
-pub use jobs::{Job, JobStep, NewJob};
+pub use jobs::{Job, JobState, JobStep, NewJob, StepState};
 pub use outcomes::CommitOutcome;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Row};
 use std::time::{SystemTime, UNIX_EPOCH};
 pub use usage::{Recorded, UsageReport};
-pub use webhooks::{Delivery, DueDelivery, RetryPolicy, Webhook};
+pub use webhooks::{Delivery, DeliveryState, DueDelivery, RetryPolicy, Webhook};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -52,6 +52,9 @@ pub enum StoreError {
         what: &'static str,
         source: serde_json::Error,
     },
+    /// A column holds a value this version does not know (written by a newer one?).
+    #[error("state store holds an unknown {what} `{value}`")]
+    Unknown { what: &'static str, value: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

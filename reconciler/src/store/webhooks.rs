@@ -60,6 +60,43 @@ pub struct Webhook {
     pub updated_at: i64,
 }
 
+/// A delivery's state: `pending` (attempts left), `delivered`, or `dead` (out of attempts;
+/// `tenancy webhooks redeliver` gives it another round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 3] = [
+        DeliveryState::Pending,
+        DeliveryState::Delivered,
+        DeliveryState::Dead,
+    ];
+
+    /// The spelling of the database column, the CLI and its JSON (`pending`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Dead => "dead",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<DeliveryState, StoreError> {
+        DeliveryState::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| StoreError::Unknown {
+                what: "delivery state",
+                value: s.to_owned(),
+            })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
@@ -67,8 +104,7 @@ pub struct Delivery {
     pub webhook_id: String,
     pub event_id: String,
     pub tenant_id: String,
-    /// `pending`, `delivered` or `dead`.
-    pub state: String,
+    pub state: DeliveryState,
     pub attempts: i64,
     pub next_attempt_at: i64,
     pub last_status: Option<i64>,
@@ -110,7 +146,7 @@ fn delivery_from_row(r: &sqlx::any::AnyRow) -> Result<Delivery, StoreError> {
         webhook_id: r.try_get("webhook_id")?,
         event_id: r.try_get("event_id")?,
         tenant_id: r.try_get("tenant_id")?,
-        state: r.try_get("state")?,
+        state: DeliveryState::parse(&r.try_get::<String, _>("state")?)?,
         attempts: r
             .try_get::<i64, _>("attempts")
             .or_else(|_| r.try_get::<i32, _>("attempts").map(i64::from))?,
@@ -307,7 +343,7 @@ impl Store {
              last_error = $6, delivered_at = $7 WHERE delivery_id = $1",
         )
         .bind(&d.delivery_id)
-        .bind(&d.state)
+        .bind(d.state.as_str())
         .bind(d.attempts)
         .bind(d.next_attempt_at)
         .bind(status)
@@ -321,14 +357,14 @@ impl Store {
     /// Deliveries, newest first; only those in `state` when given.
     pub async fn deliveries(
         &self,
-        state: Option<&str>,
+        state: Option<DeliveryState>,
         limit: i64,
     ) -> Result<Vec<Delivery>, StoreError> {
         let rows = match state {
             Some(s) => sqlx::query(safe(format!(
                 "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d WHERE d.state = $1 ORDER BY d.created_at DESC LIMIT $2"
             )))
-            .bind(s)
+            .bind(s.as_str())
             .bind(limit)
             .fetch_all(&self.pool)
             .await?,
@@ -362,14 +398,17 @@ impl Store {
     }
 
     /// Deliveries by state (for metrics): one counting query.
-    pub async fn delivery_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM webhook_deliveries GROUP BY state",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
+            .map(|r| {
+                let state: String = r.try_get("state")?;
+                Ok((DeliveryState::parse(&state)?, r.try_get("n")?))
+            })
             .collect()
     }
 }

@@ -24,7 +24,7 @@
 pub mod dispatch;
 pub mod guard;
 
-use crate::store::{DueDelivery, Store, now_ms};
+use crate::store::{DeliveryState, DueDelivery, Store, now_ms};
 use hmac::{Hmac, Mac};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -152,7 +152,7 @@ impl Deliverer {
         // name is checked by the client's resolver, address by address.
         if let Err(why) = self.guard.check_url(&webhook.url) {
             delivery.attempts += 1;
-            delivery.state = "dead".into();
+            delivery.state = DeliveryState::Dead;
             report.failed += 1;
             report.dead += 1;
             tracing::error!(
@@ -200,7 +200,7 @@ impl Deliverer {
         };
         match &error {
             None => {
-                delivery.state = "delivered".into();
+                delivery.state = DeliveryState::Delivered;
                 delivery.delivered_at = Some(now_ms());
                 report.delivered += 1;
                 report.latencies.push(started.elapsed().as_secs_f64());
@@ -213,7 +213,7 @@ impl Deliverer {
             Some(why) => {
                 report.failed += 1;
                 if delivery.attempts >= webhook.retry_policy.max_attempts {
-                    delivery.state = "dead".into();
+                    delivery.state = DeliveryState::Dead;
                     report.dead += 1;
                     tracing::error!(
                         webhook = %webhook.webhook_id, url = %webhook.url, delivery = %delivery.delivery_id,
