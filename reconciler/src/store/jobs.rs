@@ -52,13 +52,7 @@ impl JobState {
     }
 
     fn parse(s: &str) -> Result<JobState, StoreError> {
-        JobState::ALL
-            .into_iter()
-            .find(|j| j.as_str() == s)
-            .ok_or_else(|| StoreError::Unknown {
-                what: "job state",
-                value: s.to_owned(),
-            })
+        super::named(&JobState::ALL, JobState::as_str, "job state", s)
     }
 }
 

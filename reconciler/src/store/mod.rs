@@ -57,6 +57,22 @@ pub enum StoreError {
     Unknown { what: &'static str, value: String },
 }
 
+/// The value among `all` whose column spelling is `s`.
+fn named<T: Copy>(
+    all: &[T],
+    spelling: fn(T) -> &'static str,
+    what: &'static str,
+    s: &str,
+) -> Result<T, StoreError> {
+    all.iter()
+        .copied()
+        .find(|v| spelling(*v) == s)
+        .ok_or_else(|| StoreError::Unknown {
+            what,
+            value: s.to_owned(),
+        })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,

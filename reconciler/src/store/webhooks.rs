@@ -87,13 +87,12 @@ impl DeliveryState {
     }
 
     pub(crate) fn parse(s: &str) -> Result<DeliveryState, StoreError> {
-        DeliveryState::ALL
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| StoreError::Unknown {
-                what: "delivery state",
-                value: s.to_owned(),
-            })
+        super::named(
+            &DeliveryState::ALL,
+            DeliveryState::as_str,
+            "delivery state",
+            s,
+        )
     }
 }
 
