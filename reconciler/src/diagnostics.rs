@@ -429,6 +429,22 @@ pub fn render_text(f: &Finding, source: Option<&str>, color: bool) -> String {
     out
 }
 
+/// An error and its causes on one line (`a: b: c`), each cause once: a message that already
+/// quotes its source (`state store: {0}`) does not repeat it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,13 +86,11 @@ pub(super) async fn commit_write(
     // One write at a time: concurrent writers queue here instead of racing on the branch.
     let _turn = api.write_lock.lock().await;
     // Judged as the daemon will judge it: against the tenant's last applied manifest.
-    let applied = crate::reconcile::applied_baseline_of(&api.store, id)
-        .await
-        .map_err(internal)?;
+    let applied = crate::reconcile::applied_baseline_of(&api.store, id).await?;
     // The precondition as it stands now, under the write lock; told only if the change itself
     // is valid.
     let precondition = if if_match {
-        let record = api.store.tenant(id).await.map_err(internal)?;
+        let record = api.store.tenant(id).await?;
         check_if_match(headers, id, record.as_ref()).err()
     } else {
         None
@@ -108,8 +106,7 @@ pub(super) async fn commit_write(
             precondition,
         )
     })
-    .await
-    .map_err(internal)?;
+    .await?;
     let sha = committed.map_err(|e| write_problem(id, caller, e))?;
     let job_id = match job_action {
         Some(action) => {
@@ -121,8 +118,7 @@ pub(super) async fn commit_write(
             };
             api.store
                 .queue_jobs(&sha, &[], std::slice::from_ref(&job), |_| false)
-                .await
-                .map_err(internal)?;
+                .await?;
             Some(job.id())
         }
         None => None,
@@ -223,14 +219,13 @@ pub(super) async fn writable(
     tenant_id(id)?;
     let (target, tenant) = (api.writes.clone(), id.to_owned());
     let committed = tokio::task::spawn_blocking(move || writes::committed(&target, &tenant))
-        .await
-        .map_err(internal)?
+        .await?
         .map_err(|e| write_problem(id, caller, e))?;
     let Some(c) = committed.filter(|c| caller.sees_ids(id, &c.organization)) else {
         return Err(Problem::not_found(&format!("tenant `{id}`")));
     };
     charge_tenant(api, id)?;
-    let record = api.store.tenant(id).await.map_err(internal)?;
+    let record = api.store.tenant(id).await?;
     Ok((c, record))
 }
 

@@ -34,7 +34,7 @@ pub(super) async fn governance(
         ),
         None => None,
     };
-    let decisions = api.store.decisions(&t.tenant_id).await.map_err(internal)?;
+    let decisions = api.store.decisions(&t.tenant_id).await?;
     // The decisions of the last commit judged, by module.
     let last = decisions.iter().map(|d| d.decided_at).max();
     let enforced = |module: &str| {

@@ -97,8 +97,7 @@ pub(super) async fn create_webhook(
             &w.secret,
             &crate::store::RetryPolicy::default(),
         )
-        .await
-        .map_err(internal)?;
+        .await?;
     Ok((StatusCode::CREATED, axum::Json(hook)).into_response())
 }
 
@@ -109,7 +108,7 @@ pub(super) async fn list_webhooks(
 ) -> Result<Response, Problem> {
     caller.may(Action::ManageWebhooks)?;
     let mut items = Vec::new();
-    for h in api.store.webhooks().await.map_err(internal)? {
+    for h in api.store.webhooks().await? {
         if may_manage(&api, &caller, &h.tenant_id).await {
             items.push(h);
         }
@@ -124,13 +123,13 @@ pub(super) async fn delete_webhook(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     caller.may(Action::ManageWebhooks)?;
-    let hooks = api.store.webhooks().await.map_err(internal)?;
+    let hooks = api.store.webhooks().await?;
     let Some(h) = hooks.iter().find(|h| h.webhook_id == id) else {
         return Err(Problem::not_found(&format!("webhook `{id}`")));
     };
     if !may_manage(&api, &caller, &h.tenant_id).await {
         return Err(Problem::not_found(&format!("webhook `{id}`")));
     }
-    api.store.remove_webhook(&id).await.map_err(internal)?;
+    api.store.remove_webhook(&id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -14,19 +14,18 @@ pub(super) async fn get_job(
                 .field("id", "job ids are up to 64 letters, digits or `_`"),
         );
     }
-    let job = api.store.job(&id).await.map_err(internal)?;
+    let job = api.store.job(&id).await?;
     let Some(job) = job else {
         return Err(Problem::not_found(&format!("job `{id}`")));
     };
     // A job is visible with its tenant — as applied, or (a tenant the API just created) as
     // committed.
-    let organization = match api.store.tenant(&job.tenant_id).await.map_err(internal)? {
+    let organization = match api.store.tenant(&job.tenant_id).await? {
         Some(t) => Some(t.organization_id),
         None => {
             let (target, tenant) = (api.writes.clone(), job.tenant_id.clone());
             tokio::task::spawn_blocking(move || writes::committed(&target, &tenant))
-                .await
-                .map_err(internal)?
+                .await?
                 .ok()
                 .flatten()
                 .map(|c| c.organization)
@@ -36,7 +35,7 @@ pub(super) async fn get_job(
         return Err(Problem::not_found(&format!("job `{id}`")));
     }
     // A job a later pass took over reports the outcome of the one that converged it.
-    let outcome = api.store.outcome_of(job.clone()).await.map_err(internal)?;
+    let outcome = api.store.outcome_of(job.clone()).await?;
     // Seed 000 spells job states capitalized (Queued, Running, Completed, Failed).
     let state = outcome.state.api_name().to_owned();
     let taken_over = outcome.job_id != job.job_id;

@@ -53,7 +53,6 @@ use topology::*;
 use usage::*;
 
 use auth::{Action, Caller, Limiter, too_many};
-use problem::internal;
 pub use problem::{FieldError, Problem, problem_json, slug_of as problem_slug};
 
 pub const BASE: &str = "/api/tenancy/v1";

@@ -84,13 +84,36 @@ impl IntoResponse for Problem {
     }
 }
 
-pub(super) fn internal(e: impl std::fmt::Display) -> Problem {
-    tracing::error!(error = %e, "API: state store");
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "state-store",
-        "the state store could not be read; retry later",
-    )
+/// The state store failed: 503, retry later (the cause is logged, never shown).
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Problem {
+        tracing::error!(error = %crate::diagnostics::error_chain(&e), "API: state store");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "state-store",
+            "the state store could not be read; retry later",
+        )
+    }
+}
+
+/// A request's blocking work (Git, validation) panicked or was cancelled: 500.
+impl From<tokio::task::JoinError> for Problem {
+    fn from(e: tokio::task::JoinError) -> Problem {
+        Problem::unexpected("a blocking task", &e)
+    }
+}
+
+impl Problem {
+    /// Something that should not happen did (a stored value that no longer parses, a task that
+    /// stopped): 500, the cause logged with `what`, never shown.
+    pub(super) fn unexpected(what: &str, e: &dyn std::error::Error) -> Problem {
+        tracing::error!(error = %crate::diagnostics::error_chain(e), what, "API: unexpected");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request could not be completed; the error is logged",
+        )
+    }
 }
 
 /// Every error answer as a problem: a response of 400 or more that is not one already gets a

@@ -86,8 +86,7 @@ pub(super) async fn list_tenants(
     let mut rows = api
         .store
         .list_tenants(&filter, q.cursor.as_deref(), limit + 1)
-        .await
-        .map_err(internal)?;
+        .await?;
     let next = (rows.len() as i64 > limit).then(|| {
         rows.truncate(limit as usize);
         rows.last().map(|t| t.tenant_id.clone())
@@ -114,7 +113,7 @@ pub(super) fn rfc3339(ms: i64) -> String {
 /// A tenant the caller may see, or "not found" (also for one outside the caller's scope).
 pub(super) async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<TenantRecord, Problem> {
     tenant_id(id)?;
-    let t = match api.store.tenant(id).await.map_err(internal)? {
+    let t = match api.store.tenant(id).await? {
         Some(t) if caller.sees(&t) => t,
         _ => return Err(Problem::not_found(&format!("tenant `{id}`"))),
     };
@@ -191,12 +190,7 @@ pub(super) async fn by_external_id(
                 .field("value", "1–128 of A–Z a–z 0–9 . _ : @ / + -"),
         );
     }
-    match api
-        .store
-        .tenant_by_external_id(&system, &value)
-        .await
-        .map_err(internal)?
-    {
+    match api.store.tenant_by_external_id(&system, &value).await? {
         Some(t) if caller.sees(&t) => Ok(tenant_response(&t)),
         _ => Err(Problem::not_found(&format!(
             "tenant with {system} id `{value}`"

@@ -43,8 +43,8 @@ pub(super) async fn topology(
 ) -> Result<Response, Problem> {
     let q = query(q)?;
     let t = visible(&api, &caller, &id).await?;
-    let manifest: crate::manifest::Tenant =
-        serde_json::from_value(t.manifest.clone()).map_err(internal)?;
+    let manifest: crate::manifest::Tenant = serde_json::from_value(t.manifest.clone())
+        .map_err(|e| Problem::unexpected("a stored manifest", &e))?;
     let platform = api.platform.get();
     if platform.regions.is_empty() {
         return Err(Problem::new(

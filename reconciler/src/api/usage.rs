@@ -120,8 +120,7 @@ pub(super) async fn post_usage(
             reported_by: caller.name,
             request_id,
         })
-        .await
-        .map_err(internal)?;
+        .await?;
     use crate::store::Recorded;
     match recorded {
         Recorded::New(id) => Ok((

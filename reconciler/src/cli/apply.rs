@@ -46,16 +46,19 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
     }
     let root = &config.embedded.root;
     if config.state.url.is_none() {
-        std::fs::create_dir_all(root)?;
+        std::fs::create_dir_all(root).map_err(CliError::system(format!(
+            "cannot create {}",
+            root.display()
+        )))?;
     }
     let rt = runtime()?;
     let store = rt
         .block_on(Store::open(&config.state_url()))
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     // Every change is judged against what is applied, never against an older commit.
     let applied = rt
         .block_on(reconcile::applied_baseline(&store))
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     let inputs = inputs(&args.source, &config, &args.rev, vec![applied]);
     let (rt, planes, evaluation) = evaluate_prefetching(rt, &config, &inputs)?;
     let report = rt.block_on(reconcile::plan(&planes, &evaluation, None));
@@ -106,28 +109,24 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
             }
         }
     };
-    let applied = rt
-        .block_on(reconcile::apply(
-            &planes,
-            &evaluation,
-            &report,
-            &store,
-            &config.apply.detect_only,
-            config.apply.concurrency,
-            &tick,
-        ))
-        .map_err(|e| CliError::State(e.to_string()))?;
+    let applied = rt.block_on(reconcile::apply(
+        &planes,
+        &evaluation,
+        &report,
+        &store,
+        &config.apply.detect_only,
+        config.apply.concurrency,
+        &tick,
+    ))?;
     bar.finish_and_clear();
     // Nothing is silent: files that could not be read, tenants no file declares any more.
-    let (unreadable, absent) = rt
-        .block_on(async {
-            let n = reconcile::absent::record_unreadable(&store, &evaluation).await?;
-            let correlation = reconcile::correlation_id(&evaluation);
-            let absent =
-                reconcile::absent::record_absent(&store, &evaluation, None, &correlation).await?;
-            Ok::<_, reconcile::ApplyError>((n, absent))
-        })
-        .map_err(|e| CliError::State(e.to_string()))?;
+    let (unreadable, absent) = rt.block_on(async {
+        let n = reconcile::absent::record_unreadable(&store, &evaluation).await?;
+        let correlation = reconcile::correlation_id(&evaluation);
+        let absent =
+            reconcile::absent::record_absent(&store, &evaluation, None, &correlation).await?;
+        Ok::<_, reconcile::ApplyError>((n, absent))
+    })?;
     if unreadable > 0 {
         eprintln!(
             "warning: {unreadable} file(s) could not be read; their tenants keep their last applied state (see the findings above, or `tenancy status`)"

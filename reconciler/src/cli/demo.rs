@@ -54,7 +54,10 @@ spec:
 type Step<'a> = dyn Fn() -> Result<(), CliError> + 'a;
 
 fn failed(what: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::Io(std::io::Error::other(format!("{what}: {e}")))
+    CliError::System {
+        what: what.to_owned(),
+        source: std::io::Error::other(e.to_string()),
+    }
 }
 
 fn commit_all(repo: &git2::Repository, message: &str) -> Result<String, CliError> {
@@ -94,11 +97,13 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 
 fn edit(repo: &Path, rel: &str, from: &str, to: &str) -> Result<(), CliError> {
     let path = repo.join(rel);
-    let text = std::fs::read_to_string(&path)?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(CliError::system(format!("cannot read {}", path.display())))?;
     if !text.contains(from) {
         return Err(failed(rel, format!("expected to find `{from}`")));
     }
-    std::fs::write(&path, text.replacen(from, to, 1))?;
+    std::fs::write(&path, text.replacen(from, to, 1))
+        .map_err(CliError::system(format!("cannot write {}", path.display())))?;
     Ok(())
 }
 
@@ -126,13 +131,20 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
             crate::store::now_ms()
         )),
     };
-    if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+    let listed = |d: &Path| std::fs::read_dir(d).map(|mut e| e.next().is_some());
+    if dir.exists()
+        && listed(&dir).map_err(CliError::system(format!("cannot read {}", dir.display())))?
+    {
         eprintln!("error: {} exists and is not empty", dir.display());
         return Ok(exit::FAILURE);
     }
     let repo_dir = dir.join("tenants-repo");
     let data = dir.join("data");
-    copy_dir(&args.from, &repo_dir)?;
+    copy_dir(&args.from, &repo_dir).map_err(CliError::system(format!(
+        "cannot copy {} to {}",
+        args.from.display(),
+        repo_dir.display()
+    )))?;
     let repo = git2::Repository::init(&repo_dir).map_err(|e| failed("git init", e))?;
     let config_path = dir.join("tenancy.toml");
     std::fs::write(
@@ -141,17 +153,30 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
             "# Written by `tenancy demo`: embedded planes and state store under data/.\n\
              [embedded]\nroot = \"{}\"\n\n[policies]\nbundle = \"{}\"\n",
             data.display(),
-            std::fs::canonicalize(&args.policies)?.display()
+            std::fs::canonicalize(&args.policies)
+                .map_err(CliError::system(format!(
+                    "cannot find the policy bundle {}",
+                    args.policies.display()
+                )))?
+                .display()
         ),
-    )?;
+    )
+    .map_err(CliError::system(format!(
+        "cannot write {}",
+        config_path.display()
+    )))?;
     let config = Config::load(Some(&config_path))?;
-    std::fs::create_dir_all(&data)?;
+    std::fs::create_dir_all(&data).map_err(CliError::system(format!(
+        "cannot create {}",
+        data.display()
+    )))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(CliError::system("cannot start the async runtime"))?;
     let store = rt
         .block_on(Store::open(&config.state_url()))
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     let planes = Planes::from_config(&config)?;
     let bold = |s: &str| {
         if color {
@@ -183,7 +208,9 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
         (
             "Onboard a new tenant, t_5010 (mt-standard, Active)",
             &|| {
-                std::fs::write(repo_dir.join("org_acme/t_5010.yaml"), NEW_TENANT)?;
+                let file = repo_dir.join("org_acme/t_5010.yaml");
+                std::fs::write(&file, NEW_TENANT)
+                    .map_err(CliError::system(format!("cannot write {}", file.display())))?;
                 Ok(())
             },
         ),
@@ -216,26 +243,23 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
             bundle: Some(args.policies.clone()),
             previous: vec![
                 rt.block_on(reconcile::applied_baseline(&store))
-                    .map_err(|e| CliError::State(e.to_string()))?,
+                    .map_err(CliError::State)?,
             ],
             ..Inputs::new(&repo_dir, Some("HEAD"))
         };
         let evaluation = reconcile::evaluate(&inputs)?;
         let plan = rt.block_on(reconcile::plan(&planes, &evaluation, None));
-        let applied = rt
-            .block_on(reconcile::apply(
-                &planes,
-                &evaluation,
-                &plan,
-                &store,
-                &config.apply.detect_only,
-                config.apply.concurrency,
-                &|_| {},
-            ))
-            .map_err(|e| CliError::State(e.to_string()))?;
+        let applied = rt.block_on(reconcile::apply(
+            &planes,
+            &evaluation,
+            &plan,
+            &store,
+            &config.apply.detect_only,
+            config.apply.concurrency,
+            &|_| {},
+        ))?;
         if config.apply.notes {
-            rt.block_on(reconcile::notes::write_notes(&store, &repo_dir))
-                .map_err(|e| CliError::State(e.to_string()))?;
+            rt.block_on(reconcile::notes::write_notes(&store, &repo_dir))?;
         }
         println!(
             "      commit {}: planned {} change(s); {} tenant(s) applied, {} blocked, {} failed",
@@ -273,7 +297,7 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
                 store.events(None, None, 10_000).await?,
             ))
         })
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     println!("\n{}", bold("Statuses (tenancy status)"));
     for s in statuses
         .iter()
@@ -297,7 +321,7 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
     );
     let jobs = rt
         .block_on(store.jobs(None, 10_000))
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     let mut by_action: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
     for j in &jobs {
         *by_action

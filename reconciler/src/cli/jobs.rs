@@ -44,9 +44,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
     };
     let mut out = super::report_out(args.output == Output::Json);
     if let Some(id) = &args.job {
-        let job = rt
-            .block_on(store.job(id))
-            .map_err(|e| CliError::State(e.to_string()))?;
+        let job = rt.block_on(store.job(id)).map_err(CliError::State)?;
         let Some(job) = job else {
             eprintln!("no job `{id}` (list them with `tenancy jobs`)");
             return Ok(exit::FINDINGS);
@@ -92,7 +90,7 @@ pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
     }
     let jobs = rt
         .block_on(store.jobs(args.tenant.as_deref(), args.limit))
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     match args.output {
         Output::Json => write_json(
             &mut out,

@@ -361,15 +361,30 @@ pub enum CliError {
     #[error(transparent)]
     #[diagnostic(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     #[diagnostic(
         code(tenancy::state),
         help("check [state] url in tenancy.toml or TENANCY_STATE_URL")
     )]
-    State(String),
+    State(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    #[diagnostic(
+        code(tenancy::notes),
+        help("the outcome is recorded in the state store; a later apply writes the note")
+    )]
+    Notes(#[from] crate::reconcile::notes::NotesError),
+    /// Writing the command's output (stdout, a report file) failed.
     #[error("cannot write output: {0}")]
     #[diagnostic(code(tenancy::io))]
     Io(#[from] std::io::Error),
+    /// Anything else the operating system refused (a directory, a process, a watch).
+    #[error("{what}: {source}")]
+    #[diagnostic(code(tenancy::system))]
+    System {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     #[diagnostic(code(tenancy::usage), help("see --help"))]
     Usage(String),
@@ -386,17 +401,39 @@ impl From<crate::reconcile::EvaluateError> for CliError {
     }
 }
 
+impl CliError {
+    /// An I/O error while doing `what` (`create .tenancy`), said as such: only failing to write
+    /// the command's output is "cannot write output".
+    pub(crate) fn system(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> CliError {
+        move |source| CliError::System {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+impl From<crate::reconcile::ApplyError> for CliError {
+    fn from(e: crate::reconcile::ApplyError) -> CliError {
+        match e {
+            crate::reconcile::ApplyError::Store(e) => CliError::State(e),
+        }
+    }
+}
+
 impl From<crate::daemon::DaemonError> for CliError {
     fn from(e: crate::daemon::DaemonError) -> CliError {
         use crate::daemon::DaemonError as E;
         match e {
             E::Evaluate(e) => e.into(),
             E::Source(e) => CliError::Source(e),
-            E::State(e) => CliError::State(e.to_string()),
-            E::Apply(e) => CliError::State(e.to_string()),
+            E::State(e) => CliError::State(e),
+            E::Apply(e) => e.into(),
             E::Usage(m) => CliError::Usage(m),
             E::Config(e) => CliError::Config(e),
-            E::Io(e) => CliError::Io(e),
+            E::Io(e) => CliError::System {
+                what: "tenancy run".into(),
+                source: e,
+            },
         }
     }
 }
@@ -404,6 +441,25 @@ impl From<crate::daemon::DaemonError> for CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Causes stay attached and each lands in the variant that names it: a state store error
+    /// is a state error with its source, a daemon's I/O error is not "cannot write output".
+    #[test]
+    fn errors_keep_their_causes_and_their_kind() {
+        use std::error::Error;
+        let store = crate::store::StoreError::Database(sqlx::Error::PoolTimedOut);
+        let cli: CliError = crate::reconcile::ApplyError::Store(store).into();
+        assert!(matches!(cli, CliError::State(_)));
+        assert!(cli.source().is_some(), "the sqlx error is still the source");
+        let io = std::io::Error::other("inotify: too many watches");
+        let cli: CliError = crate::daemon::DaemonError::Io(io).into();
+        assert_eq!(cli.to_string(), "tenancy run: inotify: too many watches");
+        assert!(cli.source().is_some());
+        let line = crate::diagnostics::error_chain(&CliError::State(
+            crate::store::StoreError::Database(sqlx::Error::PoolTimedOut),
+        ));
+        assert_eq!(line.matches("pool timed out").count(), 1, "{line}");
+    }
 
     #[test]
     fn sizes() {

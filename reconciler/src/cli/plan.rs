@@ -113,9 +113,10 @@ pub(super) fn inputs(
 }
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?)
+        .build()
+        .map_err(CliError::system("cannot start the async runtime"))
 }
 
 /// The last applied manifests of the state store `config` names, when it exists (a SQLite
@@ -129,7 +130,7 @@ pub fn applied_if_recorded(config: &Config) -> Result<Option<Previous>, CliError
             Err(e) => Err(e),
         }
     })
-    .map_err(|e| CliError::State(e.to_string()))
+    .map_err(CliError::State)
 }
 
 /// Let the process exit without waiting for clients to close: the output is written and

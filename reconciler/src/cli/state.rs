@@ -39,9 +39,7 @@ pub(crate) fn open_state(
         return Ok(None);
     }
     let rt = runtime()?;
-    let store = rt
-        .block_on(Store::open(&url))
-        .map_err(|e| CliError::State(e.to_string()))?;
+    let store = rt.block_on(Store::open(&url)).map_err(CliError::State)?;
     Ok(Some((rt, store)))
 }
 
@@ -51,12 +49,15 @@ pub(crate) fn open_state_for_write(
 ) -> Result<(tokio::runtime::Runtime, Store), CliError> {
     let config = Config::load(config)?;
     if config.state.url.is_none() {
-        std::fs::create_dir_all(&config.embedded.root)?;
+        std::fs::create_dir_all(&config.embedded.root).map_err(CliError::system(format!(
+            "cannot create {}",
+            config.embedded.root.display()
+        )))?;
     }
     let rt = runtime()?;
     let store = rt
         .block_on(Store::open(&config.state_url()))
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     Ok((rt, store))
 }
 
@@ -65,14 +66,12 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
     let Some((rt, store)) = open_state(args.config.as_deref())? else {
         return Ok(exit::FAILURE);
     };
-    let statuses = rt
-        .block_on(store.statuses())
-        .map_err(|e| CliError::State(e.to_string()))?;
+    let statuses = rt.block_on(store.statuses()).map_err(CliError::State)?;
     // The repository as a whole: a refused head, files that could not be read.
     let state = |key: &str| -> Result<Option<serde_json::Value>, CliError> {
         Ok(rt
             .block_on(store.state_value(key))
-            .map_err(|e| CliError::State(e.to_string()))?
+            .map_err(CliError::State)?
             .and_then(|v| serde_json::from_str(&v).ok()))
     };
     let refused = state(crate::daemon::REFUSED)?;
@@ -202,7 +201,7 @@ pub fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
     loop {
         let events = rt
             .block_on(store.events(args.tenant.as_deref(), after.clone(), args.limit))
-            .map_err(|e| CliError::State(e.to_string()))?;
+            .map_err(CliError::State)?;
         let mut out = super::report_out(args.output == Output::Json);
         for e in &events {
             match args.output {
@@ -265,7 +264,7 @@ pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
                 store.decisions(&args.tenant).await?,
             ))
         })
-        .map_err(|e| CliError::State(e.to_string()))?;
+        .map_err(CliError::State)?;
     let Some(status) = status else {
         eprintln!("tenant `{}` has never been reconciled", args.tenant);
         return Ok(exit::FINDINGS);

@@ -151,7 +151,7 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
         };
         opened
     };
-    let state = |e: crate::store::StoreError| CliError::State(e.to_string());
+    let state = CliError::State;
     let mut out = super::report_out(args.output == Output::Json);
     let json = args.output == Output::Json;
     match &args.command {

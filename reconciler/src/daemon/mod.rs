@@ -134,6 +134,16 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
+/// Create `dir` (and its parents), naming it if that fails.
+fn create_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        DaemonError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot create {}: {e}", dir.display()),
+        ))
+    })
+}
+
 pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
     let mut shutdown = Box::pin(shutdown_signal());
     // A remote repository is followed through a bare mirror under the embedded root.
@@ -141,7 +151,7 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
     if let Some(url) = &remote {
         let name = crate::store::stable_id(&[url, &opts.config.daemon.branch]);
         opts.repo = opts.config.embedded.root.join("mirrors").join(&name[..16]);
-        std::fs::create_dir_all(&opts.repo)?;
+        create_dir(&opts.repo)?;
         say!(
             "tenancy run: following {} (branch {}, fetched every {} s) through {}",
             crate::source::redact(url),
@@ -153,7 +163,7 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
     let opts = opts;
     let config = &opts.config;
     if config.state.url.is_none() {
-        std::fs::create_dir_all(&config.embedded.root)?;
+        create_dir(&config.embedded.root)?;
     }
     let store = Store::open(&config.state_url())
         .await

@@ -241,16 +241,7 @@ impl Deliverer {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
-}
+use crate::diagnostics::error_chain;
 
 #[cfg(test)]
 mod tests {

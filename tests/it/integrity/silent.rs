@@ -277,3 +277,40 @@ fn a_missing_remote_path_is_named() {
     );
     assert!(!stderr.contains("unsupported URL protocol"), "{stderr}");
 }
+
+/// A file system error names what was being done and where, for every command that creates the
+/// embedded root; it is never "cannot write output" (which means stdout) and never a panic.
+#[test]
+fn a_directory_that_cannot_be_created_is_named() {
+    let work = tempfile::tempdir().expect("tmp");
+    let blocker = work.path().join("not-a-directory");
+    std::fs::write(&blocker, "a file where the embedded root would go").expect("write");
+    let root = blocker.join("embedded");
+    let config = work.path().join("tenancy.toml");
+    std::fs::write(
+        &config,
+        format!("[embedded]\nroot = \"{}\"\n", root.display()),
+    )
+    .expect("config");
+    let repo = TestRepo::with_examples();
+    let config_arg = config.to_str().expect("utf-8");
+    let repo_arg = repo.path().to_str().expect("utf-8");
+    for args in [
+        vec!["apply", "--repo", repo_arg, "--config", config_arg, "--yes"],
+        vec!["run", "--repo", repo_arg, "--config", config_arg],
+    ] {
+        let run = tenancy(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("cannot create {}", root.display())),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("cannot write output"),
+            "{}",
+            run.stderr
+        );
+    }
+}
