@@ -15,7 +15,7 @@
 
 mod http;
 
-use crate::config::{Config, NonFastForward};
+use crate::config::Config;
 use crate::reconcile::{self, Inputs, Outcome, Planes};
 use crate::store::Store;
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,20 +53,12 @@ macro_rules! say {
 // After `say!`, which they use.
 mod metrics;
 mod pass;
+mod schedule;
 mod serve;
 pub use metrics::{Metrics, REFUSED};
 use pass::*;
+use schedule::{Decision, Observed, Scope, schedule};
 use serve::*;
-
-/// Which tenants a pass reconciles.
-enum Scope {
-    /// Every tenant (start, periodic resync, after an accepted non-fast-forward).
-    Full,
-    /// The tenants changed since this commit.
-    Since(String),
-    /// These tenants again (they failed; their backoff has expired).
-    Retry(BTreeSet<String>),
-}
 
 /// A failed tenant's next attempt: exponential backoff (1 s, 2 s, 4 s, … up to 5 min) with
 /// ±20 % jitter, so a recovering service is not hit by every tenant at the same instant.
@@ -365,23 +357,23 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
             }
         };
         let last = store.state_value(&key).await.map_err(DaemonError::State)?;
-        let resync_due = last_full.is_none_or(|t| t.elapsed() >= opts.resync);
-        let moved = last.as_deref() != Some(head.as_str());
         let now = Instant::now();
-        let due: BTreeSet<String> = retries
-            .iter()
-            .filter(|(_, r)| r.due <= now)
-            .map(|(t, _)| t.clone())
-            .collect();
-        let fast_forward = last
-            .as_deref()
-            .is_none_or(|l| descends(&opts.repo, &head, l));
-        let scope = if head.is_empty() {
-            None
-        } else if (moved || resync_due)
-            && !fast_forward
-            && config.daemon.on_non_fast_forward == NonFastForward::Refuse
-        {
+        let decision = schedule(Observed {
+            head: &head,
+            last: last.as_deref(),
+            fast_forward: head.is_empty()
+                || last
+                    .as_deref()
+                    .is_none_or(|l| descends(&opts.repo, &head, l)),
+            resync_due: last_full.is_none_or(|t| t.elapsed() >= opts.resync),
+            on_non_fast_forward: config.daemon.on_non_fast_forward,
+            due_retries: retries
+                .iter()
+                .filter(|(_, r)| r.due <= now)
+                .map(|(t, _)| t.clone())
+                .collect(),
+        });
+        let scope = if decision == Decision::Refuse {
             if refused.as_deref() != Some(head.as_str()) {
                 metrics.non_fast_forward.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
@@ -420,12 +412,8 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
                 refused = Some(head.clone());
             }
             None
-        } else if resync_due || !fast_forward || last.is_none() {
-            Some(Scope::Full)
-        } else if moved {
-            last.clone().map(Scope::Since)
-        } else if !due.is_empty() {
-            Some(Scope::Retry(due))
+        } else if let Decision::Pass(scope) = decision {
+            Some(scope)
         } else {
             None
         };
