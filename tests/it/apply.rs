@@ -895,3 +895,72 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
         0
     );
 }
+
+/// `plan --output json` and `apply --output json` are published formats: every output, with
+/// changes, placements, a blocked tenant and findings, matches schemas/plan-report.schema.json
+/// and schemas/apply-report.schema.json (which share validate's finding).
+#[test]
+fn plan_and_apply_json_match_their_published_schemas() {
+    let repo = TestRepo::with_examples();
+    repo.edit(
+        "org_globex/t_6002.yaml",
+        "preferred: eu-central-1",
+        "preferred: us-east-1",
+    );
+    repo.commit("t_6002 leaves its residency zone");
+    let work = tempfile::tempdir().expect("tmp");
+    let config = crate::support::embedded_config(work.path());
+    let schema = |name: &str| -> serde_json::Value {
+        let path = workspace_root().join("schemas").join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("json")
+    };
+    let findings = schema("validate-report.schema.json");
+    let registry = jsonschema::Registry::new()
+        .add(
+            findings["$id"].as_str().expect("$id"),
+            jsonschema::Resource::from_contents(findings.clone()),
+        )
+        .and_then(|r| r.prepare())
+        .expect("registry");
+    let errors = |name: &str, output: &serde_json::Value| -> Vec<String> {
+        jsonschema::draft202012::options()
+            .with_registry(&registry)
+            .build(&schema(name))
+            .expect("schema compiles")
+            .iter_errors(output)
+            .map(|e| format!("{e} at {}", e.instance_path()))
+            .collect()
+    };
+    let check = |name: &str, output: &serde_json::Value| {
+        let found = errors(name, output);
+        assert!(found.is_empty(), "{name}: {found:#?}");
+    };
+
+    let (run, plan) = plan_json(repo.path(), &config);
+    assert_eq!(run.code, 1, "t_6002 is refused: {}", run.stderr);
+    check("plan-report.schema.json", &plan);
+    let t6002 = plan["tenants"]
+        .as_array()
+        .expect("tenants")
+        .iter()
+        .find(|t| t["tenant"] == "t_6002")
+        .expect("t_6002");
+    assert!(t6002["blocked"].as_array().is_some_and(|b| !b.is_empty()));
+    assert!(plan["summary"]["create"].as_u64().is_some_and(|n| n > 0));
+    assert!(plan["findings"].as_array().is_some_and(|f| !f.is_empty()));
+    // The schema says something: an unknown op, or a field it does not document, fails it.
+    let mut wrong = plan.clone();
+    wrong["tenants"][0]["changes"][0]["op"] = "explode".into();
+    wrong["tenants"][0]["changes"][0]["desired"] = serde_json::json!({});
+    assert_eq!(errors("plan-report.schema.json", &wrong).len(), 2);
+
+    let (run, report) = apply_json(repo.path(), &config, &["--yes"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    check("apply-report.schema.json", &report);
+    assert_eq!(outcome(&report, "t_6002")["outcome"], "blocked");
+    assert_eq!(report["summary"]["blocked"], 1);
+    // After apply, a plan with nothing to do still matches.
+    let (_, again) = plan_json(repo.path(), &config);
+    check("plan-report.schema.json", &again);
+    assert_eq!(pending(&again), 0);
+}

@@ -98,7 +98,7 @@ pub enum Command {
     /// state in bulk and prints the differences (`+` create, `~` change, `-` delete, `!`
     /// refused) with before and after values, and why any tenant is blocked. Changes nothing.
     #[command(
-        after_help = "Exit codes: 0 = can be applied, 1 = refused by validation or policy (or a change a plane refuses), 2 = could not run (bad arguments, repository, or a plane that could not be observed).\n\nExamples:\n  tenancy plan --path tenants\n  tenancy plan --path tenants --base origin/main --head HEAD --output markdown > plan.md\n  tenancy plan --config tenancy.toml --output json | jq '.summary'"
+        after_help = "Exit codes: 0 = can be applied, 1 = refused by validation or policy (or a change a plane refuses), 2 = could not run (bad arguments, repository, or a plane that could not be observed).\n\nJSON output (--output json) is published as schemas/plan-report.schema.json.\n\nExamples:\n  tenancy plan --path tenants\n  tenancy plan --path tenants --base origin/main --head HEAD --output markdown > plan.md\n  tenancy plan --config tenancy.toml --output json | jq '.summary'"
     )]
     Plan(plan::PlanArgs),
 
@@ -108,7 +108,7 @@ pub enum Command {
     /// change fails does not stop the others, and its reason is recorded. Every step is
     /// idempotent: rerunning after a failure or crash resumes where it stopped.
     #[command(
-        after_help = "Exit codes: 0 = converged, 1 = some tenants refused (validation, policy, or a change a plane refuses), 2 = could not run, 3 = some tenants failed (rerun to resume), 4 = drift found with --detect-only."
+        after_help = "Exit codes: 0 = converged, 1 = some tenants refused (validation, policy, or a change a plane refuses), 2 = could not run, 3 = some tenants failed (rerun to resume), 4 = drift found with --detect-only.\n\nJSON output (--output json) is published as schemas/apply-report.schema.json."
     )]
     Apply(apply::ApplyArgs),
 

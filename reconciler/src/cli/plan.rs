@@ -393,6 +393,76 @@ pub(super) fn write_text(
     )
 }
 
+/// A tenant as `plan --output json` shows it (schemas/plan-report.schema.json): the CLI's own
+/// format, so a plane crate's structs can change without changing it.
+#[derive(serde::Serialize)]
+struct TenantJson<'a> {
+    tenant: &'a str,
+    file: &'a str,
+    lifecycle: &'a str,
+    placements: &'a [crate::reconcile::PlacementView],
+    changes: Vec<ChangeJson<'a>>,
+    blocked: &'a [String],
+    errors: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct ChangeJson<'a> {
+    plane: &'a str,
+    tenant: &'a str,
+    environment: &'a str,
+    resource: &'a str,
+    op: &'static str,
+    fields: Vec<FieldJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct FieldJson<'a> {
+    field: &'a str,
+    before: Option<&'a str>,
+    after: Option<&'a str>,
+}
+
+impl<'a> TenantJson<'a> {
+    fn of(t: &'a crate::reconcile::TenantPlan) -> TenantJson<'a> {
+        TenantJson {
+            tenant: &t.tenant,
+            file: &t.file,
+            lifecycle: &t.lifecycle,
+            placements: &t.placements,
+            changes: t
+                .changes
+                .iter()
+                .map(|c| ChangeJson {
+                    plane: c.plane,
+                    tenant: &c.tenant,
+                    environment: &c.environment,
+                    resource: &c.resource,
+                    op: match c.op {
+                        tenancy_plane::Op::Create => "create",
+                        tenancy_plane::Op::Update => "update",
+                        tenancy_plane::Op::Delete => "delete",
+                    },
+                    fields: c
+                        .fields
+                        .iter()
+                        .map(|f| FieldJson {
+                            field: &f.field,
+                            before: f.before.as_deref(),
+                            after: f.after.as_deref(),
+                        })
+                        .collect(),
+                    refused: c.refused.as_deref(),
+                })
+                .collect(),
+            blocked: &t.blocked,
+            errors: &t.errors,
+        }
+    }
+}
+
 pub(super) fn json_plan<'a>(
     report: &'a PlanReport,
     findings: &'a [&'a Finding],
@@ -413,7 +483,7 @@ pub(super) fn json_plan<'a>(
             "errors": report.errors(),
         },
         "planes": report.planes,
-        "tenants": report.tenants,
+        "tenants": report.tenants.iter().map(TenantJson::of).collect::<Vec<_>>(),
         "removed": report.removed,
         "findings": findings,
     })
