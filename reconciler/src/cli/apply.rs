@@ -38,6 +38,27 @@ pub struct ApplyArgs {
     pub output: Output,
 }
 
+/// `apply`'s observer: a progress bar on a terminal, a line every 10 % off one.
+struct Progress<'a>(&'a indicatif::ProgressBar);
+
+impl reconcile::pass::Observer for Progress<'_> {
+    fn applied(&self, o: &TenantOutcome) {
+        let bar = self.0;
+        bar.inc(1);
+        if o.outcome != Outcome::Applied || o.applied > 0 {
+            bar.set_message(format!("{} {:?}", o.tenant, o.outcome));
+        }
+        // Off a terminal, long runs report every 10 % (short ones only print the summary).
+        let total = bar.length().unwrap_or(0);
+        if bar.is_hidden() && total >= 50 {
+            let done = bar.position();
+            if done % total.div_ceil(10) == 0 || done == total {
+                eprintln!("apply: {done}/{total} tenants");
+            }
+        }
+    }
+}
+
 pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
     let mut config = Config::load(args.source.config.as_deref())?;
@@ -95,38 +116,33 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
         writeln!(out)?;
     }
     let bar = progress_bar(report.tenants.len() as u64, interactive);
-    let tick = |o: &TenantOutcome| {
-        bar.inc(1);
-        if o.outcome != Outcome::Applied || o.applied > 0 {
-            bar.set_message(format!("{} {:?}", o.tenant, o.outcome));
-        }
-        // Off a terminal, long runs report every 10 % (short ones only print the summary).
-        let total = bar.length().unwrap_or(0);
-        if bar.is_hidden() && total >= 50 {
-            let done = bar.position();
-            if done % total.div_ceil(10) == 0 || done == total {
-                eprintln!("apply: {done}/{total} tenants");
-            }
-        }
+    let pass = reconcile::pass::Pass {
+        planes: &planes,
+        store: &store,
+        config: &config,
+        repo: &args.source.repo,
+        selected: None,
+        absent_in: None,
+        publish: match &config.events.kafka {
+            Some(k) => reconcile::pass::Publish::Relay(k, config.events.content_mode),
+            None => reconcile::pass::Publish::Outbox,
+        },
     };
-    let applied = rt.block_on(reconcile::apply(
-        &planes,
+    let done = rt.block_on(reconcile::pass::run_planned(
+        &pass,
         &evaluation,
-        &report,
-        &store,
-        &config.apply.detect_only,
-        config.apply.concurrency,
-        &tick,
+        report,
+        &Progress(&bar),
     ))?;
     bar.finish_and_clear();
-    // Nothing is silent: files that could not be read, tenants no file declares any more.
-    let (unreadable, absent) = rt.block_on(async {
-        let n = reconcile::absent::record_unreadable(&store, &evaluation).await?;
-        let correlation = reconcile::correlation_id(&evaluation);
-        let absent =
-            reconcile::absent::record_absent(&store, &evaluation, None, &correlation).await?;
-        Ok::<_, reconcile::ApplyError>((n, absent))
-    })?;
+    let reconcile::pass::PassReport {
+        plan: _,
+        applied,
+        unreadable,
+        absent,
+        notes_error,
+        relayed,
+    } = done;
     if unreadable > 0 {
         eprintln!(
             "warning: {unreadable} file(s) could not be read; their tenants keep their last applied state (see the findings above, or `tenancy status`)"
@@ -139,22 +155,12 @@ pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
             crate::diagnostics::printable(&format!("warning: {} is {status}: {why}", a.tenant))
         );
     }
-    // The commit carries its decisions and outcome (`git log --notes=tenancy`), rendered from
-    // the state store — with any commit an earlier, interrupted run left unannotated.
-    if config.apply.notes
-        && let Err(e) = rt.block_on(reconcile::notes::write_notes(&store, &args.source.repo))
-    {
+    if let Some(e) = notes_error {
         eprintln!(
             "{}",
             crate::diagnostics::printable(&format!("warning: could not write the git notes: {e}"))
         );
     }
-    // Publish what this run (and any earlier one) recorded; unpublished events wait.
-    let relayed = config
-        .events
-        .kafka
-        .as_ref()
-        .map(|k| rt.block_on(reconcile::relay(&store, k, config.events.content_mode)));
     if let Some(r) = &relayed {
         match &r.error {
             None => eprintln!("events: {} published", r.published),

@@ -248,19 +248,27 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
             ..Inputs::new(&repo_dir, Some("HEAD"))
         };
         let evaluation = reconcile::evaluate(&inputs)?;
-        let plan = rt.block_on(reconcile::plan(&planes, &evaluation, None));
-        let applied = rt.block_on(reconcile::apply(
-            &planes,
-            &evaluation,
-            &plan,
-            &store,
-            &config.apply.detect_only,
-            config.apply.concurrency,
-            &|_| {},
-        ))?;
-        if config.apply.notes {
-            rt.block_on(reconcile::notes::write_notes(&store, &repo_dir))?;
+        // The same pass as `tenancy apply` and the daemon; the demo narrates afterwards.
+        let pass = reconcile::pass::Pass {
+            planes: &planes,
+            store: &store,
+            config: &config,
+            repo: &repo_dir,
+            selected: None,
+            absent_in: None,
+            publish: reconcile::pass::Publish::Outbox,
+        };
+        let done = rt
+            .block_on(reconcile::pass::run(
+                &pass,
+                &evaluation,
+                &reconcile::pass::Quiet,
+            ))?
+            .ok_or_else(|| failed("the pass", "stopped after planning"))?;
+        if let Some(e) = done.notes_error {
+            return Err(e.into());
         }
+        let (plan, applied) = (done.plan, done.applied);
         println!(
             "      commit {}: planned {} change(s); {} tenant(s) applied, {} blocked, {} failed",
             &last_commit[..12],

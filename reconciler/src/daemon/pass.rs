@@ -70,6 +70,66 @@ pub(super) struct Parts<'a> {
     pub(super) metrics: &'a Metrics,
 }
 
+/// The daemon's observer of a pass: the queue-depth gauge, the unreadable-files gauge, failures
+/// by plane, and a line for every tenant the revision no longer declares.
+struct Watch<'a> {
+    metrics: &'a Metrics,
+    planes: &'a Planes,
+    head: &'a str,
+    /// Whether the pass looks for absent tenants and unreadable files (not on a retry).
+    records_absent: bool,
+    started: Instant,
+    planned_ms: AtomicU64,
+}
+
+impl reconcile::pass::Observer for Watch<'_> {
+    fn planned(&self, plan: &reconcile::PlanReport) -> reconcile::pass::Proceed {
+        self.planned_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // The pass's work queue: tenants still to reconcile.
+        self.metrics
+            .queue_depth
+            .store(plan.tenants.len() as u64, Ordering::Relaxed);
+        reconcile::pass::Proceed::Apply
+    }
+
+    fn applied(&self, _: &reconcile::TenantOutcome) {
+        let _ = self
+            .metrics
+            .queue_depth
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    fn recorded(&self, r: &reconcile::pass::PassReport) {
+        if self.records_absent {
+            self.metrics
+                .unreadable_files
+                .store(r.unreadable as u64, Ordering::Relaxed);
+        }
+        for a in &r.absent {
+            let (status, why) = a.status(self.head);
+            say!("tenancy run: {} is {status}: {why}", a.tenant);
+        }
+        // A failure's reason starts with the plane that gave it ("object-store: …").
+        if let Ok(mut errors) = self.metrics.plane_errors.lock() {
+            for t in r
+                .applied
+                .tenants
+                .iter()
+                .filter(|t| t.outcome == Outcome::Failed)
+            {
+                let plane = t
+                    .reason
+                    .as_deref()
+                    .and_then(|r| r.split(':').next())
+                    .filter(|p| self.planes.names().any(|n| n == *p))
+                    .unwrap_or("other");
+                *errors.entry(plane.to_owned()).or_default() += 1;
+            }
+        }
+    }
+}
+
 pub(super) async fn reconcile_once(
     parts: &Parts<'_>,
     head: &str,
@@ -167,80 +227,41 @@ pub(super) async fn reconcile_once(
         (evaluation.governance.seconds * 1e6) as u64,
         Ordering::Relaxed,
     );
-    let plan = reconcile::plan(planes, &evaluation, selected.as_ref()).await;
-    let planned_ms = pass.elapsed().as_millis() as u64;
-    // The pass's work queue: tenants still to reconcile (one at a time each, `concurrency`
-    // together).
-    metrics
-        .queue_depth
-        .store(plan.tenants.len() as u64, Ordering::Relaxed);
-    let applied = reconcile::apply(
+    let watch = Watch {
+        metrics,
         planes,
-        &evaluation,
-        &plan,
-        store,
-        &opts.config.apply.detect_only,
-        opts.config.apply.concurrency,
-        &|_| {
-            let _ = metrics
-                .queue_depth
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        head,
+        records_absent: !matches!(absent_in.as_ref(), Some(f) if f.is_empty()),
+        started: pass,
+        planned_ms: AtomicU64::new(0),
+    };
+    let Some(done) = reconcile::pass::run(
+        &reconcile::pass::Pass {
+            planes,
+            store,
+            config: &opts.config,
+            repo: &opts.repo,
+            selected: selected.as_ref(),
+            absent_in: absent_in.as_ref(),
+            publish: reconcile::pass::Publish::Wake(relay.into_iter().chain(deliveries).collect()),
         },
+        &evaluation,
+        &watch,
     )
     .await
-    .map_err(DaemonError::Apply)?;
-    let applied_ms = pass.elapsed().as_millis() as u64;
-    // Nothing is silent: files that could not be read (logged, counted, kept for `tenancy
-    // status`), tenants no file declares any more (orphaned) or whose file is unreadable.
-    if !matches!(absent_in.as_ref(), Some(f) if f.is_empty()) {
-        let unreadable = reconcile::absent::record_unreadable(store, &evaluation)
-            .await
-            .map_err(DaemonError::Apply)?;
-        metrics
-            .unreadable_files
-            .store(unreadable as u64, Ordering::Relaxed);
-        let correlation = reconcile::correlation_id(&evaluation);
-        let absent =
-            reconcile::absent::record_absent(store, &evaluation, absent_in.as_ref(), &correlation)
-                .await
-                .map_err(DaemonError::Apply)?;
-        for a in &absent {
-            let (status, why) = a.status(head);
-            say!("tenancy run: {} is {status}: {why}", a.tenant);
-        }
+    .map_err(DaemonError::Apply)?
+    else {
+        return Ok(Vec::new()); // Watch never stops a pass after planning
+    };
+    if let Some(e) = &done.notes_error {
+        tracing::warn!(error = %e, "could not write the git notes");
     }
-    // A failure's reason starts with the plane that gave it ("object-store: …").
-    if let Ok(mut errors) = metrics.plane_errors.lock() {
-        for t in applied
-            .tenants
-            .iter()
-            .filter(|t| t.outcome == Outcome::Failed)
-        {
-            let plane = t
-                .reason
-                .as_deref()
-                .and_then(|r| r.split(':').next())
-                .filter(|p| planes.names().any(|n| n == *p))
-                .unwrap_or("other");
-            *errors.entry(plane.to_owned()).or_default() += 1;
-        }
-    }
-    if opts.config.apply.notes {
-        write_notes(store, &opts.repo).await;
-    }
+    let planned_ms = watch.planned_ms.load(Ordering::Relaxed);
     let noted_ms = pass.elapsed().as_millis() as u64;
-    // The relay task publishes what this pass recorded (it runs on its own, so an unreachable
-    // Kafka never holds up reconciling).
-    if let Some(wake) = relay {
-        wake.notify_one();
-    }
-    if let Some(wake) = deliveries {
-        wake.notify_one();
-    }
+    let (plan, applied) = (done.plan, done.applied);
     tracing::debug!(
         evaluated_ms,
         planned_ms,
-        applied_ms,
         noted_ms,
         "pass timings (cumulative)"
     );

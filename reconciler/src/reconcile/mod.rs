@@ -11,7 +11,8 @@
 //!
 //! One file per stage: `evaluate.rs`, `plan.rs` (with `planes.rs`, the planes in use),
 //! `apply.rs`, `record.rs`, `relay.rs` (publish); `absent.rs` says what no file declares any
-//! more, `events.rs` shapes the CloudEvents.
+//! more, `events.rs` shapes the CloudEvents. `pass.rs` wires the stages after `evaluate` once,
+//! for every caller, reporting progress to an [`pass::Observer`].
 
 use crate::config::{Config, DetectOnly};
 use crate::diagnostics::{self, Severity};
@@ -34,6 +35,7 @@ use tenancy_plane::{Change, Plane, PlaneError, TenantEnv};
 pub mod absent;
 pub mod events;
 pub mod notes;
+pub mod pass;
 
 mod apply;
 mod evaluate;
