@@ -29,9 +29,28 @@ pub struct WriteTarget {
 pub struct WriteCache {
     /// What each manifest parsed to, by blob.
     parsed: crate::validate::ParseCache,
-    /// The last commit written: the next write starts from it when the branch is still there
-    /// (consecutive API writes), instead of validating the head again.
-    last: Option<(String, Head)>,
+    /// The head last judged (the last commit written, or the head a refused write read): the
+    /// next write starts from it when the branch is still there, instead of validating the
+    /// head again. Kept whatever the write's outcome.
+    last: Option<(String, std::sync::Arc<Head>)>,
+}
+
+impl WriteCache {
+    /// The catalog and errors of `head`: the one judged last when it is still the head.
+    fn head(
+        &mut self,
+        target: &WriteTarget,
+        head: &str,
+    ) -> Result<std::sync::Arc<Head>, WriteError> {
+        if let Some((sha, at)) = &self.last
+            && sha == head
+        {
+            return Ok(at.clone());
+        }
+        let at = std::sync::Arc::new(evaluate_head(target, &mut self.parsed, head)?);
+        self.last = Some((head.to_owned(), at.clone()));
+        Ok(at)
+    }
 }
 
 /// What a write starts from: the branch head's catalog and the errors it already has.
@@ -237,10 +256,7 @@ pub fn committed(
     let repo = git2::Repository::open(&target.repo)?;
     let head = repo.head()?.peel_to_commit()?.id().to_string();
     let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
-    let at = match cache.last.take() {
-        Some((sha, at)) if sha == head => at,
-        _ => evaluate_head(target, &mut cache.parsed, &head)?,
-    };
+    let at = cache.head(target, &head)?;
     let found = at.catalog.tenant(tenant).map(|t| CommittedTenant {
         file: t.file.clone(),
         organization: t.value.metadata.organization.to_string(),
@@ -250,7 +266,6 @@ pub fn committed(
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
     });
-    cache.last = Some((head, at));
     Ok(found)
 }
 
@@ -343,10 +358,7 @@ pub fn commit(
         let head = parent.id().to_string();
         // The tenant's file as the validator sees it at HEAD.
         let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let at_head = match cache.last.take() {
-            Some((sha, at)) if sha == head => at,
-            _ => evaluate_head(target, &mut cache.parsed, &head)?,
-        };
+        let at_head = cache.head(target, &head)?;
         let catalog = &at_head.catalog;
         let located = catalog.tenant(tenant).map(|t| (t.file.clone(), t.doc));
         let text = match &located {
@@ -439,10 +451,10 @@ pub fn commit(
         }
         cache.last = Some((
             candidate.to_string(),
-            Head {
+            std::sync::Arc::new(Head {
                 catalog: judged.report.catalog,
                 errors,
-            },
+            }),
         ));
         drop(cache);
         // Compare-and-swap: only if the branch is still where we read it. Once the remote

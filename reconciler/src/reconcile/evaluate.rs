@@ -117,6 +117,21 @@ pub enum EvaluateError {
     PolicyHost(#[source] crate::policy::host::Failure),
 }
 
+/// The process's policy host: one wasmtime engine and its compiled modules (by digest), shared
+/// by every evaluation — a daemon pass, an API write — instead of a new engine each time. Each
+/// evaluation still runs in a fresh store and instance: the sandbox is per call, the compiled
+/// code is not. A host that cannot be created is not kept, so the next evaluation tries again.
+fn shared_host() -> Result<Arc<PolicyHost>, EvaluateError> {
+    static HOST: std::sync::Mutex<Option<Arc<PolicyHost>>> = std::sync::Mutex::new(None);
+    let mut host = HOST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = host.as_ref() {
+        return Ok(h.clone());
+    }
+    let created = Arc::new(PolicyHost::new().map_err(EvaluateError::PolicyHost)?);
+    *host = Some(created.clone());
+    Ok(created)
+}
+
 /// Read, validate and govern one revision.
 pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, EvaluateError> {
     evaluate_cached(inputs, None)
@@ -160,7 +175,7 @@ pub fn evaluate_cached(
     let mut policies = Vec::new();
     let mut governance = Governance::default();
     if let Some(bundle) = &bundle {
-        let host = Arc::new(PolicyHost::new().map_err(EvaluateError::PolicyHost)?);
+        let host = shared_host()?;
         let set = PolicySet::load(host, bundle);
         tracing::info!(elapsed_ms = ms(), "policy modules loaded");
         for (entry, module) in &set.policies {
