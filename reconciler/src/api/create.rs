@@ -8,9 +8,7 @@ use super::*;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct CreateBody {
-    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: String,
-    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     organization_id: String,
     #[schema(pattern = "^(mt-standard|st-dedicated|hybrid)$")]
     profile: String,

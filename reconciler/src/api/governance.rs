@@ -6,9 +6,7 @@ use super::*;
 #[into_params(parameter_in = Query, rename_all = "camelCase")]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct GovernanceQuery {
-    #[param(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: String,
-    #[param(pattern = "^[a-z][a-z0-9-]{0,31}$")]
     env: Option<String>,
 }
 

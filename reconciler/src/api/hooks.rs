@@ -12,7 +12,6 @@ pub(super) struct WebhookBody {
     #[schema(min_length = 8, max_length = 256)]
     secret: String,
     /// One tenant; every tenant when absent (unconfined tokens only).
-    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: Option<String>,
 }
 

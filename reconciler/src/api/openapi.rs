@@ -180,12 +180,86 @@ fn manifest_schemas(doc: &mut serde_json::Value) {
     }
 }
 
+/// Which pattern a parameter or property of this name holds, from the id newtypes' one
+/// definition (`manifest::ids`); `in_tenant_path` says whether an `id` is a tenant's.
+fn id_pattern(name: &str, in_tenant_path: bool) -> Option<&'static str> {
+    use crate::manifest::ids::{ENV_NAME_PATTERN, ID_PATTERN};
+    match name {
+        "id" if in_tenant_path => Some(ID_PATTERN),
+        "tenantId" | "organizationId" | "tenant" => Some(ID_PATTERN),
+        "env" => Some(ENV_NAME_PATTERN),
+        _ => None,
+    }
+}
+
+/// Every tenant id, organization id and environment name in the document — path and query
+/// parameters, request and response properties — gets its pattern from `manifest::ids`, so the
+/// document can never disagree with what the server accepts.
+fn ids_from_newtypes(doc: &mut serde_json::Value) {
+    fn set(schema: &mut serde_json::Value, pattern: &str) {
+        // `Option<String>` is written as a one-of with null, or a type list.
+        if let Some(alternatives) = schema.get_mut("oneOf").and_then(|v| v.as_array_mut()) {
+            for a in alternatives.iter_mut().filter(|a| a["type"] == "string") {
+                a["pattern"] = pattern.into();
+            }
+        } else {
+            schema["pattern"] = pattern.into();
+        }
+    }
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let in_tenant_path = path.contains("/tenants/{id}");
+            let Some(ops) = item.as_object_mut() else {
+                continue;
+            };
+            for op in ops.values_mut() {
+                let Some(params) = op.get_mut("parameters").and_then(|p| p.as_array_mut()) else {
+                    continue;
+                };
+                for p in params {
+                    let name = p["name"].as_str().unwrap_or_default().to_owned();
+                    if let Some(pattern) = id_pattern(&name, in_tenant_path) {
+                        if let Some(schema) = p.get_mut("schema") {
+                            set(schema, pattern);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Request bodies (`…Body`): what a client sends. Responses echo what the server wrote,
+    // where a field of the same name may hold a link or `*`.
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        for (_, schema) in schemas
+            .iter_mut()
+            .filter(|(name, _)| name.ends_with("Body"))
+        {
+            let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+                continue;
+            };
+            for (name, prop) in props.iter_mut() {
+                // An explicit pattern of another kind of field is kept.
+                if let Some(pattern) = id_pattern(name, false)
+                    && prop.get("pattern").is_none()
+                    && (prop["type"] == "string"
+                        || prop["type"]
+                            .as_array()
+                            .is_some_and(|t| t.contains(&"string".into())))
+                {
+                    set(prop, pattern);
+                }
+            }
+        }
+    }
+}
+
 /// The document, pretty-printed (what `docs/openapi.json` holds).
 pub fn document() -> String {
     let mut api = ApiDoc::openapi();
     api.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let mut doc = serde_json::to_value(&api).expect("the OpenAPI document serializes");
     manifest_schemas(&mut doc);
+    ids_from_newtypes(&mut doc);
     // An action's body is optional, and is an object when sent (the server also takes
     // `null`): said as a not-required body of the object's schema, which is what client
     // generators turn into "omit the body" (openapi-python-client would send a `null` body, or
@@ -202,6 +276,61 @@ pub fn document() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Ids in the OpenAPI document, the manifest schema and the newtypes' parse say the same
+    /// thing: one definition (`manifest::ids`), checked against the other two.
+    #[test]
+    fn id_patterns_come_from_the_newtypes() {
+        use crate::manifest::ids::{ENV_NAME_PATTERN, EnvName, ID_PATTERN, TenantId};
+        let doc: serde_json::Value = serde_json::from_str(&super::document()).expect("json");
+        let mut seen = 0;
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for op in item.as_object().expect("operations").values() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    let name = p["name"].as_str().expect("name");
+                    if let Some(want) = super::id_pattern(name, path.contains("/tenants/{id}")) {
+                        assert_eq!(p["schema"]["pattern"], want, "{path} {name}");
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen >= 10, "{seen} id parameters");
+        let common: serde_json::Value =
+            serde_json::from_str(crate::validate::schema::COMMON).expect("common schema");
+        assert_eq!(common["$defs"]["identifier"]["pattern"], ID_PATTERN);
+        assert_eq!(common["$defs"]["envName"]["pattern"], ENV_NAME_PATTERN);
+        let matches = |pattern: &str, s: &str| {
+            jsonschema::is_valid(&serde_json::json!({ "pattern": pattern }), &s.into())
+        };
+        for s in [
+            "t_5001",
+            "abc",
+            "a1_",
+            "ab",
+            "T_5001",
+            "t-5001",
+            "1abc",
+            &"a".repeat(64),
+        ] {
+            assert_eq!(TenantId::parse(s).is_ok(), matches(ID_PATTERN, s), "{s}");
+        }
+        for s in [
+            "dev",
+            "prod2",
+            "d",
+            "dev-eu",
+            "Dev",
+            &"e".repeat(17),
+            &"e".repeat(16),
+        ] {
+            assert_eq!(
+                EnvName::parse(s).is_ok(),
+                matches(ENV_NAME_PATTERN, s),
+                "{s}"
+            );
+        }
+    }
+
     #[test]
     fn the_committed_document_is_the_generated_one() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");

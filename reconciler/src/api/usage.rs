@@ -5,9 +5,7 @@ use super::*;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub(super) struct UsageBody {
-    #[schema(pattern = "^[a-z][a-z0-9_]{2,62}$")]
     tenant_id: String,
-    #[schema(pattern = "^[a-z][a-z0-9-]{0,31}$")]
     env: String,
     #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     resource: String,

@@ -29,6 +29,15 @@ const RESERVED: &[&str] = &[
 /// Longest identifier PostgreSQL keeps without truncating (NAMEDATALEN - 1).
 pub const MAX_SQL_IDENT: usize = 63;
 
+/// What [`TenantId::parse`] and [`OrgId::parse`] accept, as a regular expression: the pattern
+/// of `identifier` in schemas/common.schema.json and of every tenant or organization id in the
+/// OpenAPI document (the parse also refuses reserved names and the `pg_` prefix).
+pub const ID_PATTERN: &str = "^[a-z][a-z0-9_]{2,62}$";
+
+/// What [`EnvName::parse`] accepts: `envName` in schemas/common.schema.json, and every
+/// environment name in the OpenAPI document.
+pub const ENV_NAME_PATTERN: &str = "^[a-z][a-z0-9]{1,15}$";
+
 fn check_snake_id(kind: &str, s: &str) -> Result<(), IdError> {
     let hint =
         "ids are 3–63 characters: a lowercase ASCII letter, then lowercase letters, digits or `_`";
