@@ -837,6 +837,16 @@ fn webhook_endpoints(port: u16) {
         422,
     );
     assert_eq!(p["errors"][0]["field"], "/events/1");
+    // The documented bound (maxItems) is the server's: found by schemathesis's fuzzing.
+    let many = vec!["\"TENANCY_UPDATED\""; 17].join(",");
+    let p = problem(
+        &post(
+            &admin,
+            &seed.replace("\"TENANCY_ACTIVATED\",\"TENANCY_SUSPENDED\"", &many),
+        ),
+        422,
+    );
+    assert_eq!(p["errors"][0]["field"], "/events");
     let p = problem(&post(&admin, &seed.replace("whsec_demo", "short")), 422);
     assert_eq!(p["errors"][0]["field"], "/secret");
 

@@ -45,6 +45,16 @@ pub(super) async fn create_webhook(
     if let Err(why) = api.guard.check_registration(&w.url).await {
         return Err(invalid("/url", why));
     }
+    if w.events.len() > crate::webhooks::MAX_EVENT_FILTERS {
+        return Err(invalid(
+            "/events",
+            format!(
+                "at most {} event types (there are {})",
+                crate::webhooks::MAX_EVENT_FILTERS,
+                crate::webhooks::EVENT_TYPES.len()
+            ),
+        ));
+    }
     if let Some((i, e)) = w
         .events
         .iter()
@@ -73,7 +83,7 @@ pub(super) async fn create_webhook(
     if tenant != "*" && crate::manifest::ids::TenantId::parse(&tenant).is_err() {
         return Err(invalid(
             "/tenantId",
-            "tenant ids match ^[a-z][a-z0-9_]{2,62}$".into(),
+            format!("tenant ids match {}", crate::manifest::ids::ID_PATTERN),
         ));
     }
     if !may_manage(&api, &caller, &tenant).await {

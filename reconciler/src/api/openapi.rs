@@ -175,7 +175,7 @@ fn manifest_schemas(doc: &mut serde_json::Value) {
         schemas["WebhookBody"]["properties"]["events"] = json!({
             "type": "array",
             "items": { "type": "string", "enum": event_types },
-            "maxItems": 16,
+            "maxItems": crate::webhooks::MAX_EVENT_FILTERS,
         });
     }
 }

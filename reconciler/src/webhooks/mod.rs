@@ -31,6 +31,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The event types a webhook can subscribe to.
+/// The most event types one webhook may filter on (a registration says each at most once in
+/// practice; the bound keeps a request's list from growing without limit).
+pub const MAX_EVENT_FILTERS: usize = 16;
+
 pub const EVENT_TYPES: &[&str] = &[
     "TENANCY_CREATED",
     "TENANCY_ACTIVATED",
