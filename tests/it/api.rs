@@ -847,6 +847,15 @@ fn webhook_endpoints(port: u16) {
         422,
     );
     assert_eq!(p["errors"][0]["field"], "/events");
+    let long = format!("https://ops.example.com/{}", "a".repeat(2048));
+    let p = problem(
+        &post(
+            &admin,
+            &seed.replace("https://ops.example.com/hooks/tenancy", &long),
+        ),
+        422,
+    );
+    assert_eq!(p["errors"][0]["field"], "/url");
     let p = problem(&post(&admin, &seed.replace("whsec_demo", "short")), 422);
     assert_eq!(p["errors"][0]["field"], "/secret");
 

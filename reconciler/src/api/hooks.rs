@@ -40,6 +40,12 @@ pub(super) async fn create_webhook(
         )
         .field(field, message)
     };
+    if w.url.chars().count() > crate::webhooks::MAX_URL_CHARS {
+        return Err(invalid(
+            "/url",
+            format!("at most {} characters", crate::webhooks::MAX_URL_CHARS),
+        ));
+    }
     // The target must be public (https, no credentials, no internal address or name) —
     // checked again, after DNS resolution, at every delivery.
     if let Err(why) = api.guard.check_registration(&w.url).await {

@@ -295,6 +295,13 @@ mod tests {
             }
         }
         assert!(seen >= 10, "{seen} id parameters");
+        // Bounds the document states are the server's constants.
+        let hook = &doc["components"]["schemas"]["WebhookBody"]["properties"];
+        assert_eq!(hook["url"]["maxLength"], crate::webhooks::MAX_URL_CHARS);
+        assert_eq!(
+            hook["events"]["maxItems"],
+            crate::webhooks::MAX_EVENT_FILTERS
+        );
         let common: serde_json::Value =
             serde_json::from_str(crate::validate::schema::COMMON).expect("common schema");
         assert_eq!(common["$defs"]["identifier"]["pattern"], ID_PATTERN);

@@ -35,6 +35,9 @@ use std::time::Duration;
 /// practice; the bound keeps a request's list from growing without limit).
 pub const MAX_EVENT_FILTERS: usize = 16;
 
+/// The longest webhook URL accepted, in characters (the OpenAPI document's `maxLength`).
+pub const MAX_URL_CHARS: usize = 2048;
+
 pub const EVENT_TYPES: &[&str] = &[
     "TENANCY_CREATED",
     "TENANCY_ACTIVATED",
