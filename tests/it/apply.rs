@@ -552,7 +552,7 @@ async fn a_service_down_fails_only_its_tenants_and_a_rerun_completes() {
         .await
         .expect("status")
         .expect("recorded");
-    assert_eq!(s.status, "failed");
+    assert_eq!(s.status.as_str(), "failed");
     assert!(
         s.last_applied_commit.is_none() && s.error.is_some(),
         "{s:?}"
@@ -568,7 +568,7 @@ async fn a_service_down_fails_only_its_tenants_and_a_rerun_completes() {
         .await
         .expect("status")
         .expect("recorded");
-    assert_eq!(s.status, "synced");
+    assert_eq!(s.status.as_str(), "synced");
     assert!(
         s.last_applied_commit.is_some() && s.error.is_none(),
         "{s:?}"
@@ -836,7 +836,7 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
         .await
         .expect("status")
         .expect("recorded");
-    assert_eq!(status.status, "failed");
+    assert_eq!(status.status.as_str(), "failed");
     assert!(
         status
             .error
@@ -888,7 +888,7 @@ async fn a_service_dying_mid_apply_is_recorded_per_tenant_and_a_rerun_finishes()
     assert_eq!(report.count(Outcome::Failed), 0, "{report:#?}");
     assert_eq!(
         store.status(t5002).await.expect("s").expect("s").status,
-        "synced"
+        tenancy::store::ReconcileStatus::Synced
     );
     assert_eq!(
         reconcile::plan(&planes, &evaluation, None).await.changes(),

@@ -169,7 +169,7 @@ async fn status_and_decisions_are_recorded() {
         let name = format!("{:?}", store.dialect());
         let applied = Status {
             tenant_id: "t_5001".into(),
-            status: "Synced".into(),
+            status: tenancy::store::ReconcileStatus::Synced,
             last_applied_commit: Some("a".repeat(40)),
             last_attempted_commit: Some("a".repeat(40)),
             blocked_reason: None,
@@ -180,7 +180,7 @@ async fn status_and_decisions_are_recorded() {
         store.set_status(&applied).await.expect("status");
         // A later refused commit keeps the last applied one and says why.
         let blocked = Status {
-            status: "Blocked".into(),
+            status: tenancy::store::ReconcileStatus::Blocked,
             last_applied_commit: None,
             last_attempted_commit: Some("b".repeat(40)),
             blocked_reason: Some("encryption.kms-unavailable".into()),
@@ -194,7 +194,7 @@ async fn status_and_decisions_are_recorded() {
             .await
             .expect("read")
             .expect("present");
-        assert_eq!(s.status, "Blocked", "{name}");
+        assert_eq!(s.status, tenancy::store::ReconcileStatus::Blocked, "{name}");
         assert_eq!(
             s.manifest_file.as_deref(),
             Some("org_acme/t_5001.yaml"),

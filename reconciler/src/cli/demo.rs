@@ -9,7 +9,7 @@
 use super::{CliError, exit};
 use crate::config::Config;
 use crate::reconcile::{self, Inputs, Outcome, Planes};
-use crate::store::Store;
+use crate::store::{ReconcileStatus, Store};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
@@ -307,10 +307,9 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
         })
         .map_err(CliError::State)?;
     println!("\n{}", bold("Statuses (tenancy status)"));
-    for s in statuses
-        .iter()
-        .filter(|s| s.status != "synced" || ["t_5002", "t_5010"].contains(&s.tenant_id.as_str()))
-    {
+    for s in statuses.iter().filter(|s| {
+        s.status != ReconcileStatus::Synced || ["t_5002", "t_5010"].contains(&s.tenant_id.as_str())
+    }) {
         let reason = s
             .blocked_reason
             .as_deref()
@@ -323,7 +322,7 @@ pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
         "  … and {} more synced",
         statuses
             .iter()
-            .filter(|s| s.status == "synced")
+            .filter(|s| s.status == ReconcileStatus::Synced)
             .count()
             .saturating_sub(2)
     );

@@ -136,10 +136,11 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
                 "TENANT", "STATUS", "APPLIED", "ATTEMPTED"
             )?;
             for s in &shown {
-                let code = match s.status.as_str() {
-                    "synced" => "32",
-                    "drifted" | "progressing" | "orphaned" => "33",
-                    _ => "31",
+                use crate::store::ReconcileStatus as S;
+                let code = match s.status {
+                    S::Synced => "32",
+                    S::Drifted | S::Progressing | S::Orphaned => "33",
+                    S::Blocked | S::Failed => "31",
                 };
                 let reason = s
                     .blocked_reason
@@ -151,7 +152,7 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
                     out,
                     "{:<24} {} {:<12} {:<12} {reason}",
                     s.tenant_id,
-                    paint(color, code, &format!("{:<11}", s.status)),
+                    paint(color, code, &format!("{:<11}", s.status.as_str())),
                     s.last_applied_commit.as_deref().map(short).unwrap_or("-"),
                     s.last_attempted_commit.as_deref().map(short).unwrap_or("-"),
                 )?;

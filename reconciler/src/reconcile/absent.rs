@@ -33,11 +33,11 @@ pub struct AbsentTenant {
 
 impl AbsentTenant {
     /// The status it is recorded with, and the reason shown with it.
-    pub fn status(&self, sha: &str) -> (&'static str, String) {
+    pub fn status(&self, sha: &str) -> (crate::store::ReconcileStatus, String) {
         let at = &sha[..sha.len().min(12)];
         match &self.absence {
             Absence::Removed(file) => (
-                "orphaned",
+                crate::store::ReconcileStatus::Orphaned,
                 format!(
                     "manifest removed at {at}{}: its resources are kept; declare `lifecycle: Deleted` with a confirmation to remove them, or restore the file",
                     file.as_ref()
@@ -46,7 +46,7 @@ impl AbsentTenant {
                 ),
             ),
             Absence::Unreadable(file, why) => (
-                "blocked",
+                crate::store::ReconcileStatus::Blocked,
                 format!(
                     "manifest {file} cannot be read at {at}: {why}; the last applied state is kept"
                 ),
@@ -157,7 +157,7 @@ pub async fn record_absent(
         let mut r = ReconcileRecord {
             status: Some(Status {
                 tenant_id: a.tenant.clone(),
-                status: new_status.to_owned(),
+                status: new_status,
                 last_applied_commit: None,
                 last_attempted_commit: Some(sha.clone()),
                 blocked_reason: Some(reason.clone()),
@@ -168,7 +168,7 @@ pub async fn record_absent(
             ..Default::default()
         };
         // Told once: when the tenant becomes orphaned (or unreadable), not on every pass.
-        if status.as_deref() != Some(new_status) {
+        if status.as_deref() != Some(new_status.as_str()) {
             let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
             let author = evaluation
                 .snapshot
@@ -200,7 +200,7 @@ pub async fn record_absent(
                 event_type: ty.to_owned(),
                 actor: "tenancy".into(),
                 target: format!("tenant/{}", a.tenant),
-                outcome: new_status.to_owned(),
+                outcome: new_status.as_str().to_owned(),
                 commit_sha: Some(sha.clone()),
                 payload: event["data"].clone(),
                 correlation_id: correlation.to_owned(),

@@ -28,12 +28,13 @@ impl Outcome {
     }
 
     /// Where the tenant stands after it (the status column).
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> crate::store::ReconcileStatus {
+        use crate::store::ReconcileStatus as S;
         match self {
-            Outcome::Applied => "synced",
-            Outcome::Blocked => "blocked",
-            Outcome::Failed => "failed",
-            Outcome::Drifted => "drifted",
+            Outcome::Applied => S::Synced,
+            Outcome::Blocked => S::Blocked,
+            Outcome::Failed => S::Failed,
+            Outcome::Drifted => S::Drifted,
         }
     }
 }

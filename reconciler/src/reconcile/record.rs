@@ -38,7 +38,7 @@ pub(super) async fn record(
     let mut r = crate::store::ReconcileRecord {
         status: Some(Status {
             tenant_id: t.tenant.clone(),
-            status: status.to_owned(),
+            status,
             last_applied_commit: (o.outcome == Outcome::Applied)
                 .then(|| sha.clone())
                 .flatten(),
@@ -164,7 +164,7 @@ pub(super) async fn record(
             // the status says where the tenant stands (synced, blocked, failed, drifted).
             outcome: match o.outcome {
                 Outcome::Applied => "applied",
-                _ => status,
+                _ => status.as_str(),
             }
             .to_owned(),
             commit_sha: sha.clone(),

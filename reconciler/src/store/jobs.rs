@@ -505,6 +505,12 @@ mod tests {
             assert_eq!(DeliveryState::parse(s.as_str()).ok(), Some(s));
             assert_eq!(serde_json::to_value(s).ok(), Some(s.as_str().into()));
         }
+        use crate::store::ReconcileStatus;
+        for s in ReconcileStatus::ALL {
+            assert_eq!(ReconcileStatus::parse(s.as_str()).ok(), Some(s));
+            assert_eq!(serde_json::to_value(s).ok(), Some(s.as_str().into()));
+            assert_eq!(format!("{s:<12}|"), format!("{:<12}|", s.as_str()));
+        }
         let step = serde_json::to_value(StepState::Pending).ok();
         assert_eq!(step, Some("pending".into()));
         assert!(matches!(

@@ -206,11 +206,66 @@ pub struct TenantFilter {
 }
 
 /// Per-tenant reconcile status.
+/// Where a tenant stands after its last reconcile (`reconcile_status.status`), spelled the
+/// same in the column, the CLI, JSON and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReconcileStatus {
+    /// Converged at its last applied commit.
+    Synced,
+    /// A lifecycle job is running.
+    Progressing,
+    /// Kept at its last applied state (validation, policy, a refused change, an unreadable file).
+    Blocked,
+    /// A change failed; the daemon retries.
+    Failed,
+    /// Differences found and not corrected (detect-only).
+    Drifted,
+    /// Its manifest was removed without a confirmed deletion; resources kept.
+    Orphaned,
+}
+
+impl ReconcileStatus {
+    pub const ALL: [ReconcileStatus; 6] = [
+        ReconcileStatus::Synced,
+        ReconcileStatus::Progressing,
+        ReconcileStatus::Blocked,
+        ReconcileStatus::Failed,
+        ReconcileStatus::Drifted,
+        ReconcileStatus::Orphaned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReconcileStatus::Synced => "synced",
+            ReconcileStatus::Progressing => "progressing",
+            ReconcileStatus::Blocked => "blocked",
+            ReconcileStatus::Failed => "failed",
+            ReconcileStatus::Drifted => "drifted",
+            ReconcileStatus::Orphaned => "orphaned",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Result<ReconcileStatus, StoreError> {
+        named(
+            &ReconcileStatus::ALL,
+            ReconcileStatus::as_str,
+            "reconcile status",
+            s,
+        )
+    }
+}
+
+impl std::fmt::Display for ReconcileStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
     pub tenant_id: String,
-    /// Synced, Progressing, Blocked, Failed, Drifted.
-    pub status: String,
+    pub status: ReconcileStatus,
     pub last_applied_commit: Option<String>,
     pub last_attempted_commit: Option<String>,
     pub blocked_reason: Option<String>,

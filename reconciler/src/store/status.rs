@@ -23,7 +23,7 @@ impl Store {
                manifest_file = COALESCE(excluded.manifest_file, reconcile_status.manifest_file)",
         )
         .bind(&s.tenant_id)
-        .bind(&s.status)
+        .bind(s.status.as_str())
         .bind(&s.last_applied_commit)
         .bind(&s.last_attempted_commit)
         .bind(&s.blocked_reason)
@@ -51,7 +51,7 @@ impl Store {
     fn status_from_row(r: &sqlx::any::AnyRow) -> Result<Status, StoreError> {
         Ok(Status {
             tenant_id: r.try_get("tenant_id")?,
-            status: r.try_get("status")?,
+            status: ReconcileStatus::parse(&r.try_get::<String, _>("status")?)?,
             last_applied_commit: r.try_get("last_applied_commit")?,
             last_attempted_commit: r.try_get("last_attempted_commit")?,
             blocked_reason: r.try_get("blocked_reason")?,
