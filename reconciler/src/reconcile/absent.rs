@@ -10,7 +10,7 @@
 //!
 //! An event is recorded when a tenant becomes orphaned or unreadable, not again on every pass.
 
-use super::events::{Fact, cloud_event};
+use super::events::{EventType, Fact, cloud_event};
 use super::{ApplyError, Evaluation};
 use crate::diagnostics::Severity;
 use crate::store::{AuditRecord, NewEvent, ReconcileRecord, Status, Store, now_ms};
@@ -143,8 +143,8 @@ pub async fn record_absent(
         let a = AbsentTenant { tenant, absence };
         let (new_status, reason) = a.status(&sha);
         let ty = match a.absence {
-            Absence::Removed(_) => "TENANCY_ORPHANED",
-            Absence::Unreadable(..) => "RECONCILE_FAILED",
+            Absence::Removed(_) => EventType::Orphaned.as_str(),
+            Absence::Unreadable(..) => EventType::ReconcileFailed.as_str(),
         };
         match a.absence {
             Absence::Removed(_) => {

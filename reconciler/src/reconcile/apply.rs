@@ -345,14 +345,17 @@ pub(super) async fn apply_tenant(
 /// The event type for a lifecycle change from `from` (None: a new tenant) to `to`.
 pub(super) fn transition_events(from: Option<&str>, to: &str) -> Vec<&'static str> {
     match (from, to) {
-        (None, "Active") => vec!["TENANCY_CREATED", "TENANCY_ACTIVATED"],
-        (None, _) => vec!["TENANCY_CREATED"],
+        (None, "Active") => vec![
+            events::EventType::Created.as_str(),
+            events::EventType::Activated.as_str(),
+        ],
+        (None, _) => vec![events::EventType::Created.as_str()],
         (Some(a), b) if a == b => Vec::new(),
-        (Some("Suspended"), "Active") => vec!["TENANCY_RESUMED"],
-        (Some(_), "Active") => vec!["TENANCY_ACTIVATED"],
-        (Some(_), "Suspended") => vec!["TENANCY_SUSPENDED"],
-        (Some(_), "Archived") => vec!["TENANCY_ARCHIVED"],
-        (Some(_), "Deleted") => vec!["TENANCY_DELETED"],
-        (Some(_), _) => vec!["TENANCY_UPDATED"],
+        (Some("Suspended"), "Active") => vec![events::EventType::Resumed.as_str()],
+        (Some(_), "Active") => vec![events::EventType::Activated.as_str()],
+        (Some(_), "Suspended") => vec![events::EventType::Suspended.as_str()],
+        (Some(_), "Archived") => vec![events::EventType::Archived.as_str()],
+        (Some(_), "Deleted") => vec![events::EventType::Deleted.as_str()],
+        (Some(_), _) => vec![events::EventType::Updated.as_str()],
     }
 }

@@ -11,6 +11,52 @@
 
 use serde_json::{Value, json};
 
+/// The type of every event Tenancy emits (`type` of the CloudEvent, seed 000's names): one
+/// spelling, used by the pipeline, webhook filters, the CLI and the schema's test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Created,
+    Activated,
+    Suspended,
+    Resumed,
+    Archived,
+    Deleted,
+    Updated,
+    Orphaned,
+    ReconcileFailed,
+    PolicyDenied,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 10] = [
+        EventType::Created,
+        EventType::Activated,
+        EventType::Suspended,
+        EventType::Resumed,
+        EventType::Archived,
+        EventType::Deleted,
+        EventType::Updated,
+        EventType::Orphaned,
+        EventType::ReconcileFailed,
+        EventType::PolicyDenied,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventType::Created => "TENANCY_CREATED",
+            EventType::Activated => "TENANCY_ACTIVATED",
+            EventType::Suspended => "TENANCY_SUSPENDED",
+            EventType::Resumed => "TENANCY_RESUMED",
+            EventType::Archived => "TENANCY_ARCHIVED",
+            EventType::Deleted => "TENANCY_DELETED",
+            EventType::Updated => "TENANCY_UPDATED",
+            EventType::Orphaned => "TENANCY_ORPHANED",
+            EventType::ReconcileFailed => "RECONCILE_FAILED",
+            EventType::PolicyDenied => "POLICY_DENIED",
+        }
+    }
+}
+
 /// One fact about one tenant, to record as an event.
 pub struct Fact<'a> {
     pub tenant: &'a str,
@@ -86,6 +132,21 @@ pub fn encode(event: &Value, mode: ContentMode, prefix: &str) -> (Vec<(String, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The published event schema lists exactly the types the reconciler emits, in order.
+    #[test]
+    fn event_types_are_the_schemas() {
+        let schema: Value =
+            serde_json::from_str(include_str!("../../../schemas/event.schema.json"))
+                .expect("event schema");
+        let listed: Vec<&str> = schema["properties"]["type"]["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(listed, EventType::ALL.map(EventType::as_str));
+    }
 
     #[test]
     fn the_body_is_the_seeds_shape_and_binary_mode_carries_the_attributes_in_headers() {

@@ -114,7 +114,7 @@ pub(super) async fn record(
                         .as_ref()
                         .is_some_and(|p| p.manifest != record.manifest)
                 {
-                    types.push("TENANCY_UPDATED");
+                    types.push(events::EventType::Updated.as_str());
                 }
                 data["organizationId"] = record.organization_id.clone().into();
                 data["profile"] = record.profile.clone().into();
@@ -135,9 +135,9 @@ pub(super) async fn record(
             reason = o.reason.clone();
             if o.outcome == Outcome::Blocked && !denied.is_empty() {
                 data["policies"] = denied.into();
-                types.push("POLICY_DENIED");
+                types.push(events::EventType::PolicyDenied.as_str());
             } else {
-                types.push("RECONCILE_FAILED");
+                types.push(events::EventType::ReconcileFailed.as_str());
             }
         }
         Outcome::Drifted => {}

@@ -38,18 +38,17 @@ pub const MAX_EVENT_FILTERS: usize = 16;
 /// The longest webhook URL accepted, in characters (the OpenAPI document's `maxLength`).
 pub const MAX_URL_CHARS: usize = 2048;
 
-pub const EVENT_TYPES: &[&str] = &[
-    "TENANCY_CREATED",
-    "TENANCY_ACTIVATED",
-    "TENANCY_SUSPENDED",
-    "TENANCY_RESUMED",
-    "TENANCY_ARCHIVED",
-    "TENANCY_DELETED",
-    "TENANCY_UPDATED",
-    "TENANCY_ORPHANED",
-    "RECONCILE_FAILED",
-    "POLICY_DENIED",
-];
+/// The event types a webhook may filter on: every type the reconciler emits.
+pub const EVENT_TYPES: [&str; 10] = {
+    use crate::reconcile::events::EventType;
+    let mut names = [""; 10];
+    let mut i = 0;
+    while i < EventType::ALL.len() {
+        names[i] = EventType::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
@@ -253,6 +252,12 @@ use crate::diagnostics::error_chain;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhooks_filter_on_every_event_type() {
+        use crate::reconcile::events::EventType;
+        assert_eq!(EVENT_TYPES, EventType::ALL.map(EventType::as_str));
+    }
 
     /// The HMAC primitive against RFC 4231 test case 2, then the documented construction:
     /// the signature over (timestamp, body) is the HMAC over "<timestamp>.<body>".
