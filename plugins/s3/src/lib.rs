@@ -20,13 +20,12 @@
 //! buckets at a time; targets observed concurrently.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
@@ -35,8 +34,6 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
     Tag, Tagging, VersioningConfiguration,
 };
-use md5::{Digest, Md5};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 use tenancy_plane::object::ObjectConfig;
@@ -48,6 +45,13 @@ use tokio::sync::Mutex;
 
 /// The SDK, for callers (and tests) that need to speak to the same endpoints.
 pub use aws_sdk_s3;
+
+mod config;
+mod errors;
+mod registry;
+pub use config::{Factory, S3Config, S3Target};
+use errors::*;
+use registry::*;
 
 const PLANE: &str = "object-store";
 /// Where a shared bucket keeps each tenant's registry of prefixes, away from tenant data, so
@@ -61,100 +65,6 @@ const OBSERVE_CONCURRENCY: usize = 16;
 /// Up to this many tenant-environments in a target are observed resource by resource rather
 /// than by listing the target (see `observe_targeted`).
 const TARGETED_LIMIT: usize = 32;
-
-/// One S3 endpoint, by logical target name (platform/regions.yaml).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct S3Target {
-    /// Custom endpoint (MinIO, Ceph, moto); AWS's regional endpoint when absent.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// Path-style addressing (`endpoint/bucket/key`), which most non-AWS servers need.
-    #[serde(default)]
-    pub path_style: bool,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    #[serde(default)]
-    pub session_token: Option<String>,
-    /// Start of every bucket name Tenancy creates here (bucket names are global on AWS).
-    #[serde(default = "default_bucket_prefix")]
-    pub bucket_prefix: String,
-    /// The shared bucket of mt-standard tenants; `<bucket-prefix>-shared` when absent.
-    #[serde(default)]
-    pub shared_bucket: Option<String>,
-}
-
-fn default_region() -> String {
-    "us-east-1".into()
-}
-
-fn default_bucket_prefix() -> String {
-    "tenancy".into()
-}
-
-impl S3Target {
-    fn shared_bucket(&self) -> String {
-        self.shared_bucket
-            .clone()
-            .unwrap_or_else(|| format!("{}-shared", self.bucket_prefix))
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct S3Config {
-    pub targets: BTreeMap<String, S3Target>,
-}
-
-/// The `[object-store]` section of `tenancy.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct Section {
-    #[serde(default)]
-    targets: BTreeMap<String, S3Target>,
-}
-
-/// Registers the S3 object-store plane (`[object-store]`, a region's `targets.objectStore`).
-pub struct Factory;
-
-impl tenancy_plane::PlaneFactory for Factory {
-    fn about(&self) -> tenancy_plane::About {
-        tenancy_plane::About::new(PLANE, "objectStore", "S3", "buckets").required()
-    }
-    fn build(&self, section: &serde_json::Value) -> Result<Box<dyn Plane>, String> {
-        let s: Section = tenancy_plane::factory::section(section)?;
-        Ok(Box::new(S3Plane::new(S3Config { targets: s.targets })))
-    }
-}
-
-/// One tenant's mt-standard prefixes in a shared bucket, as recorded there.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Registry {
-    prefixes: BTreeMap<String, ObjectConfig>,
-}
-
-impl Registry {
-    /// What the registry must say: every environment that is not being deleted.
-    fn desired<'a>(envs: impl IntoIterator<Item = &'a TenantEnv>) -> Registry {
-        Registry {
-            prefixes: envs
-                .into_iter()
-                .filter(|d| d.lifecycle != Lifecycle::Deleted)
-                .map(|d| (prefix_of(d), ObjectConfig::desired(d)))
-                .collect(),
-        }
-    }
-
-    fn document(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
-    }
-}
-
-fn registry_key(tenant: &str) -> String {
-    format!("{REGISTRY}{tenant}.json")
-}
 
 struct Target {
     client: Client,
@@ -175,90 +85,6 @@ pub struct S3Plane {
 struct TargetListing {
     buckets: HashSet<String>,
     registries: HashMap<String, String>,
-}
-
-fn unavailable(target: &str, e: impl std::fmt::Display) -> PlaneError {
-    PlaneError::Unavailable {
-        plane: PLANE,
-        message: format!("target `{target}`: {e}"),
-    }
-}
-
-/// An SDK error as a plane error: a connection or timeout failure means the service is
-/// unavailable (the whole target), anything else fails this resource.
-fn sdk_error<E>(resource: &str, e: SdkError<E, HttpResponse>) -> PlaneError
-where
-    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-{
-    let message = match (e.code(), &e) {
-        (Some(code), _) => format!("{code}: {}", e.message().unwrap_or("(no message)")),
-        // An unparseable reply: say what the client saw, not the whole raw response.
-        (None, SdkError::ServiceError(s)) => format!(
-            "unexpected reply (HTTP {}): {}",
-            s.raw().status().as_u16(),
-            first_chars(&DisplayErrorContext(s.err()).to_string(), 300)
-        ),
-        (None, _) => first_chars(&DisplayErrorContext(&e).to_string(), 300),
-    };
-    match e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => PlaneError::Unavailable {
-            plane: PLANE,
-            message: format!("{resource}: {message}"),
-        },
-        _ => PlaneError::Failed {
-            plane: PLANE,
-            resource: resource.to_owned(),
-            message,
-        },
-    }
-}
-
-/// `Ok(None)` when the error is one of `absent` (e.g. `NoSuchTagSet`): the setting is unset.
-fn absent_ok<T, E>(
-    resource: &str,
-    result: Result<T, SdkError<E, HttpResponse>>,
-    absent: &[&str],
-) -> Result<Option<T>, PlaneError>
-where
-    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-{
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.code().is_some_and(|c| absent.contains(&c)) => Ok(None),
-        Err(e) => Err(sdk_error(resource, e)),
-    }
-}
-
-fn first_chars(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_owned(),
-    }
-}
-
-/// Some S3 implementations (moto 5.2, at least) answer GetBucketVersioning with the root
-/// element `GetBucketVersioningResponse` instead of S3's `VersioningConfiguration`, which the
-/// SDK's strict parser rejects. The reply is otherwise S3's, so its status is read from the raw
-/// body the error keeps; any other failure stays a failure.
-fn versioning_from_misnamed_reply<E>(e: &SdkError<E, HttpResponse>) -> Option<bool> {
-    let SdkError::ServiceError(s) = e else {
-        return None;
-    };
-    let text = std::str::from_utf8(s.raw().body().bytes()?).ok()?;
-    text.contains("<GetBucketVersioningResponse")
-        .then(|| text.contains("<Status>Enabled</Status>"))
-}
-
-fn build_error(resource: &str, e: impl std::fmt::Display) -> PlaneError {
-    PlaneError::Failed {
-        plane: PLANE,
-        resource: resource.to_owned(),
-        message: e.to_string(),
-    }
-}
-
-fn md5_hex(bytes: &[u8]) -> String {
-    hex::encode(Md5::digest(bytes))
 }
 
 fn prefix_of(d: &TenantEnv) -> String {
@@ -978,19 +804,6 @@ impl S3Plane {
     }
 }
 
-/// Percent-encoding for the `x-amz-tagging` header (RFC 3986 unreserved characters kept).
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 impl Plane for S3Plane {
     fn name(&self) -> &'static str {
         PLANE
@@ -1030,44 +843,5 @@ impl Plane for S3Plane {
             self.prefetch_async(targets).await;
             Ok(())
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_documents_are_canonical_and_tags_are_encoded() {
-        let mut a = ObjectConfig {
-            tags: BTreeMap::from([("b".into(), "2".into()), ("a".into(), "1".into())]),
-            versioning: false,
-            retention_days: Some(30),
-            encryption_key: None,
-            writable: true,
-        };
-        let doc = |c: &ObjectConfig| {
-            Registry {
-                prefixes: BTreeMap::from([("tenants/t/dev/".to_owned(), c.clone())]),
-            }
-            .document()
-        };
-        let first = doc(&a);
-        a.tags = BTreeMap::from([("a".into(), "1".into()), ("b".into(), "2".into())]);
-        assert_eq!(first, doc(&a), "same configuration, same bytes, same MD5");
-        assert_eq!(md5_hex(b""), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(urlencode("tenancy.dev/tenant"), "tenancy.dev%2Ftenant");
-        assert_eq!(
-            ObjectConfig {
-                writable: false,
-                ..a.clone()
-            }
-            .diff_from(Some(&a)),
-            vec![FieldChange::new(
-                "writable",
-                Some("true".into()),
-                Some("false".into())
-            )]
-        );
     }
 }
