@@ -765,6 +765,11 @@ fn lifecycle_writes(port: u16, repo: &TestRepo) {
     problem(&delete_as(&op, "/tenants/t_5004"), 403);
     problem(&delete_as(&op, "/tenants/t_5001?force=true"), 403);
     problem(&delete("/tenants/t_5001?forse=true"), 400);
+    // A refused id says why, not only what ids look like: `postgres` matches the pattern but is
+    // reserved.
+    let p = problem(&delete("/tenants/postgres"), 400);
+    let why = p["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("reserved"), "{p:#}");
     let r = delete("/tenants/t_5004?reason=contract%20ended");
     assert_eq!(r.status, 202, "{}", r.body);
     let accepted = r.json();

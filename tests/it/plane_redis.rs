@@ -296,7 +296,7 @@ async fn an_unreachable_redis_is_named_and_blocks_only_its_target() {
                 dedicated_target: None,
             },
         )]),
-        timeout_seconds: Some(2),
+        timeout_seconds: None, // the default: a closed port is refused at once
     });
     let d = tenant_env("t_x", "dev", Profile::MtStandard, Lifecycle::Active);
     let err = plane.plan(&[d]).await.expect_err("unreachable");

@@ -77,13 +77,13 @@ pub(super) async fn create_tenant(
         ("tenantId", &b.tenant_id),
         ("organizationId", &b.organization_id),
     ] {
-        if crate::manifest::ids::TenantId::parse(value).is_err() {
+        if let Err(e) = crate::manifest::ids::TenantId::parse(value) {
             return Err(Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid-body",
                 format!("{field} is not a valid id"),
             )
-            .field(field, "ids match ^[a-z][a-z0-9_]{2,62}$"));
+            .field(field, e.explained()));
         }
     }
     // A confined token creates only inside its scope.

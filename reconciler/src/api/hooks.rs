@@ -86,11 +86,10 @@ pub(super) async fn create_webhook(
         (None, Some(mine)) => mine.clone(),
         (None, None) => "*".to_owned(),
     };
-    if tenant != "*" && crate::manifest::ids::TenantId::parse(&tenant).is_err() {
-        return Err(invalid(
-            "/tenantId",
-            format!("tenant ids match {}", crate::manifest::ids::ID_PATTERN),
-        ));
+    if tenant != "*"
+        && let Err(e) = crate::manifest::ids::TenantId::parse(&tenant)
+    {
+        return Err(invalid("/tenantId", e.explained()));
     }
     if !may_manage(&api, &caller, &tenant).await {
         return Err(if tenant == "*" {

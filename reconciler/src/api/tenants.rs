@@ -125,9 +125,9 @@ pub(super) async fn visible(api: &Api, caller: &Caller, id: &str) -> Result<Tena
 pub(super) fn tenant_id(id: &str) -> Result<(), Problem> {
     match crate::manifest::ids::TenantId::parse(id) {
         Ok(_) => Ok(()),
-        Err(_) => Err(
+        Err(e) => Err(
             Problem::new(StatusCode::BAD_REQUEST, "invalid-id", "not a tenant id")
-                .field("id", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"),
+                .field("id", e.explained()),
         ),
     }
 }

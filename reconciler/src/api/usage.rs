@@ -56,7 +56,12 @@ pub(super) async fn post_usage(
                 "invalid-body",
                 "not a tenant id",
             )
-            .field("/tenantId", "tenant ids match ^[a-z][a-z0-9_]{2,62}$"));
+            .field(
+                "/tenantId",
+                crate::manifest::ids::TenantId::parse(&u.tenant_id)
+                    .err()
+                    .map_or_else(|| "not a tenant id".to_owned(), |e| e.explained()),
+            ));
         }
         other => other?,
     };

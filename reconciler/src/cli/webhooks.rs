@@ -117,9 +117,8 @@ pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
                 .check_url(url)
                 .map_err(|why| CliError::Usage(format!("--url `{url}`: {why}")))?;
             if tenant != "*" {
-                crate::manifest::ids::TenantId::parse(tenant).map_err(|e| {
-                    CliError::Usage(format!("--tenant: {} ({})", e.message, e.hint))
-                })?;
+                crate::manifest::ids::TenantId::parse(tenant)
+                    .map_err(|e| CliError::Usage(format!("--tenant: {}", e.explained())))?;
             }
             if let Some(bad) = events.iter().find(|e| !EVENT_TYPES.contains(&e.as_str())) {
                 return Err(CliError::Usage(format!(

@@ -16,6 +16,13 @@ pub struct IdError {
     pub hint: &'static str,
 }
 
+impl IdError {
+    /// Why, and what an id looks like: one line for an API field or a CLI argument.
+    pub fn explained(&self) -> String {
+        format!("{} ({})", self.message, self.hint)
+    }
+}
+
 /// Names that PostgreSQL or the platform keep for themselves.
 const RESERVED: &[&str] = &[
     "public",
