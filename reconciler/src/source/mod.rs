@@ -377,24 +377,7 @@ pub fn read_revision_reusing(
             repo: repo.to_owned(),
             message: e.message().to_owned(),
         })?;
-    let author = commit.author();
-    let info = CommitInfo {
-        sha: commit.id().to_string(),
-        author_name: String::from_utf8_lossy(author.name_bytes()).into_owned(),
-        author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
-        summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
-        trailers: commit
-            .message()
-            .ok()
-            .and_then(|m| git2::message_trailers_strs(m).ok())
-            .map(|t| {
-                t.iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        repo: repo.to_owned(),
-    };
+    let info = commit_info(repo, &commit);
     let root = commit.tree()?;
     let sub = normalize_subpath(&opts.path);
     let tree = if sub.is_empty() {
@@ -421,6 +404,50 @@ pub fn read_revision_reusing(
     };
     walk_tree(&repository, &odb, &tree, &sub, opts, known, &mut snapshot)?;
     Ok(snapshot)
+}
+
+/// What a snapshot records of the commit it was read from.
+fn commit_info(repo: &Path, commit: &git2::Commit<'_>) -> CommitInfo {
+    let author = commit.author();
+    CommitInfo {
+        sha: commit.id().to_string(),
+        author_name: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+        author_email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+        summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+        trailers: commit
+            .message()
+            .ok()
+            .and_then(|m| git2::message_trailers_strs(m).ok())
+            .map(|t| {
+                t.iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        repo: repo.to_owned(),
+    }
+}
+
+/// The commit `rev` names, as a snapshot read from it would record it.
+pub fn read_commit(repo: &Path, rev: &str) -> Result<CommitInfo, SourceError> {
+    let repository = open_repository(repo)?;
+    let commit = commit_of(&repository, repo, rev)?;
+    Ok(commit_info(repo, &commit))
+}
+
+/// Would a read with `opts` hand on a file at `path` (repository-relative) of `size` bytes?
+/// For a file written in memory, before anything reads it back.
+pub fn reads(opts: &ReadOptions, path: &str, size: u64) -> bool {
+    let sub = normalize_subpath(&opts.path);
+    let inside = sub.is_empty()
+        || path
+            .strip_prefix(sub.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+    inside
+        && is_manifest_path(path)
+        && opts.wanted(path)
+        && size <= opts.max_file_bytes
+        && path.split('/').all(|s| !s.is_empty() && !is_hidden(s))
 }
 
 fn walk_tree(
@@ -730,5 +757,29 @@ mod tests {
         assert!(is_manifest_path("org/t.YML"));
         assert!(!is_manifest_path("README.md"));
         assert_eq!(normalize_subpath("./tenants//"), "tenants");
+    }
+
+    /// `reads` says what a read would hand on, without reading: what lets an API write judge
+    /// its file by itself.
+    #[test]
+    fn reads_is_what_a_read_takes() {
+        let opts = ReadOptions {
+            path: "./tenants/".into(),
+            max_file_bytes: 100,
+            only: None,
+        };
+        assert!(reads(&opts, "tenants/org/t.yaml", 100));
+        for (path, size) in [
+            ("tenants/org/t.yaml", 101),
+            ("tenantsx/org/t.yaml", 1),
+            ("other/t.yaml", 1),
+            ("tenants/.hidden/t.yaml", 1),
+            ("tenants/org/.t.yaml", 1),
+            ("tenants/org/t.json", 1),
+            ("tenants//t.yaml", 1),
+        ] {
+            assert!(!reads(&opts, path, size), "{path} ({size} bytes)");
+        }
+        assert!(reads(&ReadOptions::default(), "org/t.yml", 1));
     }
 }
