@@ -48,6 +48,7 @@ for i in $(seq "$WRITES"); do
 done | python3 -c '
 import sys
 rows = [l.split() for l in sys.stdin if l.strip()]
-codes = sorted({r[0] for r in rows}); t = sorted(float(r[1]) * 1000 for r in rows)
+codes = sorted({r[0] for r in rows}); first = float(rows[0][1]) * 1000
+t = sorted(float(r[1]) * 1000 for r in rows)
 p99 = t[min(len(t) - 1, int(len(t) * 0.99))]
-print(f"   status {codes}  p50 {t[len(t)//2]:.0f} ms  p99 {p99:.0f} ms  max {t[-1]:.0f} ms  (of {len(t)})")'
+print(f"   status {codes}  p50 {t[len(t)//2]:.0f} ms  p99 {p99:.0f} ms  max {t[-1]:.0f} ms  first {first:.0f} ms  (of {len(t)})")'

@@ -103,6 +103,7 @@ pub fn router(
         }
         parsed.push((bytes, t.clone()));
     }
+    writes::warm(&writes);
     let api = Arc::new(Api {
         store,
         planes,

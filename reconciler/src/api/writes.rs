@@ -8,6 +8,7 @@ use super::edit::{EditError, Editor};
 use crate::policy::history::Previous;
 use crate::reconcile::{self, Inputs};
 use crate::validate::Catalog;
+use crate::validate::delta::Validated;
 use std::path::{Path, PathBuf};
 
 /// Where writes go.
@@ -32,32 +33,33 @@ pub struct WriteCache {
     /// The head last judged (the last commit written, or the head a refused write read): the
     /// next write starts from it when the branch is still there, instead of validating the
     /// head again. Kept whatever the write's outcome.
-    last: Option<(String, std::sync::Arc<Head>)>,
+    last: Option<(String, Head)>,
 }
 
-impl WriteCache {
-    /// The catalog and errors of `head`: the one judged last when it is still the head.
-    fn head(
-        &mut self,
-        target: &WriteTarget,
-        head: &str,
-    ) -> Result<std::sync::Arc<Head>, WriteError> {
-        if let Some((sha, at)) = &self.last
-            && sha == head
-        {
-            return Ok(at.clone());
-        }
-        let at = std::sync::Arc::new(evaluate_head(target, &mut self.parsed, head)?);
-        self.last = Some((head.to_owned(), at.clone()));
-        Ok(at)
+/// The catalog and errors of `head`: the one judged last when it is still the head.
+fn head_of<'c>(
+    last: &'c mut Option<(String, Head)>,
+    parsed: &mut crate::validate::ParseCache,
+    target: &WriteTarget,
+    head: &str,
+) -> Result<&'c mut Head, WriteError> {
+    if last.as_ref().is_none_or(|(sha, _)| sha != head) {
+        *last = Some((head.to_owned(), evaluate_head(target, parsed, head)?));
     }
+    Ok(&mut last.as_mut().expect("set above").1)
 }
 
-/// What a write starts from: the branch head's catalog and the errors it already has.
+/// What a write starts from: the branch head, validated, and the errors it already has.
 #[derive(Debug)]
 struct Head {
-    catalog: Catalog,
+    validated: Validated,
     errors: std::collections::HashSet<FindingKey>,
+}
+
+impl Head {
+    fn catalog(&self) -> &Catalog {
+        &self.validated.report.catalog
+    }
 }
 
 /// A finding as a write compares it with its parent's: its rule, file, tenant and field —
@@ -216,7 +218,7 @@ impl From<EditError> for WriteError {
     }
 }
 
-/// The catalog and errors of the commit `head`.
+/// The commit `head`, validated (and its parse results kept in `parsed`).
 fn evaluate_head(
     target: &WriteTarget,
     parsed: &mut crate::validate::ParseCache,
@@ -234,8 +236,36 @@ fn evaluate_head(
     .report;
     Ok(Head {
         errors: error_keys(&report.findings),
-        catalog: report.catalog,
+        validated: Validated::new(report, parsed),
     })
+}
+
+/// How a candidate was judged: by its delta from the head, or whole.
+enum Judged {
+    Delta(crate::validate::delta::Delta),
+    Whole(crate::validate::Report),
+}
+
+/// Validate the branch head in the background, so the first write starts from it instead of
+/// validating the whole repository while the caller waits. A failure is left for that write
+/// to report.
+pub fn warm(target: &WriteTarget) {
+    let target = target.clone();
+    let warmed = std::thread::Builder::new()
+        .name("tenancy-api-warm".into())
+        .spawn(move || {
+            let head = git2::Repository::open(&target.repo)
+                .and_then(|r| r.head()?.peel_to_commit().map(|c| c.id().to_string()));
+            let Ok(head) = head else { return };
+            let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let WriteCache { parsed, last } = &mut *cache;
+            if let Err(e) = head_of(last, parsed, &target, &head) {
+                tracing::debug!(error = ?e, "the API could not validate the branch head ahead of writes");
+            }
+        });
+    if let Err(e) = warmed {
+        tracing::debug!(error = %e, "no thread to validate the branch head ahead of writes");
+    }
 }
 
 /// A tenant as the branch head declares it: what API writes judge their preconditions against
@@ -256,8 +286,9 @@ pub fn committed(
     let repo = git2::Repository::open(&target.repo)?;
     let head = repo.head()?.peel_to_commit()?.id().to_string();
     let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
-    let at = cache.head(target, &head)?;
-    let found = at.catalog.tenant(tenant).map(|t| CommittedTenant {
+    let WriteCache { parsed, last } = &mut *cache;
+    let at = head_of(last, parsed, target, &head)?;
+    let found = at.catalog().tenant(tenant).map(|t| CommittedTenant {
         file: t.file.clone(),
         organization: t.value.metadata.organization.to_string(),
         lifecycle: t.value.spec.lifecycle.as_str(),
@@ -358,8 +389,9 @@ pub fn commit(
         let head = parent.id().to_string();
         // The tenant's file as the validator sees it at HEAD.
         let mut cache = target.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let at_head = cache.head(target, &head)?;
-        let catalog = &at_head.catalog;
+        let WriteCache { parsed, last } = &mut *cache;
+        let at_head = head_of(last, parsed, target, &head)?;
+        let catalog = at_head.catalog();
         let located = catalog.tenant(tenant).map(|t| (t.file.clone(), t.doc));
         let text = match &located {
             Some((file, _)) => {
@@ -396,24 +428,34 @@ pub fn commit(
         let sig = git2::Signature::now(name, &email)?;
         // The candidate commit exists only as an object until it is judged.
         let candidate = repo.commit(None, &sig, &sig, message, &tree, &[&parent])?;
-        let judged = reconcile::evaluate_cached(
-            &Inputs {
-                path: target.path.clone(),
-                max_file_bytes: target.max_file_bytes,
-                bundle: target.bundle.clone(),
-                govern_only: Some([file.clone()].into_iter().collect()),
-                previous: std::iter::once(Previous::Revision(head.clone()))
-                    .chain(applied.clone())
-                    .collect(),
-                ..Inputs::new(&target.repo, Some(&candidate.to_string()))
-            },
-            Some(&mut cache.parsed),
-        )
-        .map_err(|e| WriteError::Git(e.to_string()))?;
-        let errors = error_keys(&judged.report.findings);
-        let refused: Vec<_> = judged
-            .report
-            .findings
+        let inputs = Inputs {
+            path: target.path.clone(),
+            max_file_bytes: target.max_file_bytes,
+            bundle: target.bundle.clone(),
+            govern_only: Some([file.clone()].into_iter().collect()),
+            previous: std::iter::once(Previous::Revision(head.clone()))
+                .chain(applied.clone())
+                .collect(),
+            ..Inputs::new(&target.repo, Some(&candidate.to_string()))
+        };
+        let evaluate = |e: reconcile::EvaluateError| WriteError::Git(e.to_string());
+        // Judged by what it changed when it changes a tenant file (what API writes do);
+        // otherwise the whole candidate is validated.
+        let judged = match reconcile::evaluate_change(&inputs, &at_head.validated, &file, &new_text)
+            .map_err(evaluate)?
+        {
+            Some(change) => Judged::Delta(change.delta),
+            None => Judged::Whole(
+                reconcile::evaluate_cached(&inputs, Some(parsed))
+                    .map_err(evaluate)?
+                    .report,
+            ),
+        };
+        let findings = match &judged {
+            Judged::Delta(delta) => &delta.findings,
+            Judged::Whole(report) => &report.findings,
+        };
+        let refused: Vec<_> = findings
             .iter()
             .filter(|f| {
                 f.severity == crate::diagnostics::Severity::Error
@@ -431,12 +473,16 @@ pub fn commit(
         }
         // A file the validator did not take as this tenant's manifest (outside the tenants
         // path, say) would commit something the daemon never reconciles.
-        if judged
-            .report
-            .catalog
-            .tenant(tenant)
-            .is_none_or(|t| t.file != file)
-        {
+        let read_as_tenant = match &judged {
+            Judged::Delta(delta) => delta
+                .written()
+                .any(|t| t.value.metadata.id.as_str() == tenant),
+            Judged::Whole(report) => report
+                .catalog
+                .tenant(tenant)
+                .is_some_and(|t| t.file == file),
+        };
+        if !read_as_tenant {
             return Err(WriteError::Invalid(
                 "tenantId".into(),
                 format!("`{file}` would not be read as tenant `{tenant}`'s manifest"),
@@ -449,13 +495,33 @@ pub fn commit(
             fetch_branch(&repo, push, &ref_name)?;
             continue;
         }
-        cache.last = Some((
-            candidate.to_string(),
-            std::sync::Arc::new(Head {
-                catalog: judged.report.catalog,
-                errors,
-            }),
-        ));
+        // What the next write starts from: the candidate, judged.
+        match judged {
+            Judged::Delta(delta) => {
+                // The errors the delta replaces: the file's own, and the cross-tenant ones of
+                // the tenants it shares names with.
+                at_head.errors.retain(|(rule, f, t, _)| {
+                    *f != delta.path
+                        && !(t.is_some()
+                            && crate::validate::TENANT_RULES.contains(&rule.as_str())
+                            && delta.component.contains(f))
+                });
+                at_head.errors.extend(error_keys(&delta.findings));
+                at_head.validated.apply(delta);
+                if let Some((sha, _)) = last.as_mut() {
+                    *sha = candidate.to_string();
+                }
+            }
+            Judged::Whole(report) => {
+                *last = Some((
+                    candidate.to_string(),
+                    Head {
+                        errors: error_keys(&report.findings),
+                        validated: Validated::new(report, parsed),
+                    },
+                ));
+            }
+        }
         drop(cache);
         // Compare-and-swap: only if the branch is still where we read it. Once the remote
         // has the commit it is written, whatever the local branch does meanwhile (a fetch of

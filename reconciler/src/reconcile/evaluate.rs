@@ -172,61 +172,29 @@ pub fn evaluate_cached(
     let mut report =
         validate::validate_cached(&snapshot, &ValidateOptions::default(), cache, &history);
     tracing::info!(elapsed_ms = ms(), "validated");
-    let mut policies = Vec::new();
-    let mut governance = Governance::default();
-    if let Some(bundle) = &bundle {
-        let host = shared_host()?;
-        let set = PolicySet::load(host, bundle);
-        tracing::info!(elapsed_ms = ms(), "policy modules loaded");
-        for (entry, module) in &set.policies {
-            policies.push(PolicyStatus {
-                name: entry.name.clone(),
-                digest: entry.sha256.clone(),
-                mode: entry.mode,
-                error: module.as_ref().err().map(|e| e.to_string()),
-            });
+    let (policies, mut governance) = match &bundle {
+        Some(bundle) => {
+            let locator = Locator::new(&snapshot, Default::default());
+            let judged = judge_policies(
+                bundle,
+                &report.catalog,
+                &report.findings,
+                &history,
+                snapshot.commit.as_ref(),
+                &locator,
+                inputs.govern_only.as_ref(),
+            )?;
+            tracing::info!(
+                evaluations = judged.1.evaluations,
+                elapsed_ms = ms(),
+                "governed"
+            );
+            judged
         }
-        let locator = Locator::new(&snapshot, Default::default());
-        // A tenant that already failed validation is not judged: its errors come first.
-        let invalid: HashSet<String> = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .filter_map(|f| f.tenant.clone())
-            .collect();
-        let judging = std::time::Instant::now();
-        governance = govern(
-            &set,
-            &report.catalog,
-            &history,
-            snapshot.commit.as_ref(),
-            &locator,
-            |t| {
-                !invalid.contains(t.value.metadata.id.as_str())
-                    && inputs
-                        .govern_only
-                        .as_ref()
-                        .is_none_or(|only| only.contains(&t.file))
-            },
-        );
-        governance.seconds = judging.elapsed().as_secs_f64();
-        tracing::info!(
-            evaluations = governance.evaluations,
-            elapsed_ms = ms(),
-            "governed"
-        );
-        report.findings.append(&mut governance.findings);
-        diagnostics::sort(&mut report.findings);
-        report.summary.errors = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count();
-        report.summary.warnings = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Warning)
-            .count();
+        None => Default::default(),
+    };
+    if bundle.is_some() {
+        add_findings(&mut report, std::mem::take(&mut governance.findings));
     }
     Ok(Evaluation {
         snapshot,
@@ -234,6 +202,125 @@ pub fn evaluate_cached(
         policies,
         governance,
     })
+}
+
+/// Add `findings` to a report, in order, counted in its summary.
+fn add_findings(report: &mut Report, mut findings: Vec<diagnostics::Finding>) {
+    report.findings.append(&mut findings);
+    diagnostics::sort(&mut report.findings);
+    report.summary.errors = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    report.summary.warnings = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+}
+
+/// Run `bundle`'s policies over the tenants of `catalog` that have no validation error in
+/// `findings` (and, with `only`, are declared in one of those files).
+fn judge_policies(
+    bundle: &Bundle,
+    catalog: &validate::Catalog,
+    findings: &[diagnostics::Finding],
+    history: &History,
+    commit: Option<&source::CommitInfo>,
+    locator: &Locator<'_>,
+    only: Option<&BTreeSet<String>>,
+) -> Result<(Vec<PolicyStatus>, Governance), EvaluateError> {
+    let set = PolicySet::load(shared_host()?, bundle);
+    let policies = set
+        .policies
+        .iter()
+        .map(|(entry, module)| PolicyStatus {
+            name: entry.name.clone(),
+            digest: entry.sha256.clone(),
+            mode: entry.mode,
+            error: module.as_ref().err().map(|e| e.to_string()),
+        })
+        .collect();
+    // A tenant that already failed validation is not judged: its errors come first.
+    let invalid: HashSet<&str> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .filter_map(|f| f.tenant.as_deref())
+        .collect();
+    let judging = std::time::Instant::now();
+    let mut governance = govern(&set, catalog, history, commit, locator, |t| {
+        !invalid.contains(t.value.metadata.id.as_str())
+            && only.is_none_or(|only| only.contains(&t.file))
+    });
+    governance.seconds = judging.elapsed().as_secs_f64();
+    Ok((policies, governance))
+}
+
+/// A change to one tenant file, judged by its delta (see [`validate::delta`]).
+pub struct ChangeJudged {
+    /// The change's findings, its policy decisions among them.
+    pub delta: validate::delta::Delta,
+    pub governance: Governance,
+}
+
+/// Judge the candidate commit `rev`, which changes only `path` (to `text`) from the revision
+/// `head` validated, without reading or validating the rest of the repository again: the
+/// file's own checks, the cross-tenant checks of the tenants it shares a name with, and the
+/// policies over its tenants, judged against `inputs.previous`. `None` when the change
+/// cannot be judged by its delta (a platform or organization file, a file the reader would
+/// not take): evaluate the whole revision.
+pub fn evaluate_change(
+    inputs: &Inputs,
+    head: &validate::delta::Validated,
+    path: &str,
+    text: &str,
+) -> Result<Option<ChangeJudged>, EvaluateError> {
+    let opts = ReadOptions {
+        path: inputs.path.clone(),
+        max_file_bytes: inputs.max_file_bytes,
+        only: None,
+    };
+    let Some(rev) = inputs.rev.as_deref() else {
+        return Ok(None);
+    };
+    if !source::reads(&opts, path, text.len() as u64) {
+        return Ok(None);
+    }
+    let commit = source::read_commit(&inputs.repo, rev)?;
+    let snapshot = Snapshot {
+        commit: Some(commit),
+        ..Snapshot::default()
+    };
+    let history = History::load(&inputs.repo, Some(rev), &snapshot, &opts, &inputs.previous)?;
+    let id = git2::Oid::hash_object(git2::ObjectType::Blob, text.as_bytes())
+        .map_err(source::SourceError::from)?;
+    let Some(mut delta) = head.judge(path, id, text, &ValidateOptions::default(), &history) else {
+        return Ok(None);
+    };
+    let mut governance = Governance::default();
+    if let Some(bundle) = inputs.bundle.as_deref().map(Bundle::load).transpose()? {
+        // The policies see the platform and the written tenants: nothing else is judged.
+        let catalog = validate::Catalog {
+            tenants: delta.written().cloned().collect(),
+            regions: head.report.catalog.regions.clone(),
+            plans: head.report.catalog.plans.clone(),
+            organizations: Vec::new(),
+        };
+        let locator = Locator::over([(path, text)], Default::default());
+        let only = BTreeSet::from([path.to_owned()]);
+        (_, governance) = judge_policies(
+            &bundle,
+            &catalog,
+            &delta.findings,
+            &history,
+            snapshot.commit.as_ref(),
+            &locator,
+            Some(&only),
+        )?;
+        delta.findings.append(&mut governance.findings);
+    }
+    Ok(Some(ChangeJudged { delta, governance }))
 }
 
 /// Tenants whose manifests differ between two revisions (all of them when a platform or
