@@ -32,3 +32,17 @@ pub mod source;
 pub mod store;
 pub mod validate;
 pub mod webhooks;
+
+/// Helpers the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Every one of `lines` is a whole line of `text`.
+    pub(crate) fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(
+                text.lines().any(|l| l == *line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
+}

@@ -468,7 +468,7 @@ fn the_read_api_authenticates_scopes_filters_and_pages() {
         "tenancy_api_requests_total{method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\",status=\"200\"}",
         "tenancy_api_requests_total{method=\"PATCH\",route=\"/api/tenancy/v1/tenants/{id}\",status=\"200\"}",
         "tenancy_api_requests_total{method=\"GET\",route=\"/api/tenancy/v1/tenants\",status=\"401\"}",
-        "tenancy_api_request_seconds_bucket{method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\",le=\"+Inf\"}",
+        "tenancy_api_request_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\"}",
     ] {
         assert!(metrics.contains(line), "{line} missing from /metrics");
     }

@@ -124,6 +124,15 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
     assert_eq!(metric(port, "tenancy_reconcile_errors_total"), 0);
     assert!(metric(port, "tenancy_policy_evaluations_total") > 0);
     assert_eq!(metric(port, "tenancy_queue_depth"), 0, "the pass is done");
+    // One OpenMetrics exposition: the daemon's families, closed once.
+    let (_, body) = http_get(port, "/metrics").expect("/metrics");
+    assert_eq!(body.lines().last(), Some("# EOF"), "{body}");
+    assert_eq!(body.matches("# EOF").count(), 1);
+    assert!(body.contains("# TYPE tenancy_policy_evaluation_seconds histogram"));
+    assert!(
+        body.contains("tenancy_tenants{status=\"synced\"}"),
+        "{body}"
+    );
     // The import and the suspension ran as lifecycle jobs, their steps the plan's changes.
     let jobs = crate::support::tenancy(&[
         "jobs",

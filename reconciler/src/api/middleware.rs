@@ -2,78 +2,85 @@
 
 use super::*;
 
-/// Upper bounds (seconds) of the API's latency histogram buckets.
-pub(super) const LATENCY_BUCKETS: [f64; 9] =
-    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
-/// One route and method: requests by status, and their latency histogram.
-#[derive(Default)]
-pub(super) struct RouteStats {
-    statuses: std::collections::BTreeMap<u16, u64>,
-    buckets: [u64; LATENCY_BUCKETS.len()],
-    sum: f64,
-    count: u64,
+/// Upper bounds (seconds) of the API's latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 9] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// Requests served, by route, method and status, and their latency — rendered on the daemon's
-/// /metrics. One lock per request, and no allocation once a route and method have been seen.
-#[derive(Default)]
+/// /metrics after its own.
 pub struct ApiMetrics {
-    by_route: std::sync::Mutex<
-        std::collections::BTreeMap<String, std::collections::BTreeMap<String, RouteStats>>,
-    >,
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        let mut m = ApiMetrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        };
+        m.registry.register(
+            "tenancy_api_requests",
+            "REST API requests by method, route and status",
+            m.requests.clone(),
+        );
+        m.registry.register(
+            "tenancy_api_request_seconds",
+            "REST API request latency by method and route",
+            m.latency.clone(),
+        );
+        m
+    }
 }
 
 impl ApiMetrics {
     fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut by_route = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
-        if !by_route.contains_key(route) {
-            by_route.insert(route.to_owned(), Default::default());
-        }
-        let methods = by_route.get_mut(route).expect("just inserted");
-        if !methods.contains_key(method) {
-            methods.insert(method.to_owned(), RouteStats::default());
-        }
-        let stats = methods.get_mut(method).expect("just inserted");
-        *stats.statuses.entry(status).or_default() += 1;
-        for (n, le) in stats.buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            if seconds <= le {
-                *n += 1;
-            }
-        }
-        stats.sum += seconds;
-        stats.count += 1;
+        let route_labels = RouteLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+        };
+        self.latency.get_or_create(&route_labels).observe(seconds);
+        let RouteLabels { method, route } = route_labels;
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
     }
 
-    /// Prometheus text: `tenancy_api_requests_total` and `tenancy_api_request_seconds`.
+    /// OpenMetrics text: `tenancy_api_requests_total` and `tenancy_api_request_seconds`,
+    /// without the closing `# EOF`.
     pub fn render(&self) -> String {
-        let by_route = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
-        let mut requests = String::from(
-            "# HELP tenancy_api_requests_total REST API requests by method, route and status.\n# TYPE tenancy_api_requests_total counter\n",
-        );
-        let mut latency = String::from(
-            "# HELP tenancy_api_request_seconds REST API request latency by method and route.\n# TYPE tenancy_api_request_seconds histogram\n",
-        );
-        for (route, methods) in by_route.iter() {
-            for (method, stats) in methods {
-                let labels = format!("method=\"{method}\",route=\"{route}\"");
-                for (status, n) in &stats.statuses {
-                    requests.push_str(&format!(
-                        "tenancy_api_requests_total{{{labels},status=\"{status}\"}} {n}\n"
-                    ));
-                }
-                for (le, n) in LATENCY_BUCKETS.iter().zip(stats.buckets) {
-                    latency.push_str(&format!(
-                        "tenancy_api_request_seconds_bucket{{{labels},le=\"{le}\"}} {n}\n"
-                    ));
-                }
-                let (sum, count) = (stats.sum, stats.count);
-                latency.push_str(&format!(
-                    "tenancy_api_request_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\ntenancy_api_request_seconds_sum{{{labels}}} {sum:.6}\ntenancy_api_request_seconds_count{{{labels}}} {count}\n"
-                ));
-            }
-        }
-        requests + &latency
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        out
     }
 }
 
@@ -183,5 +190,34 @@ pub(super) async fn request_id(
         resp
     } else {
         next.run(req).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests are counted by route template, method and status, and timed by route and
+    /// method, in OpenMetrics text.
+    #[test]
+    fn api_metrics_render_as_openmetrics() {
+        let m = ApiMetrics::default();
+        m.record("GET", "/api/tenancy/v1/tenants/{id}", 200, 0.003);
+        m.record("GET", "/api/tenancy/v1/tenants/{id}", 200, 0.2);
+        m.record("GET", "/api/tenancy/v1/tenants/{id}", 404, 0.001);
+        let text = m.render();
+        crate::testing::assert_lines(
+            &text,
+            &[
+                "# TYPE tenancy_api_requests counter",
+                "tenancy_api_requests_total{method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\",status=\"200\"} 2",
+                "tenancy_api_requests_total{method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\",status=\"404\"} 1",
+                "# TYPE tenancy_api_request_seconds histogram",
+                "tenancy_api_request_seconds_count{method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\"} 3",
+                "tenancy_api_request_seconds_bucket{le=\"0.005\",method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\"} 2",
+                "tenancy_api_request_seconds_bucket{le=\"+Inf\",method=\"GET\",route=\"/api/tenancy/v1/tenants/{id}\"} 3",
+            ],
+        );
+        assert!(!text.contains("# EOF"), "the daemon closes the exposition");
     }
 }

@@ -2,40 +2,210 @@
 
 use super::*;
 
-/// What `/metrics` reports.
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The plane that failed a tenant.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct PlaneLabel {
+    pub(super) plane: String,
+}
+
+/// How a webhook delivery attempt ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct OutcomeLabel {
+    pub(super) outcome: &'static str,
+}
+
+/// A tenant's last reconcile status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct StatusLabel {
+    pub(super) status: String,
+}
+
+/// A latency histogram in seconds: 1 ms to about a minute.
+#[derive(Clone)]
+pub(super) struct Seconds(Histogram);
+
+impl Default for Seconds {
+    fn default() -> Self {
+        Seconds(Histogram::new(exponential_buckets(0.001, 2.0, 17)))
+    }
+}
+
+impl std::ops::Deref for Seconds {
+    type Target = Histogram;
+    fn deref(&self) -> &Histogram {
+        &self.0
+    }
+}
+
+/// What `/metrics` reports (prometheus-client: the loop updates the metrics, a scrape encodes
+/// them; the registry is made at the first scrape).
 #[derive(Default)]
 pub struct Metrics {
+    registry: std::sync::OnceLock<Registry>,
     pub(super) ready: AtomicBool,
-    pub(super) reconciles: AtomicU64,
-    pub(super) reconcile_errors: AtomicU64,
-    pub(super) non_fast_forward: AtomicU64,
-    pub(super) last_duration_ms: AtomicU64,
-    pub(super) last_success_unix: AtomicU64,
-    pub(super) events_published: AtomicU64,
-    pub(super) outbox_pending: AtomicU64,
+    pub(super) reconciles: Counter,
+    pub(super) reconcile_errors: Counter,
+    pub(super) non_fast_forward: Counter,
+    pub(super) last_duration: Gauge<f64, AtomicU64>,
+    pub(super) last_success_unix: Gauge,
+    pub(super) events_published: Counter,
+    pub(super) outbox_pending: Gauge,
     /// Files of the last revision that could not be read (their findings belong to no tenant).
-    pub(super) unreadable_files: AtomicU64,
-    pub(super) retries: AtomicU64,
-    pub(super) retry_pending: AtomicU64,
-    pub(super) webhook_delivered: AtomicU64,
-    pub(super) webhook_failed: AtomicU64,
-    pub(super) webhook_dead: AtomicU64,
-    /// Microseconds, summed over successful deliveries.
-    pub(super) webhook_latency_us: AtomicU64,
-    pub(super) webhook_pending: AtomicU64,
-    pub(super) queue_depth: AtomicU64,
-    pub(super) policy_evaluations: AtomicU64,
-    /// Microseconds spent judging, summed.
-    pub(super) policy_us: AtomicU64,
+    pub(super) unreadable_files: Gauge,
+    pub(super) retries: Counter,
+    pub(super) retry_pending: Gauge,
+    pub(super) webhook_deliveries: Family<OutcomeLabel, Counter>,
+    pub(super) webhook_latency: Seconds,
+    pub(super) webhook_pending: Gauge,
+    pub(super) queue_depth: Gauge,
+    pub(super) policy_evaluations: Counter,
+    /// Seconds spent judging, per pass.
+    pub(super) policy_seconds: Seconds,
     /// Tenants that failed, by the plane that failed them.
-    pub(super) plane_errors: std::sync::Mutex<BTreeMap<String, u64>>,
-    pub(super) fetches: AtomicU64,
-    pub(super) fetch_errors: AtomicU64,
-    pub(super) triggers: AtomicU64,
-    pub(super) triggers_refused: AtomicU64,
-    pub(super) tenants: std::sync::Mutex<BTreeMap<String, u64>>,
+    pub(super) plane_errors: Family<PlaneLabel, Counter>,
+    pub(super) fetches: Counter,
+    pub(super) fetch_errors: Counter,
+    pub(super) triggers: Counter,
+    pub(super) triggers_refused: Counter,
+    pub(super) tenants: Family<StatusLabel, Gauge>,
     /// Why the branch head is refused, while it is.
     pub(super) refusal: std::sync::Mutex<Option<String>>,
+}
+
+impl Metrics {
+    /// The registry of every metric (each registered as a handle on the same value).
+    fn registry(&self) -> &Registry {
+        self.registry.get_or_init(|| {
+            let m = self;
+            // Every outcome is shown from the start, at 0.
+            for outcome in ["delivered", "failed", "dead"] {
+                m.webhook_deliveries
+                    .get_or_create(&OutcomeLabel { outcome })
+                    .inc_by(0);
+            }
+            let mut registry = Registry::default();
+            let r = &mut registry;
+            // Counters get `_total` from the encoder.
+            r.register(
+                "tenancy_reconciles",
+                "Reconcile passes completed",
+                m.reconciles.clone(),
+            );
+            r.register(
+                "tenancy_reconcile_errors",
+                "Reconcile passes that could not run (repository, state store)",
+                m.reconcile_errors.clone(),
+            );
+            r.register(
+                "tenancy_non_fast_forward",
+                "Commits refused because they do not descend from the last reconciled one",
+                m.non_fast_forward.clone(),
+            );
+            r.register(
+                "tenancy_reconcile_duration_seconds",
+                "Duration of the last reconcile pass",
+                m.last_duration.clone(),
+            );
+            r.register(
+                "tenancy_last_success_timestamp_seconds",
+                "When the last reconcile pass completed",
+                m.last_success_unix.clone(),
+            );
+            r.register(
+                "tenancy_events_published",
+                "Events relayed from the outbox to Kafka",
+                m.events_published.clone(),
+            );
+            r.register(
+                "tenancy_retry_passes",
+                "Passes that retried failed tenants after their backoff",
+                m.retries.clone(),
+            );
+            r.register(
+                "tenancy_tenants_awaiting_retry",
+                "Failed tenants waiting for their next attempt",
+                m.retry_pending.clone(),
+            );
+            r.register(
+                "tenancy_unreadable_files",
+                "Files of the last reconciled revision that could not be read (too large, not UTF-8, a symlink, broken YAML); their tenants keep their last applied state",
+                m.unreadable_files.clone(),
+            );
+            r.register(
+                "tenancy_outbox_pending",
+                "Events recorded but not yet published",
+                m.outbox_pending.clone(),
+            );
+            r.register(
+                "tenancy_queue_depth",
+                "Tenants of the current pass still waiting to be reconciled",
+                m.queue_depth.clone(),
+            );
+            r.register(
+                "tenancy_policy_evaluations",
+                "Policy module evaluations (one module, one tenant)",
+                m.policy_evaluations.clone(),
+            );
+            r.register(
+                "tenancy_policy_evaluation_seconds",
+                "Time spent in policy evaluations (all modules) per pass",
+                m.policy_seconds.0.clone(),
+            );
+            r.register(
+                "tenancy_fetches",
+                "Fetches of the remote repository",
+                m.fetches.clone(),
+            );
+            r.register(
+                "tenancy_fetch_errors",
+                "Fetches of the remote repository that failed",
+                m.fetch_errors.clone(),
+            );
+            r.register(
+                "tenancy_triggers",
+                "Accepted POST /hooks/git triggers",
+                m.triggers.clone(),
+            );
+            r.register(
+                "tenancy_triggers_refused",
+                "POST /hooks/git requests refused (missing or wrong signature)",
+                m.triggers_refused.clone(),
+            );
+            r.register(
+                "tenancy_webhook_deliveries_pending",
+                "Webhook deliveries waiting for their (next) attempt",
+                m.webhook_pending.clone(),
+            );
+            r.register(
+                "tenancy_plane_errors",
+                "Tenant reconciles that failed, by the plane that failed them",
+                m.plane_errors.clone(),
+            );
+            r.register(
+                "tenancy_webhook_deliveries",
+                "Webhook delivery attempts by outcome (failed: will be retried; dead: dead-lettered)",
+                m.webhook_deliveries.clone(),
+            );
+            r.register(
+                "tenancy_webhook_delivery_seconds",
+                "Latency of successful webhook deliveries",
+                m.webhook_latency.0.clone(),
+            );
+            r.register(
+                "tenancy_tenants",
+                "Tenants by last outcome",
+                m.tenants.clone(),
+            );
+            registry
+        })
+    }
 }
 
 /// The state-store key of the current refusal of a branch head (`tenancy status` shows it).
@@ -57,156 +227,57 @@ impl Metrics {
         self.refusal().is_some()
     }
 
+    /// The daemon's metrics as OpenMetrics text, without the closing `# EOF` (the API's
+    /// follow, when it is on).
     pub(super) fn render(&self) -> String {
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        metric(
-            "tenancy_reconciles_total",
-            "counter",
-            "Reconcile passes completed.",
-            get(&self.reconciles),
-        );
-        metric(
-            "tenancy_reconcile_errors_total",
-            "counter",
-            "Reconcile passes that could not run (repository, state store).",
-            get(&self.reconcile_errors),
-        );
-        metric(
-            "tenancy_non_fast_forward_total",
-            "counter",
-            "Commits refused because they do not descend from the last reconciled one.",
-            get(&self.non_fast_forward),
-        );
-        metric(
-            "tenancy_reconcile_duration_seconds",
-            "gauge",
-            "Duration of the last reconcile pass.",
-            format!(
-                "{:.3}",
-                self.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0
-            ),
-        );
-        metric(
-            "tenancy_last_success_timestamp_seconds",
-            "gauge",
-            "When the last reconcile pass completed.",
-            get(&self.last_success_unix),
-        );
-        metric(
-            "tenancy_events_published_total",
-            "counter",
-            "Events relayed from the outbox to Kafka.",
-            get(&self.events_published),
-        );
-        metric(
-            "tenancy_retry_passes_total",
-            "counter",
-            "Passes that retried failed tenants after their backoff.",
-            get(&self.retries),
-        );
-        metric(
-            "tenancy_tenants_awaiting_retry",
-            "gauge",
-            "Failed tenants waiting for their next attempt.",
-            get(&self.retry_pending),
-        );
-        metric(
-            "tenancy_unreadable_files",
-            "gauge",
-            "Files of the last reconciled revision that could not be read (too large, not UTF-8, a symlink, broken YAML); their tenants keep their last applied state.",
-            get(&self.unreadable_files),
-        );
-        metric(
-            "tenancy_outbox_pending",
-            "gauge",
-            "Events recorded but not yet published.",
-            get(&self.outbox_pending),
-        );
-        metric(
-            "tenancy_queue_depth",
-            "gauge",
-            "Tenants of the current pass still waiting to be reconciled.",
-            get(&self.queue_depth),
-        );
-        metric(
-            "tenancy_policy_evaluations_total",
-            "counter",
-            "Policy module evaluations (one module, one tenant).",
-            get(&self.policy_evaluations),
-        );
-        metric(
-            "tenancy_fetches_total",
-            "counter",
-            "Fetches of the remote repository.",
-            get(&self.fetches),
-        );
-        metric(
-            "tenancy_fetch_errors_total",
-            "counter",
-            "Fetches of the remote repository that failed.",
-            get(&self.fetch_errors),
-        );
-        metric(
-            "tenancy_triggers_total",
-            "counter",
-            "Accepted POST /hooks/git triggers.",
-            get(&self.triggers),
-        );
-        metric(
-            "tenancy_triggers_refused_total",
-            "counter",
-            "POST /hooks/git requests refused (missing or wrong signature).",
-            get(&self.triggers_refused),
-        );
-        metric(
-            "tenancy_webhook_deliveries_pending",
-            "gauge",
-            "Webhook deliveries waiting for their (next) attempt.",
-            get(&self.webhook_pending),
-        );
-        out.push_str(&format!(
-            "# HELP tenancy_policy_evaluation_seconds Time spent in policy evaluations (all modules) per pass.\n# TYPE tenancy_policy_evaluation_seconds summary\ntenancy_policy_evaluation_seconds_sum {:.6}\ntenancy_policy_evaluation_seconds_count {}\n",
-            self.policy_us.load(Ordering::Relaxed) as f64 / 1e6,
-            self.reconciles.load(Ordering::Relaxed)
-        ));
-        out.push_str("# HELP tenancy_plane_errors_total Tenant reconciles that failed, by the plane that failed them.\n# TYPE tenancy_plane_errors_total counter\n");
-        if let Ok(p) = self.plane_errors.lock() {
-            for (plane, n) in p.iter() {
-                out.push_str(&format!(
-                    "tenancy_plane_errors_total{{plane=\"{plane}\"}} {n}\n"
-                ));
-            }
-        }
-        out.push_str("# HELP tenancy_webhook_deliveries_total Webhook delivery attempts by outcome (failed: will be retried; dead: dead-lettered).\n# TYPE tenancy_webhook_deliveries_total counter\n");
-        for (outcome, n) in [
-            ("delivered", &self.webhook_delivered),
-            ("failed", &self.webhook_failed),
-            ("dead", &self.webhook_dead),
-        ] {
-            out.push_str(&format!(
-                "tenancy_webhook_deliveries_total{{outcome=\"{outcome}\"}} {}\n",
-                n.load(Ordering::Relaxed)
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP tenancy_webhook_delivery_seconds Latency of successful webhook deliveries.\n# TYPE tenancy_webhook_delivery_seconds summary\ntenancy_webhook_delivery_seconds_sum {:.6}\ntenancy_webhook_delivery_seconds_count {}\n",
-            self.webhook_latency_us.load(Ordering::Relaxed) as f64 / 1e6,
-            self.webhook_delivered.load(Ordering::Relaxed)
-        ));
-        out.push_str(
-            "# HELP tenancy_tenants Tenants by last outcome.\n# TYPE tenancy_tenants gauge\n",
-        );
-        if let Ok(t) = self.tenants.lock() {
-            for (status, n) in t.iter() {
-                out.push_str(&format!("tenancy_tenants{{status=\"{status}\"}} {n}\n"));
-            }
-        }
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, self.registry());
         out
+    }
+
+    /// Count one webhook delivery round.
+    pub(super) fn delivered(&self, delivered: u64, failed: u64, dead: u64, latencies: &[f64]) {
+        for (outcome, n) in [("delivered", delivered), ("failed", failed), ("dead", dead)] {
+            self.webhook_deliveries
+                .get_or_create(&OutcomeLabel { outcome })
+                .inc_by(n);
+        }
+        for s in latencies {
+            self.webhook_latency.observe(*s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn daemon_metrics_render_as_openmetrics() {
+        let m = Metrics::default();
+        m.reconciles.inc();
+        m.queue_depth.set(3);
+        m.delivered(2, 1, 1, &[0.02, 0.5]);
+        m.plane_errors
+            .get_or_create(&PlaneLabel {
+                plane: "postgres".into(),
+            })
+            .inc();
+        let text = m.render();
+        crate::testing::assert_lines(
+            &text,
+            &[
+                "tenancy_reconciles_total 1",
+                "tenancy_reconcile_errors_total 0",
+                "tenancy_queue_depth 3",
+                "tenancy_webhook_deliveries_total{outcome=\"delivered\"} 2",
+                "tenancy_webhook_deliveries_total{outcome=\"dead\"} 1",
+                "tenancy_webhook_delivery_seconds_count 2",
+                "tenancy_plane_errors_total{plane=\"postgres\"} 1",
+                "# TYPE tenancy_last_success_timestamp_seconds gauge",
+            ],
+        );
+        assert!(!text.contains("# EOF"), "serve closes the exposition");
     }
 }

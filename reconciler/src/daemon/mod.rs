@@ -285,14 +285,11 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
                 d,
                 store.clone(),
                 move |r| {
-                    m.webhook_delivered
-                        .fetch_add(r.delivered as u64, Ordering::Relaxed);
-                    m.webhook_failed
-                        .fetch_add((r.failed - r.dead) as u64, Ordering::Relaxed);
-                    m.webhook_dead.fetch_add(r.dead as u64, Ordering::Relaxed);
-                    m.webhook_latency_us.fetch_add(
-                        r.latencies.iter().map(|s| (s * 1e6) as u64).sum(),
-                        Ordering::Relaxed,
+                    m.delivered(
+                        r.delivered as u64,
+                        (r.failed - r.dead) as u64,
+                        r.dead as u64,
+                        &r.latencies,
                     );
                 },
             ))
@@ -338,11 +335,11 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
             })
             .await
             .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
-            metrics.fetches.fetch_add(1, Ordering::Relaxed);
+            metrics.fetches.inc();
             match fetched {
                 Ok(head) => tracing::debug!(%head, "fetched"),
                 Err(e) => {
-                    metrics.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics.fetch_errors.inc();
                     tracing::error!(error = %e, "fetch failed; retrying at the next interval");
                     say!("tenancy run: {e}");
                 }
@@ -351,7 +348,7 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
         let head = match head_of(&opts.repo) {
             Ok(h) => h,
             Err(e) => {
-                metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                metrics.reconcile_errors.inc();
                 tracing::error!(error = %e, "cannot read the repository's HEAD");
                 String::new()
             }
@@ -375,7 +372,7 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
         });
         let scope = if decision == Decision::Refuse {
             if refused.as_deref() != Some(head.as_str()) {
-                metrics.non_fast_forward.fetch_add(1, Ordering::Relaxed);
+                metrics.non_fast_forward.inc();
                 tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
                 let why = format!(
                     "{} does not descend from the last reconciled commit {} (a force-push or rewritten history); nothing is applied until the branch moves forward again or [daemon] on-non-fast-forward = \"apply\"",
@@ -456,26 +453,20 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
                         }
                     }
                     if retrying {
-                        metrics.retries.fetch_add(1, Ordering::Relaxed);
+                        metrics.retries.inc();
                     }
-                    metrics
-                        .retry_pending
-                        .store(retries.len() as u64, Ordering::Relaxed);
-                    metrics.reconciles.fetch_add(1, Ordering::Relaxed);
-                    metrics
-                        .last_duration_ms
-                        .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
-                    metrics.last_success_unix.store(
+                    metrics.retry_pending.set(retries.len() as i64);
+                    metrics.reconciles.inc();
+                    metrics.last_duration.set(started.elapsed().as_secs_f64());
+                    metrics.last_success_unix.set(
                         std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
-                            .map(|d| d.as_secs())
-                            .unwrap_or(0),
-                        Ordering::Relaxed,
+                            .map_or(0, |d| d.as_secs() as i64),
                     );
                     metrics.ready.store(true, Ordering::Relaxed);
                 }
                 Err(e) => {
-                    metrics.reconcile_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics.reconcile_errors.inc();
                     tracing::error!(error = %e, %head, "reconcile failed");
                     say!(
                         "tenancy run: reconcile of {} failed: {e}",

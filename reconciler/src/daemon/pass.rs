@@ -1,6 +1,7 @@
 //! One reconcile pass of the daemon (the same pipeline as `tenancy apply`), its git notes and
 //! the relay of pending events.
 
+use super::metrics::{PlaneLabel, StatusLabel};
 use super::*;
 
 /// Annotate every commit with outcomes recorded since the last time (this pass's, and any a
@@ -26,9 +27,7 @@ pub(super) async fn relay_loop(
     let mut backoff: Option<Duration> = None;
     loop {
         let r = producer.relay(&store).await;
-        metrics
-            .events_published
-            .fetch_add(r.published as u64, Ordering::Relaxed);
+        metrics.events_published.inc_by(r.published as u64);
         match r.error {
             Some(e) => {
                 let next = backoff.map_or(Duration::from_secs(1), |b| {
@@ -87,45 +86,45 @@ impl reconcile::pass::Observer for Watch<'_> {
         self.planned_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         // The pass's work queue: tenants still to reconcile.
-        self.metrics
-            .queue_depth
-            .store(plan.tenants.len() as u64, Ordering::Relaxed);
+        self.metrics.queue_depth.set(plan.tenants.len() as i64);
         reconcile::pass::Proceed::Apply
     }
 
     fn applied(&self, _: &reconcile::TenantOutcome) {
-        let _ = self
-            .metrics
-            .queue_depth
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        let _ = self.metrics.queue_depth.inner().fetch_update(
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+            |n| (n > 0).then_some(n - 1),
+        );
     }
 
     fn recorded(&self, r: &reconcile::pass::PassReport) {
         if self.records_absent {
-            self.metrics
-                .unreadable_files
-                .store(r.unreadable as u64, Ordering::Relaxed);
+            self.metrics.unreadable_files.set(r.unreadable as i64);
         }
         for a in &r.absent {
             let (status, why) = a.status(self.head);
             say!("tenancy run: {} is {status}: {why}", a.tenant);
         }
         // A failure's reason starts with the plane that gave it ("object-store: …").
-        if let Ok(mut errors) = self.metrics.plane_errors.lock() {
-            for t in r
-                .applied
-                .tenants
-                .iter()
-                .filter(|t| t.outcome == Outcome::Failed)
-            {
-                let plane = t
-                    .reason
-                    .as_deref()
-                    .and_then(|r| r.split(':').next())
-                    .filter(|p| self.planes.names().any(|n| n == *p))
-                    .unwrap_or("other");
-                *errors.entry(plane.to_owned()).or_default() += 1;
-            }
+        for t in r
+            .applied
+            .tenants
+            .iter()
+            .filter(|t| t.outcome == Outcome::Failed)
+        {
+            let plane = t
+                .reason
+                .as_deref()
+                .and_then(|r| r.split(':').next())
+                .filter(|p| self.planes.names().any(|n| n == *p))
+                .unwrap_or("other");
+            self.metrics
+                .plane_errors
+                .get_or_create(&PlaneLabel {
+                    plane: plane.to_owned(),
+                })
+                .inc();
         }
     }
 }
@@ -222,11 +221,10 @@ pub(super) async fn reconcile_once(
     let evaluated_ms = pass.elapsed().as_millis() as u64;
     metrics
         .policy_evaluations
-        .fetch_add(evaluation.governance.evaluations as u64, Ordering::Relaxed);
-    metrics.policy_us.fetch_add(
-        (evaluation.governance.seconds * 1e6) as u64,
-        Ordering::Relaxed,
-    );
+        .inc_by(evaluation.governance.evaluations as u64);
+    metrics
+        .policy_seconds
+        .observe(evaluation.governance.seconds);
     let watch = Watch {
         metrics,
         planes,
@@ -267,13 +265,14 @@ pub(super) async fn reconcile_once(
     );
     // Metrics from counting queries, whatever the number of tenants and events (the outbox
     // gauge is counted at each scrape).
-    if let Ok(counts) = store.status_counts().await
-        && let Ok(mut t) = metrics.tenants.lock()
-    {
-        *t = counts
-            .into_iter()
-            .map(|(status, n)| (status, n.max(0) as u64))
-            .collect();
+    if let Ok(counts) = store.status_counts().await {
+        metrics.tenants.clear();
+        for (status, n) in counts {
+            metrics
+                .tenants
+                .get_or_create(&StatusLabel { status })
+                .set(n.max(0));
+        }
     }
     let summary = format!(
         "{} applied, {} blocked, {} failed, {} drifted",

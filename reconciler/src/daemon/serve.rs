@@ -54,14 +54,14 @@ pub(super) async fn serve(
                             .and_then(|v| v.to_str().ok())
                             .unwrap_or_default();
                         if !trigger_signature_ok(&trigger.secret, &body, signature) {
-                            m.triggers_refused.fetch_add(1, Ordering::Relaxed);
+                            m.triggers_refused.inc();
                             tracing::warn!("POST /hooks/git refused: missing or wrong signature");
                             return (
                                 axum::http::StatusCode::UNAUTHORIZED,
                                 "signature missing or wrong (X-Hub-Signature-256: sha256=<HMAC-SHA256 of the body>)\n",
                             );
                         }
-                        m.triggers.fetch_add(1, Ordering::Relaxed);
+                        m.triggers.inc();
                         trigger.pending.store(true, Ordering::Relaxed);
                         let _ = trigger.wake.try_send(());
                         (axum::http::StatusCode::ACCEPTED, "fetching\n")
@@ -102,7 +102,9 @@ pub(super) async fn serve(
                     // Counted at every scrape (one COUNT query), so the gauge is never stale:
                     // events recorded since the last relay attempt are waiting too.
                     match store.pending_count().await {
-                        Ok(n) => m.outbox_pending.store(n.max(0) as u64, Ordering::Relaxed),
+                        Ok(n) => {
+                            m.outbox_pending.set(n.max(0));
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "/metrics: the outbox could not be counted")
                         }
@@ -112,17 +114,17 @@ pub(super) async fn serve(
                             .iter()
                             .find(|(s, _)| *s == crate::store::DeliveryState::Pending)
                             .map_or(0, |(_, n)| *n);
-                        m.webhook_pending
-                            .store(pending.max(0) as u64, Ordering::Relaxed);
+                        m.webhook_pending.set(pending.max(0));
                     }
                     let mut text = m.render();
                     if let Some(api) = api {
                         text.push_str(&api.render());
                     }
+                    text.push_str("# EOF\n");
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
                         text,
                     )
