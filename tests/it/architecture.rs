@@ -136,3 +136,25 @@ fn no_library_file_is_over_800_lines() {
         .collect();
     assert!(long.is_empty(), "over 800 lines: {long:?}");
 }
+
+/// The REST API is composed beside the daemon by `tenancy run` (`cli/run.rs`); the daemon
+/// serves what it is given and never builds the API or its write path itself.
+#[test]
+fn the_daemon_does_not_build_the_api() {
+    let dir = crate::support::workspace_root().join("reconciler/src/daemon");
+    let mut files = Vec::new();
+    sources(&dir, &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        for built in ["api::router", "api::writes", "ApiMetrics"] {
+            assert!(!text.contains(built), "{} uses {built}", f.display());
+        }
+    }
+    let run =
+        std::fs::read_to_string(crate::support::workspace_root().join("reconciler/src/cli/run.rs"))
+            .expect("cli/run.rs");
+    assert!(
+        run.contains("crate::api::router("),
+        "tenancy run composes the API"
+    );
+}

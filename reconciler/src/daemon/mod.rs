@@ -136,7 +136,37 @@ fn create_dir(dir: &std::path::Path) -> Result<(), DaemonError> {
     })
 }
 
-pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
+/// What the daemon shares with what is served beside it on its listener (the REST API, which
+/// `tenancy run` composes: the daemon does not know it).
+pub struct Shared<'a> {
+    pub store: Store,
+    pub config: &'a Config,
+    /// The repository read: the mirror when following a remote.
+    pub repo: &'a std::path::Path,
+    /// The remote followed, if any.
+    pub remote: Option<&'a str>,
+    pub path: &'a str,
+    pub bundle: Option<&'a std::path::Path>,
+    pub max_file_bytes: u64,
+    pub planes: Arc<Planes>,
+    /// The regions and plans of the last pass, updated by each.
+    pub platform: Arc<crate::api::Platform>,
+    /// Where webhooks may point (never this listener).
+    pub guard: crate::webhooks::guard::Guard,
+    pub addr: SocketAddr,
+}
+
+/// Routes served beside the daemon's own, and the OpenMetrics text they add to `/metrics`.
+pub struct Served {
+    pub router: axum::Router,
+    pub metrics: Box<dyn Fn() -> String + Send + Sync>,
+}
+
+/// Compose what is served beside the daemon from what it shares (`None`: nothing); an
+/// `Err` is a configuration error that stops the start.
+pub type Beside = Box<dyn FnOnce(Shared<'_>) -> Result<Option<Served>, String> + Send>;
+
+pub async fn run(mut opts: Options, beside: Option<Beside>) -> Result<(), DaemonError> {
     let mut shutdown = Box::pin(shutdown_signal());
     // A remote repository is followed through a bare mirror under the embedded root.
     let remote = opts.config.daemon.remote.clone();
@@ -197,53 +227,29 @@ pub async fn run(mut opts: Options) -> Result<(), DaemonError> {
             pending: fetch_now.clone(),
             wake: wake_tx.clone(),
         });
-        let api = if config.api.tokens.is_empty() {
-            None
-        } else {
-            say!(
-                "tenancy run: REST API on http://{}{} ({} token(s))",
-                listener.local_addr()?,
-                crate::api::BASE,
-                config.api.tokens.len()
-            );
-            Some(
-                crate::api::router(
-                    store.clone(),
-                    &config.api,
-                    crate::api::writes::WriteTarget {
-                        repo: opts.repo.clone(),
-                        path: opts.path.clone(),
-                        bundle: opts.bundle.clone(),
-                        max_file_bytes: opts.max_file_bytes,
-                        // Following a remote, writes go there (the mirror follows); otherwise
-                        // to `[api] push` when set.
-                        push: match (&remote, &config.api.push) {
-                            (Some(url), _) => Some(crate::api::writes::Push {
-                                remote: url.clone(),
-                                branch: config.daemon.branch.clone(),
-                            }),
-                            (None, Some(name)) => Some(crate::api::writes::Push {
-                                remote: name.clone(),
-                                branch: crate::source::current_branch(&opts.repo)
-                                    .unwrap_or_else(|| "main".into()),
-                            }),
-                            (None, None) => None,
-                        },
-                        cache: Default::default(),
-                    },
-                    planes.clone(),
-                    platform.clone(),
-                    guard.clone(),
-                )
-                .map_err(DaemonError::Usage)?,
-            )
+        let beside = match beside {
+            Some(compose) => compose(Shared {
+                store: store.clone(),
+                config,
+                repo: &opts.repo,
+                remote: remote.as_deref(),
+                path: &opts.path,
+                bundle: opts.bundle.as_deref(),
+                max_file_bytes: opts.max_file_bytes,
+                planes: planes.clone(),
+                platform: platform.clone(),
+                guard: guard.clone(),
+                addr: listener.local_addr()?,
+            })
+            .map_err(DaemonError::Usage)?,
+            None => None,
         };
         tokio::spawn(serve(
             listener,
             metrics.clone(),
             store.clone(),
             trigger,
-            api,
+            beside,
         ));
     }
     let _watcher = {

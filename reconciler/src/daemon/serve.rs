@@ -31,12 +31,12 @@ pub(super) async fn serve(
     metrics: Arc<Metrics>,
     store: Store,
     trigger: Option<Trigger>,
-    api: Option<(axum::Router, Arc<crate::api::ApiMetrics>)>,
+    beside: Option<super::Served>,
 ) {
     use axum::routing::{get, post};
     let ready = metrics.clone();
-    let (mut app, api_metrics) = match api {
-        Some((router, m)) => (router, Some(m)),
+    let (mut app, api_metrics) = match beside {
+        Some(served) => (served.router, Some(Arc::new(served.metrics))),
         None => (axum::Router::new(), None),
     };
     if let Some(trigger) = trigger {
@@ -118,7 +118,7 @@ pub(super) async fn serve(
                     }
                     let mut text = m.render();
                     if let Some(api) = api {
-                        text.push_str(&api.render());
+                        text.push_str(&api());
                     }
                     text.push_str("# EOF\n");
                     (
