@@ -34,6 +34,8 @@ mod lifecycle;
 mod middleware;
 mod patch;
 mod tenants;
+#[cfg(test)]
+mod tests;
 mod topology;
 mod usage;
 use commit::*;

@@ -8,6 +8,8 @@ pub mod markdown;
 mod output;
 pub mod plan;
 pub mod policy;
+#[cfg(test)]
+mod render_tests;
 pub mod run;
 pub mod state;
 pub mod validate;
