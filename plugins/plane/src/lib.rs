@@ -68,6 +68,11 @@ impl Lifecycle {
         Lifecycle::Deleted,
     ];
 
+    /// The state written `name` in manifests (and in the state store), if it is one.
+    pub fn parse(name: &str) -> Option<Lifecycle> {
+        Lifecycle::ALL.into_iter().find(|l| l.as_str() == name)
+    }
+
     /// The name as written in manifests (`Active`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -234,8 +234,8 @@ pub(super) async fn writable(
 /// committed states it may start from (any when empty), and why (a `Reason:` trailer).
 pub(super) struct Transition<'a> {
     pub(super) action: &'a str,
-    pub(super) to: &'static str,
-    pub(super) from: &'static [&'static str],
+    pub(super) to: Lifecycle,
+    pub(super) from: &'static [Lifecycle],
     pub(super) reason: Option<&'a str>,
 }
 

@@ -181,7 +181,7 @@ pub(super) async fn create_tenant(
         let environments = environments_json(&b.environments);
         let mut spec = vec![
             ("profile", b.profile.as_str().into()),
-            ("lifecycle", "Draft".into()),
+            ("lifecycle", Lifecycle::Draft.as_str().into()),
             ("plan", plan),
             ("regions", regions),
             ("environments", environments),
@@ -251,7 +251,7 @@ pub(super) async fn create_tenant(
         axum::Json(views::Created {
             id: id.clone(),
             tenant_id: id.clone(),
-            state: "Draft".into(),
+            state: Lifecycle::Draft.as_str().into(),
             created_at: now,
             commit_sha: c.sha,
             links: views::CreatedLinks {

@@ -50,7 +50,16 @@ pub(super) async fn activate_tenant(
     id: &str,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    change_lifecycle(api, caller, headers, id, "activate", "Active", body).await
+    change_lifecycle(
+        api,
+        caller,
+        headers,
+        id,
+        "activate",
+        Lifecycle::Active,
+        body,
+    )
+    .await
 }
 
 /// Suspend a tenant (seed 000 §10), with an optional one-line reason that travels on the
@@ -63,7 +72,16 @@ pub(super) async fn suspend_tenant(
     id: &str,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
-    change_lifecycle(api, caller, headers, id, "suspend", "Suspended", body).await
+    change_lifecycle(
+        api,
+        caller,
+        headers,
+        id,
+        "suspend",
+        Lifecycle::Suspended,
+        body,
+    )
+    .await
 }
 
 pub(super) async fn change_lifecycle(
@@ -72,7 +90,7 @@ pub(super) async fn change_lifecycle(
     headers: HeaderMap,
     id: &str,
     action: &str,
-    to: &'static str,
+    to: Lifecycle,
     body: axum::body::Bytes,
 ) -> Result<Response, Problem> {
     caller.may(Action::Lifecycle)?;
@@ -158,11 +176,11 @@ pub(super) async fn delete_tenant(
         &id,
         Transition {
             action: "delete",
-            to: "Deleted",
+            to: Lifecycle::Deleted,
             from: if force {
                 &[]
             } else {
-                &["Suspended", "Archived"]
+                &[Lifecycle::Suspended, Lifecycle::Archived]
             },
             reason: Some(reason),
         },

@@ -142,7 +142,7 @@ pub(super) async fn patch_tenant(
     Ok(axum::Json(views::Patched {
         tenant_id: id.clone(),
         profile: new_profile.unwrap_or_else(|| t.profile.clone()),
-        state: t.lifecycle.to_owned(),
+        state: t.lifecycle.as_str().to_owned(),
         commit_sha: c.sha,
         job_state: c
             .job_id

@@ -274,7 +274,7 @@ pub fn warm(target: &WriteTarget) {
 pub struct CommittedTenant {
     pub file: String,
     pub organization: String,
-    pub lifecycle: &'static str,
+    pub lifecycle: crate::manifest::Lifecycle,
     pub profile: String,
 }
 
@@ -291,7 +291,7 @@ pub fn committed(
     let found = at.catalog().tenant(tenant).map(|t| CommittedTenant {
         file: t.file.clone(),
         organization: t.value.metadata.organization.to_string(),
-        lifecycle: t.value.spec.lifecycle.as_str(),
+        lifecycle: t.value.spec.lifecycle,
         profile: serde_json::to_value(t.value.spec.profile)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -330,10 +330,11 @@ pub fn modify(
 /// `from`, when not empty, lists the committed states the change may start from.
 pub fn lifecycle(
     tenant: String,
-    to: &'static str,
+    to: crate::manifest::Lifecycle,
     reason: String,
-    from: &'static [&'static str],
+    from: &'static [crate::manifest::Lifecycle],
 ) -> Box<Edit> {
+    use crate::manifest::Lifecycle;
     let id = tenant.clone();
     modify(tenant, move |e| {
         let tenant = id.as_str();
@@ -341,19 +342,21 @@ pub fn lifecycle(
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if now == to {
+        if now == to.as_str() {
             return Err(WriteError::Unchanged(format!(
-                "tenant `{tenant}` is already {to}"
+                "tenant `{tenant}` is already {}",
+                to.as_str()
             )));
         }
-        if !from.is_empty() && !from.contains(&now.as_str()) {
+        if !from.is_empty() && !from.iter().any(|f| f.as_str() == now) {
+            let states: Vec<&str> = from.iter().map(|f| f.as_str()).collect();
             return Err(WriteError::Precondition(format!(
                 "tenant `{tenant}` is {now}; it must be {} first",
-                from.join(" or ")
+                states.join(" or ")
             )));
         }
-        e.set("spec", "lifecycle", Some(&to.into()))?;
-        if to == "Deleted" && e.document()["spec"].get("deletion").is_none() {
+        e.set("spec", "lifecycle", Some(&to.as_str().into()))?;
+        if to == Lifecycle::Deleted && e.document()["spec"].get("deletion").is_none() {
             let deletion = serde_json::json!({ "confirm": tenant, "reason": reason });
             e.set("spec", "deletion", Some(&deletion))?;
         }

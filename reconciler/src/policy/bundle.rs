@@ -2,6 +2,7 @@
 //! under which limits.
 
 use crate::diagnostics::Finding;
+use crate::manifest::Lifecycle;
 use crate::manifest::yaml::{self, YamlLimits};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -43,10 +44,12 @@ pub enum OperationKind {
 impl OperationKind {
     /// What a change does, from the lifecycle state before (None: the tenant is new) and after:
     /// `delete` when the tenant *became* Deleted, `transition` for any other state change.
-    pub fn of(previous: Option<&str>, current: &str) -> OperationKind {
+    pub fn of(previous: Option<Lifecycle>, current: Lifecycle) -> OperationKind {
         match previous {
             None => OperationKind::Create,
-            Some(p) if current == "Deleted" && p != "Deleted" => OperationKind::Delete,
+            Some(p) if current == Lifecycle::Deleted && p != Lifecycle::Deleted => {
+                OperationKind::Delete
+            }
             Some(p) if p != current => OperationKind::Transition,
             Some(_) => OperationKind::Update,
         }
@@ -307,12 +310,13 @@ mod tests {
 
     #[test]
     fn operations_follow_the_lifecycle() {
-        assert_eq!(OperationKind::of(None, "Active"), Create);
-        assert_eq!(OperationKind::of(Some("Active"), "Active"), Update);
-        assert_eq!(OperationKind::of(Some("Active"), "Suspended"), Transition);
-        assert_eq!(OperationKind::of(Some("Suspended"), "Deleted"), Delete);
+        use tenancy_plane::Lifecycle::*;
+        assert_eq!(OperationKind::of(None, Active), Create);
+        assert_eq!(OperationKind::of(Some(Active), Active), Update);
+        assert_eq!(OperationKind::of(Some(Active), Suspended), Transition);
+        assert_eq!(OperationKind::of(Some(Suspended), Deleted), Delete);
         assert_eq!(
-            OperationKind::of(Some("Deleted"), "Deleted"),
+            OperationKind::of(Some(Deleted), Deleted),
             Update,
             "only becoming Deleted is a delete"
         );

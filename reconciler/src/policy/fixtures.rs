@@ -7,6 +7,7 @@
 
 use super::bundle::{Bundle, Entry};
 use super::host::{self, PolicyHost};
+use crate::manifest::Lifecycle;
 use crate::manifest::yaml::{self, YamlLimits};
 use crate::source::ReadOptions;
 use serde::{Deserialize, Serialize};
@@ -205,17 +206,15 @@ pub fn run_file(
             merge_patch(&mut prev, p);
             prev
         });
-        let lifecycle = |v: &Value| {
-            v["spec"]["lifecycle"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let lifecycle = |v: &Value| v["spec"]["lifecycle"].as_str().and_then(Lifecycle::parse);
+        // A case whose tenant has no valid lifecycle is judged as an update of itself.
         let operation = case.operation.unwrap_or_else(|| {
-            super::bundle::OperationKind::of(
-                previous.as_ref().map(lifecycle).as_deref(),
-                &lifecycle(&tenant),
-            )
+            use super::bundle::OperationKind;
+            match (previous.as_ref().map(lifecycle), lifecycle(&tenant)) {
+                (None, _) => OperationKind::Create,
+                (Some(Some(p)), Some(c)) => OperationKind::of(Some(p), c),
+                _ => OperationKind::Update,
+            }
         });
         let input = host::Input {
             operation: operation.into(),

@@ -75,8 +75,8 @@ pub struct Change<'a> {
 impl Change<'_> {
     pub fn operation(&self) -> OperationKind {
         OperationKind::of(
-            self.previous.map(|p| p.spec.lifecycle.as_str()),
-            self.tenant.spec.lifecycle.as_str(),
+            self.previous.map(|p| p.spec.lifecycle),
+            self.tenant.spec.lifecycle,
         )
     }
 }

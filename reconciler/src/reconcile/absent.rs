@@ -13,6 +13,7 @@
 use super::events::{EventType, Fact, cloud_event};
 use super::{ApplyError, Evaluation};
 use crate::diagnostics::Severity;
+use crate::manifest::Lifecycle;
 use crate::store::{AuditRecord, NewEvent, ReconcileRecord, Status, Store, now_ms};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -116,7 +117,7 @@ pub async fn record_absent(
     let mut out = Vec::new();
     for (tenant, state, status, file) in store.applied_files().await? {
         // A deleted tenant is gone by design; one still declared is not absent.
-        if state == "Deleted" || declared.contains(tenant.as_str()) {
+        if state == Lifecycle::Deleted.as_str() || declared.contains(tenant.as_str()) {
             continue;
         }
         if let Some(files) = files

@@ -232,7 +232,7 @@ pub(super) fn job_action(
     before: Option<&(String, String)>,
     manifest: &Tenant,
 ) -> Option<&'static str> {
-    let to = manifest.spec.lifecycle.as_str();
+    let to = manifest.spec.lifecycle;
     let profile = serde_json::to_value(manifest.spec.profile).ok();
     let profile = profile
         .as_ref()
@@ -241,22 +241,27 @@ pub(super) fn job_action(
     let Some((state, was_profile)) = before else {
         return Some("create");
     };
-    if state == to {
+    let Some(from) = Lifecycle::parse(state) else {
+        // A state this version does not know: the change is an update of it.
+        return Some("update");
+    };
+    if from == to {
         return (was_profile != profile).then_some("change-profile");
     }
-    Some(transition_action(state, to))
+    Some(transition_action(from, to))
 }
 
 /// The job action of a lifecycle transition `from` → `to` (different states). The API queues
 /// the job of its own commits with it, so it must agree with what `apply` starts.
-pub fn transition_action(from: &str, to: &str) -> &'static str {
+pub fn transition_action(from: Lifecycle, to: Lifecycle) -> &'static str {
+    use Lifecycle::*;
     match (from, to) {
-        ("Suspended", "Active") => "resume",
-        (_, "Active") => "activate",
-        (_, "Suspended") => "suspend",
-        (_, "Archived") => "archive",
-        (_, "Deleted") => "delete",
-        _ => "update",
+        (Suspended, Active) => "resume",
+        (_, Active) => "activate",
+        (_, Suspended) => "suspend",
+        (_, Archived) => "archive",
+        (_, Deleted) => "delete",
+        (_, Draft) => "update",
     }
 }
 
@@ -343,19 +348,62 @@ pub(super) async fn apply_tenant(
 }
 
 /// The event type for a lifecycle change from `from` (None: a new tenant) to `to`.
-pub(super) fn transition_events(from: Option<&str>, to: &str) -> Vec<&'static str> {
-    match (from, to) {
-        (None, "Active") => vec![
-            events::EventType::Created.as_str(),
-            events::EventType::Activated.as_str(),
-        ],
-        (None, _) => vec![events::EventType::Created.as_str()],
-        (Some(a), b) if a == b => Vec::new(),
-        (Some("Suspended"), "Active") => vec![events::EventType::Resumed.as_str()],
-        (Some(_), "Active") => vec![events::EventType::Activated.as_str()],
-        (Some(_), "Suspended") => vec![events::EventType::Suspended.as_str()],
-        (Some(_), "Archived") => vec![events::EventType::Archived.as_str()],
-        (Some(_), "Deleted") => vec![events::EventType::Deleted.as_str()],
-        (Some(_), _) => vec![events::EventType::Updated.as_str()],
+/// `from` is the state as stored: one this version does not know is only updated.
+pub(super) fn transition_events(from: Option<&str>, to: Lifecycle) -> Vec<&'static str> {
+    use Lifecycle::*;
+    use events::EventType;
+    let from = from.map(|f| Lifecycle::parse(f).ok_or(f));
+    let types: &[EventType] = match (from, to) {
+        (None, Active) => &[EventType::Created, EventType::Activated],
+        (None, _) => &[EventType::Created],
+        (Some(Ok(a)), b) if a == b => &[],
+        (Some(Ok(Suspended)), Active) => &[EventType::Resumed],
+        (Some(Ok(_)), Active) => &[EventType::Activated],
+        (Some(Ok(_)), Suspended) => &[EventType::Suspended],
+        (Some(Ok(_)), Archived) => &[EventType::Archived],
+        (Some(Ok(_)), Deleted) => &[EventType::Deleted],
+        (Some(_), _) => &[EventType::Updated],
+    };
+    types.iter().map(|t| t.as_str()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Lifecycle::*;
+
+    /// Every lifecycle move names its job and its events; the API queues its own commits'
+    /// jobs with `transition_action`, so the two tables must agree on what a move is.
+    #[test]
+    fn lifecycle_moves_name_their_job_and_events() {
+        let cases = [
+            (Draft, Active, "activate", vec!["TENANCY_ACTIVATED"]),
+            (Active, Suspended, "suspend", vec!["TENANCY_SUSPENDED"]),
+            (Suspended, Active, "resume", vec!["TENANCY_RESUMED"]),
+            (Archived, Active, "activate", vec!["TENANCY_ACTIVATED"]),
+            (Suspended, Archived, "archive", vec!["TENANCY_ARCHIVED"]),
+            (Archived, Deleted, "delete", vec!["TENANCY_DELETED"]),
+            (Active, Draft, "update", vec!["TENANCY_UPDATED"]),
+        ];
+        for (from, to, job, events) in cases {
+            assert_eq!(transition_action(from, to), job, "{from:?} → {to:?}");
+            assert_eq!(
+                transition_events(Some(from.as_str()), to),
+                events,
+                "{from:?} → {to:?}"
+            );
+        }
+        // A new tenant is created (and activated when it starts Active); no move, no event;
+        // a stored state this version does not know is only updated.
+        assert_eq!(
+            transition_events(None, Active),
+            ["TENANCY_CREATED", "TENANCY_ACTIVATED"]
+        );
+        assert_eq!(transition_events(None, Draft), ["TENANCY_CREATED"]);
+        assert!(transition_events(Some("Active"), Active).is_empty());
+        assert_eq!(
+            transition_events(Some("Paused"), Active),
+            ["TENANCY_UPDATED"]
+        );
     }
 }

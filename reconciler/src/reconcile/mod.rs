@@ -16,6 +16,7 @@
 
 use crate::config::{Config, DetectOnly};
 use crate::diagnostics::{self, Severity};
+use crate::manifest::Lifecycle;
 use crate::manifest::model::Tenant;
 use crate::placement::desired;
 use crate::policy::bundle::{Bundle, Mode};

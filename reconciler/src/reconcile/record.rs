@@ -107,8 +107,10 @@ pub(super) async fn record(
         Outcome::Applied => {
             if let Some(m) = manifest {
                 let record = TenantRecord::from_manifest(m);
-                types =
-                    transition_events(previous.as_ref().map(|p| p.state.as_str()), &record.state);
+                types = transition_events(
+                    previous.as_ref().map(|p| p.state.as_str()),
+                    m.spec.lifecycle,
+                );
                 if types.is_empty()
                     && previous
                         .as_ref()
