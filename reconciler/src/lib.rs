@@ -17,15 +17,15 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the whole map and its invariants.
 
-pub mod api;
+pub(crate) mod api;
 pub mod cli;
 pub mod config;
-pub mod daemon;
+pub(crate) mod daemon;
 pub mod diagnostics;
 pub mod manifest;
-pub mod net;
-pub mod placement;
-pub mod planes;
+pub(crate) mod net;
+pub(crate) mod placement;
+pub(crate) mod planes;
 pub mod policy;
 pub mod reconcile;
 pub mod source;

@@ -272,7 +272,6 @@ pub fn warm(target: &WriteTarget) {
 /// (the API reads its own writes, whether or not the daemon has applied them yet).
 #[derive(Debug, Clone)]
 pub struct CommittedTenant {
-    pub file: String,
     pub organization: String,
     pub lifecycle: crate::manifest::Lifecycle,
     pub profile: String,
@@ -289,7 +288,6 @@ pub fn committed(
     let WriteCache { parsed, last } = &mut *cache;
     let at = head_of(last, parsed, target, &head)?;
     let found = at.catalog().tenant(tenant).map(|t| CommittedTenant {
-        file: t.file.clone(),
         organization: t.value.metadata.organization.to_string(),
         lifecycle: t.value.spec.lifecycle,
         profile: serde_json::to_value(t.value.spec.profile)
