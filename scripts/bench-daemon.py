@@ -62,6 +62,7 @@ def measure(args, daemon, db, published_col):
     git = ["git", "-C", args.repo, "-c", "user.name=bench", "-c", "user.email=bench@tenancy.invalid"]
     conn = sqlite3.connect(db, timeout=5)
     latencies = []
+    in_order = []
     stamp = int(time.time())
     for i in range(args.commits):
         path = files[(i * 7919) % len(files)]
@@ -77,6 +78,7 @@ def measure(args, daemon, db, published_col):
             row = conn.execute(query, (tenant, f'%{sha}%')).fetchone()
             if row and (row[0] is not None or not published_col):
                 latencies.append(time.time() - t0)
+                in_order.append(latencies[-1])
                 break
             if time.time() - t0 > 30:
                 sys.exit(f"no event for {tenant} at {sha} after 30 s")
@@ -86,6 +88,7 @@ def measure(args, daemon, db, published_col):
     what = "recorded and published to Kafka" if published_col else "recorded"
     print(f"commit -> converged, event {what}: p50 {p(0.5) * 1000:.0f} ms, p99 {p(0.99) * 1000:.0f} ms, "
           f"max {latencies[-1] * 1000:.0f} ms ({len(latencies)} commits)")
+    print("each commit, in order (ms): " + " ".join(f"{t * 1000:.0f}" for t in in_order))
     # Idle footprint.
     time.sleep(2)
     stat = lambda: open(f"/proc/{daemon.pid}/stat").read().split()
