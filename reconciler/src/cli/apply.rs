@@ -16,7 +16,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     #[command(flatten)]
     pub source: SourceArgs,
 
@@ -59,7 +59,7 @@ impl reconcile::pass::Observer for Progress<'_> {
     }
 }
 
-pub fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run_apply(args: &ApplyArgs, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
     let mut config = Config::load(args.source.config.as_deref())?;
     if args.detect_only {

@@ -13,7 +13,7 @@ use crate::store::{ReconcileStatus, Store};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// The example tenant repository to start from.
     #[arg(long, default_value = "tenants", value_name = "DIR")]
     pub from: PathBuf,
@@ -107,7 +107,7 @@ fn edit(repo: &Path, rel: &str, from: &str, to: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-pub fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run(args: &DemoArgs, color: bool) -> Result<u8, CliError> {
     if !args.from.join("platform").is_dir() {
         eprintln!(
             "error: {} is not a tenant repository (no platform/ directory); run the demo from the \

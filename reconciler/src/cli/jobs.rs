@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct JobsArgs {
+pub(crate) struct JobsArgs {
     /// Only this tenant's jobs.
     pub tenant: Option<String>,
 
@@ -38,7 +38,7 @@ fn state_color(state: JobState) -> &'static str {
     }
 }
 
-pub fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run(args: &JobsArgs, color: bool) -> Result<u8, CliError> {
     let Some((rt, store)) = open_state(args.config.as_deref())? else {
         return Ok(exit::FAILURE);
     };

@@ -12,13 +12,13 @@ use crate::reconcile::{PlanReport, TenantPlan};
 use std::fmt::Write;
 
 /// Under GitHub's 65,536-character comment limit, with room to spare.
-pub const GITHUB_LIMIT: usize = 65_000;
+pub(crate) const GITHUB_LIMIT: usize = 65_000;
 
 /// What the end of the comment needs at most (the cut notices and the pointer to the JSON).
 const RESERVE: usize = 1_500;
 
 /// `s` as Markdown text: no HTML, no emphasis, links, code or table cells of its own, one line.
-pub fn text(s: &str) -> String {
+pub(crate) fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -113,7 +113,7 @@ fn is_blocked(t: &TenantPlan) -> bool {
 
 /// The comment for `report`, at most `limit` characters. `rerun` is the command that prints
 /// the whole plan as JSON.
-pub fn plan_comment(
+pub(crate) fn plan_comment(
     report: &PlanReport,
     findings: &[&Finding],
     rev: &str,

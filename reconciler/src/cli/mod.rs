@@ -23,15 +23,15 @@ pub(crate) use output::report_out;
 /// Exit codes shared by every command.
 pub mod exit {
     /// Success: nothing that blocks (warnings may have been printed).
-    pub const OK: u8 = 0;
+    pub(crate) const OK: u8 = 0;
     /// The input was examined and refused (validation errors, policy denials).
-    pub const FINDINGS: u8 = 1;
+    pub(crate) const FINDINGS: u8 = 1;
     /// The command could not run: bad arguments, repository, revision or I/O.
-    pub const FAILURE: u8 = 2;
+    pub(crate) const FAILURE: u8 = 2;
     /// `apply`: some tenant failed (the next run resumes where it stopped).
-    pub const PARTIAL: u8 = 3;
+    pub(crate) const PARTIAL: u8 = 3;
     /// `apply --detect-only`: drift was found.
-    pub const DRIFT: u8 = 4;
+    pub(crate) const DRIFT: u8 = 4;
 }
 
 const ABOUT: &str = "Tenancy: GitOps governance for multi-tenant platforms.
@@ -53,7 +53,7 @@ Examples:
 
 #[derive(Debug, Parser)]
 #[command(name = "tenancy", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// When to use colours in text output.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, env = "TENANCY_COLOR")]
     pub color: ColorChoice,
@@ -72,7 +72,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Check a revision's manifests: YAML, JSON Schema, identifiers and cross-references.
     ///
     /// Reads the manifests committed at --rev (default HEAD) from Git's object database — not
@@ -157,7 +157,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
@@ -165,14 +165,14 @@ pub enum LogFormat {
 use crate::diagnostics::JSON_LOGS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ColorChoice {
+pub(crate) enum ColorChoice {
     Auto,
     Always,
     Never,
 }
 
 impl ColorChoice {
-    pub fn enabled(self) -> bool {
+    pub(crate) fn enabled(self) -> bool {
         use std::io::IsTerminal;
         match self {
             ColorChoice::Always => true,
@@ -185,7 +185,7 @@ impl ColorChoice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     /// Text for people (colours on a terminal).
     Text,
     /// One JSON document with a stable shape.
@@ -193,7 +193,7 @@ pub enum Output {
 }
 
 /// Parse sizes such as `1MiB`, `512KiB`, `2000000`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -218,7 +218,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A positive, finite number of seconds (`2`, `0.5`), for clap.
-pub fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
     match s.trim().parse::<f64>() {
         Ok(n) if n.is_finite() && n > 0.0 && n <= 1e9 => Ok(std::time::Duration::from_secs_f64(n)),
         _ => Err(format!(
@@ -347,7 +347,7 @@ impl miette::Diagnostic for Shown {
 
 /// A failure that stops a command (exit code 2).
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error(transparent)]
     #[diagnostic(code(tenancy::source), help("check --repo, --rev and --path"))]
     Source(#[from] crate::source::SourceError),

@@ -18,7 +18,7 @@ use tenancy_plane::{Change, Op};
 
 /// What to read, shared by `plan` and `apply`.
 #[derive(Debug, clap::Args)]
-pub struct SourceArgs {
+pub(crate) struct SourceArgs {
     /// Path to the Git repository that holds the manifests.
     #[arg(long, default_value = ".", env = "TENANCY_REPO")]
     pub repo: PathBuf,
@@ -52,7 +52,7 @@ pub struct SourceArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PlanOutput {
+pub(crate) enum PlanOutput {
     /// `+ ~ -` per tenant, for a terminal.
     Text,
     /// One JSON document (kind: Plan).
@@ -62,7 +62,7 @@ pub enum PlanOutput {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     #[command(flatten)]
     pub source: SourceArgs,
 
@@ -121,7 +121,7 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 /// The last applied manifests of the state store `config` names, when it exists (a SQLite
 /// file that was never created holds nothing applied); read-only commands never create one.
-pub fn applied_if_recorded(config: &Config) -> Result<Option<Previous>, CliError> {
+pub(crate) fn applied_if_recorded(config: &Config) -> Result<Option<Previous>, CliError> {
     let rt = runtime()?;
     rt.block_on(async {
         match Store::open_existing(&config.state_url()).await {
@@ -156,7 +156,7 @@ pub(super) fn evaluate_prefetching(
     Ok((rt, planes, evaluation))
 }
 
-pub fn run_plan(args: &PlanArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run_plan(args: &PlanArgs, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
     let config = Config::load(args.source.config.as_deref())?;
     let rev = args.head.as_deref().unwrap_or(&args.rev);

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run fixture cases against the bundle's modules and show a diff for each failing case.
     ///
     /// Fixtures are YAML files (kind: PolicyTest) naming a policy of the bundle, a platform
@@ -37,7 +37,7 @@ pub enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// A policy component (.wasm).
     pub module: PathBuf,
     /// The tenant manifest to judge (YAML).
@@ -58,7 +58,7 @@ pub struct RunArgs {
 /// The sandbox's limits, as a bundle entry's `limits:` sets them (defaults: a bundle's).
 #[derive(Debug, clap::Args)]
 #[command(next_help_heading = "Sandbox limits (as in a bundle entry's `limits:`)")]
-pub struct LimitArgs {
+pub(crate) struct LimitArgs {
     /// Fuel (instructions) per evaluation.
     #[arg(long, default_value_t = Limits::default().fuel)]
     pub fuel: u64,
@@ -108,7 +108,7 @@ fn read_module(path: &std::path::Path) -> (Result<Vec<u8>, Failure>, String) {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// Fixture files to run (default: every fixtures/*.yaml next to the bundle's modules).
     pub fixtures: Vec<PathBuf>,
     /// The policy bundle whose modules are tested.
@@ -119,7 +119,7 @@ pub struct TestArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// A policy component (.wasm).
     pub module: PathBuf,
     #[command(flatten)]
@@ -128,7 +128,7 @@ pub struct InspectArgs {
     pub output: Output,
 }
 
-pub fn run(cmd: &Command, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run(cmd: &Command, color: bool) -> Result<u8, CliError> {
     match cmd {
         Command::Test(a) => test(a, color),
         Command::Inspect(a) => inspect(a, color),

@@ -5,7 +5,7 @@ use super::{CliError, exit};
 use crate::config::Config;
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub source: SourceArgs,
 
@@ -23,7 +23,7 @@ pub struct RunArgs {
 }
 
 /// `tenancy run`.
-pub fn run_daemon(args: &RunArgs) -> Result<u8, CliError> {
+pub(crate) fn run_daemon(args: &RunArgs) -> Result<u8, CliError> {
     let config = Config::load(args.source.config.as_deref())?;
     let opts = crate::daemon::Options {
         repo: args.source.repo.clone(),

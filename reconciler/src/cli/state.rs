@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// Only these tenants.
     pub tenants: Vec<String>,
 
@@ -62,7 +62,7 @@ pub(crate) fn open_state_for_write(
 }
 
 /// `tenancy status`: each tenant's last outcome, from the state store.
-pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
     let Some((rt, store)) = open_state(args.config.as_deref())? else {
         return Ok(exit::FAILURE);
     };
@@ -171,7 +171,7 @@ pub fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError> {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct EventsArgs {
+pub(crate) struct EventsArgs {
     /// Only this tenant's events.
     #[arg(long)]
     pub tenant: Option<String>,
@@ -194,7 +194,7 @@ pub struct EventsArgs {
 }
 
 /// `tenancy events`: the outbox, i.e. every event the reconciler has recorded, in order.
-pub fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
     let Some((rt, store)) = open_state(args.config.as_deref())? else {
         return Ok(exit::FAILURE);
     };
@@ -238,7 +238,7 @@ pub fn run_events(args: &EventsArgs, color: bool) -> Result<u8, CliError> {
 }
 
 #[derive(Debug, clap::Args)]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// The tenant.
     pub tenant: String,
 
@@ -253,7 +253,7 @@ pub struct HistoryArgs {
 
 /// `tenancy history TENANT`: the commits that concerned a tenant, what each did (audit) and
 /// the policy decisions on each, from the state store.
-pub fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run_history(args: &HistoryArgs, color: bool) -> Result<u8, CliError> {
     let Some((rt, store)) = open_state(args.config.as_deref())? else {
         return Ok(exit::FAILURE);
     };

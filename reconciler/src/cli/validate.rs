@@ -13,10 +13,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// Where the policy bundle is looked for when --policies is not given.
-pub const DEFAULT_BUNDLE: &str = "policies/bundle.yaml";
+pub(crate) const DEFAULT_BUNDLE: &str = "policies/bundle.yaml";
 
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Path to the Git repository that holds the manifests.
     #[arg(long, default_value = ".", env = "TENANCY_REPO")]
     pub repo: PathBuf,
@@ -109,7 +109,7 @@ fn bundle_path(args: &Args) -> Option<PathBuf> {
     }
 }
 
-pub fn run(args: &Args, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run(args: &Args, color: bool) -> Result<u8, CliError> {
     let started = Instant::now();
     let bundle = bundle_path(args);
     let mut previous = vec![match &args.base {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
-pub struct WebhooksArgs {
+pub(crate) struct WebhooksArgs {
     #[command(subcommand)]
     pub command: WebhooksCommand,
 
@@ -23,7 +23,7 @@ pub struct WebhooksArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
-pub enum WebhooksCommand {
+pub(crate) enum WebhooksCommand {
     /// Register (or update) a webhook: every event of a tenant (or of all, `--tenant '*'`)
     /// whose type is subscribed is POSTed to the URL, signed with the secret.
     Add {
@@ -99,7 +99,7 @@ fn secret(env: Option<&str>, file: Option<&std::path::Path>) -> Result<String, C
     Ok(value)
 }
 
-pub fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
+pub(crate) fn run(args: &WebhooksArgs, color: bool) -> Result<u8, CliError> {
     // Check the arguments before touching the store.
     let registration = match &args.command {
         WebhooksCommand::Add {

@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Webhooks delivered to at once.
-pub const CONCURRENCY: usize = 16;
+pub(crate) const CONCURRENCY: usize = 16;
 
 /// Start delivering; returns what wakes the dispatcher (notify it after recording events).
 /// `report` sees what every round did (metrics).
-pub fn spawn(
+pub(crate) fn spawn(
     deliverer: Deliverer,
     store: Store,
     report: impl Fn(&DeliveryReport) + Send + Sync + 'static,

@@ -98,7 +98,7 @@ fn local_name(host: &str) -> bool {
 
 /// The rules of one daemon: its configuration and its own listening address.
 #[derive(Debug, Clone, Default)]
-pub struct Guard {
+pub(crate) struct Guard {
     pub allow_http: bool,
     pub allow: Vec<Network>,
     /// The daemon's own listener: never a target, even on an allowed network.
@@ -106,7 +106,7 @@ pub struct Guard {
 }
 
 impl Guard {
-    pub fn new(config: &crate::config::WebhooksConfig, own: Option<SocketAddr>) -> Guard {
+    pub(crate) fn new(config: &crate::config::WebhooksConfig, own: Option<SocketAddr>) -> Guard {
         Guard {
             allow_http: config.allow_http,
             allow: config.allow_networks.clone(),
@@ -115,7 +115,7 @@ impl Guard {
     }
 
     /// Is `addr` a target? `Err` says why not.
-    pub fn check_addr(&self, addr: SocketAddr) -> Result<(), String> {
+    pub(crate) fn check_addr(&self, addr: SocketAddr) -> Result<(), String> {
         let ip = canonical(addr.ip());
         if let Some(own) = self.own
             && own.port() == addr.port()
@@ -141,7 +141,7 @@ impl Guard {
 
     /// The URL's own rules (scheme, credentials, local names, literal addresses); a host name
     /// is checked again, with what it resolves to, when it is delivered to.
-    pub fn check_url(&self, url: &str) -> Result<reqwest::Url, String> {
+    pub(crate) fn check_url(&self, url: &str) -> Result<reqwest::Url, String> {
         let u = reqwest::Url::parse(url).map_err(|e| format!("not an absolute URL: {e}"))?;
         match u.scheme() {
             "https" => {}
@@ -178,7 +178,7 @@ impl Guard {
     /// [`Guard::check_url`], then — for a host name — what it resolves to now: a name that
     /// resolves only to refused addresses is refused at registration. One that does not
     /// resolve (yet) is accepted; every delivery checks again.
-    pub async fn check_registration(&self, url: &str) -> Result<(), String> {
+    pub(crate) async fn check_registration(&self, url: &str) -> Result<(), String> {
         let u = self.check_url(url)?;
         if let Some(url::Host::Domain(name)) = u.host() {
             let port = u.port_or_known_default().unwrap_or(443);
@@ -204,7 +204,7 @@ impl Guard {
 
 /// A resolver for the delivery client that hands the connector only addresses the guard
 /// allows: the connection is made to exactly what was checked.
-pub struct Resolver(pub std::sync::Arc<Guard>);
+pub(crate) struct Resolver(pub std::sync::Arc<Guard>);
 
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {

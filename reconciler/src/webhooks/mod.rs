@@ -33,13 +33,13 @@ use std::time::Duration;
 /// The event types a webhook can subscribe to.
 /// The most event types one webhook may filter on (a registration says each at most once in
 /// practice; the bound keeps a request's list from growing without limit).
-pub const MAX_EVENT_FILTERS: usize = 16;
+pub(crate) const MAX_EVENT_FILTERS: usize = 16;
 
 /// The longest webhook URL accepted, in characters (the OpenAPI document's `maxLength`).
-pub const MAX_URL_CHARS: usize = 2048;
+pub(crate) const MAX_URL_CHARS: usize = 2048;
 
 /// The event types a webhook may filter on: every type the reconciler emits.
-pub const EVENT_TYPES: [&str; 10] = {
+pub(crate) const EVENT_TYPES: [&str; 10] = {
     use crate::reconcile::events::EventType;
     let mut names = [""; 10];
     let mut i = 0;
@@ -51,7 +51,7 @@ pub const EVENT_TYPES: [&str; 10] = {
 };
 
 /// `v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
-pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
+pub(crate) fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac =
         Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(timestamp.to_string().as_bytes());
@@ -62,7 +62,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 
 /// What one delivery pass did.
 #[derive(Debug, Default, Clone)]
-pub struct DeliveryReport {
+pub(crate) struct DeliveryReport {
     pub delivered: usize,
     pub failed: usize,
     pub dead: usize,
@@ -72,7 +72,7 @@ pub struct DeliveryReport {
     pub next_due_in_ms: Option<i64>,
 }
 
-pub struct Deliverer {
+pub(crate) struct Deliverer {
     client: reqwest::Client,
     guard: Arc<guard::Guard>,
     mode: crate::reconcile::events::ContentMode,
@@ -85,7 +85,7 @@ impl Deliverer {
     /// An HTTP(S) client for deliveries that connects only to addresses `guard` allows (no
     /// proxy, no redirects); fails (it does not panic) when TLS cannot be set up, e.g. on a
     /// machine without CA certificates.
-    pub fn new(
+    pub(crate) fn new(
         guard: guard::Guard,
         mode: crate::reconcile::events::ContentMode,
     ) -> Result<Deliverer, String> {
@@ -108,7 +108,7 @@ impl Deliverer {
 
     /// Attempt every due delivery of one webhook, in order (a tenant's later events wait while
     /// an earlier one is being retried).
-    pub async fn run_webhook(
+    pub(crate) async fn run_webhook(
         &self,
         store: &Store,
         webhook: &str,
