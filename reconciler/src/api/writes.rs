@@ -445,7 +445,7 @@ pub fn commit(
         let judged = match reconcile::evaluate_change(&inputs, &at_head.validated, &file, &new_text)
             .map_err(evaluate)?
         {
-            Some(change) => Judged::Delta(change.delta),
+            Some(delta) => Judged::Delta(delta),
             None => Judged::Whole(
                 reconcile::evaluate_cached(&inputs, Some(parsed))
                     .map_err(evaluate)?

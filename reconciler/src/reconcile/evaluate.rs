@@ -91,16 +91,6 @@ impl Evaluation {
         out
     }
 
-    /// Errors that belong to no tenant (a file that could not be parsed, a broken platform
-    /// file): the revision as a whole is refused.
-    pub fn global_errors(&self) -> usize {
-        self.report
-            .findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error && f.tenant.is_none())
-            .count()
-    }
-
     pub fn commit(&self) -> Option<&str> {
         self.snapshot.commit.as_ref().map(|c| c.sha.as_str())
     }
@@ -257,13 +247,6 @@ fn judge_policies(
     Ok((policies, governance))
 }
 
-/// A change to one tenant file, judged by its delta (see [`validate::delta`]).
-pub struct ChangeJudged {
-    /// The change's findings, its policy decisions among them.
-    pub delta: validate::delta::Delta,
-    pub governance: Governance,
-}
-
 /// Judge the candidate commit `rev`, which changes only `path` (to `text`) from the revision
 /// `head` validated, without reading or validating the rest of the repository again: the
 /// file's own checks, the cross-tenant checks of the tenants it shares a name with, and the
@@ -275,7 +258,7 @@ pub fn evaluate_change(
     head: &validate::delta::Validated,
     path: &str,
     text: &str,
-) -> Result<Option<ChangeJudged>, EvaluateError> {
+) -> Result<Option<validate::delta::Delta>, EvaluateError> {
     let opts = ReadOptions {
         path: inputs.path.clone(),
         max_file_bytes: inputs.max_file_bytes,
@@ -298,7 +281,6 @@ pub fn evaluate_change(
     let Some(mut delta) = head.judge(path, id, text, &ValidateOptions::default(), &history) else {
         return Ok(None);
     };
-    let mut governance = Governance::default();
     if let Some(bundle) = inputs.bundle.as_deref().map(Bundle::load).transpose()? {
         // The policies see the platform and the written tenants: nothing else is judged.
         let catalog = validate::Catalog {
@@ -309,7 +291,7 @@ pub fn evaluate_change(
         };
         let locator = Locator::over([(path, text)], Default::default());
         let only = BTreeSet::from([path.to_owned()]);
-        (_, governance) = judge_policies(
+        let (_, mut governance) = judge_policies(
             &bundle,
             &catalog,
             &delta.findings,
@@ -320,7 +302,8 @@ pub fn evaluate_change(
         )?;
         delta.findings.append(&mut governance.findings);
     }
-    Ok(Some(ChangeJudged { delta, governance }))
+    // The change's findings now carry its policy decisions too.
+    Ok(Some(delta))
 }
 
 /// Tenants whose manifests differ between two revisions (all of them when a platform or
