@@ -246,6 +246,29 @@ enum Judged {
     Whole(crate::validate::Report),
 }
 
+impl Judged {
+    /// The candidate's findings that can differ from its parent's (all of them, judged whole).
+    fn findings(&self) -> &[crate::diagnostics::Finding] {
+        match self {
+            Judged::Delta(delta) => &delta.findings,
+            Judged::Whole(report) => &report.findings,
+        }
+    }
+
+    /// Did the validator take `file` as tenant `tenant`'s manifest?
+    fn reads_as(&self, tenant: &str, file: &str) -> bool {
+        match self {
+            Judged::Delta(delta) => delta
+                .written()
+                .any(|t| t.value.metadata.id.as_str() == tenant),
+            Judged::Whole(report) => report
+                .catalog
+                .tenant(tenant)
+                .is_some_and(|t| t.file == file),
+        }
+    }
+}
+
 /// Validate the branch head in the background, so the first write starts from it instead of
 /// validating the whole repository while the caller waits. A failure is left for that write
 /// to report.
@@ -452,11 +475,8 @@ pub fn commit(
                     .report,
             ),
         };
-        let findings = match &judged {
-            Judged::Delta(delta) => &delta.findings,
-            Judged::Whole(report) => &report.findings,
-        };
-        let refused: Vec<_> = findings
+        let refused: Vec<_> = judged
+            .findings()
             .iter()
             .filter(|f| {
                 f.severity == crate::diagnostics::Severity::Error
@@ -474,16 +494,7 @@ pub fn commit(
         }
         // A file the validator did not take as this tenant's manifest (outside the tenants
         // path, say) would commit something the daemon never reconciles.
-        let read_as_tenant = match &judged {
-            Judged::Delta(delta) => delta
-                .written()
-                .any(|t| t.value.metadata.id.as_str() == tenant),
-            Judged::Whole(report) => report
-                .catalog
-                .tenant(tenant)
-                .is_some_and(|t| t.file == file),
-        };
-        if !read_as_tenant {
+        if !judged.reads_as(tenant, &file) {
             return Err(WriteError::Invalid(
                 "tenantId".into(),
                 format!("`{file}` would not be read as tenant `{tenant}`'s manifest"),

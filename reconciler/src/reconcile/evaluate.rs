@@ -162,7 +162,7 @@ pub fn evaluate_cached(
     let mut report =
         validate::validate_cached(&snapshot, &ValidateOptions::default(), cache, &history);
     tracing::info!(elapsed_ms = ms(), "validated");
-    let (policies, mut governance) = match &bundle {
+    let (policies, governance) = match &bundle {
         Some(bundle) => {
             let locator = Locator::new(&snapshot, Default::default());
             let judged = judge_policies(
@@ -174,40 +174,23 @@ pub fn evaluate_cached(
                 &locator,
                 inputs.govern_only.as_ref(),
             )?;
+            let (policies, mut governance) = judged;
             tracing::info!(
-                evaluations = judged.1.evaluations,
+                evaluations = governance.evaluations,
                 elapsed_ms = ms(),
                 "governed"
             );
-            judged
+            report.add_findings(std::mem::take(&mut governance.findings));
+            (policies, governance)
         }
         None => Default::default(),
     };
-    if bundle.is_some() {
-        add_findings(&mut report, std::mem::take(&mut governance.findings));
-    }
     Ok(Evaluation {
         snapshot,
         report,
         policies,
         governance,
     })
-}
-
-/// Add `findings` to a report, in order, counted in its summary.
-fn add_findings(report: &mut Report, mut findings: Vec<diagnostics::Finding>) {
-    report.findings.append(&mut findings);
-    diagnostics::sort(&mut report.findings);
-    report.summary.errors = report
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
-    report.summary.warnings = report
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Warning)
-        .count();
 }
 
 /// Run `bundle`'s policies over the tenants of `catalog` that have no validation error in

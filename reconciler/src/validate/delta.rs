@@ -240,8 +240,7 @@ impl Validated {
                     && TENANT_RULES.contains(&f.rule.as_ref())
                     && component.contains(&f.file))
         });
-        report.findings.extend(findings);
-        diagnostics::sort(&mut report.findings);
+        report.add_findings(findings);
         let tenants_of_catalog = &mut report.catalog.tenants;
         tenants_of_catalog.retain(|t| !component.contains(&t.file));
         tenants_of_catalog.extend(tenants);
@@ -266,16 +265,6 @@ impl Validated {
         summary.documents =
             summary.documents - old.map_or(0, |e| e.result.2) + self.files[&path].result.2;
         summary.tenants = report.catalog.tenants.len();
-        summary.errors = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == diagnostics::Severity::Error)
-            .count();
-        summary.warnings = report
-            .findings
-            .iter()
-            .filter(|f| f.severity == diagnostics::Severity::Warning)
-            .count();
     }
 }
 

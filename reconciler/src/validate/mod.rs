@@ -121,6 +121,15 @@ impl Report {
     pub fn has_errors(&self) -> bool {
         self.summary.errors > 0
     }
+
+    /// Add `findings`, keep them in order, and count errors and warnings again.
+    pub fn add_findings(&mut self, mut findings: Vec<Finding>) {
+        self.findings.append(&mut findings);
+        diagnostics::sort(&mut self.findings);
+        let count = |s| self.findings.iter().filter(|f| f.severity == s).count();
+        self.summary.errors = count(diagnostics::Severity::Error);
+        self.summary.warnings = count(diagnostics::Severity::Warning);
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -353,19 +362,12 @@ pub fn validate_cached(
     let locator = Locator::new(snapshot, opts.yaml);
     cross_check(&mut catalog, &mut findings, &locator, incumbents);
 
-    diagnostics::sort(&mut findings);
     summary.tenants = catalog.tenants.len();
-    summary.errors = findings
-        .iter()
-        .filter(|f| f.severity == diagnostics::Severity::Error)
-        .count();
-    summary.warnings = findings
-        .iter()
-        .filter(|f| f.severity == diagnostics::Severity::Warning)
-        .count();
-    Report {
-        findings,
+    let mut report = Report {
+        findings: Vec::new(),
         catalog,
         summary,
-    }
+    };
+    report.add_findings(findings);
+    report
 }
