@@ -11,7 +11,7 @@
 // prints it raw, so every value goes on one line, escaped.
 use crate::diagnostics::one_line;
 use crate::store::{CommitOutcome, DecisionRecord, Store, StoreError};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The first line of the note's section that Tenancy owns; anything above it is kept.
@@ -122,25 +122,28 @@ pub async fn write_notes(store: &Store, repo: &Path) -> Result<usize, NotesError
             .unwrap_or_else(|_| repo.to_owned())
             .display()
     );
-    let since = store
-        .state_value(&key)
-        .await?
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0);
-    let mut high = since;
+    let synced = Synced::parse(store.state_value(&key).await?.as_deref());
+    let mut next = Synced {
+        at: synced.at,
+        held: BTreeMap::new(),
+    };
     let mut written = 0;
-    for (sha, at) in store.commits_recorded_since(since).await? {
-        high = high.max(at);
+    for (sha, at, rows) in store.commits_recorded_since(synced.at).await? {
+        // Nothing new since its note was written (a 10,000-tenant pass's commit is not
+        // rendered again by the next pass).
+        if at == synced.at && synced.held.get(&sha) == Some(&rows) {
+            next.note(sha, at, rows);
+            continue;
+        }
         let known = git2::Repository::open(repo)
             .ok()
             .is_some_and(|r| git2::Oid::from_str(&sha).is_ok_and(|oid| r.find_commit(oid).is_ok()));
         if !known {
+            next.note(sha, at, rows);
             continue;
         }
-        let text = render(
-            &store.commit_outcomes(&sha).await?,
-            &store.decisions_at(&sha).await?,
-        );
+        let outcomes = store.commit_outcomes(&sha).await?;
+        let text = render(&outcomes, &store.decisions_at(&sha).await?);
         match crate::source::set_note_section(repo, &sha, NOTE_MARK, &text) {
             Ok(true) => written += 1,
             Ok(false) => {}
@@ -151,18 +154,85 @@ pub async fn write_notes(store: &Store, repo: &Path) -> Result<usize, NotesError
                 });
             }
         }
+        // What the note was rendered from (rows recorded meanwhile included).
+        let last = outcomes.iter().map(|o| o.recorded_at).max().unwrap_or(at);
+        let rows = outcomes.iter().filter(|o| o.recorded_at >= last).count() as i64;
+        next.note(sha, last, rows);
     }
-    // Rows recorded at `high` itself are looked at again next time (rendering is idempotent),
-    // so one recorded in the same millisecond is never missed.
-    if high > since {
-        store.set_state_value(&key, &high.to_string()).await?;
+    if next != synced {
+        store.set_state_value(&key, &next.to_string()).await?;
     }
     Ok(written)
+}
+
+/// How far the notes are written: every outcome recorded before `at`, and of those recorded
+/// at `at` itself (another may land in the same millisecond), how many each commit had when
+/// its note was rendered. Kept as `AT` (what earlier versions wrote) or `AT SHA=ROWS …`.
+/// A pass records one outcome per tenant and commit, so a count that did not change means
+/// nothing was added.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Synced {
+    at: i64,
+    held: BTreeMap<String, i64>,
+}
+
+impl Synced {
+    fn parse(value: Option<&str>) -> Synced {
+        let mut words = value.unwrap_or("").split_whitespace();
+        let at = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+        let held = words
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(sha, n)| Some((sha.to_owned(), n.parse().ok()?)))
+            .collect();
+        Synced { at, held }
+    }
+
+    /// `sha`'s note says everything up to `rows` outcomes recorded at `last`.
+    fn note(&mut self, sha: String, last: i64, rows: i64) {
+        if last > self.at {
+            self.at = last;
+            self.held.clear();
+        }
+        if last == self.at {
+            self.held.insert(sha, rows);
+        }
+    }
+}
+
+impl std::fmt::Display for Synced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.at)?;
+        for (sha, rows) in &self.held {
+            write!(f, " {sha}={rows}")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_resume_after_what_they_were_rendered_from() {
+        // What versions before the counts wrote: everything at that millisecond is looked at.
+        let old = Synced::parse(Some("1700"));
+        assert_eq!((old.at, old.held.len()), (1700, 0));
+        assert_eq!(Synced::parse(Some("junk")), Synced::default());
+        let mut next = Synced {
+            at: 1700,
+            held: BTreeMap::new(),
+        };
+        next.note("a".repeat(40), 1700, 3);
+        next.note("b".repeat(40), 1800, 10_000);
+        // A later millisecond replaces what was held at the earlier one.
+        assert_eq!(next.to_string(), format!("1800 {}=10000", "b".repeat(40)));
+        next.note("c".repeat(40), 1800, 1);
+        next.note("d".repeat(40), 1500, 1);
+        let kept = Synced::parse(Some(&next.to_string()));
+        assert_eq!(kept, next);
+        assert_eq!(kept.held.len(), 2);
+    }
 
     fn outcome(pass: &str, tenant: &str, outcome: &str, at: i64) -> CommitOutcome {
         CommitOutcome {

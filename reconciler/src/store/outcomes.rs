@@ -93,20 +93,21 @@ impl Store {
     }
 
     /// The commits with outcomes recorded at or after `since` (epoch ms), each with the time
-    /// of its latest one.
+    /// of its latest one and how many it has at or after `since`.
     pub async fn commits_recorded_since(
         &self,
         since: i64,
-    ) -> Result<Vec<(String, i64)>, StoreError> {
+    ) -> Result<Vec<(String, i64, i64)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT commit_sha, CAST(MAX(recorded_at) AS BIGINT) AS at FROM commit_outcomes \
+            "SELECT commit_sha, CAST(MAX(recorded_at) AS BIGINT) AS at, \
+             CAST(COUNT(*) AS BIGINT) AS n FROM commit_outcomes \
              WHERE recorded_at >= $1 GROUP BY commit_sha ORDER BY at",
         )
         .bind(since)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("commit_sha")?, r.try_get("at")?)))
+            .map(|r| Ok((r.try_get("commit_sha")?, r.try_get("at")?, r.try_get("n")?)))
             .collect()
     }
 
