@@ -115,7 +115,7 @@ pub async fn record_absent(
         .collect();
     let unreadable: HashMap<String, String> = unreadable_files(evaluation).into_iter().collect();
     let mut out = Vec::new();
-    for (tenant, state, status, file) in store.applied_files().await? {
+    for (tenant, state, status, file) in store.applied_files(files).await? {
         // A deleted tenant is gone by design; one still declared is not absent.
         if state == Lifecycle::Deleted.as_str() || declared.contains(tenant.as_str()) {
             continue;

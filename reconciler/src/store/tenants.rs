@@ -213,17 +213,36 @@ impl Store {
     }
 
     /// Every applied tenant with its applied state, its status and the file that last
-    /// declared it (one query): those a revision no longer declares are looked for in it.
+    /// declared it, in id order: those a revision no longer declares are looked for in it.
+    /// With `only`, just the tenants one of these files last declared.
     pub async fn applied_files(
         &self,
+        only: Option<&std::collections::BTreeSet<String>>,
     ) -> Result<Vec<(String, String, Option<String>, Option<String>)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT t.tenant_id, t.state, s.status, s.manifest_file \
-             FROM tenants t LEFT JOIN reconcile_status s ON s.tenant_id = t.tenant_id ORDER BY t.tenant_id",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
+        const SELECT: &str = "SELECT t.tenant_id, t.state, s.status, s.manifest_file \
+             FROM tenants t LEFT JOIN reconcile_status s ON s.tenant_id = t.tenant_id";
+        let rows = match only {
+            // A commit changes a few files: one indexed lookup each, not every tenant.
+            Some(files) if files.len() <= 64 => {
+                let mut rows = Vec::new();
+                for file in files {
+                    rows.extend(
+                        sqlx::query(safe(format!("{SELECT} WHERE s.manifest_file = $1")))
+                            .bind(file)
+                            .fetch_all(&self.pool)
+                            .await?,
+                    );
+                }
+                rows
+            }
+            _ => {
+                sqlx::query(safe(format!("{SELECT} ORDER BY t.tenant_id")))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        let mut out: Vec<(String, String, Option<String>, Option<String>)> = rows
+            .iter()
             .map(|r| {
                 Ok((
                     r.try_get("tenant_id")?,
@@ -232,7 +251,12 @@ impl Store {
                     r.try_get("manifest_file")?,
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if let Some(files) = only {
+            out.retain(|(.., file)| file.as_ref().is_some_and(|f| files.contains(f)));
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(out)
     }
 
     /// Every tenant, in id order (one query).
