@@ -22,6 +22,7 @@ def main():
     ap.add_argument("config")
     ap.add_argument("--commits", type=int, default=20)
     ap.add_argument("--port", type=int, default=39191)
+    ap.add_argument("--log", help="write the daemon's log here (TENANCY_LOG sets its level)")
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tenancy"))
     args = ap.parse_args()
     text = open(args.config).read()
@@ -33,7 +34,7 @@ def main():
     daemon = subprocess.Popen(
         [args.bin, "run", "--repo", args.repo, "--config", args.config, "--policies",
          os.path.join(ROOT, "policies/bundle.yaml"), "--listen", f"127.0.0.1:{args.port}", "--interval", "5"],
-        stderr=subprocess.PIPE, text=True)
+        stderr=open(args.log, "w") if args.log else subprocess.PIPE, text=True)
     try:
         measure(args, daemon, db, published_col)
     finally:
@@ -51,7 +52,7 @@ def measure(args, daemon, db, published_col):
         except Exception:
             pass
         if daemon.poll() is not None:
-            sys.exit(f"daemon exited: {daemon.stderr.read()}")
+            sys.exit(f"daemon exited: {daemon.stderr.read() if daemon.stderr else open(args.log).read()}")
         time.sleep(0.1)
     print(f"first full pass (every tenant): {time.time() - started:.1f} s")
     files = []

@@ -174,6 +174,26 @@ fn the_daemon_converges_each_new_commit_and_refuses_a_force_push() {
         events_of(&config, "t_6001").contains("POLICY_DENIED")
     });
 
+    // A one-file commit is judged by its delta, the checks across tenants included: taking
+    // another tenant's external id blocks the newcomer and leaves the holder as it was; giving
+    // it back unblocks it.
+    let status = |tenant: &str| crate::integrity::status(&config, tenant);
+    repo.edit("org_acme/t_5002.yaml", "cus_5002", "cus_6003");
+    repo.commit("t_5002 takes t_6003's billing id");
+    wait_for("t_5002 blocked", Duration::from_secs(10), || {
+        status("t_5002")["status"] == "blocked"
+    });
+    let blocked = status("t_5002");
+    let reason = blocked["blocked_reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("unique.external-id"), "{blocked:#}");
+    assert!(reason.contains("t_6003"), "names the holder: {blocked:#}");
+    assert_eq!(status("t_6003")["status"], "synced");
+    repo.edit("org_acme/t_5002.yaml", "cus_6003", "cus_5002");
+    repo.commit("t_5002 gives the billing id back");
+    wait_for("t_5002 synced again", Duration::from_secs(10), || {
+        status("t_5002")["status"] == "synced"
+    });
+
     // A force-push (history rewritten behind the last reconciled commit) is refused.
     let last = repo.head();
     let parent = repo
@@ -263,17 +283,7 @@ fn failed_tenants_are_retried_with_backoff_until_the_service_returns() {
         Duration::from_secs(60),
         || metric(port, "tenancy_tenants_awaiting_retry") >= 1,
     );
-    let status = |tenant: &str| {
-        let r = crate::support::tenancy(&[
-            "status",
-            "--config",
-            config.to_str().expect("utf-8"),
-            "--output",
-            "json",
-            tenant,
-        ]);
-        r.json()["tenants"][0].clone()
-    };
+    let status = |tenant: &str| crate::integrity::status(&config, tenant);
     let s = status("t_5001");
     assert_eq!(s["status"], "failed", "{s:#}");
     assert!(

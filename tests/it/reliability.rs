@@ -448,17 +448,9 @@ fn a_kafka_outage_keeps_events_in_the_outbox_until_it_returns() {
         assert_eq!(gauge as i64, pending_in_store(&config), "the gauge is true");
         std::thread::sleep(Duration::from_millis(700));
     }
-    let status = crate::support::tenancy(&[
-        "status",
-        "--config",
-        config.to_str().expect("utf-8"),
-        "--output",
-        "json",
-        "t_5002",
-    ])
-    .json();
     assert_eq!(
-        status["tenants"][0]["status"], "synced",
+        crate::integrity::status(&config, "t_5002")["status"],
+        "synced",
         "the planes converge while Kafka is down"
     );
     std::thread::sleep(Duration::from_secs(45).saturating_sub(down.elapsed()));

@@ -7,7 +7,7 @@ fn example_tenants() -> Vec<tenancy::manifest::Tenant> {
     crate::support::example_catalog()
         .tenants
         .into_iter()
-        .map(|t| t.value)
+        .map(|t| std::sync::Arc::unwrap_or_clone(t.value))
         .collect()
 }
 

@@ -86,7 +86,7 @@ pub(super) async fn commit_write(
     // One write at a time: concurrent writers queue here instead of racing on the branch.
     let _turn = api.write_lock.lock().await;
     // Judged as the daemon will judge it: against the tenant's last applied manifest.
-    let applied = crate::reconcile::applied_baseline_of(&api.store, id).await?;
+    let applied = crate::reconcile::applied_baseline_of(&api.store, [id]).await?;
     // The precondition as it stands now, under the write lock; told only if the change itself
     // is valid.
     let precondition = if if_match {

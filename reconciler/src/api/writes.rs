@@ -468,7 +468,7 @@ pub fn commit(
         let judged = match reconcile::evaluate_change(&inputs, &at_head.validated, &file, &new_text)
             .map_err(evaluate)?
         {
-            Some(delta) => Judged::Delta(delta),
+            Some(change) => Judged::Delta(change.delta),
             None => Judged::Whole(
                 reconcile::evaluate_cached(&inputs, Some(parsed))
                     .map_err(evaluate)?

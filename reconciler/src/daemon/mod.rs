@@ -320,8 +320,9 @@ pub async fn run(mut opts: Options, beside: Option<Beside>) -> Result<(), Daemon
     let mut last_full: Option<Instant> = None;
     let mut refused: Option<String> = None;
     let mut retries: BTreeMap<String, Retry> = BTreeMap::new();
-    // What each file parsed to, by blob id: a pass re-parses only the files a commit changed.
-    let mut cache = crate::validate::ParseCache::default();
+    // What each file parsed to, and the last revision reconciled, validated: a pass re-parses
+    // only the files a commit changed, and judges a one-file commit by its delta.
+    let mut kept = pass::Kept::default();
     tracing::info!(repo = %opts.repo.display(), interval = ?opts.interval, resync = ?opts.resync, "watching");
     say!(
         "tenancy run: watching {} (poll every {:?}, full resync every {:?})",
@@ -439,7 +440,7 @@ pub async fn run(mut opts: Options, beside: Option<Beside>) -> Result<(), Daemon
                 store: &store,
                 metrics: &metrics,
             };
-            match reconcile_once(&parts, &head, scope, &mut cache).await {
+            match reconcile_once(&parts, &head, scope, &mut kept).await {
                 Ok(outcomes) => {
                     store
                         .set_state_value(&key, &head)

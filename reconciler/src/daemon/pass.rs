@@ -3,6 +3,9 @@
 
 use super::metrics::{PlaneLabel, StatusLabel};
 use super::*;
+use crate::reconcile::Evaluation;
+use crate::validate::ParseCache;
+use crate::validate::delta::Validated;
 
 /// Annotate every commit with outcomes recorded since the last time (this pass's, and any a
 /// crash left without their note); a failure is logged and retried after the next pass.
@@ -129,11 +132,37 @@ impl reconcile::pass::Observer for Watch<'_> {
     }
 }
 
+/// What the daemon keeps from one pass to the next.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// What each file parsed to, by blob id.
+    parsed: ParseCache,
+    /// The last revision a pass succeeded at, validated (taken while a pass runs, so a failed
+    /// pass leaves nothing to judge the next commit against but the whole revision).
+    validated: Option<(String, Validated)>,
+}
+
+/// A pass's evaluation, and the revision validated it was judged from by its delta (none: the
+/// whole revision was validated).
+struct Evaluated {
+    evaluation: Evaluation,
+    from: Option<Validated>,
+    /// The tenants to plan (all: `None`).
+    selected: Option<BTreeSet<String>>,
+}
+
+/// A one-file commit, about to be judged by its delta.
+struct OneFile {
+    path: String,
+    text: String,
+    validated: Validated,
+}
+
 pub(super) async fn reconcile_once(
     parts: &Parts<'_>,
     head: &str,
     scope: Scope,
-    cache: &mut crate::validate::ParseCache,
+    kept: &mut Kept,
 ) -> Result<Vec<(String, Outcome)>, DaemonError> {
     let Parts {
         opts,
@@ -169,54 +198,65 @@ pub(super) async fn reconcile_once(
         Scope::Since(_) => changed.clone(),
         Scope::Retry(_) => Some(BTreeSet::new()),
     };
-    // Every change is judged against what is applied: a refused change stays refused on every
-    // later pass (a restart, a resync, another commit) until a change that passes replaces it.
-    let applied = reconcile::applied_baseline(store)
-        .await
-        .map_err(DaemonError::State)?;
-    let inputs = Inputs {
+    // The revision validated is the one this commit is judged from, or none at all.
+    let validated = kept
+        .validated
+        .take()
+        .and_then(|(sha, v)| matches!(&scope, Scope::Since(last) if *last == sha).then_some(v));
+    let one_file = match (validated, changed.as_ref().filter(|c| c.len() == 1)) {
+        (Some(validated), Some(changed)) => one_file(
+            opts,
+            head,
+            changed.first().cloned().unwrap_or_default(),
+            validated,
+        )?,
+        _ => None,
+    };
+    let mut inputs = Inputs {
         path: opts.path.clone(),
         max_file_bytes: opts.max_file_bytes,
         bundle: opts.bundle.clone(),
         govern_only: changed,
-        previous: vec![applied],
         ..Inputs::new(&opts.repo, Some(head))
     };
-    let (evaluation, selected) = {
-        let mut inputs = inputs.clone();
-        let head = head.to_owned();
-        let mut owned = std::mem::take(cache);
-        let (cache_back, result) = tokio::task::spawn_blocking(move || {
-            let cache = &mut owned;
-            let result = (|| -> Result<_, DaemonError> {
-                let mut evaluation = reconcile::evaluate_cached(&inputs, Some(cache))?;
-                let selected = match scope {
-                    Scope::Since(last) => {
-                        reconcile::changed_tenants(
-                            &inputs,
-                            &last,
-                            &head,
-                            &evaluation.report.catalog,
-                        )?
-                        .0
-                    }
-                    Scope::Retry(tenants) => Some(tenants),
-                    Scope::Full => None,
-                };
-                if selected.is_none() && inputs.govern_only.is_some() {
-                    inputs.govern_only = None;
-                    evaluation = reconcile::evaluate_cached(&inputs, Some(cache))?;
-                }
-                tracing::debug!(parsed = cache.parsed, "files parsed (others unchanged)");
-                Ok((evaluation, selected))
-            })();
-            (owned, result)
-        })
-        .await
-        .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?;
-        *cache = cache_back;
-        result?
+    let mut judged = None;
+    if let Some(one) = one_file {
+        // Judged against what is applied of the tenants it involves.
+        let involved = one
+            .validated
+            .involved(&one.path, &one.text, &Default::default());
+        let applied = reconcile::applied_baseline_of(store, involved.iter().map(String::as_str))
+            .await
+            .map_err(DaemonError::State)?;
+        let inputs = Inputs {
+            previous: vec![applied],
+            ..inputs.clone()
+        };
+        judged = blocking(move || by_delta(&inputs, one)).await?;
+    }
+    let evaluated = match judged {
+        Some(judged) => judged,
+        None => {
+            // Every change is judged against what is applied: a refused change stays refused
+            // on every later pass (a restart, a resync, another commit) until a change that
+            // passes replaces it.
+            inputs.previous = vec![
+                reconcile::applied_baseline(store)
+                    .await
+                    .map_err(DaemonError::State)?,
+            ];
+            let head = head.to_owned();
+            let mut parsed = std::mem::take(&mut kept.parsed);
+            let (parsed, result) = blocking(move || {
+                let result = whole(&mut inputs, &head, scope, &mut parsed);
+                Ok((parsed, result))
+            })
+            .await?;
+            kept.parsed = parsed;
+            result?
+        }
     };
+    let (evaluation, selected) = (&evaluated.evaluation, &evaluated.selected);
     platform.update(&evaluation.report.catalog);
     let evaluated_ms = pass.elapsed().as_millis() as u64;
     metrics
@@ -243,7 +283,7 @@ pub(super) async fn reconcile_once(
             absent_in: absent_in.as_ref(),
             publish: reconcile::pass::Publish::Wake(relay.into_iter().chain(deliveries).collect()),
         },
-        &evaluation,
+        evaluation,
         &watch,
     )
     .await
@@ -293,7 +333,108 @@ pub(super) async fn reconcile_once(
         .iter()
         .map(|t| (t.tenant.clone(), t.outcome.clone()))
         .collect();
-    drop((evaluation, plan, applied));
+    drop((plan, applied));
+    // What the next commit is judged from.
+    kept.validated = Some((
+        head.to_owned(),
+        match evaluated.from {
+            None => Validated::new(evaluated.evaluation.report, &kept.parsed),
+            Some(mut validated) => {
+                evaluated.evaluation.restore(&mut validated);
+                validated
+            }
+        },
+    ));
     release_memory();
     Ok(outcomes)
+}
+
+/// Run `f` where blocking is allowed.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DaemonError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::Io(std::io::Error::other(e)))?
+}
+
+/// The commit changes `path` alone, and `validated` is its parent: the file's text at `head`
+/// (`None` when the reader does not take it: the whole revision says why).
+fn one_file(
+    opts: &Options,
+    head: &str,
+    path: String,
+    validated: Validated,
+) -> Result<Option<OneFile>, DaemonError> {
+    let only = crate::source::ReadOptions {
+        path: opts.path.clone(),
+        max_file_bytes: opts.max_file_bytes,
+        only: Some(BTreeSet::from([path.clone()])),
+    };
+    let read = crate::source::read_revision(&opts.repo, head, &only)?;
+    Ok(match <[_; 1]>::try_from(read.files) {
+        Ok([file]) => Some(OneFile {
+            path,
+            text: file.text,
+            validated,
+        }),
+        Err(_) => None,
+    })
+}
+
+/// Judge a one-file commit by its delta, like an API write: the file and the tenants sharing
+/// a name with it. `None` when it cannot be (a platform or organization file), or when its
+/// tenants do not pass validation (such a file is planned with every tenant, as before).
+fn by_delta(inputs: &Inputs, one: OneFile) -> Result<Option<Evaluated>, DaemonError> {
+    let OneFile {
+        path,
+        text,
+        mut validated,
+    } = one;
+    let Some(change) = reconcile::evaluate_change(inputs, &validated, &path, &text)? else {
+        return Ok(None);
+    };
+    let written: BTreeSet<String> = change
+        .delta
+        .written()
+        .map(|t| t.value.metadata.id.to_string())
+        .collect();
+    if written.is_empty() {
+        return Ok(None);
+    }
+    tracing::debug!(file = %path, "judged by its delta");
+    let evaluation = change.into_evaluation(&mut validated);
+    Ok(Some(Evaluated {
+        evaluation,
+        from: Some(validated),
+        selected: Some(written),
+    }))
+}
+
+/// Evaluate the whole revision `head` for a pass over `scope` (re-parsing only the files not in
+/// `parsed`), and say which tenants to plan.
+fn whole(
+    inputs: &mut Inputs,
+    head: &str,
+    scope: Scope,
+    parsed: &mut ParseCache,
+) -> Result<Evaluated, DaemonError> {
+    let mut evaluation = reconcile::evaluate_cached(inputs, Some(parsed))?;
+    let selected = match scope {
+        Scope::Since(last) => {
+            reconcile::changed_tenants(inputs, &last, head, &evaluation.report.catalog)?.0
+        }
+        Scope::Retry(tenants) => Some(tenants),
+        Scope::Full => None,
+    };
+    if selected.is_none() && inputs.govern_only.is_some() {
+        inputs.govern_only = None;
+        evaluation = reconcile::evaluate_cached(inputs, Some(parsed))?;
+    }
+    tracing::debug!(parsed = parsed.parsed, "files parsed (others unchanged)");
+    Ok(Evaluated {
+        evaluation,
+        from: None,
+        selected,
+    })
 }

@@ -111,7 +111,7 @@ mod tests {
     #[test]
     fn placement_follows_regions_and_lifecycle() {
         let c = catalog();
-        let tenants: Vec<&Tenant> = c.tenants.iter().map(|t| &t.value).collect();
+        let tenants: Vec<&Tenant> = c.tenants.iter().map(|t| &*t.value).collect();
         let db = desired(&c, tenants.iter().copied(), "postgres");
         let envs: usize = tenants.iter().map(|t| t.spec.environments.len()).sum();
         assert_eq!(db.len(), envs, "every environment is placed");
@@ -163,7 +163,7 @@ mod tests {
                 .filter(|d| d.tenant == "t_6004")
                 .all(|d| d.lifecycle == tenancy_plane::Lifecycle::Deleted)
         );
-        let mut unconfirmed = c.tenant("t_6004").expect("t_6004").value.clone();
+        let mut unconfirmed = (*c.tenant("t_6004").expect("t_6004").value).clone();
         unconfirmed.spec.deletion = None;
         let kept = desired(&c, [&unconfirmed], "postgres");
         assert!(

@@ -167,7 +167,7 @@ impl History {
     }
 
     /// `t`'s previous version in each baseline, in order.
-    pub fn priors<'a>(&'a self, t: &'a Located<Tenant>) -> Vec<Prior<'a>> {
+    pub fn priors<'a>(&'a self, t: &'a Located<Arc<Tenant>>) -> Vec<Prior<'a>> {
         let id = t.value.metadata.id.as_str();
         self.baselines
             .iter()
@@ -180,7 +180,7 @@ impl History {
                     let prior = if changed.contains(&t.file) {
                         previous.get(id).map(|(t, _)| t)
                     } else {
-                        Some(&t.value)
+                        Some(&*t.value)
                     };
                     let against = match prior {
                         Some(_) => Against::Commit(sha.clone()),
@@ -315,7 +315,10 @@ fn revision_baseline(
         // Findings about the old version are not this change's business; take what parsed.
         let report = validate::validate(&old, &ValidateOptions::default());
         for t in report.catalog.tenants {
-            previous.insert(t.value.metadata.id.to_string(), (t.value, t.file));
+            previous.insert(
+                t.value.metadata.id.to_string(),
+                (Arc::unwrap_or_clone(t.value), t.file),
+            );
         }
     }
     Ok(Baseline::Revision {

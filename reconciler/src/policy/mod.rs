@@ -283,7 +283,7 @@ pub fn govern(
     history: &history::History,
     commit: Option<&crate::source::CommitInfo>,
     locator: &crate::validate::Locator<'_>,
-    judge: impl Fn(&crate::validate::Located<Tenant>) -> bool,
+    judge: impl Fn(&crate::validate::Located<Arc<Tenant>>) -> bool,
 ) -> Governance {
     use crate::diagnostics::{Finding, PolicyRef, Severity as Sev};
     use history::Prior;
@@ -295,12 +295,12 @@ pub fn govern(
         ),
         None => (String::new(), String::new()),
     };
-    let judged: Vec<&crate::validate::Located<Tenant>> =
+    let judged: Vec<&crate::validate::Located<Arc<Tenant>>> =
         catalog.tenants.iter().filter(|t| judge(t)).collect();
     // Per tenant: the distinct previous versions (with what each stands for), or why one of
     // its baselines cannot say.
     struct Judging<'a> {
-        tenant: &'a crate::validate::Located<Tenant>,
+        tenant: &'a crate::validate::Located<Arc<Tenant>>,
         /// Indexes into `changes`.
         changes: std::ops::Range<usize>,
         unreadable: Option<String>,

@@ -101,7 +101,7 @@ pub async fn apply(
         .catalog
         .tenants
         .iter()
-        .map(|t| (t.value.metadata.id.as_str(), &t.value))
+        .map(|t| (t.value.metadata.id.as_str(), &*t.value))
         .collect();
     // Lifecycle transitions and profile changes run as jobs: queued now, run in turn.
     let states = store.tenant_states().await?;

@@ -44,9 +44,17 @@ pub async fn applied_baseline(store: &Store) -> Result<Previous, StoreError> {
     Ok(Previous::Applied(Arc::new(Applied::from_records(records))))
 }
 
-/// [`applied_baseline`] of one tenant (an API write judges only the tenant it writes).
-pub async fn applied_baseline_of(store: &Store, tenant: &str) -> Result<Previous, StoreError> {
-    let records = store.applied_manifests(Some(tenant)).await?;
+/// [`applied_baseline`] of some tenants (an API write, a one-file commit: the tenants its
+/// judgement involves), one indexed lookup each.
+pub async fn applied_baseline_of(
+    store: &Store,
+    tenants: impl IntoIterator<Item = &str>,
+) -> Result<Previous, StoreError> {
+    let mut records = Vec::new();
+    // (An empty id would ask for every tenant.)
+    for tenant in tenants.into_iter().filter(|t| !t.is_empty()) {
+        records.extend(store.applied_manifests(Some(tenant)).await?);
+    }
     Ok(Previous::Applied(Arc::new(Applied::from_records(records))))
 }
 
@@ -230,6 +238,45 @@ fn judge_policies(
     Ok((policies, governance))
 }
 
+/// A one-file change, judged by its delta.
+pub struct JudgedChange {
+    /// What the change replaces in the revision; its findings include the policies' denies.
+    pub delta: validate::delta::Delta,
+    /// The candidate commit (no files: the change is in `delta`).
+    pub snapshot: Snapshot,
+    pub policies: Vec<PolicyStatus>,
+    /// The policies' decisions over the written tenants (their findings are in `delta`).
+    pub governance: Governance,
+}
+
+impl JudgedChange {
+    /// The change applied to `head`, as the evaluation of its commit: `head` becomes the
+    /// commit validated, and the evaluation holds its report until [`Evaluation::restore`]
+    /// gives it back.
+    pub fn into_evaluation(self, head: &mut validate::delta::Validated) -> Evaluation {
+        let JudgedChange {
+            delta,
+            snapshot,
+            policies,
+            governance,
+        } = self;
+        head.apply(delta);
+        Evaluation {
+            snapshot,
+            report: std::mem::take(&mut head.report),
+            policies,
+            governance,
+        }
+    }
+}
+
+impl Evaluation {
+    /// Give the report back to the revision validated it was taken from.
+    pub fn restore(self, head: &mut validate::delta::Validated) {
+        head.report = self.report;
+    }
+}
+
 /// Judge the candidate commit `rev`, which changes only `path` (to `text`) from the revision
 /// `head` validated, without reading or validating the rest of the repository again: the
 /// file's own checks, the cross-tenant checks of the tenants it shares a name with, and the
@@ -241,7 +288,7 @@ pub fn evaluate_change(
     head: &validate::delta::Validated,
     path: &str,
     text: &str,
-) -> Result<Option<validate::delta::Delta>, EvaluateError> {
+) -> Result<Option<JudgedChange>, EvaluateError> {
     let opts = ReadOptions {
         path: inputs.path.clone(),
         max_file_bytes: inputs.max_file_bytes,
@@ -264,29 +311,38 @@ pub fn evaluate_change(
     let Some(mut delta) = head.judge(path, id, text, &ValidateOptions::default(), &history) else {
         return Ok(None);
     };
-    if let Some(bundle) = inputs.bundle.as_deref().map(Bundle::load).transpose()? {
-        // The policies see the platform and the written tenants: nothing else is judged.
-        let catalog = validate::Catalog {
-            tenants: delta.written().cloned().collect(),
-            regions: head.report.catalog.regions.clone(),
-            plans: head.report.catalog.plans.clone(),
-            organizations: Vec::new(),
-        };
-        let locator = Locator::over([(path, text)], Default::default());
-        let only = BTreeSet::from([path.to_owned()]);
-        let (_, mut governance) = judge_policies(
-            &bundle,
-            &catalog,
-            &delta.findings,
-            &history,
-            snapshot.commit.as_ref(),
-            &locator,
-            Some(&only),
-        )?;
-        delta.findings.append(&mut governance.findings);
-    }
+    let (policies, mut governance) = match inputs.bundle.as_deref() {
+        Some(bundle) => {
+            let bundle = Bundle::load(bundle)?;
+            // The policies see the platform and the written tenants: nothing else is judged.
+            let catalog = validate::Catalog {
+                tenants: delta.written().cloned().collect(),
+                regions: head.report.catalog.regions.clone(),
+                plans: head.report.catalog.plans.clone(),
+                organizations: Vec::new(),
+            };
+            let locator = Locator::over([(path, text)], Default::default());
+            let only = BTreeSet::from([path.to_owned()]);
+            judge_policies(
+                &bundle,
+                &catalog,
+                &delta.findings,
+                &history,
+                snapshot.commit.as_ref(),
+                &locator,
+                Some(&only),
+            )?
+        }
+        None => Default::default(),
+    };
     // The change's findings now carry its policy decisions too.
-    Ok(Some(delta))
+    delta.findings.append(&mut governance.findings);
+    Ok(Some(JudgedChange {
+        delta,
+        snapshot,
+        policies,
+        governance,
+    }))
 }
 
 /// Tenants whose manifests differ between two revisions (all of them when a platform or

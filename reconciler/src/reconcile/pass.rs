@@ -103,6 +103,8 @@ pub async fn run_planned(
     observer: &dyn Observer,
 ) -> Result<PassReport, ApplyError> {
     let apply_config = &pass.config.apply;
+    let started = std::time::Instant::now();
+    let ms = || started.elapsed().as_millis() as u64;
     let applied = super::apply(
         pass.planes,
         evaluation,
@@ -113,6 +115,7 @@ pub async fn run_planned(
         &|o| observer.applied(o),
     )
     .await?;
+    let applied_ms = ms();
     // Nothing is silent: files that could not be read, tenants no file declares any more.
     let (unreadable, absent) = if pass.absent_in.is_some_and(BTreeSet::is_empty) {
         (0, Vec::new())
@@ -123,6 +126,7 @@ pub async fn run_planned(
             absent::record_absent(pass.store, evaluation, pass.absent_in, &correlation).await?;
         (unreadable, absent)
     };
+    let recorded_ms = ms();
     // The commit carries its decisions and outcome, rendered from the store — with any commit
     // an earlier, interrupted pass left unannotated.
     let notes_error = if apply_config.notes {
@@ -130,6 +134,12 @@ pub async fn run_planned(
     } else {
         None
     };
+    tracing::debug!(
+        applied_ms,
+        recorded_ms,
+        noted_ms = ms(),
+        "pass stages (cumulative)"
+    );
     let relayed = match &pass.publish {
         Publish::Outbox => None,
         Publish::Relay(kafka, mode) => Some(relay(pass.store, kafka, *mode).await),

@@ -73,7 +73,7 @@ pub async fn plan(
 ) -> PlanReport {
     let catalog = &evaluation.report.catalog;
     let blocked = evaluation.blocked();
-    let chosen: Vec<&Located<Tenant>> = catalog
+    let chosen: Vec<&Located<Arc<Tenant>>> = catalog
         .tenants
         .iter()
         .filter(|t| selected.is_none_or(|s| s.contains(t.value.metadata.id.as_str())))
@@ -101,7 +101,7 @@ pub async fn plan(
     let eligible: Vec<&Tenant> = chosen
         .iter()
         .filter(|t| !blocked.contains_key(t.value.metadata.id.as_str()))
-        .map(|t| &t.value)
+        .map(|t| &*t.value)
         .collect();
     // Every (plane, target) group is observed concurrently: they are independent services.
     let mut groups: Vec<(&dyn Plane, String, Vec<TenantEnv>)> = Vec::new();

@@ -6,6 +6,7 @@ use super::{Catalog, Incumbency, Located, Locator};
 use crate::diagnostics::{Finding, quote};
 use crate::manifest::{self, model::Tenant};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// What must be unique, where it stands in a document, and the rule that reports it.
 struct Unique {
@@ -213,7 +214,7 @@ impl<'c> Platform<'c> {
 /// id or an external id with, which is what lets a write be judged by its delta
 /// ([`super::delta`]).
 pub(super) fn check_tenants(
-    tenants: &mut Vec<Located<Tenant>>,
+    tenants: &mut Vec<Located<Arc<Tenant>>>,
     platform: &Platform<'_>,
     findings: &mut Vec<Finding>,
     loc: &Locator<'_>,
@@ -242,7 +243,7 @@ pub(super) fn check_tenants(
     let plan_list = || sorted_keys(plans);
     // (external-id key, value) → the tenant that holds it: the one that held it before the
     // change (the newcomer is the conflict), else the first to declare it.
-    let mut external: HashMap<(&str, &str), &Located<Tenant>> = HashMap::new();
+    let mut external: HashMap<(&str, &str), &Located<Arc<Tenant>>> = HashMap::new();
     // Only a value declared twice has a holder to find (asking costs a previous version).
     let mut declared: HashMap<(&str, &str), usize> = HashMap::new();
     for t in tenants.iter() {

@@ -49,13 +49,13 @@ fn tenants_of(result: &FileResult) -> impl Iterator<Item = &Tenant> {
     })
 }
 
-fn located(c: &Checked) -> Option<Located<Tenant>> {
+fn located(c: &Checked) -> Option<Located<Arc<Tenant>>> {
     match &c.typed {
         Typed::Tenant(t) => Some(Located {
             file: c.file.clone(),
             doc: c.doc,
             pos: c.pos,
-            value: (**t).clone(),
+            value: t.clone(),
         }),
         _ => None,
     }
@@ -88,12 +88,12 @@ pub struct Delta {
     /// tenants; the caller adds its policy findings before [`Validated::apply`].
     pub findings: Vec<Finding>,
     /// The component's tenants as the candidate keeps them (duplicates dropped).
-    pub tenants: Vec<Located<Tenant>>,
+    pub tenants: Vec<Located<Arc<Tenant>>>,
 }
 
 impl Delta {
     /// The changed file's tenants that passed validation.
-    pub fn written(&self) -> impl Iterator<Item = &Located<Tenant>> {
+    pub fn written(&self) -> impl Iterator<Item = &Located<Arc<Tenant>>> {
         self.tenants.iter().filter(|t| t.file == self.path)
     }
 }
@@ -157,28 +157,8 @@ impl Validated {
         if !only_tenants(&new) {
             return None;
         }
-        // The files sharing a key with the changed one, transitively: outside them, no
-        // tenant's cross-tenant findings can change.
-        let mut component = BTreeSet::from([path.to_owned()]);
-        let mut queue: Vec<Key> = old
-            .into_iter()
-            .flat_map(|e| tenants_of(&e.result).flat_map(keys_of).collect::<Vec<_>>())
-            .chain(tenants_of(&new).flat_map(keys_of))
-            .collect();
-        let mut seen = std::collections::HashSet::new();
-        while let Some(key) = queue.pop() {
-            if !seen.insert(key.clone()) {
-                continue;
-            }
-            for file in self.declared.get(&key).into_iter().flatten() {
-                if component.insert(file.clone())
-                    && let Some(e) = self.files.get(file)
-                {
-                    queue.extend(tenants_of(&e.result).flat_map(keys_of));
-                }
-            }
-        }
-        let mut tenants: Vec<Located<Tenant>> = new.0.iter().filter_map(located).collect();
+        let component = self.component(path, old, &new);
+        let mut tenants: Vec<Located<Arc<Tenant>>> = new.0.iter().filter_map(located).collect();
         for file in component.iter().filter(|f| *f != path) {
             if let Some(e) = self.files.get(file) {
                 tenants.extend(e.result.0.iter().filter_map(located));
@@ -222,6 +202,45 @@ impl Validated {
             findings,
             tenants,
         })
+    }
+
+    /// The files sharing a key with `path`, as it was (`old`) or as it is now (`new`),
+    /// transitively: outside them, no tenant's cross-tenant findings can change.
+    fn component(&self, path: &str, old: Option<&Entry>, new: &FileResult) -> BTreeSet<String> {
+        let mut component = BTreeSet::from([path.to_owned()]);
+        let mut queue: Vec<Key> = old
+            .into_iter()
+            .flat_map(|e| tenants_of(&e.result).flat_map(keys_of).collect::<Vec<_>>())
+            .chain(tenants_of(new).flat_map(keys_of))
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = queue.pop() {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            for file in self.declared.get(&key).into_iter().flatten() {
+                if component.insert(file.clone())
+                    && let Some(e) = self.files.get(file)
+                {
+                    queue.extend(tenants_of(&e.result).flat_map(keys_of));
+                }
+            }
+        }
+        component
+    }
+
+    /// The tenants whose findings [`judge`](Self::judge) can change when `path` changes to
+    /// `text`: what its judgement needs to know about each (its last applied manifest, say).
+    pub fn involved(&self, path: &str, text: &str, opts: &ValidateOptions) -> BTreeSet<String> {
+        let new = check_file(path, text, opts, Schemas::get());
+        let component = self.component(path, self.files.get(path), &new);
+        let mut ids: BTreeSet<String> = tenants_of(&new)
+            .map(|t| t.metadata.id.to_string())
+            .collect();
+        for e in component.iter().filter_map(|f| self.files.get(f)) {
+            ids.extend(tenants_of(&e.result).map(|t| t.metadata.id.to_string()));
+        }
+        ids
     }
 
     /// Make `delta` part of the revision: afterwards this is the candidate, validated.
@@ -407,7 +426,7 @@ mod tests {
                     .tenants
                     .iter()
                     .filter(|t| t.file == path)
-                    .map(|t| t.value.clone())
+                    .map(|t| (*t.value).clone())
                     .collect();
                 let against_head = AgainstHead {
                     path: &path,

@@ -17,6 +17,7 @@ use crate::source::Snapshot;
 use rayon::prelude::*;
 use schema::Schemas;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A manifest and where it was declared.
 ///
@@ -87,14 +88,14 @@ impl<'a> Locator<'a> {
 /// Everything a repository declares, typed. Only manifests that passed validation are here.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    pub tenants: Vec<Located<Tenant>>,
+    pub tenants: Vec<Located<Arc<Tenant>>>,
     pub organizations: Vec<Located<Organization>>,
     pub regions: Vec<Located<Region>>,
     pub plans: Vec<Located<Plan>>,
 }
 
 impl Catalog {
-    pub fn tenant(&self, id: &str) -> Option<&Located<Tenant>> {
+    pub fn tenant(&self, id: &str) -> Option<&Located<Arc<Tenant>>> {
         self.tenants
             .iter()
             .find(|t| t.value.metadata.id.as_str() == id)
@@ -139,7 +140,7 @@ pub struct ValidateOptions {
 
 #[derive(Clone)]
 enum Typed {
-    Tenant(Box<Tenant>),
+    Tenant(Arc<Tenant>),
     Organization(Organization),
     Region(Region),
     Plan(Plan),
@@ -160,7 +161,7 @@ fn check_document(doc: Document, schemas: &Schemas) -> Result<Checked, Vec<Findi
     // The schema and the typed model agree by construction; a failure here is still reported
     // as a finding rather than trusted away.
     let typed = match doc.kind {
-        Kind::Tenant => serde_json::from_value(json).map(|t| Typed::Tenant(Box::new(t))),
+        Kind::Tenant => serde_json::from_value(json).map(|t| Typed::Tenant(Arc::new(t))),
         Kind::Organization => serde_json::from_value(json).map(Typed::Organization),
         Kind::Region => serde_json::from_value(json).map(Typed::Region),
         Kind::Plan => serde_json::from_value(json).map(Typed::Plan),
@@ -337,7 +338,7 @@ pub fn validate_cached(
                 file,
                 doc,
                 pos,
-                value: *value,
+                value,
             }),
             Typed::Organization(value) => catalog.organizations.push(Located {
                 file,
