@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The file looked for when `--config` is not given.
-pub const DEFAULT_FILE: &str = "tenancy.toml";
+pub(crate) const DEFAULT_FILE: &str = "tenancy.toml";
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
 pub enum ConfigError {
@@ -102,9 +102,9 @@ impl Default for EmbeddedConfig {
 pub struct ApplyConfig {
     /// Tenants applied at once.
     #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
+    pub(crate) concurrency: usize,
     #[serde(default)]
-    pub detect_only: DetectOnly,
+    pub(crate) detect_only: DetectOnly,
     /// Write each applied commit's decisions and outcome as a git note (refs/notes/tenancy).
     #[serde(default = "yes")]
     pub notes: bool,
@@ -144,7 +144,7 @@ pub struct DetectOnly {
 }
 
 impl DetectOnly {
-    pub fn covers(&self, tenant: &str, plane: &str) -> bool {
+    pub(crate) fn covers(&self, tenant: &str, plane: &str) -> bool {
         self.all
             || self.tenants.iter().any(|t| t == tenant)
             || self.planes.iter().any(|p| p == plane)
@@ -159,14 +159,14 @@ pub struct ApiConfig {
     pub tokens: Vec<ApiToken>,
     /// Requests per second each token may make (0 = unlimited), with bursts of `burst`.
     #[serde(default)]
-    pub requests_per_second: f64,
+    pub(crate) requests_per_second: f64,
     #[serde(default)]
     pub burst: f64,
     /// Requests per second addressed to any one tenant, whoever makes them (0 = unlimited).
     #[serde(default)]
-    pub tenant_requests_per_second: f64,
+    pub(crate) tenant_requests_per_second: f64,
     #[serde(default)]
-    pub tenant_burst: f64,
+    pub(crate) tenant_burst: f64,
     /// Push each API commit to this remote (a remote name of the watched repository, or a
     /// URL) before the local branch moves, so the remote stays the source of truth. A daemon
     /// that follows `[daemon] remote` always pushes there.
@@ -206,7 +206,7 @@ pub enum ApiRole {
 pub struct DaemonConfig {
     /// What to do with a commit that does not descend from the last one reconciled.
     #[serde(default)]
-    pub on_non_fast_forward: NonFastForward,
+    pub(crate) on_non_fast_forward: NonFastForward,
     /// Follow a remote repository (fetched into a mirror under the embedded root) instead of
     /// watching a local one.
     pub remote: Option<String>,
@@ -215,11 +215,11 @@ pub struct DaemonConfig {
     pub branch: String,
     /// Fetch `remote` at least this often (a trigger from the Git host fetches at once).
     #[serde(default = "default_fetch_interval")]
-    pub fetch_interval_seconds: u64,
+    pub(crate) fetch_interval_seconds: u64,
     /// Shared secret of `POST /hooks/git` (Git-host push webhooks): the request's
     /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the body>` must match. Without it the
     /// endpoint is not served.
-    pub trigger_secret: Option<String>,
+    pub(crate) trigger_secret: Option<String>,
 }
 
 impl Default for DaemonConfig {
@@ -244,7 +244,7 @@ fn default_fetch_interval() -> u64 {
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
-pub enum NonFastForward {
+pub(crate) enum NonFastForward {
     /// Refuse it and alert (log, metric); nothing is applied until the branch moves forward
     /// again or the rule is changed. Old state is never silently re-applied.
     #[default]
@@ -260,10 +260,10 @@ pub enum NonFastForward {
 pub struct WebhooksConfig {
     /// Allow plain `http://` targets (default: https only).
     #[serde(default)]
-    pub allow_http: bool,
+    pub(crate) allow_http: bool,
     /// Internal networks webhooks may reach (CIDR, e.g. `10.20.0.0/16`, `127.0.0.1`).
     #[serde(default)]
-    pub allow_networks: Vec<crate::net::Network>,
+    pub(crate) allow_networks: Vec<crate::net::Network>,
 }
 
 /// Where the outbox's events are published (none: they stay readable with `tenancy events`).
@@ -275,18 +275,18 @@ pub struct EventsConfig {
     /// `ce_*`/`ce-*` headers, the body is seed 000's `{ id, type, tenantId, reason, timestamp,
     /// data }`) or `structured` (the body is the whole CloudEvent).
     #[serde(default)]
-    pub content_mode: ContentMode,
+    pub(crate) content_mode: ContentMode,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EventsKafka {
-    pub bootstrap_servers: String,
+    pub(crate) bootstrap_servers: String,
     #[serde(default = "default_events_topic")]
     pub topic: String,
     /// Extra librdkafka producer properties (`security.protocol`, `sasl.*`, …).
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub(crate) properties: BTreeMap<String, String>,
 }
 
 fn default_events_topic() -> String {
@@ -306,7 +306,7 @@ impl Config {
         Self::load_with_env(path, |k| std::env::var(k).ok())
     }
 
-    pub fn load_with_env(
+    pub(crate) fn load_with_env(
         path: Option<&Path>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
@@ -400,7 +400,7 @@ impl Config {
     }
 
     /// The `[<kind>]` section of a plane (an empty table when absent).
-    pub fn plane_section(&self, kind: &str) -> serde_json::Value {
+    pub(crate) fn plane_section(&self, kind: &str) -> serde_json::Value {
         self.planes
             .get(kind)
             .cloned()

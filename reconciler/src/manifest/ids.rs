@@ -13,12 +13,12 @@ use std::fmt;
 #[error("{message}")]
 pub struct IdError {
     pub message: String,
-    pub hint: &'static str,
+    pub(crate) hint: &'static str,
 }
 
 impl IdError {
     /// Why, and what an id looks like: one line for an API field or a CLI argument.
-    pub fn explained(&self) -> String {
+    pub(crate) fn explained(&self) -> String {
         format!("{} ({})", self.message, self.hint)
     }
 }
@@ -34,16 +34,16 @@ const RESERVED: &[&str] = &[
 ];
 
 /// Longest identifier PostgreSQL keeps without truncating (NAMEDATALEN - 1).
-pub const MAX_SQL_IDENT: usize = 63;
+pub(crate) const MAX_SQL_IDENT: usize = 63;
 
 /// What [`TenantId::parse`] and [`OrgId::parse`] accept, as a regular expression: the pattern
 /// of `identifier` in schemas/common.schema.json and of every tenant or organization id in the
 /// OpenAPI document (the parse also refuses reserved names and the `pg_` prefix).
-pub const ID_PATTERN: &str = "^[a-z][a-z0-9_]{2,62}$";
+pub(crate) const ID_PATTERN: &str = "^[a-z][a-z0-9_]{2,62}$";
 
 /// What [`EnvName::parse`] accepts: `envName` in schemas/common.schema.json, and every
 /// environment name in the OpenAPI document.
-pub const ENV_NAME_PATTERN: &str = "^[a-z][a-z0-9]{1,15}$";
+pub(crate) const ENV_NAME_PATTERN: &str = "^[a-z][a-z0-9]{1,15}$";
 
 fn check_snake_id(kind: &str, s: &str) -> Result<(), IdError> {
     let hint =

@@ -2,7 +2,7 @@
 //! values. This is the boundary where untrusted repository content becomes trusted data.
 
 pub mod ids;
-pub mod model;
+pub(crate) mod model;
 pub mod yaml;
 
 pub use ids::{EnvName, IdError, OrgId, PlanName, RegionName, TenantId};
@@ -13,7 +13,7 @@ use yaml::{Node, ParseErrorKind, YamlLimits};
 
 /// The kinds a repository may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+pub(crate) enum Kind {
     Tenant,
     Organization,
     Region,
@@ -32,18 +32,18 @@ impl Kind {
         }
     }
 
-    pub fn from_name(s: &str) -> Option<Kind> {
+    pub(crate) fn from_name(s: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == s)
     }
 }
 
 /// One YAML document of a file, with its kind when it declared a known one.
 #[derive(Debug, Clone)]
-pub struct Document {
+pub(crate) struct Document {
     pub file: String,
     /// 0-based index of the document within its file.
     pub index: usize,
-    pub node: Node,
+    pub(crate) node: Node,
     pub kind: Kind,
 }
 
@@ -59,7 +59,11 @@ impl Document {
 }
 
 /// Split a file into documents, reporting YAML errors, empty documents and unknown kinds.
-pub fn parse_file(file: &str, text: &str, limits: &YamlLimits) -> (Vec<Document>, Vec<Finding>) {
+pub(crate) fn parse_file(
+    file: &str,
+    text: &str,
+    limits: &YamlLimits,
+) -> (Vec<Document>, Vec<Finding>) {
     let mut findings = Vec::new();
     if text.trim().is_empty() {
         findings.push(

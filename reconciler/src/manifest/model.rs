@@ -5,7 +5,7 @@ use super::ids::{EnvName, OrgId, PlanName, RegionName, TenantId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const API_VERSION: &str = "tenancy.dev/v1";
+pub(crate) const API_VERSION: &str = "tenancy.dev/v1";
 
 /// Defined once, in the plane interface every layer shares.
 pub use tenancy_plane::{Lifecycle, Profile};
@@ -19,7 +19,7 @@ pub struct Quotas {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrent_jobs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub api_rate_limit: Option<u64>,
+    pub(crate) api_rate_limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub struct Contacts {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tenant {
-    pub api_version: String,
+    pub(crate) api_version: String,
     pub kind: String,
     pub metadata: TenantMetadata,
     pub spec: TenantSpec,
@@ -48,7 +48,7 @@ pub struct TenantMetadata {
     pub id: TenantId,
     pub organization: OrgId,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -70,7 +70,7 @@ pub struct TenantSpec {
     #[serde(default)]
     pub contacts: Contacts,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub external_ids: BTreeMap<String, String>,
+    pub(crate) external_ids: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion: Option<Deletion>,
 }
@@ -93,7 +93,7 @@ pub struct Environment {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub isolation: Option<Isolation>,
+    pub(crate) isolation: Option<Isolation>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ pub enum Isolation {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Policies {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_residency: Option<String>,
+    pub(crate) data_residency: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,7 +120,7 @@ pub struct Billing {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanName>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost_center: Option<String>,
+    pub(crate) cost_center: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +134,7 @@ pub struct Deletion {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Organization {
-    pub api_version: String,
+    pub(crate) api_version: String,
     pub kind: String,
     pub metadata: OrganizationMetadata,
     #[serde(default)]
@@ -146,7 +146,7 @@ pub struct Organization {
 pub struct OrganizationMetadata {
     pub id: OrgId,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
@@ -157,7 +157,7 @@ pub struct OrganizationSpec {
     #[serde(default)]
     pub contacts: Contacts,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub external_ids: BTreeMap<String, String>,
+    pub(crate) external_ids: BTreeMap<String, String>,
     #[serde(default)]
     pub defaults: OrganizationDefaults,
 }
@@ -177,13 +177,13 @@ pub struct OrganizationDefaults {
 pub struct NamedMetadata<N> {
     pub name: N,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Region {
-    pub api_version: String,
+    pub(crate) api_version: String,
     pub kind: String,
     pub metadata: NamedMetadata<RegionName>,
     pub spec: RegionSpec,
@@ -192,7 +192,7 @@ pub struct Region {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegionSpec {
-    pub residency_zone: String,
+    pub(crate) residency_zone: String,
     #[serde(default)]
     pub encryption: RegionEncryption,
     pub targets: Targets,
@@ -202,18 +202,18 @@ pub struct RegionSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegionEncryption {
     #[serde(default)]
-    pub per_tenant_keys: bool,
+    pub(crate) per_tenant_keys: bool,
 }
 
 /// Logical target names by plane (`postgres`, `objectStore`, `kafka`, …: each registered
 /// plane's name in camelCase); the reconciler's own configuration maps them to URLs and
 /// secrets. Which planes must be named is the planes' rule (`validate` checks it).
-pub type Targets = std::collections::BTreeMap<String, String>;
+pub(crate) type Targets = std::collections::BTreeMap<String, String>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Plan {
-    pub api_version: String,
+    pub(crate) api_version: String,
     pub kind: String,
     pub metadata: NamedMetadata<PlanName>,
     pub spec: PlanSpec,
@@ -223,27 +223,27 @@ pub struct Plan {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanSpec {
     pub profiles: Vec<Profile>,
-    pub ceilings: Ceilings,
+    pub(crate) ceilings: Ceilings,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_retention_days: Option<u32>,
+    pub(crate) max_retention_days: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka: Option<PlanKafka>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Ceilings {
+pub(crate) struct Ceilings {
     #[serde(rename = "storageGiB")]
     pub storage_gib: u64,
     pub concurrent_jobs: u64,
-    pub api_rate_limit: u64,
+    pub(crate) api_rate_limit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PlanKafka {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub retention_ms: Option<u64>,
+    pub(crate) retention_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub partitions_per_job: Option<u32>,
+    pub(crate) partitions_per_job: Option<u32>,
 }

@@ -15,7 +15,7 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {
     pub value: Value,
-    pub pos: Position,
+    pub(crate) pos: Position,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,19 +31,19 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Key {
     pub name: String,
-    pub pos: Position,
+    pub(crate) pos: Position,
 }
 
 /// A YAML syntax or budget error, positioned.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ParseError {
+pub(crate) struct ParseError {
     pub message: String,
-    pub pos: Position,
+    pub(crate) pos: Position,
     pub kind: ParseErrorKind,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParseErrorKind {
+pub(crate) enum ParseErrorKind {
     Syntax,
     DuplicateKey,
     Budget,
@@ -61,7 +61,7 @@ fn position(loc: &Location) -> Position {
 impl Node {
     /// Convert to JSON for schema validation. YAML values that JSON cannot hold were already
     /// refused while parsing (non-finite floats, complex keys).
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match &self.value {
             Value::Null => J::Null,
@@ -85,7 +85,7 @@ impl Node {
         }
     }
 
-    pub fn get_key(&self, key: &str) -> Option<&Key> {
+    pub(crate) fn get_key(&self, key: &str) -> Option<&Key> {
         match &self.value {
             Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(k, _)| k),
             _ => None,
@@ -119,18 +119,18 @@ impl Node {
     }
 
     /// Position of the key under which the value at `pointer` stands (`spec:` for `/spec`).
-    pub fn key_of(&self, pointer: &str) -> Option<Position> {
+    pub(crate) fn key_of(&self, pointer: &str) -> Option<Position> {
         let (parent, last) = pointer.rsplit_once('/')?;
         let last = last.replace("~1", "/").replace("~0", "~");
         self.locate_key(parent, &last)
     }
 
     /// Position of the key `name` inside the object at `pointer`, for unknown-field errors.
-    pub fn locate_key(&self, pointer: &str, name: &str) -> Option<Position> {
+    pub(crate) fn locate_key(&self, pointer: &str, name: &str) -> Option<Position> {
         self.locate(pointer).get_key(name).map(|k| k.pos)
     }
 
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self.value {
             Value::Null => "null",
             Value::Bool(_) => "boolean",
@@ -145,10 +145,10 @@ impl Node {
 /// Limits applied to every file; the defaults suit manifests (a few hundred nodes each).
 #[derive(Debug, Clone, Copy)]
 pub struct YamlLimits {
-    pub max_nodes: usize,
-    pub max_aliases: usize,
-    pub max_depth: usize,
-    pub max_documents: usize,
+    pub(crate) max_nodes: usize,
+    pub(crate) max_aliases: usize,
+    pub(crate) max_depth: usize,
+    pub(crate) max_documents: usize,
 }
 
 impl Default for YamlLimits {
@@ -164,7 +164,7 @@ impl Default for YamlLimits {
 
 /// Parse every document of a YAML stream. Empty documents (only comments) are returned as
 /// `Null` nodes so the caller can report them.
-pub fn parse_documents(text: &str, limits: &YamlLimits) -> Result<Vec<Node>, ParseError> {
+pub(crate) fn parse_documents(text: &str, limits: &YamlLimits) -> Result<Vec<Node>, ParseError> {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;

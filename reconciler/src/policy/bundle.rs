@@ -75,12 +75,12 @@ pub struct Limits {
 }
 
 /// The host's ceilings on a bundle's compile budget.
-pub const MAX_COMPILE_MS: u64 = 120_000;
-pub const MAX_COMPILE_MIB: u64 = 2_048;
+pub(crate) const MAX_COMPILE_MS: u64 = 120_000;
+pub(crate) const MAX_COMPILE_MIB: u64 = 2_048;
 
 impl Limits {
     /// The compile budget, within the host's ceilings.
-    pub fn compile_budget(&self) -> super::compile::Budget {
+    pub(crate) fn compile_budget(&self) -> super::compile::Budget {
         super::compile::Budget {
             cpu_ms: self.compile_ms.min(MAX_COMPILE_MS),
             memory_mib: self.compile_mib.min(MAX_COMPILE_MIB),
@@ -193,7 +193,7 @@ pub struct Entry {
     /// Absolute path of the module.
     pub module: PathBuf,
     /// The module path as written in the bundle.
-    pub module_ref: String,
+    pub(crate) module_ref: String,
     pub sha256: String,
     pub mode: Mode,
     pub scope: Scope,

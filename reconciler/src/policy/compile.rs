@@ -39,7 +39,7 @@ pub struct Budget {
 pub struct Cost {
     pub cpu_ms: u64,
     /// Peak resident memory of the compiler process, in KiB.
-    pub peak_kib: u64,
+    pub(crate) peak_kib: u64,
     /// Whether this run took the artifact from the on-disk cache.
     #[serde(skip)]
     pub cached: bool,
@@ -97,7 +97,7 @@ fn compiler() -> PathBuf {
 /// Where compiled modules are kept: `$TENANCY_CACHE_DIR/policies`, else
 /// `$XDG_CACHE_HOME/tenancy/policies`, else `~/.cache/tenancy/policies`;
 /// `TENANCY_COMPILE_CACHE=off` keeps nothing.
-pub fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     if std::env::var("TENANCY_COMPILE_CACHE").is_ok_and(|v| v == "off") {
         return None;
     }

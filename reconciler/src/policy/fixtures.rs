@@ -43,7 +43,7 @@ struct Case {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expected {
+pub(crate) struct Expected {
     pub rule: String,
     #[serde(default)]
     pub path: String,
@@ -58,7 +58,7 @@ fn deny() -> String {
 
 /// The result of one case.
 #[derive(Debug, Serialize)]
-pub struct CaseResult {
+pub(crate) struct CaseResult {
     pub policy: String,
     pub file: String,
     pub line: u32,
@@ -73,7 +73,7 @@ pub struct CaseResult {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum FixtureError {
+pub(crate) enum FixtureError {
     #[error("{file}: {message}")]
     Invalid { file: String, message: String },
 }
@@ -86,7 +86,7 @@ fn invalid(file: &Path, message: impl Into<String>) -> FixtureError {
 }
 
 /// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {
             if !target.is_object() {
@@ -107,7 +107,7 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Every fixture file next to the bundle's modules (`<module dir>/fixtures/*.yaml`).
-pub fn discover(bundle: &Bundle) -> Vec<PathBuf> {
+pub(crate) fn discover(bundle: &Bundle) -> Vec<PathBuf> {
     let mut out = BTreeSet::new();
     for e in &bundle.entries {
         let dir = e.module.parent().unwrap_or(Path::new(".")).join("fixtures");
@@ -125,7 +125,7 @@ pub fn discover(bundle: &Bundle) -> Vec<PathBuf> {
 
 /// The platform JSON of a directory of Region and Plan manifests; `file` names the caller in
 /// errors. A platform with errors is refused rather than half-used.
-pub fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
+pub(crate) fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
     let snapshot = crate::source::read_worktree(dir, &ReadOptions::default())
         .map_err(|e| invalid(file, format!("platform directory {}: {e}", dir.display())))?;
     let report = crate::validate::validate(&snapshot, &Default::default());
@@ -148,7 +148,10 @@ pub fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
 }
 
 /// The first YAML document of `path` as JSON (and its positioned tree); `from` names the caller.
-pub fn load_yaml_json(path: &Path, from: &Path) -> Result<(Value, yaml::Node), FixtureError> {
+pub(crate) fn load_yaml_json(
+    path: &Path,
+    from: &Path,
+) -> Result<(Value, yaml::Node), FixtureError> {
     let text = crate::source::read_text_bounded(path, 1 << 20)
         .map_err(|e| invalid(from, format!("{}: {e}", path.display())))?;
     let docs = yaml::parse_documents(&text, &YamlLimits::default())
@@ -161,7 +164,7 @@ pub fn load_yaml_json(path: &Path, from: &Path) -> Result<(Value, yaml::Node), F
 }
 
 /// Run every case of one fixture file.
-pub fn run_file(
+pub(crate) fn run_file(
     host: &PolicyHost,
     bundle: &Bundle,
     file: &Path,

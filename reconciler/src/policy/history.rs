@@ -67,7 +67,7 @@ impl AppliedTenant {
 
 impl Applied {
     /// From (tenant id, stored manifest JSON, commit it was applied at).
-    pub fn from_records(
+    pub(crate) fn from_records(
         records: impl IntoIterator<Item = (String, String, Option<String>)>,
     ) -> Applied {
         let tenants = records
@@ -98,7 +98,7 @@ impl Applied {
 
 /// What a change was judged against: it names the previous version in every decision record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Against {
+pub(crate) enum Against {
     /// No earlier version: a creation.
     Nothing,
     /// The tenant as a commit declared it.
@@ -125,7 +125,7 @@ impl serde::Serialize for Against {
 }
 
 /// One tenant's previous version in one baseline.
-pub enum Prior<'a> {
+pub(crate) enum Prior<'a> {
     /// None: a creation.
     Found(Option<&'a Tenant>, Against),
     /// The baseline holds the tenant but cannot say what it was.
@@ -167,7 +167,7 @@ impl History {
     }
 
     /// `t`'s previous version in each baseline, in order.
-    pub fn priors<'a>(&'a self, t: &'a Located<Arc<Tenant>>) -> Vec<Prior<'a>> {
+    pub(crate) fn priors<'a>(&'a self, t: &'a Located<Arc<Tenant>>) -> Vec<Prior<'a>> {
         let id = t.value.metadata.id.as_str();
         self.baselines
             .iter()

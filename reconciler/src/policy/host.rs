@@ -208,29 +208,29 @@ pub struct PolicyHost {
 }
 
 /// Largest linear memory a policy may have; per-policy `memoryMiB` limits are capped here.
-pub const MAX_MEMORY_MIB: u64 = 256;
+pub(crate) const MAX_MEMORY_MIB: u64 = 256;
 
 /// Largest module accepted (a JavaScript policy, engine included, is ~12 MiB).
-pub const MAX_MODULE_BYTES: usize = 64 << 20;
+pub(crate) const MAX_MODULE_BYTES: usize = 64 << 20;
 
 /// Most violations one evaluation may return, whatever a bundle says.
-pub const MAX_VIOLATIONS: u64 = 1_000;
+pub(crate) const MAX_VIOLATIONS: u64 = 1_000;
 
 /// The contract versions this host serves (`package tenancy:policy@…` in policies/wit).
-pub const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+pub(crate) const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
 
 /// The longest `info()` name, version and rule id, and the most rules.
-pub const MAX_NAME: usize = 64;
-pub const MAX_RULES: usize = 256;
-pub const MAX_RULE: usize = 128;
+pub(crate) const MAX_NAME: usize = 64;
+pub(crate) const MAX_RULES: usize = 256;
+pub(crate) const MAX_RULE: usize = 128;
 /// The longest violation message and path.
-pub const MAX_MESSAGE: usize = 4096;
-pub const MAX_PATH: usize = 1024;
+pub(crate) const MAX_MESSAGE: usize = 4096;
+pub(crate) const MAX_PATH: usize = 1024;
 
 /// Read a module file: a regular file only (a named pipe would block the read forever, a
 /// device would never end), and never more than [`MAX_MODULE_BYTES`] whatever the file system
 /// says its size is. `shown` names it in errors.
-pub fn read_module(path: &std::path::Path, shown: &str) -> Result<Vec<u8>, Failure> {
+pub(crate) fn read_module(path: &std::path::Path, shown: &str) -> Result<Vec<u8>, Failure> {
     use crate::source::BoundedRead as R;
     crate::source::read_bounded(path, MAX_MODULE_BYTES as u64).map_err(|e| match e {
         R::TooLarge => Failure::Compile(format!(
@@ -411,7 +411,7 @@ impl PolicyHost {
     /// [`PolicyHost::evaluate`], holding what it copies out of the sandbox against `budget`
     /// (shared by every evaluation of a run). Past the budget, an evaluation keeps only its
     /// first violation of each severity (so a deny still denies) and says how many it cut.
-    pub fn evaluate_within(
+    pub(crate) fn evaluate_within(
         &self,
         module: &LoadedModule,
         limits: &Limits,
@@ -550,7 +550,7 @@ fn rule_id_ok(rule: &str) -> bool {
 }
 
 /// An RFC 6901 JSON pointer: empty, or `/`-separated tokens where `~` is only `~0` or `~1`.
-pub fn is_json_pointer(p: &str) -> bool {
+pub(crate) fn is_json_pointer(p: &str) -> bool {
     if p.is_empty() {
         return true;
     }

@@ -82,7 +82,7 @@ impl Change<'_> {
 }
 
 /// The platform inventory handed to every evaluation, serialised once.
-pub fn platform_json(regions: &[&Region], plans: &[&Plan]) -> String {
+pub(crate) fn platform_json(regions: &[&Region], plans: &[&Plan]) -> String {
     #[derive(Serialize)]
     struct Platform<'a> {
         regions: &'a [&'a Region],
@@ -269,7 +269,7 @@ impl Governance {
 }
 
 /// The rule of the deny that stands for a baseline that cannot say what a tenant was.
-pub const PREVIOUS_UNREADABLE: &str = "policy.previous-unreadable";
+pub(crate) const PREVIOUS_UNREADABLE: &str = "policy.previous-unreadable";
 
 /// Run the policies over every tenant of a catalog and turn verdicts into findings positioned in
 /// the manifests (deny in enforce mode = error, in warn mode = warning, in audit mode = info).
@@ -277,7 +277,7 @@ pub const PREVIOUS_UNREADABLE: &str = "policy.previous-unreadable";
 /// Each tenant is judged against its previous version in every baseline of `history` (the
 /// same previous version once); a change passes only if it passes against all of them. Every
 /// decision names the version it was judged against.
-pub fn govern(
+pub(crate) fn govern(
     set: &PolicySet,
     catalog: &crate::validate::Catalog,
     history: &history::History,
@@ -446,10 +446,10 @@ pub fn govern(
 
 /// Most policy findings one run reports; the decisions (and so what is blocked) are complete
 /// whatever the number.
-pub const MAX_FINDINGS: usize = 10_000;
+pub(crate) const MAX_FINDINGS: usize = 10_000;
 
 /// The rule of the finding that says how many findings a run did not show.
-pub const FINDINGS_CUT: &str = "policy.findings-cut";
+pub(crate) const FINDINGS_CUT: &str = "policy.findings-cut";
 
 /// The first `most` findings, and a count of the rest (which are never held): `finish` adds
 /// one finding saying what was cut — an error if any cut one was an error, so that cutting

@@ -9,41 +9,41 @@ use serde::Serialize;
 use wasmparser::{Parser, Payload};
 
 /// Most core functions a policy may define (a JavaScript policy, engine included, has ~12,700).
-pub const MAX_FUNCTIONS: u64 = 50_000;
+pub(crate) const MAX_FUNCTIONS: u64 = 50_000;
 /// Most locals one function may declare (the JavaScript engine's largest has a few hundred).
-pub const MAX_LOCALS: u64 = 10_000;
+pub(crate) const MAX_LOCALS: u64 = 10_000;
 /// Largest function body, in bytes.
-pub const MAX_BODY_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_BODY_BYTES: u64 = 1 << 20;
 /// Most core modules and memories in one component (the sandbox's pool has room for no more).
-pub const MAX_CORE_MODULES: u64 = 8;
-pub const MAX_MEMORIES: u64 = 2;
+pub(crate) const MAX_CORE_MODULES: u64 = 8;
+pub(crate) const MAX_MEMORIES: u64 = 2;
 /// Most tables in one component.
-pub const MAX_TABLES: u64 = 8;
+pub(crate) const MAX_TABLES: u64 = 8;
 
 /// What [`read`] found. Shown by `tenancy policy inspect`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct Shape {
     pub bytes: u64,
-    pub core_modules: u64,
+    pub(crate) core_modules: u64,
     pub functions: u64,
     /// The most locals declared by one function.
-    pub max_locals: u64,
+    pub(crate) max_locals: u64,
     /// The largest function body, in bytes.
-    pub max_body_bytes: u64,
+    pub(crate) max_body_bytes: u64,
     /// Each defined memory's initial size, in bytes.
     pub memories: Vec<u64>,
     /// The most memories one core module defines.
-    pub max_module_memories: u64,
+    pub(crate) max_module_memories: u64,
     pub tables: u64,
     /// The component's own imports (what it asks the host for).
-    pub imports: Vec<String>,
+    pub(crate) imports: Vec<String>,
     /// The `tenancy:policy` version it imports the contract's types from, if it does.
     pub contract: Option<String>,
 }
 
 /// The contract's types interface, the one import a policy may have.
-pub const CONTRACT_TYPES: &str = "tenancy:policy/types@";
+pub(crate) const CONTRACT_TYPES: &str = "tenancy:policy/types@";
 
 /// Read a component's shape. Fails on bytes that are not a well-formed component; does not
 /// judge the shape (see [`Shape::check`]).
@@ -165,7 +165,7 @@ impl Shape {
 
 /// Refuse a component built for a contract version this host does not serve, or that
 /// imports anything but the contract's types.
-pub fn check_contract(imports: &[String], supported: &[&str]) -> Result<(), Failure> {
+pub(crate) fn check_contract(imports: &[String], supported: &[&str]) -> Result<(), Failure> {
     for name in imports {
         if let Some(version) = name.strip_prefix(CONTRACT_TYPES)
             && !supported.contains(&version)

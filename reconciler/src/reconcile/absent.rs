@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Why a tenant is absent from the revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Absence {
+pub(crate) enum Absence {
     /// No file declares it; it was last declared by this file (if known).
     Removed(Option<String>),
     /// Its file could not be read: the file and why.
@@ -29,7 +29,7 @@ pub enum Absence {
 #[derive(Debug, Clone)]
 pub struct AbsentTenant {
     pub tenant: String,
-    pub absence: Absence,
+    pub(crate) absence: Absence,
 }
 
 impl AbsentTenant {
@@ -57,7 +57,7 @@ impl AbsentTenant {
 }
 
 /// The files a revision could not read (errors of no tenant), with the first reason for each.
-pub fn unreadable_files(evaluation: &Evaluation) -> Vec<(String, String)> {
+pub(crate) fn unreadable_files(evaluation: &Evaluation) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for f in &evaluation.report.findings {
         if f.severity == Severity::Error
@@ -71,11 +71,11 @@ pub fn unreadable_files(evaluation: &Evaluation) -> Vec<(String, String)> {
 }
 
 /// The state-store key of what the last pass could not read (`tenancy status` shows it).
-pub const REPOSITORY_FINDINGS: &str = "repository.findings";
+pub(crate) const REPOSITORY_FINDINGS: &str = "repository.findings";
 
 /// Keep what `evaluation` could not read — files whose findings belong to no tenant — for
 /// `tenancy status` and /metrics; log each. Returns how many files.
-pub async fn record_unreadable(
+pub(crate) async fn record_unreadable(
     store: &Store,
     evaluation: &Evaluation,
 ) -> Result<usize, ApplyError> {
@@ -97,7 +97,7 @@ pub async fn record_unreadable(
 /// Find and record the tenants `evaluation` no longer declares. `files`: only those last
 /// declared by one of these files are looked at (an incremental pass); `None`: every applied
 /// tenant (a full pass).
-pub async fn record_absent(
+pub(crate) async fn record_absent(
     store: &Store,
     evaluation: &Evaluation,
     files: Option<&BTreeSet<String>>,

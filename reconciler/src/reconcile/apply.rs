@@ -253,7 +253,7 @@ pub(super) fn job_action(
 
 /// The job action of a lifecycle transition `from` → `to` (different states). The API queues
 /// the job of its own commits with it, so it must agree with what `apply` starts.
-pub fn transition_action(from: Lifecycle, to: Lifecycle) -> &'static str {
+pub(crate) fn transition_action(from: Lifecycle, to: Lifecycle) -> &'static str {
     use Lifecycle::*;
     match (from, to) {
         (Suspended, Active) => "resume",

@@ -19,7 +19,7 @@ pub struct Inputs {
 }
 
 /// The largest manifest file read unless configured otherwise (`--max-file-size`).
-pub const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
+pub(crate) const DEFAULT_MAX_FILE_BYTES: u64 = 1 << 20;
 
 impl Inputs {
     /// Read `rev` of `repo` (the work tree when `None`) at the repository root, with the
@@ -46,7 +46,7 @@ pub async fn applied_baseline(store: &Store) -> Result<Previous, StoreError> {
 
 /// [`applied_baseline`] of some tenants (an API write, a one-file commit: the tenants its
 /// judgement involves), one indexed lookup each.
-pub async fn applied_baseline_of(
+pub(crate) async fn applied_baseline_of(
     store: &Store,
     tenants: impl IntoIterator<Item = &str>,
 ) -> Result<Previous, StoreError> {
@@ -137,7 +137,7 @@ pub fn evaluate(inputs: &Inputs) -> Result<Evaluation, EvaluateError> {
 
 /// [`evaluate`], re-parsing only the files whose blobs are not in `cache` (the daemon keeps one
 /// across passes).
-pub fn evaluate_cached(
+pub(crate) fn evaluate_cached(
     inputs: &Inputs,
     cache: Option<&mut validate::ParseCache>,
 ) -> Result<Evaluation, EvaluateError> {
@@ -239,7 +239,7 @@ fn judge_policies(
 }
 
 /// A one-file change, judged by its delta.
-pub struct JudgedChange {
+pub(crate) struct JudgedChange {
     /// What the change replaces in the revision; its findings include the policies' denies.
     pub delta: validate::delta::Delta,
     /// The candidate commit (no files: the change is in `delta`).
@@ -253,7 +253,7 @@ impl JudgedChange {
     /// The change applied to `head`, as the evaluation of its commit: `head` becomes the
     /// commit validated, and the evaluation holds its report until [`Evaluation::restore`]
     /// gives it back.
-    pub fn into_evaluation(self, head: &mut validate::delta::Validated) -> Evaluation {
+    pub(crate) fn into_evaluation(self, head: &mut validate::delta::Validated) -> Evaluation {
         let JudgedChange {
             delta,
             snapshot,
@@ -283,7 +283,7 @@ impl Evaluation {
 /// policies over its tenants, judged against `inputs.previous`. `None` when the change
 /// cannot be judged by its delta (a platform or organization file, a file the reader would
 /// not take): evaluate the whole revision.
-pub fn evaluate_change(
+pub(crate) fn evaluate_change(
     inputs: &Inputs,
     head: &validate::delta::Validated,
     path: &str,
@@ -347,7 +347,7 @@ pub fn evaluate_change(
 
 /// Tenants whose manifests differ between two revisions (all of them when a platform or
 /// organization file changed), and the files of tenants removed from the repository.
-pub fn changed_tenants(
+pub(crate) fn changed_tenants(
     inputs: &Inputs,
     base: &str,
     head: &str,

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 /// The type of every event Tenancy emits (`type` of the CloudEvent, seed 000's names): one
 /// spelling, used by the pipeline, webhook filters, the CLI and the schema's test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventType {
+pub(crate) enum EventType {
     Created,
     Activated,
     Suspended,
@@ -58,7 +58,7 @@ impl EventType {
 }
 
 /// One fact about one tenant, to record as an event.
-pub struct Fact<'a> {
+pub(crate) struct Fact<'a> {
     pub tenant: &'a str,
     pub ty: &'static str,
     /// The commit it happened at (`None`: the work tree).
@@ -71,7 +71,7 @@ pub struct Fact<'a> {
 }
 
 /// The stable id of `fact` (the same fact recorded twice is one event) and its CloudEvent.
-pub fn cloud_event(fact: &Fact<'_>, time: &str) -> (String, Value) {
+pub(crate) fn cloud_event(fact: &Fact<'_>, time: &str) -> (String, Value) {
     let sha = fact.commit.unwrap_or("");
     let id = crate::store::stable_id(&[fact.tenant, sha, fact.ty]);
     let mut body = json!({

@@ -20,7 +20,7 @@ pub const NOTE_MARK: &str = "Tenancy record of this commit (from the state store
 /// The note of one commit: one block per pass that recorded something new there, each with the
 /// policy modules that judged the commit and, per tenant, the outcome, the changes made and
 /// every verdict with the version it was judged against.
-pub fn render(outcomes: &[CommitOutcome], decisions: &[DecisionRecord]) -> String {
+pub(crate) fn render(outcomes: &[CommitOutcome], decisions: &[DecisionRecord]) -> String {
     let mut out = format!("{NOTE_MARK}\n");
     let mut modules: Vec<(&str, &str, &str)> = decisions
         .iter()
@@ -102,7 +102,7 @@ pub fn render(outcomes: &[CommitOutcome], decisions: &[DecisionRecord]) -> Strin
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum NotesError {
+pub(crate) enum NotesError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("git note on {commit}: {source}")]
@@ -115,7 +115,7 @@ pub enum NotesError {
 /// Write (or bring up to date) the note of every commit of `repo` with outcomes recorded since
 /// this last ran for `repo`; returns how many notes changed. A commit the repository does not
 /// have (another repository shares the store) is skipped.
-pub async fn write_notes(store: &Store, repo: &Path) -> Result<usize, NotesError> {
+pub(crate) async fn write_notes(store: &Store, repo: &Path) -> Result<usize, NotesError> {
     let key = format!(
         "notes.synced-at:{}",
         std::fs::canonicalize(repo)

@@ -9,7 +9,7 @@ use super::*;
 use crate::config::EventsKafka;
 
 /// How a pass publishes what it recorded.
-pub enum Publish<'a> {
+pub(crate) enum Publish<'a> {
     /// Nothing is configured: events stay in the outbox (`tenancy events` reads them).
     Outbox,
     /// Relay the outbox to Kafka now (a one-shot `tenancy apply`).
@@ -27,11 +27,11 @@ pub struct Pass<'a> {
     /// The repository whose commits get their git notes (`[apply] notes`).
     pub repo: &'a std::path::Path,
     /// Tenants to plan (all of the evaluation when `None`).
-    pub selected: Option<&'a BTreeSet<String>>,
+    pub(crate) selected: Option<&'a BTreeSet<String>>,
     /// Where tenants the revision no longer declares are looked for: `None` everywhere, else in
     /// these files only (none at all on a retry).
-    pub absent_in: Option<&'a BTreeSet<String>>,
-    pub publish: Publish<'a>,
+    pub(crate) absent_in: Option<&'a BTreeSet<String>>,
+    pub(crate) publish: Publish<'a>,
 }
 
 /// What a pass did.
@@ -43,7 +43,7 @@ pub struct PassReport {
     /// Applied tenants the revision no longer declares.
     pub absent: Vec<absent::AbsentTenant>,
     /// Why the git notes could not be written, if they could not (the store has the record).
-    pub notes_error: Option<notes::NotesError>,
+    pub(crate) notes_error: Option<notes::NotesError>,
     /// What [`Publish::Relay`] published.
     pub relayed: Option<RelayReport>,
 }
@@ -76,7 +76,7 @@ pub trait Observer: Sync {
 }
 
 /// The observer that watches nothing.
-pub struct Quiet;
+pub(crate) struct Quiet;
 impl Observer for Quiet {}
 
 /// Run one pass over `evaluation`; `None` when the observer stopped it after planning.
@@ -96,7 +96,7 @@ pub async fn run(
 
 /// The rest of a pass once `plan` is decided (a caller that shows the plan and asks first
 /// plans with [`super::plan`] itself).
-pub async fn run_planned(
+pub(crate) async fn run_planned(
     pass: &Pass<'_>,
     evaluation: &Evaluation,
     plan: PlanReport,

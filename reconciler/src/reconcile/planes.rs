@@ -7,7 +7,7 @@ pub struct PlaneEntry {
     /// Its one name (`postgres`, `object-store`, …: see [`crate::planes`]).
     pub kind: &'static str,
     /// Its key in the topology answer.
-    pub topology_key: &'static str,
+    pub(crate) topology_key: &'static str,
     pub plane: Box<dyn Plane>,
     /// What serves it, for the plan's header (`PostgreSQL (4 target(s))`).
     pub backend: String,
@@ -77,7 +77,7 @@ impl Planes {
 
     /// Start every plane's desired-state-independent observation (run it concurrently with
     /// [`evaluate`]); errors are left for `plan` to meet and report.
-    pub async fn prefetch(&self) {
+    pub(crate) async fn prefetch(&self) {
         futures_util::future::join_all(
             self.planes
                 .iter()

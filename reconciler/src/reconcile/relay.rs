@@ -83,7 +83,7 @@ pub(super) const MESSAGE_TIMEOUT_MS: u64 = 10_000;
 /// A Kafka producer for the outbox, kept for a daemon's lifetime (an idempotent producer's
 /// setup costs a round trip or two; the daemon relays after every commit). It has no polling
 /// thread of its own: it is served only while relaying, so an idle daemon stays idle.
-pub struct EventsProducer {
+pub(crate) struct EventsProducer {
     producer: Arc<tenancy_plane_kafka::rdkafka::producer::BaseProducer<Deliveries>>,
     topic: String,
     servers: String,

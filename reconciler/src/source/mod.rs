@@ -23,19 +23,19 @@ pub struct SourceFile {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CommitInfo {
     pub sha: String,
-    pub author_name: String,
+    pub(crate) author_name: String,
     pub author_email: String,
     pub summary: String,
     /// The message's trailers (`Request-Id: …`, `Reason: …`, `Tenant: …`), in order. API
     /// writes carry them: the request id becomes the correlation id of what the commit does.
-    pub trailers: Vec<(String, String)>,
+    pub(crate) trailers: Vec<(String, String)>,
     /// The repository it was read from.
     pub repo: PathBuf,
 }
 
 impl CommitInfo {
     /// Is `other` this commit or one of its ancestors (its change is part of this one)?
-    pub fn includes(&self, other: &str) -> bool {
+    pub(crate) fn includes(&self, other: &str) -> bool {
         if other == self.sha {
             return true;
         }
@@ -51,7 +51,7 @@ impl CommitInfo {
 }
 
 impl CommitInfo {
-    pub fn trailer(&self, key: &str) -> Option<&str> {
+    pub(crate) fn trailer(&self, key: &str) -> Option<&str> {
         self.trailers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -97,7 +97,7 @@ impl Default for ReadOptions {
 
 /// Why [`read_bounded`] read nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum BoundedRead {
+pub(crate) enum BoundedRead {
     #[error("not a regular file (a pipe, a device or a directory?)")]
     NotRegular,
     #[error("larger than its limit")]
@@ -109,7 +109,7 @@ pub enum BoundedRead {
 /// Read a file from the file system: a regular file only (opening a named pipe blocks until a
 /// writer comes, a device never ends), and never more than `max` bytes, whatever its size
 /// said a moment before. Every file a command reads by path goes through here.
-pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BoundedRead> {
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BoundedRead> {
     use std::io::Read;
     // The path's type first: a FIFO is never opened.
     if !std::fs::metadata(path)?.is_file() {
@@ -137,7 +137,7 @@ pub fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, BoundedRead> {
 }
 
 /// [`read_bounded`] as UTF-8 text, its failure as an I/O error (for callers that report one).
-pub fn read_text_bounded(path: &Path, max: u64) -> std::io::Result<String> {
+pub(crate) fn read_text_bounded(path: &Path, max: u64) -> std::io::Result<String> {
     let bytes = read_bounded(path, max).map_err(|e| match e {
         BoundedRead::Io(e) => e,
         BoundedRead::TooLarge => std::io::Error::other(format!("larger than the {max}-byte limit")),
@@ -182,7 +182,7 @@ pub enum SourceError {
 /// a force-push upstream shows as a commit that does not descend from the last one reconciled.
 /// `url` is anything libgit2 fetches without prompting: `https://` (a token may be given in the
 /// URL through `${env:…}`), `file://` or a path.
-pub fn fetch_mirror(url: &str, branch: &str, dir: &Path) -> Result<String, SourceError> {
+pub(crate) fn fetch_mirror(url: &str, branch: &str, dir: &Path) -> Result<String, SourceError> {
     let fail = |message: String| SourceError::Fetch {
         url: redact(url),
         branch: branch.to_owned(),
@@ -228,7 +228,7 @@ pub fn fetch_mirror(url: &str, branch: &str, dir: &Path) -> Result<String, Sourc
 }
 
 /// The short name of the branch HEAD points at (`main`), if it points at one.
-pub fn current_branch(repo: &Path) -> Option<String> {
+pub(crate) fn current_branch(repo: &Path) -> Option<String> {
     let repo = git2::Repository::open(repo).ok()?;
     let head = repo.find_reference("HEAD").ok()?;
     let target = head.symbolic_target().ok().flatten()?.to_owned();
@@ -236,7 +236,7 @@ pub fn current_branch(repo: &Path) -> Option<String> {
 }
 
 /// A URL with any password or token replaced by `***`, for messages and logs.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}***{}", &url[..scheme + 3], &url[at..])
@@ -254,7 +254,7 @@ fn open_repository(repo: &Path) -> Result<git2::Repository, SourceError> {
 }
 
 /// Is this a file the manifest stage should read? YAML by extension, nothing hidden.
-pub fn is_manifest_path(path: &str) -> bool {
+pub(crate) fn is_manifest_path(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     lower.ends_with(".yaml") || lower.ends_with(".yml")
 }
@@ -349,11 +349,11 @@ pub fn read_revision(repo: &Path, rev: &str, opts: &ReadOptions) -> Result<Snaps
 }
 
 /// The text of a file already read, by path and blob id, if the caller kept it.
-pub type Known<'a> = dyn Fn(&str, git2::Oid) -> Option<String> + 'a;
+pub(crate) type Known<'a> = dyn Fn(&str, git2::Oid) -> Option<String> + 'a;
 
 /// [`read_revision`], taking the text of files whose blob `known` already holds instead of
 /// reading it from the object database again (the daemon's passes re-read only what changed).
-pub fn read_revision_reusing(
+pub(crate) fn read_revision_reusing(
     repo: &Path,
     rev: &str,
     opts: &ReadOptions,
@@ -429,7 +429,7 @@ fn commit_info(repo: &Path, commit: &git2::Commit<'_>) -> CommitInfo {
 }
 
 /// The commit `rev` names, as a snapshot read from it would record it.
-pub fn read_commit(repo: &Path, rev: &str) -> Result<CommitInfo, SourceError> {
+pub(crate) fn read_commit(repo: &Path, rev: &str) -> Result<CommitInfo, SourceError> {
     let repository = open_repository(repo)?;
     let commit = commit_of(&repository, repo, rev)?;
     Ok(commit_info(repo, &commit))
@@ -617,7 +617,7 @@ fn commit_of<'r>(
 }
 
 /// The first parent of `rev`, if it has one.
-pub fn parent_of(repo: &Path, rev: &str) -> Result<Option<String>, SourceError> {
+pub(crate) fn parent_of(repo: &Path, rev: &str) -> Result<Option<String>, SourceError> {
     let repository = open_repository(repo)?;
     let commit = commit_of(&repository, repo, rev)?;
     Ok(commit.parent_ids().next().map(|id| id.to_string()))
@@ -689,12 +689,12 @@ pub fn changed_paths(
 }
 
 /// The notes ref where `apply` records what it did with each commit (`git log --notes=tenancy`).
-pub const NOTES_REF: &str = "refs/notes/tenancy";
+pub(crate) const NOTES_REF: &str = "refs/notes/tenancy";
 
 /// Make `section` the part of `commit`'s note (in [`NOTES_REF`]) from the line `mark` on; text
 /// above it (notes written by hand, or by earlier versions) is kept. Writes only when the note
 /// changes; `Ok(false)` when it already said this.
-pub fn set_note_section(
+pub(crate) fn set_note_section(
     repo: &Path,
     commit: &str,
     mark: &str,

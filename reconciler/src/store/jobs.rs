@@ -42,7 +42,7 @@ impl JobState {
     }
 
     /// Seed 000's spelling in the API (`Queued`).
-    pub fn api_name(self) -> &'static str {
+    pub(crate) fn api_name(self) -> &'static str {
         match self {
             JobState::Queued => "Queued",
             JobState::Running => "Running",
@@ -91,7 +91,7 @@ pub struct Job {
     pub updated_at: i64,
     /// The job that converged this one's commit too (a later pass reconciled the tenant at a
     /// commit including it); its state is this job's outcome.
-    pub superseded_by: Option<String>,
+    pub(crate) superseded_by: Option<String>,
 }
 
 /// A job to run: its tenant, the commit it converges, its action and its steps.
@@ -134,7 +134,7 @@ impl Job {
     }
 
     /// Mark step `name` completed.
-    pub fn step_done(&mut self, name: &str) {
+    pub(crate) fn step_done(&mut self, name: &str) {
         if let Some(s) = self
             .steps
             .iter_mut()
@@ -200,7 +200,7 @@ impl Store {
     /// `included(sha)` says whether a commit is part of the one reconciled (itself or an
     /// ancestor): a job for a newer commit — one the API queued while this pass was running —
     /// is left for the pass that reconciles it.
-    pub async fn queue_jobs(
+    pub(crate) async fn queue_jobs(
         &self,
         commit: &str,
         tenants: &[&str],
@@ -296,7 +296,7 @@ impl Store {
     /// the tenant's status `progressing`. (The tenant's older unfinished jobs were superseded
     /// by [`Store::queue_jobs`] when the pass began; a newer one — the API may queue one for a
     /// later commit while this pass runs — is left for the pass that reconciles it.)
-    pub async fn start_job(&self, new: &NewJob) -> Result<Job, StoreError> {
+    pub(crate) async fn start_job(&self, new: &NewJob) -> Result<Job, StoreError> {
         let id = new.id();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -413,13 +413,13 @@ impl Store {
     }
 
     /// Save a job's progress.
-    pub async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
+    pub(crate) async fn save_job(&self, job: &Job) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         self.save_job_on(&mut conn, job).await
     }
 
     /// The job that finally converged `job` (itself, or the last of its successors).
-    pub async fn outcome_of(&self, job: Job) -> Result<Job, StoreError> {
+    pub(crate) async fn outcome_of(&self, job: Job) -> Result<Job, StoreError> {
         let mut current = job;
         // A chain is short (one hop per pass that took over); bounded anyway.
         for _ in 0..16 {
@@ -470,7 +470,7 @@ impl Store {
     }
 
     /// Each stored tenant's lifecycle state and profile, by id (the "before" of a transition).
-    pub async fn tenant_states(
+    pub(crate) async fn tenant_states(
         &self,
     ) -> Result<std::collections::HashMap<String, (String, String)>, StoreError> {
         let rows = sqlx::query("SELECT tenant_id, state, profile FROM tenants")

@@ -116,7 +116,7 @@ pub fn stable_id(parts: &[&str]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -171,7 +171,7 @@ impl TenantRecord {
 
 mod erased {
     /// Serialize any manifest part to a JSON value (they are plain data; this cannot fail).
-    pub trait Ser {
+    pub(crate) trait Ser {
         fn json(&self) -> serde_json::Value;
     }
     impl<T: serde::Serialize> Ser for T {
@@ -325,7 +325,7 @@ pub struct EventRecord {
     pub event_type: String,
     pub event: serde_json::Value,
     pub created_at: i64,
-    pub published_at: Option<i64>,
+    pub(crate) published_at: Option<i64>,
     pub attempts: i64,
 }
 
@@ -407,7 +407,7 @@ impl Store {
 
     /// [`Store::open`], but only a store that exists: `None` for a SQLite file that is not
     /// there (nothing was ever applied with it), so read-only commands never create one.
-    pub async fn open_existing(url: &str) -> Result<Option<Store>, StoreError> {
+    pub(crate) async fn open_existing(url: &str) -> Result<Option<Store>, StoreError> {
         if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             let path = path.split('?').next().unwrap_or(path);
@@ -423,7 +423,7 @@ impl Store {
     }
 
     /// A value the daemon keeps between restarts.
-    pub async fn state_value(&self, key: &str) -> Result<Option<String>, StoreError> {
+    pub(crate) async fn state_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM reconciler_state WHERE state_key = $1")
                 .bind(key)
@@ -432,7 +432,7 @@ impl Store {
         )
     }
 
-    pub async fn set_state_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
+    pub(crate) async fn set_state_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO reconciler_state (state_key, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (state_key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
@@ -455,7 +455,7 @@ impl Store {
     }
 
     /// How many tenants have each status (one query).
-    pub async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn status_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT status, CAST(COUNT(*) AS BIGINT) AS n FROM reconcile_status GROUP BY status ORDER BY status",
         )
@@ -467,7 +467,7 @@ impl Store {
     }
 
     /// Mark events published (after the broker acknowledged them).
-    pub async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
+    pub(crate) async fn mark_published(&self, ids: &[String]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let now = now_ms();
         for id in ids {

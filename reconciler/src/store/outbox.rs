@@ -16,7 +16,7 @@ impl Store {
     }
 
     /// Events not yet published, oldest first and in sequence within each tenant.
-    pub async fn pending_events(&self, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
+    pub(crate) async fn pending_events(&self, limit: i64) -> Result<Vec<EventRecord>, StoreError> {
         self.select_events(None, None, limit, true).await
     }
 

@@ -12,14 +12,14 @@ use sqlx::{AnyConnection, Row};
 pub struct CommitOutcome {
     pub commit_sha: String,
     /// The pass (one `apply` run, one daemon pass) that recorded it.
-    pub pass_id: String,
+    pub(crate) pass_id: String,
     pub tenant_id: String,
     /// applied, blocked, failed or drifted.
     pub outcome: String,
-    pub changes_made: i64,
-    pub changes_planned: i64,
+    pub(crate) changes_made: i64,
+    pub(crate) changes_planned: i64,
     pub reason: Option<String>,
-    pub recorded_at: i64,
+    pub(crate) recorded_at: i64,
 }
 
 const COLUMNS: &str =
@@ -82,7 +82,10 @@ impl Store {
     }
 
     /// Every outcome recorded at `sha`, oldest first.
-    pub async fn commit_outcomes(&self, sha: &str) -> Result<Vec<CommitOutcome>, StoreError> {
+    pub(crate) async fn commit_outcomes(
+        &self,
+        sha: &str,
+    ) -> Result<Vec<CommitOutcome>, StoreError> {
         let rows = sqlx::query(super::safe(format!(
             "SELECT {COLUMNS} FROM commit_outcomes WHERE commit_sha = $1 ORDER BY recorded_at, tenant_id"
         )))
@@ -94,7 +97,7 @@ impl Store {
 
     /// The commits with outcomes recorded at or after `since` (epoch ms), each with the time
     /// of its latest one and how many it has at or after `since`.
-    pub async fn commits_recorded_since(
+    pub(crate) async fn commits_recorded_since(
         &self,
         since: i64,
     ) -> Result<Vec<(String, i64, i64)>, StoreError> {
@@ -112,7 +115,7 @@ impl Store {
     }
 
     /// Every decision recorded at `sha`, by tenant and policy.
-    pub async fn decisions_at(&self, sha: &str) -> Result<Vec<DecisionRecord>, StoreError> {
+    pub(crate) async fn decisions_at(&self, sha: &str) -> Result<Vec<DecisionRecord>, StoreError> {
         self.select_decisions("commit_sha", sha).await
     }
 }

@@ -189,7 +189,7 @@ impl Store {
     /// for its tenant only) and the commit it was applied at (one query): the baseline changes
     /// are judged against.
     /// `only`: that tenant's alone.
-    pub async fn applied_manifests(
+    pub(crate) async fn applied_manifests(
         &self,
         only: Option<&str>,
     ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
@@ -215,7 +215,7 @@ impl Store {
     /// Every applied tenant with its applied state, its status and the file that last
     /// declared it, in id order: those a revision no longer declares are looked for in it.
     /// With `only`, just the tenants one of these files last declared.
-    pub async fn applied_files(
+    pub(crate) async fn applied_files(
         &self,
         only: Option<&std::collections::BTreeSet<String>>,
     ) -> Result<Vec<(String, String, Option<String>, Option<String>)>, StoreError> {

@@ -32,7 +32,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before attempt `attempts + 1`, with ±20 % jitter from `seed`.
-    pub fn backoff_ms(&self, attempts: i64, seed: u64) -> i64 {
+    pub(crate) fn backoff_ms(&self, attempts: i64, seed: u64) -> i64 {
         let base = self
             .initial_backoff_ms
             .saturating_mul(1 << (attempts - 1).clamp(0, 20))
@@ -46,7 +46,7 @@ impl RetryPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Webhook {
-    pub webhook_id: String,
+    pub(crate) webhook_id: String,
     /// A tenant id, or `*` for every tenant.
     pub tenant_id: String,
     pub url: String,
@@ -55,7 +55,7 @@ pub struct Webhook {
     /// Never serialized: it signs deliveries and is not shown again once registered.
     #[serde(skip)]
     pub secret: String,
-    pub retry_policy: RetryPolicy,
+    pub(crate) retry_policy: RetryPolicy,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -99,16 +99,16 @@ impl DeliveryState {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
-    pub delivery_id: String,
-    pub webhook_id: String,
+    pub(crate) delivery_id: String,
+    pub(crate) webhook_id: String,
     pub event_id: String,
     pub tenant_id: String,
     pub state: DeliveryState,
     pub attempts: i64,
-    pub next_attempt_at: i64,
-    pub last_status: Option<i64>,
-    pub last_error: Option<String>,
-    pub delivered_at: Option<i64>,
+    pub(crate) next_attempt_at: i64,
+    pub(crate) last_status: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) delivered_at: Option<i64>,
     pub created_at: i64,
 }
 
@@ -211,7 +211,7 @@ impl Store {
     }
 
     /// Remove a webhook and its undelivered deliveries; `false` when there was none.
-    pub async fn remove_webhook(&self, id: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn remove_webhook(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query("DELETE FROM tenant_webhooks WHERE webhook_id = $1")
             .bind(id)
@@ -231,7 +231,7 @@ impl Store {
     /// Turn outbox events not yet fanned out into deliveries for the webhooks that want them;
     /// returns how many deliveries were created. Events recorded while no webhook matched are
     /// not delivered later to webhooks registered afterwards.
-    pub async fn fan_out(&self, limit: i64) -> Result<usize, StoreError> {
+    pub(crate) async fn fan_out(&self, limit: i64) -> Result<usize, StoreError> {
         // Read outside the transaction (the writes below are idempotent), so it only takes
         // SQLite's write lock.
         let rows = sqlx::query(
@@ -279,7 +279,7 @@ impl Store {
     }
 
     /// Each webhook with pending deliveries, and when its earliest one is due (epoch ms).
-    pub async fn pending_webhooks(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub(crate) async fn pending_webhooks(&self) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT webhook_id, CAST(MIN(next_attempt_at) AS BIGINT) AS due FROM webhook_deliveries \
              WHERE state = 'pending' GROUP BY webhook_id",
@@ -293,7 +293,7 @@ impl Store {
 
     /// Pending deliveries in order (oldest first), due or not, with their webhook and body:
     /// every webhook's, or one webhook's (`webhook`).
-    pub async fn pending_deliveries(
+    pub(crate) async fn pending_deliveries(
         &self,
         webhook: Option<&str>,
         limit: i64,
@@ -331,7 +331,7 @@ impl Store {
     }
 
     /// Record one attempt: delivered, or failed (retried at `next_attempt_at`, or `dead`).
-    pub async fn record_attempt(
+    pub(crate) async fn record_attempt(
         &self,
         d: &Delivery,
         status: Option<i64>,
@@ -397,7 +397,7 @@ impl Store {
     }
 
     /// Deliveries by state (for metrics): one counting query.
-    pub async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, i64)>, StoreError> {
+    pub(crate) async fn delivery_counts(&self) -> Result<Vec<(DeliveryState, i64)>, StoreError> {
         let rows = sqlx::query(
             "SELECT state, CAST(COUNT(*) AS BIGINT) AS n FROM webhook_deliveries GROUP BY state",
         )

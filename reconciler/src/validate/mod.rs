@@ -29,7 +29,7 @@ pub struct Located<T> {
     pub file: String,
     /// 0-based index of the document within its file.
     pub doc: usize,
-    pub pos: Position,
+    pub(crate) pos: Position,
     pub value: T,
 }
 
@@ -37,7 +37,7 @@ pub struct Located<T> {
 ///
 /// Only the last document parsed is kept: findings about one manifest come together, and a
 /// repository with errors everywhere must not hold every tree in memory at once.
-pub struct Locator<'a> {
+pub(crate) struct Locator<'a> {
     texts: HashMap<&'a str, &'a str>,
     limits: YamlLimits,
     last: std::cell::RefCell<Option<(String, usize, Option<Node>)>>,
@@ -108,7 +108,7 @@ pub struct Summary {
     pub documents: usize,
     pub tenants: usize,
     pub errors: usize,
-    pub warnings: usize,
+    pub(crate) warnings: usize,
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +124,7 @@ impl Report {
     }
 
     /// Add `findings`, keep them in order, and count errors and warnings again.
-    pub fn add_findings(&mut self, mut findings: Vec<Finding>) {
+    pub(crate) fn add_findings(&mut self, mut findings: Vec<Finding>) {
         self.findings.append(&mut findings);
         diagnostics::sort(&mut self.findings);
         let count = |s| self.findings.iter().filter(|f| f.severity == s).count();
@@ -211,7 +211,7 @@ type FileResult = (Vec<Checked>, Vec<Finding>, usize);
 pub struct ParseCache {
     files: HashMap<String, (git2::Oid, std::sync::Arc<FileResult>, std::sync::Arc<str>)>,
     /// Files parsed (not taken from the cache) by the last validation.
-    pub parsed: usize,
+    pub(crate) parsed: usize,
 }
 
 impl std::fmt::Debug for ParseCache {
@@ -262,7 +262,7 @@ pub trait Incumbency {
 }
 
 /// Nothing is known of before: the first declaration (by file, then line) wins.
-pub struct NoIncumbents;
+pub(crate) struct NoIncumbents;
 
 impl Incumbency for NoIncumbents {
     fn holds_id(&self, _: &str, _: &str) -> bool {
@@ -275,7 +275,7 @@ impl Incumbency for NoIncumbents {
 
 /// [`validate`], reusing (and refreshing) the per-file results in `cache` for files whose blob
 /// is unchanged, and attributing uniqueness conflicts with `incumbents`.
-pub fn validate_cached(
+pub(crate) fn validate_cached(
     snapshot: &Snapshot,
     opts: &ValidateOptions,
     cache: Option<&mut ParseCache>,

@@ -11,19 +11,19 @@ use jsonschema::{Registry, Resource, Validator};
 use serde_json::Value;
 use std::sync::OnceLock;
 
-pub const COMMON: &str = include_str!("../../../schemas/common.schema.json");
+pub(crate) const COMMON: &str = include_str!("../../../schemas/common.schema.json");
 pub const TENANT: &str = include_str!("../../../schemas/tenant.schema.json");
-pub const ORGANIZATION: &str = include_str!("../../../schemas/organization.schema.json");
-pub const REGION: &str = include_str!("../../../schemas/region.schema.json");
-pub const PLAN: &str = include_str!("../../../schemas/plan.schema.json");
+pub(crate) const ORGANIZATION: &str = include_str!("../../../schemas/organization.schema.json");
+pub(crate) const REGION: &str = include_str!("../../../schemas/region.schema.json");
+pub(crate) const PLAN: &str = include_str!("../../../schemas/plan.schema.json");
 
-pub struct KindSchema {
+pub(crate) struct KindSchema {
     validator: Validator,
     /// The schema document, for listing allowed fields in hints.
     raw: Value,
 }
 
-pub struct Schemas {
+pub(crate) struct Schemas {
     tenant: KindSchema,
     organization: KindSchema,
     region: KindSchema,
@@ -110,7 +110,7 @@ impl Schemas {
 }
 
 /// `/spec/quotas/storageGiB` → `spec.quotas.storageGiB`, `/spec/environments/0` → `spec.environments[0]`.
-pub fn field_path(pointer: &str) -> String {
+pub(crate) fn field_path(pointer: &str) -> String {
     let mut out = String::new();
     for seg in pointer.split('/').skip(1) {
         if seg.parse::<usize>().is_ok() {
