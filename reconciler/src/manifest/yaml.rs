@@ -165,6 +165,31 @@ impl Default for YamlLimits {
 /// Parse every document of a YAML stream. Empty documents (only comments) are returned as
 /// `Null` nodes so the caller can report them.
 pub(crate) fn parse_documents(text: &str, limits: &YamlLimits) -> Result<Vec<Node>, ParseError> {
+    let docs: Vec<Spanned<RawValue>> =
+        serde_saphyr::from_multiple_with_options(text, options(limits))
+            .map_err(|e| convert_error(&e, limits))?;
+    Ok(docs.into_iter().map(into_node).collect())
+}
+
+/// The documents of a stream as JSON, each with where it starts, under the same rules and
+/// budgets as [`parse_documents`] but without a positioned tree: the fast path for the files
+/// that turn out clean, which most are. `None` on any error; parsing with positions then says
+/// what and where.
+pub(crate) fn parse_json_documents(
+    text: &str,
+    limits: &YamlLimits,
+) -> Option<Vec<(serde_json::Value, Position)>> {
+    let docs: Vec<Spanned<JsonValue>> =
+        serde_saphyr::from_multiple_with_options(text, options(limits)).ok()?;
+    Some(
+        docs.into_iter()
+            .map(|d| (d.value.0, position(&d.referenced)))
+            .collect(),
+    )
+}
+
+/// How every manifest is parsed.
+fn options(limits: &YamlLimits) -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
@@ -179,9 +204,7 @@ pub(crate) fn parse_documents(text: &str, limits: &YamlLimits) -> Result<Vec<Nod
         budget.max_documents = limits.max_documents;
     }
     options.alias_limits.max_total_replayed_events = limits.max_nodes;
-    let docs: Vec<Spanned<RawValue>> = serde_saphyr::from_multiple_with_options(text, options)
-        .map_err(|e| convert_error(&e, limits))?;
-    Ok(docs.into_iter().map(into_node).collect())
+    options
 }
 
 fn convert_error(e: &serde_saphyr::Error, limits: &YamlLimits) -> ParseError {
@@ -269,69 +292,143 @@ enum RawValue {
     Map(Vec<(Spanned<String>, Spanned<RawValue>)>),
 }
 
+/// What a YAML value may be in a manifest, whichever tree it is built into: the refusals
+/// (numbers JSON cannot hold, binary) are the same for both.
+trait Tree: Sized {
+    fn null() -> Self;
+    fn bool(v: bool) -> Self;
+    fn number(n: serde_json::Number) -> Self;
+    fn string(s: String) -> Self;
+    fn seq<'de, A: SeqAccess<'de>>(a: A) -> Result<Self, A::Error>;
+    fn map<'de, A: MapAccess<'de>>(a: A) -> Result<Self, A::Error>;
+}
+
+impl Tree for RawValue {
+    fn null() -> Self {
+        RawValue::Null
+    }
+    fn bool(v: bool) -> Self {
+        RawValue::Bool(v)
+    }
+    fn number(n: serde_json::Number) -> Self {
+        RawValue::Number(n)
+    }
+    fn string(s: String) -> Self {
+        RawValue::String(s)
+    }
+    fn seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<Self, A::Error> {
+        let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
+        while let Some(x) = a.next_element()? {
+            items.push(x);
+        }
+        Ok(RawValue::Seq(items))
+    }
+    fn map<'de, A: MapAccess<'de>>(mut a: A) -> Result<Self, A::Error> {
+        let mut entries = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
+        while let Some(k) = a.next_key()? {
+            let v = a.next_value()?;
+            entries.push((k, v));
+        }
+        Ok(RawValue::Map(entries))
+    }
+}
+
+/// A YAML value as JSON, without positions.
+struct JsonValue(serde_json::Value);
+
+impl Tree for JsonValue {
+    fn null() -> Self {
+        JsonValue(serde_json::Value::Null)
+    }
+    fn bool(v: bool) -> Self {
+        JsonValue(serde_json::Value::Bool(v))
+    }
+    fn number(n: serde_json::Number) -> Self {
+        JsonValue(serde_json::Value::Number(n))
+    }
+    fn string(s: String) -> Self {
+        JsonValue(serde_json::Value::String(s))
+    }
+    fn seq<'de, A: SeqAccess<'de>>(mut a: A) -> Result<Self, A::Error> {
+        let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
+        while let Some(JsonValue(x)) = a.next_element()? {
+            items.push(x);
+        }
+        Ok(JsonValue(serde_json::Value::Array(items)))
+    }
+    fn map<'de, A: MapAccess<'de>>(mut a: A) -> Result<Self, A::Error> {
+        let mut entries = serde_json::Map::new();
+        while let Some(k) = a.next_key::<String>()? {
+            let JsonValue(v) = a.next_value()?;
+            // The parser refuses duplicate keys before this could overwrite one.
+            entries.insert(k, v);
+        }
+        Ok(JsonValue(serde_json::Value::Object(entries)))
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TreeVisitor(std::marker::PhantomData))
+    }
+}
+
 impl<'de> Deserialize<'de> for RawValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawValue;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a YAML value")
-            }
-            fn visit_unit<E>(self) -> Result<RawValue, E> {
-                Ok(RawValue::Null)
-            }
-            fn visit_none<E>(self) -> Result<RawValue, E> {
-                Ok(RawValue::Null)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<RawValue, D::Error> {
-                RawValue::deserialize(d)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<RawValue, E> {
-                Ok(RawValue::Bool(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<RawValue, E> {
-                Ok(RawValue::Number(v.into()))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<RawValue, E> {
-                Ok(RawValue::Number(v.into()))
-            }
-            fn visit_i128<E: de::Error>(self, _: i128) -> Result<RawValue, E> {
-                Err(E::custom("integer out of range"))
-            }
-            fn visit_u128<E: de::Error>(self, _: u128) -> Result<RawValue, E> {
-                Err(E::custom("integer out of range"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawValue, E> {
-                serde_json::Number::from_f64(v)
-                    .map(RawValue::Number)
-                    .ok_or_else(|| E::custom("non-finite numbers are not allowed"))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<RawValue, E> {
-                Ok(RawValue::String(v.to_owned()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<RawValue, E> {
-                Ok(RawValue::String(v))
-            }
-            fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<RawValue, E> {
-                Err(E::custom("binary values are not allowed in manifests"))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<RawValue, A::Error> {
-                let mut items = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
-                while let Some(x) = a.next_element()? {
-                    items.push(x);
-                }
-                Ok(RawValue::Seq(items))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<RawValue, A::Error> {
-                let mut entries = Vec::with_capacity(a.size_hint().unwrap_or(0).min(64));
-                while let Some(k) = a.next_key()? {
-                    let v = a.next_value()?;
-                    entries.push((k, v));
-                }
-                Ok(RawValue::Map(entries))
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(TreeVisitor(std::marker::PhantomData))
+    }
+}
+
+struct TreeVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Tree + Deserialize<'de>> Visitor<'de> for TreeVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_unit<E>(self) -> Result<T, E> {
+        Ok(T::null())
+    }
+    fn visit_none<E>(self) -> Result<T, E> {
+        Ok(T::null())
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<T, D::Error> {
+        T::deserialize(d)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<T, E> {
+        Ok(T::bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<T, E> {
+        Ok(T::number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<T, E> {
+        Ok(T::number(v.into()))
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<T, E> {
+        Err(E::custom("integer out of range"))
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<T, E> {
+        Err(E::custom("integer out of range"))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        serde_json::Number::from_f64(v)
+            .map(T::number)
+            .ok_or_else(|| E::custom("non-finite numbers are not allowed"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<T, E> {
+        Ok(T::string(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<T, E> {
+        Ok(T::string(v))
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<T, E> {
+        Err(E::custom("binary values are not allowed in manifests"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, a: A) -> Result<T, A::Error> {
+        T::seq(a)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<T, A::Error> {
+        T::map(a)
     }
 }
 

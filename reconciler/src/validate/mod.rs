@@ -155,18 +155,21 @@ struct Checked {
     typed: Typed,
 }
 
-fn check_document(doc: Document, schemas: &Schemas) -> Result<Checked, Vec<Finding>> {
-    let json = schemas.check(&doc)?;
-    let pos = doc.node.pos;
-    // The schema and the typed model agree by construction; a failure here is still reported
-    // as a finding rather than trusted away.
-    let typed = match doc.kind {
+/// A valid document's JSON as its typed manifest. The schema and the typed model agree by
+/// construction; a failure here is still reported as a finding rather than trusted away.
+fn typed(kind: Kind, json: serde_json::Value) -> Result<Typed, serde_json::Error> {
+    match kind {
         Kind::Tenant => serde_json::from_value(json).map(|t| Typed::Tenant(Arc::new(t))),
         Kind::Organization => serde_json::from_value(json).map(Typed::Organization),
         Kind::Region => serde_json::from_value(json).map(Typed::Region),
         Kind::Plan => serde_json::from_value(json).map(Typed::Plan),
-    };
-    match typed {
+    }
+}
+
+fn check_document(doc: Document, schemas: &Schemas) -> Result<Checked, Vec<Finding>> {
+    let json = schemas.check(&doc)?;
+    let pos = doc.node.pos;
+    match typed(doc.kind, json) {
         Ok(typed) => Ok(Checked {
             file: doc.file,
             doc: doc.index,
@@ -234,6 +237,17 @@ impl ParseCache {
 }
 
 fn check_file(path: &str, text: &str, opts: &ValidateOptions, schemas: &Schemas) -> FileResult {
+    check_clean_file(path, text, opts, schemas)
+        .unwrap_or_else(|| check_positioned(path, text, opts, schemas))
+}
+
+/// [`check_file`] with positioned trees: what every finding needs.
+fn check_positioned(
+    path: &str,
+    text: &str,
+    opts: &ValidateOptions,
+    schemas: &Schemas,
+) -> FileResult {
     let (docs, mut file_findings) = manifest::parse_file(path, text, &opts.yaml);
     let count = docs.len();
     let mut checked = Vec::with_capacity(docs.len());
@@ -244,6 +258,39 @@ fn check_file(path: &str, text: &str, opts: &ValidateOptions, schemas: &Schemas)
         }
     }
     (checked, file_findings, count)
+}
+
+/// A file whose every document is a valid manifest, checked without building positioned
+/// trees: positions matter only to findings, and most files have none. `None` when anything
+/// would be a finding; [`check_file`] then parses with positions and says what and where. The
+/// two agree on every clean file (a unit test compares them on hostile and generated input).
+fn check_clean_file(
+    path: &str,
+    text: &str,
+    opts: &ValidateOptions,
+    schemas: &Schemas,
+) -> Option<FileResult> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    let docs = manifest::yaml::parse_json_documents(text, &opts.yaml)?;
+    let count = docs.len();
+    let mut checked = Vec::with_capacity(count);
+    for (doc, (json, pos)) in docs.into_iter().enumerate() {
+        let kind = Kind::from_name(json.get("kind")?.as_str()?)?;
+        if !json.is_object() || !schemas.is_valid(kind, &json) {
+            return None;
+        }
+        let typed = typed(kind, json).ok()?;
+        let file = path.to_owned();
+        checked.push(Checked {
+            file,
+            doc,
+            pos,
+            typed,
+        });
+    }
+    (count > 0).then_some((checked, Vec::new(), count))
 }
 
 /// Validate every file of a snapshot.
@@ -371,4 +418,153 @@ pub(crate) fn validate_cached(
     };
     report.add_findings(findings);
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typed_json(t: &Typed) -> serde_json::Value {
+        match t {
+            Typed::Tenant(t) => serde_json::to_value(&**t),
+            Typed::Organization(o) => serde_json::to_value(o),
+            Typed::Region(r) => serde_json::to_value(r),
+            Typed::Plan(p) => serde_json::to_value(p),
+        }
+        .expect("serializable")
+    }
+
+    /// Says whether the fast path took `text`, after checking that it agrees with the
+    /// positioned one: the same documents, positions and typed values, and no finding.
+    fn agree(path: &str, text: &str) -> bool {
+        let opts = ValidateOptions::default();
+        let slow = check_positioned(path, text, &opts, Schemas::get());
+        let Some(fast) = check_clean_file(path, text, &opts, Schemas::get()) else {
+            return false;
+        };
+        assert!(
+            slow.1.is_empty(),
+            "{path}: the fast path took a file with findings: {:?}\n{text}",
+            slow.1
+        );
+        assert_eq!(fast.2, slow.2, "{path}: document count");
+        let shape = |r: &FileResult| -> Vec<(usize, Position, serde_json::Value)> {
+            r.0.iter()
+                .map(|c| (c.doc, c.pos, typed_json(&c.typed)))
+                .collect()
+        };
+        assert_eq!(shape(&fast), shape(&slow), "{path}\n{text}");
+        true
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_positioned_one() {
+        // On a stack like the parsing pool's: an unoptimised build recurses in big frames.
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(fast_and_positioned_agree)
+            .expect("thread")
+            .join()
+            .expect("the paths agree");
+    }
+
+    fn fast_and_positioned_agree() {
+        // Every example manifest: each is clean, so each takes the fast path.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tenants");
+        let mut examples = 0;
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("tenants/") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml") {
+                    let text = std::fs::read_to_string(&path).expect("read");
+                    let name = path
+                        .strip_prefix(&root)
+                        .expect("under")
+                        .display()
+                        .to_string();
+                    assert!(
+                        agree(&name, &text),
+                        "{name}: a clean example missed the fast path"
+                    );
+                    examples += 1;
+                }
+            }
+        }
+        assert!(examples >= 10, "{examples} examples");
+
+        // Variations of a clean tenant: YAML features, hostile values, broken documents.
+        let base = std::fs::read_to_string(root.join("org_acme/t_5002.yaml")).expect("t_5002");
+        let swap = |from: &str, to: &str| {
+            assert!(base.contains(from), "{from}");
+            base.replacen(from, to, 1)
+        };
+        let clean = [
+            format!("\u{feff}{base}"),
+            base.replace('\n', "\r\n"),
+            format!("# a comment\n---\n{base}...\n"),
+            format!("{base}---\n"),
+            format!("{base}---\n{}", base.replace("t_5002", "t_5003")),
+            swap(
+                "labels: { team: cc-12 }",
+                "labels: &l { team: cc-12 }\n  alias: *l",
+            ),
+            swap("storageGiB: 500,", "storageGiB: !!int \"500\","),
+            swap("displayName: Acme Analytics", "displayName: !!str 12"),
+            swap("displayName: Acme Analytics", "displayName: 'yes'"),
+            swap("storageGiB: 500,", "storageGiB: 0x1F4,"),
+            swap("storageGiB: 500,", "storageGiB: 5e2,"),
+            swap("storageGiB: 500,", "storageGiB: 1_000,"),
+            swap("labels: { team: cc-12 }", "labels: { <<: { team: x } }"),
+        ];
+        let findings = [
+            String::new(),
+            "# only a comment\n".to_owned(),
+            "---\n---\n".to_owned(),
+            format!("{base}---\n- a list\n"),
+            "just a scalar\n".to_owned(),
+            swap("kind: Tenant", "kind: Widget"),
+            swap("kind: Tenant", "kind: [Tenant]"),
+            swap("kind: Tenant\n", ""),
+            swap("storageGiB: 500,", "storageGiB: .inf,"),
+            swap("storageGiB: 500,", "storageGiB: .nan,"),
+            swap("storageGiB: 500,", "storageGiB: 99999999999999999999999,"),
+            swap("storageGiB: 500,", "storageGiB: !!binary aGVsbG8=,"),
+            swap("storageGiB: 500,", "storageGiB: !custom 5,"),
+            swap("storageGiB: 500,", "storageGiB: yes,"),
+            swap(
+                "labels: { team: cc-12 }",
+                "labels: { team: cc-12, team: cc-13 }",
+            ),
+            swap("labels: { team: cc-12 }", "labels: { ~: cc-12 }"),
+            swap("labels: { team: cc-12 }", "labels: { ? [a] : cc-12 }"),
+            swap(
+                "  displayName: Acme Analytics\n",
+                "  displayName: Acme Analytics\n  surprise: 1\n",
+            ),
+            swap("profile: st-dedicated", "profile:\tst-dedicated"),
+            swap("metadata:", "metadata: [unclosed"),
+            // Nested deeper than the parsing budget.
+            swap(
+                "displayName: Acme Analytics",
+                &format!("displayName: {}{}", "[".repeat(70), "]".repeat(70)),
+            ),
+        ];
+        // The fast path takes a file exactly when it has no finding.
+        let (mut fast, mut slow) = (0, 0);
+        for (i, text) in clean.iter().chain(&findings).enumerate() {
+            let name = format!("case-{i}.yaml");
+            let positioned =
+                check_positioned(&name, text, &ValidateOptions::default(), Schemas::get());
+            let took = agree(&name, text);
+            assert_eq!(took, positioned.1.is_empty(), "{name}\n{text}");
+            if took { fast += 1 } else { slow += 1 }
+        }
+        assert!(
+            fast >= 12 && slow >= 22,
+            "{fast} clean, {slow} with findings"
+        );
+    }
 }

@@ -75,6 +75,11 @@ impl Schemas {
         }
     }
 
+    /// Is `json` a valid manifest of `kind`? (No findings: [`Schemas::check`] says why not.)
+    pub(crate) fn is_valid(&self, kind: Kind, json: &Value) -> bool {
+        self.for_kind(kind).validator.is_valid(json)
+    }
+
     /// Validate one document. Returns the JSON form when it is valid, findings otherwise.
     pub fn check(&self, doc: &Document) -> Result<Value, Vec<Finding>> {
         let schema = self.for_kind(doc.kind);
