@@ -11,6 +11,7 @@
 # judged commit to the repository (it moves the repository's branch).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/scripts/lib/machine.sh"; machine
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 REPO=$1; CONFIG=$2; SECS=${3:-15}; WRITES=${4:-20}
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install -y wrk" >&2; exit 2; }

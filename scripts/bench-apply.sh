@@ -15,6 +15,7 @@ WORK=${BENCH_DIR:-$(mktemp -d)}
 [ -f "$ROOT/.services/env" ] || "$ROOT/scripts/services.sh" start
 set -a; . "$ROOT/.services/env"; set +a
 cargo build --release --quiet -p tenancy
+. "$ROOT/scripts/lib/machine.sh"; machine
 BIN=$CARGO_TARGET_DIR/release/tenancy
 
 for N in "${SIZES[@]}"; do

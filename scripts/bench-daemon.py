@@ -25,6 +25,8 @@ def main():
     ap.add_argument("--log", help="write the daemon's log here (TENANCY_LOG sets its level)")
     ap.add_argument("--bin", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "tenancy"))
     args = ap.parse_args()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"== machine: {os.cpu_count()} cores, {cpu}, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     text = open(args.config).read()
     m = re.search(r'url = "sqlite://([^"?]+)', text)
     if not m:

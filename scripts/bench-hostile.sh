@@ -8,6 +8,7 @@
 #   scripts/bench-hostile.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$ROOT/scripts/lib/machine.sh"; machine
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 cargo build --release --quiet --locked -p tenancy
 TENANCY=$CARGO_TARGET_DIR/release/tenancy

@@ -10,6 +10,7 @@ N=${1:-10000}
 WORK=${BENCH_DIR:-$(mktemp -d)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 "$ROOT/scripts/gen-tenants.py" "$N" "$WORK/repo"
+. "$ROOT/scripts/lib/machine.sh"; machine
 cargo build --release --quiet --manifest-path "$ROOT/bench/Cargo.toml"
 "$CARGO_TARGET_DIR/release/tenancy-bench" policies --repo "$WORK/repo" --bundle "$ROOT/policies/bundle.yaml" --rego "$ROOT/bench/rego" --runs 5
 cargo build --release --quiet -p tenancy

@@ -47,7 +47,7 @@ xargs -a "$WORK/files" -x -s 2000000 check-jsonschema --schemafile "$SCHEMAS/ten
 EOF
 chmod +x "$WORK"/{tenancy,ajv,cjs}.sh
 
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, $(date -u +%FT%TZ)"
+. "$ROOT/scripts/lib/machine.sh"; machine
 echo "== correctness: every tool accepts all $(wc -l <"$WORK/files") tenant files"
 "$WORK/tenancy.sh" | tail -1
 "$WORK/ajv.sh" >/dev/null 2>&1 && echo "ajv-cli: ok"
