@@ -463,28 +463,72 @@ impl<'a> TenantJson<'a> {
     }
 }
 
+/// `plan --output json` (schemas/plan-report.schema.json), serialized as it is written: at
+/// 100,000 tenants the document is hundreds of megabytes, and building it as a JSON value first
+/// doubled the plan's peak memory. Every object's keys in name order, as they always were.
+#[derive(serde::Serialize)]
+pub(super) struct PlanJson<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    commit: &'a Option<String>,
+    findings: ByName<'a, &'a Finding>,
+    kind: &'static str,
+    planes: ByName<'a, crate::reconcile::PlaneView>,
+    removed: &'a [String],
+    revision: &'a str,
+    summary: serde_json::Value,
+    tenants: ByName<'a, crate::reconcile::TenantPlan>,
+}
+
+/// A sequence written one element at a time, each as a JSON value (so its objects' keys are in
+/// name order), shaped by `shape`.
+pub(super) struct ByName<'a, T> {
+    items: &'a [T],
+    shape: fn(&'a T) -> serde_json::Result<serde_json::Value>,
+}
+
+impl<T> serde::Serialize for ByName<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.items.len()))?;
+        for item in self.items {
+            seq.serialize_element(&(self.shape)(item).map_err(S::Error::custom)?)?;
+        }
+        seq.end()
+    }
+}
+
 pub(super) fn json_plan<'a>(
     report: &'a PlanReport,
     findings: &'a [&'a Finding],
     rev: &'a str,
-) -> serde_json::Value {
+) -> PlanJson<'a> {
     let c = counts(report);
-    serde_json::json!({
-        "apiVersion": "tenancy.dev/v1",
-        "kind": "Plan",
-        "revision": rev,
-        "commit": report.commit,
-        "summary": {
+    PlanJson {
+        api_version: "tenancy.dev/v1",
+        commit: &report.commit,
+        findings: ByName {
+            items: findings,
+            shape: serde_json::to_value,
+        },
+        kind: "Plan",
+        planes: ByName {
+            items: &report.planes,
+            shape: serde_json::to_value,
+        },
+        removed: &report.removed,
+        revision: rev,
+        summary: serde_json::json!({
             "create": c.create,
             "update": c.update,
             "delete": c.delete,
             "tenants": report.tenants.len(),
             "blocked": report.blocked(),
             "errors": report.errors(),
+        }),
+        tenants: ByName {
+            items: &report.tenants,
+            shape: |t| serde_json::to_value(TenantJson::of(t)),
         },
-        "planes": report.planes,
-        "tenants": report.tenants.iter().map(TenantJson::of).collect::<Vec<_>>(),
-        "removed": report.removed,
-        "findings": findings,
-    })
+    }
 }
