@@ -9,6 +9,24 @@ pub(crate) fn write_json(out: &mut impl Write, value: &impl Serialize) -> std::i
     writeln!(out)
 }
 
+/// A sequence written one element at a time, each as a JSON value (so its objects' keys are in
+/// name order), shaped by `shape`.
+pub(crate) struct ByName<'a, T> {
+    pub(crate) items: &'a [T],
+    pub(crate) shape: fn(&'a T) -> serde_json::Result<serde_json::Value>,
+}
+
+impl<T> serde::Serialize for ByName<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{Error, SerializeSeq};
+        let mut seq = s.serialize_seq(Some(self.items.len()))?;
+        for item in self.items {
+            seq.serialize_element(&(self.shape)(item).map_err(S::Error::custom)?)?;
+        }
+        seq.end()
+    }
+}
+
 pub(crate) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }

@@ -1,7 +1,7 @@
 //! `tenancy plan`: the diff between a revision and live state, in text, JSON or Markdown; and
 //! what plan and apply share (the source arguments, inputs, findings and the plan's text).
 
-use super::output::{paint, short, write_json};
+use super::output::{ByName, paint, short, write_json};
 use super::{CliError, exit};
 use crate::config::Config;
 use crate::diagnostics::{self, Finding, Severity, one_line};
@@ -478,24 +478,6 @@ pub(super) struct PlanJson<'a> {
     revision: &'a str,
     summary: serde_json::Value,
     tenants: ByName<'a, crate::reconcile::TenantPlan>,
-}
-
-/// A sequence written one element at a time, each as a JSON value (so its objects' keys are in
-/// name order), shaped by `shape`.
-pub(super) struct ByName<'a, T> {
-    items: &'a [T],
-    shape: fn(&'a T) -> serde_json::Result<serde_json::Value>,
-}
-
-impl<T> serde::Serialize for ByName<'_, T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeSeq};
-        let mut seq = s.serialize_seq(Some(self.items.len()))?;
-        for item in self.items {
-            seq.serialize_element(&(self.shape)(item).map_err(S::Error::custom)?)?;
-        }
-        seq.end()
-    }
 }
 
 pub(super) fn json_plan<'a>(

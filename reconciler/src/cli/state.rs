@@ -1,6 +1,6 @@
 //! `tenancy status`, `tenancy events`, `tenancy history`: what the state store recorded.
 
-use super::output::{paint, short, write_json};
+use super::output::{ByName, paint, short, write_json};
 use super::plan::runtime;
 use super::{CliError, Output, exit};
 use crate::config::Config;
@@ -89,13 +89,27 @@ pub(crate) fn run_status(args: &StatusArgs, color: bool) -> Result<u8, CliError>
     let mut out = super::report_out(args.output == Output::Json);
     match args.output {
         Output::Json => {
-            let json = serde_json::json!({
-                "apiVersion": "tenancy.dev/v1",
-                "kind": "StatusList",
-                "repository": { "refused": refused, "unreadable": unreadable },
-                "tenants": shown,
-                "unknown": missing,
-            });
+            // Written as it is serialized (a status per tenant: 100,000 of them, say), keys in
+            // name order as they always were.
+            #[derive(serde::Serialize)]
+            struct Json<'a> {
+                #[serde(rename = "apiVersion")]
+                api_version: &'static str,
+                kind: &'static str,
+                repository: serde_json::Value,
+                tenants: ByName<'a, &'a crate::store::Status>,
+                unknown: &'a [&'a &'a str],
+            }
+            let json = Json {
+                api_version: "tenancy.dev/v1",
+                kind: "StatusList",
+                repository: serde_json::json!({ "refused": refused, "unreadable": unreadable }),
+                tenants: ByName {
+                    items: &shown,
+                    shape: serde_json::to_value,
+                },
+                unknown: &missing,
+            };
             write_json(&mut out, &json)?;
         }
         Output::Text => {
