@@ -8,6 +8,9 @@
 use crate::diagnostics::{Finding, Position};
 use std::path::{Path, PathBuf};
 
+mod blobs;
+use blobs::{Slot, read_blobs};
+
 /// A file that may hold manifests.
 #[derive(Debug, Clone)]
 pub struct SourceFile {
@@ -397,12 +400,21 @@ pub(crate) fn read_revision_reusing(
                 at: format!("commit {} (it is not a directory)", &info.sha[..12]),
             })?
     };
-    let odb = repository.odb()?;
     let mut snapshot = Snapshot {
         commit: Some(info),
         ..Snapshot::default()
     };
-    walk_tree(&repository, &odb, &tree, &sub, opts, known, &mut snapshot)?;
+    let mut slots = Vec::new();
+    walk_tree(
+        &repository,
+        &tree,
+        &sub,
+        opts,
+        known,
+        &mut slots,
+        &mut snapshot,
+    )?;
+    read_blobs(&repository, slots, opts, &mut snapshot)?;
     Ok(snapshot)
 }
 
@@ -450,13 +462,15 @@ pub fn reads(opts: &ReadOptions, path: &str, size: u64) -> bool {
         && path.split('/').all(|s| !s.is_empty() && !is_hidden(s))
 }
 
+/// The manifest files under `tree`, in order, into `slots` (their blobs are read after the
+/// walk); what cannot be read as a file (a bad name, a link, a submodule) into `out`.
 fn walk_tree(
     repo: &git2::Repository,
-    odb: &git2::Odb<'_>,
     tree: &git2::Tree<'_>,
     prefix: &str,
     opts: &ReadOptions,
     known: &Known<'_>,
+    slots: &mut Vec<Slot>,
     out: &mut Snapshot,
 ) -> Result<(), SourceError> {
     for entry in tree.iter() {
@@ -472,7 +486,7 @@ fn walk_tree(
         match entry.filemode() {
             0o040000 => {
                 let sub = repo.find_tree(entry.id())?;
-                walk_tree(repo, odb, &sub, &path, opts, known, out)?;
+                walk_tree(repo, &sub, &path, opts, known, slots, out)?;
             }
             0o120000 => out.findings.push(symlink_finding(&path)),
             0o160000 => out.findings.push(
@@ -484,29 +498,14 @@ fn walk_tree(
                 .hint("vendor the manifests into this repository instead of linking another one"),
             ),
             _ if is_manifest_path(&path) && opts.wanted(&path) => {
-                if let Some(text) = known(&path, entry.id()) {
-                    out.files.push(SourceFile {
-                        path,
-                        text,
-                        id: Some(entry.id()),
-                    });
-                    continue;
-                }
-                let (size, _) = odb.read_header(entry.id())?;
-                if size as u64 > opts.max_file_bytes {
-                    out.findings
-                        .push(too_large(&path, size as u64, opts.max_file_bytes));
-                    continue;
-                }
-                let blob = repo.find_blob(entry.id())?;
-                match decode(&path, blob.content().to_vec()) {
-                    Ok(text) => out.files.push(SourceFile {
+                slots.push(match known(&path, entry.id()) {
+                    Some(text) => Slot::Known(SourceFile {
                         path,
                         text,
                         id: Some(entry.id()),
                     }),
-                    Err(f) => out.findings.push(*f),
-                }
+                    None => Slot::Blob(path, entry.id()),
+                });
             }
             _ => {}
         }
