@@ -156,6 +156,9 @@ struct OneFile {
     path: String,
     text: String,
     validated: Validated,
+    /// The tenants whose findings the change can alter (their last applied manifests are what
+    /// it is judged against).
+    involved: BTreeSet<String>,
 }
 
 pub(super) async fn reconcile_once(
@@ -203,13 +206,18 @@ pub(super) async fn reconcile_once(
         .validated
         .take()
         .and_then(|(sha, v)| matches!(&scope, Scope::Since(last) if *last == sha).then_some(v));
-    let one_file = match (validated, changed.as_ref().filter(|c| c.len() == 1)) {
-        (Some(validated), Some(changed)) => one_file(
-            opts,
-            head,
-            changed.first().cloned().unwrap_or_default(),
-            validated,
-        )?,
+    let only_path = changed
+        .as_ref()
+        .filter(|c| c.len() == 1)
+        .and_then(|c| c.first().cloned());
+    // Its text at `head` and the tenants its judgement involves, read where blocking is allowed.
+    let one_file = match (validated, only_path) {
+        (Some(validated), Some(path)) => {
+            let (repo, dir, max_file_bytes) =
+                (opts.repo.clone(), opts.path.clone(), opts.max_file_bytes);
+            let head = head.to_owned();
+            blocking(move || one_file(&repo, &dir, max_file_bytes, &head, path, validated)).await?
+        }
         _ => None,
     };
     let mut inputs = Inputs {
@@ -222,10 +230,8 @@ pub(super) async fn reconcile_once(
     let mut judged = None;
     if let Some(one) = one_file {
         // Judged against what is applied of the tenants it involves.
-        let involved = one
-            .validated
-            .involved(&one.path, &one.text, &Default::default());
-        let applied = reconcile::applied_baseline_of(store, involved.iter().map(String::as_str))
+        let involved = one.involved.iter().map(String::as_str);
+        let applied = reconcile::applied_baseline_of(store, involved)
             .await
             .map_err(DaemonError::State)?;
         let inputs = Inputs {
@@ -359,27 +365,32 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The commit changes `path` alone, and `validated` is its parent: the file's text at `head`
-/// (`None` when the reader does not take it: the whole revision says why).
+/// and the tenants it involves (`None` when the reader does not take the file: the whole
+/// revision says why).
 fn one_file(
-    opts: &Options,
+    repo: &std::path::Path,
+    dir: &str,
+    max_file_bytes: u64,
     head: &str,
     path: String,
     validated: Validated,
 ) -> Result<Option<OneFile>, DaemonError> {
     let only = crate::source::ReadOptions {
-        path: opts.path.clone(),
-        max_file_bytes: opts.max_file_bytes,
+        path: dir.to_owned(),
+        max_file_bytes,
         only: Some(BTreeSet::from([path.clone()])),
     };
-    let read = crate::source::read_revision(&opts.repo, head, &only)?;
-    Ok(match <[_; 1]>::try_from(read.files) {
-        Ok([file]) => Some(OneFile {
-            path,
-            text: file.text,
-            validated,
-        }),
-        Err(_) => None,
-    })
+    let read = crate::source::read_revision(repo, head, &only)?;
+    let Ok([file]) = <[_; 1]>::try_from(read.files) else {
+        return Ok(None);
+    };
+    let involved = validated.involved(&path, &file.text, &Default::default());
+    Ok(Some(OneFile {
+        path,
+        text: file.text,
+        validated,
+        involved,
+    }))
 }
 
 /// Judge a one-file commit by its delta, like an API write: the file and the tenants sharing
@@ -390,6 +401,7 @@ fn by_delta(inputs: &Inputs, one: OneFile) -> Result<Option<Evaluated>, DaemonEr
         path,
         text,
         mut validated,
+        ..
     } = one;
     let Some(change) = reconcile::evaluate_change(inputs, &validated, &path, &text)? else {
         return Ok(None);
