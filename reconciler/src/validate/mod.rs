@@ -277,8 +277,9 @@ fn check_clean_file(
     let count = docs.len();
     let mut checked = Vec::with_capacity(count);
     for (doc, (json, pos)) in docs.into_iter().enumerate() {
+        // (Only a mapping has a `kind`.)
         let kind = Kind::from_name(json.get("kind")?.as_str()?)?;
-        if !json.is_object() || !schemas.is_valid(kind, &json) {
+        if !schemas.is_valid(kind, &json) {
             return None;
         }
         let typed = typed(kind, json).ok()?;
