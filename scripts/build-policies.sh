@@ -58,18 +58,19 @@ for p in "${STANDARD[@]}"; do
   log "built $p ($(wc -c <"$OUT/policies/$p/$p.wasm") bytes)"
 done
 for f in infinite-loop memory-bomb deep-recursion huge-output trap malformed-output missing-export mistyped-export \
-  violation-flood output-at-limit forged-output forged-info bad-pointer; do
+  violation-flood output-at-limit forged-output forged-info bad-pointer lookup-flood lookup-loop; do
   component wasm32-unknown-unknown policy-hostile "$f" "$OUT/tests/data/policies/hostile/$f.wasm"
 done
 for f in wasi-filesystem wasi-sockets; do
   component wasm32-wasip2 policy-hostile "$f" "$OUT/tests/data/policies/hostile/$f.wasm"
 done
-# Hand-written modules for what a compiler would not emit (see policies/hostile/wat/gen.py).
+# Hand-written modules for what a compiler would not emit (see policies/hostile/wat/gen.py),
+# against contract 0.1.0, which the host still serves.
 WAT=$(mktemp -d)
 for c in two-memories function-flood liveness-bomb contract-future; do
   python3 "$ROOT/policies/hostile/wat/gen.py" core "$c" >"$WAT/$c.wat"
   wasm-tools parse "$WAT/$c.wat" -o "$WAT/$c.core.wasm"
-  wasm-tools component embed "$ROOT/policies/wit" --world policy "$WAT/$c.core.wasm" -o "$WAT/$c.embedded.wasm"
+  wasm-tools component embed "$ROOT/policies/wit-0.1" --world policy "$WAT/$c.core.wasm" -o "$WAT/$c.embedded.wasm"
   wasm-tools component new "$WAT/$c.embedded.wasm" -o "$WAT/$c.component.wasm"
   wasm-tools print "$WAT/$c.component.wasm" | python3 "$ROOT/policies/hostile/wat/gen.py" patch "$c" >"$WAT/$c.component.wat"
   wasm-tools parse "$WAT/$c.component.wat" -o "$OUT/tests/data/policies/hostile/$c.wasm"

@@ -160,7 +160,7 @@ fn the_wall_clock_limit_interrupts_a_module_with_unlimited_fuel() {
         operation: tenancy::policy::host::Operation::Create,
         tenant: "{}".into(),
         previous: None,
-        platform: "{}".into(),
+        platform: Default::default(),
         commit: tenancy::policy::host::Commit {
             sha: String::new(),
             author: String::new(),
@@ -427,9 +427,9 @@ fn enforcement_modes_and_tampered_modules() {
     );
 }
 
-#[test]
-fn policy_test_runs_the_fixtures_and_shows_a_diff_on_mismatch() {
-    let run = crate::support::tenancy(&["policy", "test", "--bundle", &bundle_arg()]);
+/// `tenancy ARGS` (a `policy test`) passes all 36 cases of the 4 standard fixture files.
+fn all_fixtures_pass(args: &[&str]) {
+    let run = crate::support::tenancy(args);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(
         run.stdout
@@ -437,6 +437,11 @@ fn policy_test_runs_the_fixtures_and_shows_a_diff_on_mismatch() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn policy_test_runs_the_fixtures_and_shows_a_diff_on_mismatch() {
+    all_fixtures_pass(&["policy", "test", "--bundle", &bundle_arg()]);
 
     // Every rule of every standard policy is exercised by at least one denying case.
     let root = workspace_root();
@@ -461,6 +466,41 @@ fn policy_test_runs_the_fixtures_and_shows_a_diff_on_mismatch() {
                 "{p}: no fixture expects {rule}"
             );
         }
+    }
+
+    // The host still serves contract 0.1.0: the standard policies as built for it (frozen in
+    // tests/data/policies/contract-0.1) pass the same fixtures, and each module is loaded
+    // as the version it was built for.
+    let old = root.join("tests/data/policies/contract-0.1");
+    let mut args = vec![
+        "policy".to_owned(),
+        "test".to_owned(),
+        "--bundle".to_owned(),
+        old.join("bundle.yaml").display().to_string(),
+    ];
+    for p in ["residency", "encryption", "quotas", "lifecycle"] {
+        args.push(
+            root.join(format!("policies/{p}/fixtures/{p}.yaml"))
+                .display()
+                .to_string(),
+        );
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    all_fixtures_pass(&args);
+    for (module, contract) in [
+        (old.join("quotas/quotas.wasm"), "0.1.0"),
+        (root.join("policies/quotas/quotas.wasm"), "0.2.0"),
+        (root.join("policies/lifecycle/lifecycle.wasm"), "0.2.0"),
+    ] {
+        let info = crate::support::tenancy(&[
+            "policy",
+            "inspect",
+            "-o",
+            "json",
+            module.to_str().expect("utf-8"),
+        ]);
+        let info: serde_json::Value = serde_json::from_str(&info.stdout).expect("json");
+        assert_eq!(info["contract"], contract, "{}", module.display());
     }
 
     let dir = tempfile::tempdir().expect("tmp");

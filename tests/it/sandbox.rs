@@ -204,7 +204,7 @@ const CASES: &[Case] = &[
     Case {
         module: "contract-future",
         class: "version",
-        says: "built for tenancy:policy@9.0.0; this host serves tenancy:policy@0.1.0",
+        says: "built for tenancy:policy@9.0.0; this host serves tenancy:policy@0.1.0, tenancy:policy@0.2.0",
         at_load: true,
     },
     Case {
@@ -217,6 +217,19 @@ const CASES: &[Case] = &[
         module: "violation-flood",
         class: "output",
         says: "more than its output limits allow (100 violations, 262144 bytes)",
+        at_load: false,
+    },
+    // Contract 0.2.0's platform lookups: an oversized argument, and lookups without end.
+    Case {
+        module: "lookup-flood",
+        class: "lookup",
+        says: "bytes in one platform lookup",
+        at_load: false,
+    },
+    Case {
+        module: "lookup-loop",
+        class: "fuel",
+        says: "exceeded its fuel limit (50000000 units)",
         at_load: false,
     },
     Case {

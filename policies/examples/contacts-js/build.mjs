@@ -11,7 +11,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const out = resolve(process.argv[2] ?? join(here, "dist"));
 const source = await readFile(join(here, "policy.js"), "utf8");
 const { component, imports } = await componentize(source, {
-  witPath: join(here, "../../wit"),
+  witPath: join(here, "../../wit-0.1"), // contract 0.1.0, still served
   worldName: "policy",
   disableFeatures: ["stdio", "random", "clocks", "http", "fetch-event"],
 });

@@ -47,8 +47,9 @@ mod hostile {
         }
         #[cfg(feature = "violation-flood")]
         {
-            // 131,072 valid two-byte violations: within a 256 KiB output limit by bytes.
-            return (0..131_072).map(|_| deny("a", "", "b")).collect();
+            // 16,384 valid two-byte violations: 32 KiB of text, within a 256 KiB output limit
+            // by bytes, but over the host's copy bound by their records alone.
+            return (0..16_384).map(|_| deny("a", "", "b")).collect();
         }
         #[cfg(feature = "output-at-limit")]
         {
@@ -76,6 +77,25 @@ mod hostile {
         {
             return vec![deny("hostile.pointer", "spec/regions", "a path that is not a JSON pointer")];
         }
+        #[cfg(feature = "lookup-flood")]
+        {
+            // A platform lookup by a 1 MiB name.
+            use tenancy_policy_sdk::bindings::tenancy::policy::platform as p;
+            return match p::region(&"r".repeat(1 << 20)) {
+                Some(found) => vec![deny("hostile.lookup", "", found)],
+                None => Vec::new(),
+            };
+        }
+        #[cfg(feature = "lookup-loop")]
+        {
+            // The inventory asked for again and again, every answer kept.
+            use tenancy_policy_sdk::bindings::tenancy::policy::platform as p;
+            let mut kept = Vec::new();
+            loop {
+                kept.push((p::region_names(), p::plan_names(), p::region("eu-west-1")));
+                core::hint::black_box(&kept);
+            }
+        }
         #[cfg(feature = "wasi-filesystem")]
         {
             let secret = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
@@ -102,6 +122,7 @@ mod hostile {
             "hostile.network",
             "hostile.forge",
             "hostile.pointer",
+            "hostile.lookup",
             "a",
         ];
         fn evaluate(ctx: &Context) -> Vec<Violation> {

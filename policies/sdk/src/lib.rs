@@ -25,6 +25,8 @@
 pub mod alloc;
 pub mod model;
 
+use std::cell::RefCell;
+
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOCATOR: alloc::BumpAllocator = alloc::BumpAllocator::new();
@@ -79,25 +81,116 @@ pub fn info(rule: &str, path: impl Into<String>, message: impl Into<String>) -> 
 macro_rules! ptr {
     ($($seg:expr),* $(,)?) => {{
         let mut p = ::std::string::String::new();
-        $( p.push('/'); p.push_str(&$crate::escape_pointer_segment(&::std::format!("{}", $seg))); )*
+        $( $crate::push_pointer_segment(&mut p, &$seg); )*
         p
     }};
 }
 
+/// Append `/segment` to a JSON pointer, escaping `~` and `/`; written in place, since a policy
+/// builds a pointer for every placement it looks at.
 #[doc(hidden)]
+pub fn push_pointer_segment(p: &mut String, seg: &dyn core::fmt::Display) {
+    use core::fmt::Write;
+    struct Escaped<'a>(&'a mut String);
+    impl Write for Escaped<'_> {
+        fn write_str(&mut self, s: &str) -> core::fmt::Result {
+            for part in s.split_inclusive(['~', '/']) {
+                match part.strip_suffix(['~', '/']) {
+                    Some(head) => {
+                        self.0.push_str(head);
+                        self.0.push_str(if part.ends_with('~') { "~0" } else { "~1" });
+                    }
+                    None => self.0.push_str(part),
+                }
+            }
+            Ok(())
+        }
+    }
+    p.push('/');
+    let _ = write!(Escaped(p), "{seg}");
+}
+
+/// `s` as one JSON pointer segment (RFC 6901): `~` → `~0`, `/` → `~1`.
 pub fn escape_pointer_segment(s: &str) -> String {
-    s.replace('~', "~0").replace('/', "~1")
+    let mut p = String::with_capacity(s.len() + 1);
+    push_pointer_segment(&mut p, &s);
+    p.split_off(1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pointers_escape_tilde_and_slash() {
+        assert_eq!(crate::ptr!("spec", "environments", 1, "region"), "/spec/environments/1/region");
+        assert_eq!(crate::ptr!("a/b", "c~d", "~/", ""), "/a~1b/c~0d/~0~1/");
+        assert_eq!(crate::escape_pointer_segment("x/~y"), "x~1~0y");
+    }
 }
 
 /// Everything a policy sees for one evaluation.
-#[derive(Debug, Clone)]
+///
+/// The tenant arrives as JSON and is parsed once. The platform inventory stays with the host:
+/// [`Context::region`] and [`Context::plan`] ask it for one entry and parse only that, once per
+/// name and evaluation.
+#[derive(Debug)]
 pub struct Context {
     pub operation: Operation,
     pub tenant: Tenant,
     pub previous: Option<Tenant>,
-    pub platform: Platform,
     pub commit_sha: String,
     pub commit_author: String,
+    regions: Lookups<Region>,
+    plans: Lookups<Plan>,
+}
+
+/// Platform entries asked for so far, by name (`None`: the platform has no such entry).
+///
+/// An entry is leaked on purpose, so a policy may hold `&Region` while asking for others: a
+/// sandbox lives for one evaluation and the host discards all of its memory afterwards.
+#[derive(Debug)]
+struct Lookups<T: 'static> {
+    seen: RefCell<Vec<(String, Option<&'static T>)>>,
+}
+
+impl<T: serde::de::DeserializeOwned> Lookups<T> {
+    fn new() -> Self {
+        Lookups { seen: RefCell::new(Vec::new()) }
+    }
+
+    fn get(&self, name: &str, fetch: impl FnOnce(&str) -> Option<String>) -> Option<&'static T> {
+        if let Some((_, found)) = self.seen.borrow().iter().find(|(n, _)| n == name) {
+            return *found;
+        }
+        // The host serialised the entry from a validated manifest; an entry it cannot give in
+        // the SDK's shape is treated as absent rather than trapping the evaluation.
+        let found = fetch(name)
+            .and_then(|json| serde_json::from_str::<T>(&json).ok())
+            .map(|v| &*Box::leak(Box::new(v)));
+        self.seen.borrow_mut().push((name.to_owned(), found));
+        found
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod host {
+    pub use crate::bindings::tenancy::policy::platform::{plan, plan_names, region, region_names};
+}
+
+/// Off wasm32 (the SDK's own tests) there is no host: the platform is empty.
+#[cfg(not(target_arch = "wasm32"))]
+mod host {
+    pub fn region(_: &str) -> Option<String> {
+        None
+    }
+    pub fn plan(_: &str) -> Option<String> {
+        None
+    }
+    pub fn region_names() -> Vec<String> {
+        Vec::new()
+    }
+    pub fn plan_names() -> Vec<String> {
+        Vec::new()
+    }
 }
 
 impl Context {
@@ -111,23 +204,35 @@ impl Context {
             Some(p) => Some(serde_json::from_str(p).map_err(|e| bad("previous tenant", e))?),
             None => None,
         };
-        let platform: Platform = serde_json::from_str(&input.platform).map_err(|e| bad("platform", e))?;
         Ok(Context {
             operation: input.operation,
             tenant,
             previous,
-            platform,
             commit_sha: input.commit.sha.clone(),
             commit_author: input.commit.author.clone(),
+            regions: Lookups::new(),
+            plans: Lookups::new(),
         })
     }
 
+    /// The region the platform declares under `name`.
     pub fn region(&self, name: &str) -> Option<&Region> {
-        self.platform.regions.iter().find(|r| r.metadata.name == name)
+        self.regions.get(name, host::region)
     }
 
+    /// The plan the platform declares under `name`.
     pub fn plan(&self, name: &str) -> Option<&Plan> {
-        self.platform.plans.iter().find(|p| p.metadata.name == name)
+        self.plans.get(name, host::plan)
+    }
+
+    /// Every region the platform declares, in its order.
+    pub fn regions(&self) -> Vec<&Region> {
+        host::region_names().iter().filter_map(|n| self.region(n)).collect()
+    }
+
+    /// Every plan the platform declares, in its order.
+    pub fn plans(&self) -> Vec<&Plan> {
+        host::plan_names().iter().filter_map(|n| self.plan(n)).collect()
     }
 
     /// Every region the tenant's data may be placed in, with the pointer that declares it:

@@ -78,13 +78,6 @@ pub struct Deletion {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
-pub struct Platform {
-    pub regions: Vec<Region>,
-    pub plans: Vec<Plan>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
 pub struct Named {
     pub name: String,
 }

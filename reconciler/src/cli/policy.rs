@@ -278,6 +278,8 @@ fn inspect(args: &InspectArgs, color: bool) -> Result<u8, CliError> {
         name: Option<String>,
         version: Option<String>,
         rules: Vec<String>,
+        /// The `tenancy:policy` version it is built for: as loaded, or as its imports name.
+        contract: Option<String>,
         shape: Option<crate::policy::shape::Shape>,
         compile: Option<Compile>,
     }
@@ -294,6 +296,10 @@ fn inspect(args: &InspectArgs, color: bool) -> Result<u8, CliError> {
             .as_ref()
             .map(|m| m.info.rules.clone())
             .unwrap_or_default(),
+        contract: match &loaded {
+            Ok(m) => Some(m.contract().to_owned()),
+            Err(_) => shape.as_ref().and_then(|s| s.contract.clone()),
+        },
         shape,
         compile: loaded.as_ref().ok().map(|m| Compile {
             ms: m.compile_time.as_secs_f64() * 1e3,
@@ -357,15 +363,16 @@ fn inspect(args: &InspectArgs, color: bool) -> Result<u8, CliError> {
                         imports.join(", ")
                     }
                 )?;
-                writeln!(
-                    out,
-                    "contract: {}",
-                    s.contract
-                        .as_deref()
-                        .map(|v| format!("tenancy:policy@{}", one_line(v)))
-                        .unwrap_or_else(|| "no contract types imported".into())
-                )?;
             }
+            writeln!(
+                out,
+                "contract: {}",
+                report
+                    .contract
+                    .as_deref()
+                    .map(|v| format!("tenancy:policy@{}", one_line(v)))
+                    .unwrap_or_else(|| "none named by its imports".into())
+            )?;
             match (&loaded, &report.error) {
                 (Ok(m), _) => {
                     writeln!(

@@ -123,9 +123,9 @@ pub(crate) fn discover(bundle: &Bundle) -> Vec<PathBuf> {
     out.into_iter().collect()
 }
 
-/// The platform JSON of a directory of Region and Plan manifests; `file` names the caller in
+/// The platform inventory of a directory of Region and Plan manifests; `file` names the caller in
 /// errors. A platform with errors is refused rather than half-used.
-pub(crate) fn load_platform(dir: &Path, file: &Path) -> Result<String, FixtureError> {
+pub(crate) fn load_platform(dir: &Path, file: &Path) -> Result<super::Platform, FixtureError> {
     let snapshot = crate::source::read_worktree(dir, &ReadOptions::default())
         .map_err(|e| invalid(file, format!("platform directory {}: {e}", dir.display())))?;
     let report = crate::validate::validate(&snapshot, &Default::default());

@@ -1,9 +1,10 @@
 //! The WebAssembly sandbox. The only code in the project that touches wasmtime.
 //!
 //! One [`Engine`]; components compiled once per sha256 digest; a fresh [`Store`] per
-//! evaluation with fuel, memory and wall-clock (epoch) limits; nothing linked but the contract's
-//! types, so a module that imports files, sockets, clocks, randomness or environment cannot be
-//! instantiated at all. Every failure — digest mismatch, compile error, wrong exports, trap,
+//! evaluation with fuel, memory and wall-clock (epoch) limits; nothing linked but the contract
+//! (its types, and from 0.2.0 the read-only platform lookups of [`super::contract`]), so a
+//! module that imports files, sockets, clocks, randomness or environment cannot be instantiated
+//! at all. Every failure — digest mismatch, compile error, wrong exports, trap,
 //! exhausted limit, oversized or malformed output — becomes a [`Failure`] the caller turns into
 //! a deny; nothing here panics on module behaviour.
 
@@ -17,26 +18,8 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../policies/wit",
-        world: "policy",
-    });
-}
-
-pub use bindings::tenancy::policy::types::{
-    Commit, Input, Operation, PolicyInfo, Severity, Violation,
-};
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Deny => "deny",
-            Severity::Warn => "warn",
-            Severity::Info => "info",
-        }
-    }
-}
+pub use super::contract::{Commit, Input, Operation, Platform, PolicyInfo, Severity, Violation};
+use super::contract::{HostState, Instance, Pre};
 
 impl From<super::bundle::OperationKind> for Operation {
     fn from(op: super::bundle::OperationKind) -> Operation {
@@ -88,6 +71,10 @@ pub enum Failure {
         "module returned more than its output limits allow ({violations} violations, {bytes} bytes); the host stopped copying it"
     )]
     OutputFlood { violations: u64, bytes: u64 },
+    #[error(
+        "module passed the host more than {bytes} bytes in one platform lookup (a region or plan name is a few dozen)"
+    )]
+    LookupFlood { bytes: u64 },
     #[error("module returned {count} violations, more than its limit of {limit}")]
     TooManyViolations { count: usize, limit: u64 },
     #[error("module is built for {found}; this host serves {supported}")]
@@ -111,6 +98,7 @@ impl Failure {
             Failure::StackOverflow => "stack",
             Failure::Trap(_) => "trap",
             Failure::OutputTooLarge { .. } | Failure::OutputFlood { .. } => "output",
+            Failure::LookupFlood { .. } => "lookup",
             Failure::TooManyViolations { .. } => "violations",
             Failure::Malformed(_) => "malformed",
         }
@@ -124,79 +112,27 @@ pub struct Timing {
     pub instantiate: Duration,
     /// Lowering the input into the sandbox, running, and lifting the violations out.
     pub call: Duration,
-}
-
-/// One sandbox's resource budget: every linear memory and table of the evaluation together
-/// (not each on its own), plus caps on how many of each it may create.
-struct HostState {
-    /// Bytes of memory and table the sandbox may still take.
-    left: usize,
-    budget: usize,
-}
-
-/// A table element's cost against the sandbox's budget (a function reference).
-const TABLE_ELEMENT_BYTES: usize = 8;
-
-impl wasmtime::ResourceLimiter for HostState {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.take(desired.saturating_sub(current))
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        self.take(
-            desired
-                .saturating_sub(current)
-                .saturating_mul(TABLE_ELEMENT_BYTES),
-        )
-    }
-
-    fn instances(&self) -> usize {
-        8
-    }
-
-    fn tables(&self) -> usize {
-        8
-    }
-
-    fn memories(&self) -> usize {
-        8
-    }
-}
-
-impl HostState {
-    fn take(&mut self, bytes: usize) -> wasmtime::Result<bool> {
-        if bytes > self.left {
-            // A trap, not a quiet `false`: the module learns nothing and cannot carry on.
-            return Err(wasmtime::Error::msg(format!(
-                "forcing trap when growing memory: the sandbox's {} MiB (all memories and tables together) would be exceeded",
-                self.budget >> 20
-            )));
-        }
-        self.left -= bytes;
-        Ok(true)
-    }
+    /// Dropping the sandbox: its memory reset for the next one and its slot returned.
+    pub teardown: Duration,
 }
 
 /// A compiled, contract-checked module, shared by every evaluation of that digest.
 pub struct LoadedModule {
     pub digest: String,
     pub info: PolicyInfo,
-    pre: bindings::PolicyPre<HostState>,
+    pre: Pre,
     /// Time this process spent getting it ready (compiling, or loading the cached artifact).
     pub compile_time: Duration,
     /// What compiling it cost, as measured when it was compiled.
     pub cost: super::compile::Cost,
     pub shape: super::shape::Shape,
+}
+
+impl LoadedModule {
+    /// The `tenancy:policy` version the module is built for.
+    pub fn contract(&self) -> &'static str {
+        self.pre.version()
+    }
 }
 
 /// The sandbox host: one engine, a cache of compiled modules by digest.
@@ -217,7 +153,7 @@ pub(crate) const MAX_MODULE_BYTES: usize = 64 << 20;
 pub(crate) const MAX_VIOLATIONS: u64 = 1_000;
 
 /// The contract versions this host serves (`package tenancy:policy@…` in policies/wit).
-pub(crate) const SUPPORTED_VERSIONS: &[&str] = &["0.1.0"];
+pub(crate) const SUPPORTED_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// The longest `info()` name, version and rule id, and the most rules.
 pub(crate) const MAX_NAME: usize = 64;
@@ -262,6 +198,10 @@ pub(crate) fn engine_config(pooling: bool) -> Config {
             .max_memory_size((MAX_MEMORY_MIB as usize) << 20)
             // Reset memory with memset rather than madvise: in a multi-threaded process every
             // madvise/mprotect costs a TLB shootdown on every core, which serialised evaluations.
+            // Every page of a sandbox's memory is reset after each evaluation (up to this much),
+            // so the time is proportional to the module's memory: the SDK keeps a standard
+            // policy's to 128 KiB (~2.5 µs). The PAGEMAP_SCAN ioctl, which would reset only the
+            // written pages, measured slower at that size and stays off.
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
@@ -280,10 +220,8 @@ impl PolicyHost {
         let engine =
             Engine::new(&engine_config(true)).map_err(|e| Failure::Compile(wasm_text(&e)))?;
         let mut linker = Linker::new(&engine);
-        // The contract's `types` interface carries only types; it is the one import allowed.
-        linker
-            .instance("tenancy:policy/types@0.1.0")
-            .map_err(|e| Failure::Contract(wasm_text(&e)))?;
+        // The served contract versions' interfaces, and nothing else.
+        super::contract::link(&mut linker).map_err(|e| Failure::Contract(wasm_text(&e)))?;
         start_epoch_ticker(&engine);
         Ok(PolicyHost {
             engine,
@@ -351,8 +289,8 @@ impl PolicyHost {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| Failure::Contract(wasm_text(&e)))?;
-        let pre =
-            bindings::PolicyPre::new(instance_pre).map_err(|e| Failure::Contract(wasm_text(&e)))?;
+        let pre = Pre::new(instance_pre, shape.contract.as_deref())
+            .map_err(|e| Failure::Contract(wasm_text(&e)))?;
         let mut loaded = LoadedModule {
             digest: actual.clone(),
             info: PolicyInfo {
@@ -374,7 +312,7 @@ impl PolicyHost {
                     MAX_RULES as u64 + 2,
                     std::mem::size_of::<String>(),
                 ));
-                p.call_info(store)
+                p.info(store)
             },
             None,
         )?;
@@ -418,12 +356,8 @@ impl PolicyHost {
         input: &Input,
         budget: &OutputBudget,
     ) -> Result<(Vec<Violation>, usize), Failure> {
-        let violations = self.call_timed(
-            module,
-            limits,
-            |p, store| p.call_evaluate(store, input),
-            None,
-        )?;
+        let violations =
+            self.call_timed(module, limits, |p, store| p.evaluate(store, input), None)?;
         keep(violations, limits, budget)
     }
 
@@ -439,7 +373,7 @@ impl PolicyHost {
         let r = self.call_timed(
             module,
             limits,
-            |p, store| p.call_evaluate(store, input),
+            |p, store| p.evaluate(store, input),
             Some(&mut timing),
         );
         let budget = OutputBudget::new(u64::MAX);
@@ -454,7 +388,7 @@ impl PolicyHost {
         &self,
         module: &LoadedModule,
         limits: &Limits,
-        f: impl FnOnce(&bindings::Policy, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Instance, &mut Store<HostState>) -> wasmtime::Result<R>,
         timing: Option<&mut Timing>,
     ) -> Result<R, Failure> {
         let started = Instant::now();
@@ -466,10 +400,7 @@ impl PolicyHost {
             .acquire(memory_mib + limits.max_output_bytes.div_ceil(1 << 20));
         let memory_bytes =
             usize::try_from(memory_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        let state = HostState {
-            left: memory_bytes,
-            budget: memory_bytes,
-        };
+        let state = HostState::new(memory_bytes);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s as &mut dyn wasmtime::ResourceLimiter);
         store
@@ -491,9 +422,12 @@ impl PolicyHost {
         let instance = module.pre.instantiate(&mut store);
         let instantiated = Instant::now();
         let result = instance.and_then(|policy| f(&policy, &mut store));
+        let called = Instant::now();
+        drop(store);
         if let Some(t) = timing {
             t.instantiate = instantiated - started;
-            t.call = instantiated.elapsed();
+            t.call = called - instantiated;
+            t.teardown = called.elapsed();
         }
         result.map_err(|e| classify(&e, limits))
     }
@@ -520,6 +454,19 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
         return Failure::Memory(limits.memory_mib);
     }
     if text.contains("fuel allocated for hostcalls has been exhausted") {
+        // With the module's frames on the stack, it was calling the host (a platform
+        // lookup), not returning its result.
+        if e.downcast_ref::<wasmtime::WasmBacktrace>()
+            .is_some_and(|b| !b.frames().is_empty())
+        {
+            return Failure::LookupFlood {
+                bytes: copy_bound(
+                    limits,
+                    most_violations(limits),
+                    std::mem::size_of::<Violation>(),
+                ) as u64,
+            };
+        }
         return Failure::OutputFlood {
             violations: most_violations(limits),
             bytes: limits.max_output_bytes,

@@ -38,12 +38,26 @@ pub struct Shape {
     pub tables: u64,
     /// The component's own imports (what it asks the host for).
     pub(crate) imports: Vec<String>,
-    /// The `tenancy:policy` version it imports the contract's types from, if it does.
+    /// The `tenancy:policy` version it imports the contract's interfaces from, if it does.
     pub contract: Option<String>,
 }
 
-/// The contract's types interface, the one import a policy may have.
-pub(crate) const CONTRACT_TYPES: &str = "tenancy:policy/types@";
+/// The contract's package: a policy may import its interfaces and nothing else.
+pub(crate) const CONTRACT: &str = "tenancy:policy/";
+
+/// The interfaces each served contract version lets a policy import.
+pub(crate) fn contract_interfaces(version: &str) -> &'static [&'static str] {
+    match version {
+        "0.1.0" => &["types"],
+        "0.2.0" => &["types", "platform"],
+        _ => &[],
+    }
+}
+
+/// `tenancy:policy/IFACE@VERSION` → (IFACE, VERSION).
+fn contract_import(name: &str) -> Option<(&str, &str)> {
+    name.strip_prefix(CONTRACT)?.split_once('@')
+}
 
 /// Read a component's shape. Fails on bytes that are not a well-formed component; does not
 /// judge the shape (see [`Shape::check`]).
@@ -88,7 +102,7 @@ pub fn read(bytes: &[u8]) -> Result<Shape, Failure> {
                         continue;
                     }
                     let name = import.name.name;
-                    if let Some(version) = name.strip_prefix(CONTRACT_TYPES) {
+                    if let Some((_, version)) = contract_import(name) {
                         shape.contract = Some(version.to_owned());
                     }
                     shape.imports.push(name.to_owned());
@@ -163,24 +177,32 @@ impl Shape {
     }
 }
 
-/// Refuse a component built for a contract version this host does not serve, or that
-/// imports anything but the contract's types.
+/// Refuse a component built for a contract version this host does not serve, built for two
+/// versions at once, or that imports anything but its version's contract interfaces.
 pub(crate) fn check_contract(imports: &[String], supported: &[&str]) -> Result<(), Failure> {
-    for name in imports {
-        if let Some(version) = name.strip_prefix(CONTRACT_TYPES)
-            && !supported.contains(&version)
-        {
+    let printable = |v: &str| {
+        crate::diagnostics::printable(&v.chars().take(64).collect::<String>()).into_owned()
+    };
+    let mut seen: Option<&str> = None;
+    for (_, version) in imports.iter().filter_map(|n| contract_import(n)) {
+        if !supported.contains(&version) {
             return Err(Failure::Version {
-                found: format!(
-                    "tenancy:policy@{}",
-                    crate::diagnostics::printable(&version.chars().take(64).collect::<String>())
-                ),
+                found: format!("tenancy:policy@{}", printable(version)),
                 supported: supported
                     .iter()
                     .map(|v| format!("tenancy:policy@{v}"))
                     .collect::<Vec<_>>()
                     .join(", "),
             });
+        }
+        match seen {
+            Some(other) if other != version => {
+                return Err(Failure::Contract(format!(
+                    "it imports both tenancy:policy@{other} and tenancy:policy@{}; a policy is built for one contract version",
+                    printable(version)
+                )));
+            }
+            _ => seen = Some(version),
         }
     }
     check_imports(imports)
@@ -189,10 +211,11 @@ pub(crate) fn check_contract(imports: &[String], supported: &[&str]) -> Result<(
 /// Refuse a component that imports anything the sandbox does not grant, naming every such
 /// import and what it would have given the module.
 fn check_imports(imports: &[String]) -> Result<(), Failure> {
-    let forbidden: Vec<&String> = imports
-        .iter()
-        .filter(|name| !name.starts_with(CONTRACT_TYPES))
-        .collect();
+    let granted = |name: &str| {
+        contract_import(name)
+            .is_some_and(|(iface, version)| contract_interfaces(version).contains(&iface))
+    };
+    let forbidden: Vec<&String> = imports.iter().filter(|name| !granted(name)).collect();
     if forbidden.is_empty() {
         return Ok(());
     }
@@ -216,7 +239,7 @@ fn check_imports(imports: &[String]) -> Result<(), Failure> {
         .map(|n| format!("{}{}", crate::diagnostics::quote(n), grants(n)))
         .collect();
     Err(Failure::Contract(format!(
-        "it imports {}; policies may import nothing but tenancy:policy/types (build for wasm32-unknown-unknown, see policies/README.md)",
+        "it imports {}; policies may import nothing but the tenancy:policy interfaces of their contract version (types; from 0.2.0 also platform) — build for wasm32-unknown-unknown, see policies/README.md",
         listed.join(", ")
     )))
 }
@@ -250,6 +273,39 @@ mod tests {
         );
         // An unversioned contract name is not the contract.
         assert!(with(&["tenancy:policy/types"]).check(&["0.1.0"]).is_err());
+
+        // 0.2.0 grants the platform lookups; 0.1.0 has no such interface.
+        let served = ["0.1.0", "0.2.0"];
+        let v2 = with(&[
+            "tenancy:policy/platform@0.2.0",
+            "tenancy:policy/types@0.2.0",
+        ]);
+        assert!(v2.check(&served).is_ok());
+        assert_eq!(
+            contract_import("tenancy:policy/platform@0.2.0"),
+            Some(("platform", "0.2.0"))
+        );
+        let old_platform = with(&["tenancy:policy/platform@0.1.0"]).check(&served);
+        assert!(
+            matches!(&old_platform, Err(Failure::Contract(m)) if m.contains("platform@0.1.0")),
+            "{old_platform:?}"
+        );
+        let unknown = with(&["tenancy:policy/secrets@0.2.0"]).check(&served);
+        assert!(matches!(unknown, Err(Failure::Contract(_))), "{unknown:?}");
+        let mixed = with(&[
+            "tenancy:policy/types@0.1.0",
+            "tenancy:policy/platform@0.2.0",
+        ])
+        .check(&served);
+        assert!(
+            matches!(&mixed, Err(Failure::Contract(m)) if m.contains("both")),
+            "{mixed:?}"
+        );
+        let future = with(&["tenancy:policy/types@9.0.0"]).check(&served);
+        assert!(
+            matches!(&future, Err(Failure::Version { supported, .. }) if supported == "tenancy:policy@0.1.0, tenancy:policy@0.2.0"),
+            "{future:?}"
+        );
     }
 
     #[test]
