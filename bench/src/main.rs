@@ -112,13 +112,20 @@ fn main() -> Result<()> {
         .collect();
     // Breakdown on one thread: marshal (JSON for the input), instantiate, call.
     let sample = &tenants[..tenants.len().min(2_000)];
-    let (mut marshal, mut inst, mut call, mut n) =
-        (Duration::ZERO, Duration::ZERO, Duration::ZERO, 0u32);
+    let (mut marshal, mut inst, mut call, mut teardown, mut n) = (
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        Duration::ZERO,
+        0u32,
+    );
+    let mut per_policy = vec![Duration::ZERO; set.policies.len()];
+    let mut per_policy_inst = vec![Duration::ZERO; set.policies.len()];
     for t in sample {
         let started = Instant::now();
         let input = host::Input {
             operation: host::Operation::Create,
-            tenant: serde_json::to_string(t)?,
+            tenant: tenancy::policy::tenant_json(t),
             previous: None,
             platform: platform.clone(),
             commit: host::Commit {
@@ -127,23 +134,42 @@ fn main() -> Result<()> {
             },
         };
         marshal += started.elapsed();
-        for (e, m) in &set.policies {
+        for (i, (e, m)) in set.policies.iter().enumerate() {
             let m = m.as_ref().map_err(|f| anyhow::anyhow!("{f}"))?;
             let (r, timing) = host.evaluate_timed(m, &e.limits, &input);
+            per_policy[i] += timing.instantiate + timing.call + timing.teardown;
+            per_policy_inst[i] += timing.instantiate;
             r.map_err(|f| anyhow::anyhow!("{}: {f}", e.name))?;
             inst += timing.instantiate;
             call += timing.call;
+            teardown += timing.teardown;
             n += 1;
         }
     }
     let us = |d: Duration, k: u32| d.as_secs_f64() * 1e6 / k as f64;
     println!(
-        "per evaluation (1 thread, {n} samples): marshal {:.1} µs (once per tenant: {:.1} µs), instantiate {:.1} µs, call (lower + run + lift) {:.1} µs",
+        "per evaluation (1 thread, {n} samples): marshal {:.1} µs (once per tenant: {:.1} µs), instantiate {:.1} µs, call (lower + run + lift) {:.1} µs, teardown (memory reset) {:.1} µs",
         us(marshal, n),
         us(marshal, sample.len() as u32),
         us(inst, n),
-        us(call, n)
+        us(call, n),
+        us(teardown, n)
     );
+    let each: Vec<String> = set
+        .policies
+        .iter()
+        .zip(&per_policy)
+        .zip(&per_policy_inst)
+        .map(|(((e, _), d), i)| {
+            format!(
+                "{} {:.1} µs (instantiate {:.1})",
+                e.name,
+                us(*d, sample.len() as u32),
+                us(*i, sample.len() as u32)
+            )
+        })
+        .collect();
+    println!("  sandbox time per policy: {}", each.join(", "));
 
     // regorus: the same rules in Rego, the same inputs.
     let mut engine = regorus::Engine::new();
@@ -167,8 +193,9 @@ fn main() -> Result<()> {
         .iter()
         .map(|t| {
             Ok(format!(
-                r#"{{"tenant":{},"platform":{platform}}}"#,
-                serde_json::to_string(t)?
+                r#"{{"tenant":{},"platform":{}}}"#,
+                serde_json::to_string(t)?,
+                platform.json()
             ))
         })
         .collect::<Result<_>>()?;
