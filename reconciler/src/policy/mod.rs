@@ -161,7 +161,7 @@ impl PolicySet {
             .collect()
     }
 
-    /// Evaluate many changes in parallel (the platform JSON is shared), keeping at most
+    /// Evaluate many changes in parallel (the platform inventory is shared), keeping at most
     /// [`RUN_OUTPUT_BYTES`] of what the modules say, however many tenants and cores.
     pub fn evaluate_all(&self, changes: &[Change<'_>], platform: &Platform) -> Vec<Vec<Decision>> {
         let budget = OutputBudget::new(RUN_OUTPUT_BYTES);
