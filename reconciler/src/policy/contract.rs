@@ -1,6 +1,7 @@
 //! The `tenancy:policy` contract versions the host serves, as wasmtime bindings: 0.2.0
 //! (policies/wit) and 0.1.0 (policies/wit-0.1). A module is held and called as the version it
 //! is built for; every version takes the same [`Input`] and gives the same [`Violation`]s.
+//! Also the sandbox store's state: its memory budget and the inventory its lookups answer from.
 //! With `host.rs` and `compile.rs`, the only code that touches wasmtime.
 
 use wasmtime::Store;
