@@ -18,6 +18,8 @@ struct Args {
     bundle: PathBuf,
     rego: PathBuf,
     runs: usize,
+    /// Another bundle run in the same rounds (e.g. the modules of an older contract).
+    also: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -27,12 +29,13 @@ fn args() -> Result<Args> {
         bundle: root.join("policies/bundle.yaml"),
         rego: root.join("bench/rego"),
         runs: 5,
+        also: None,
     };
     let mut it = std::env::args().skip(1);
     match it.next().as_deref() {
         Some("policies") => {}
         _ => bail!(
-            "usage: tenancy-bench policies [--repo DIR] [--bundle FILE] [--rego DIR] [--runs N]"
+            "usage: tenancy-bench policies [--repo DIR] [--bundle FILE] [--rego DIR] [--runs N] [--also FILE]"
         ),
     }
     while let Some(flag) = it.next() {
@@ -42,6 +45,7 @@ fn args() -> Result<Args> {
             "--bundle" => a.bundle = value.into(),
             "--rego" => a.rego = value.into(),
             "--runs" => a.runs = value.parse()?,
+            "--also" => a.also = Some(value.into()),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -199,9 +203,14 @@ fn main() -> Result<()> {
             ))
         })
         .collect::<Result<_>>()?;
-    // The two engines take turns, run after run, so a slow moment of the machine hits both.
+    let also = match &a.also {
+        Some(path) => Some(PolicySet::load(host.clone(), &Bundle::load(path)?)),
+        None => None,
+    };
+    // The engines take turns, run after run, so a slow moment of the machine hits all.
     let rego_evals = inputs.len() * packages.len();
-    let (mut wasm_runs, mut rego_runs) = (Vec::new(), Vec::new());
+    let (mut wasm_runs, mut rego_runs, mut also_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut also_evaluations = 0;
     let (mut evaluations, mut denies, mut rego_violations) = (0, 0, 0);
     for _ in 0..a.runs {
         let started = Instant::now();
@@ -209,6 +218,13 @@ fn main() -> Result<()> {
         wasm_runs.push(started.elapsed());
         evaluations = all.iter().map(Vec::len).sum::<usize>();
         denies = all.iter().flatten().filter(|d| d.blocks()).count();
+
+        if let Some(also) = &also {
+            let started = Instant::now();
+            let all = also.evaluate_all(&changes, &platform);
+            also_runs.push(started.elapsed());
+            also_evaluations = all.iter().map(Vec::len).sum::<usize>();
+        }
 
         let started = Instant::now();
         let counts: Vec<usize> = inputs
@@ -255,5 +271,17 @@ fn main() -> Result<()> {
         per_sec(rego_evals, rego),
         per_sec(evaluations, wasm) / per_sec(rego_evals, rego)
     );
+    if let Some(path) = &a.also {
+        let d = median(&mut also_runs);
+        println!(
+            "also {}: {also_evaluations} evaluations in {:.3} s (median of {}) = {:.0} evaluations/s -> {:.2}x regorus, {:.2}x slower than the bundle",
+            path.display(),
+            d.as_secs_f64(),
+            a.runs,
+            per_sec(also_evaluations, d),
+            per_sec(also_evaluations, d) / per_sec(rego_evals, rego),
+            per_sec(evaluations, wasm) / per_sec(also_evaluations, d)
+        );
+    }
     Ok(())
 }
