@@ -1,4 +1,5 @@
-//! The WebAssembly sandbox. The only code in the project that touches wasmtime.
+//! The WebAssembly sandbox. With `contract.rs` (the contract's bindings) and `compile.rs`, the
+//! only code in the project that touches wasmtime.
 //!
 //! One [`Engine`]; components compiled once per sha256 digest; a fresh [`Store`] per
 //! evaluation with fuel, memory and wall-clock (epoch) limits; nothing linked but the contract
@@ -423,13 +424,15 @@ impl PolicyHost {
         let instantiated = Instant::now();
         let result = instance.and_then(|policy| f(&policy, &mut store));
         let called = Instant::now();
+        // What the module may pass the host in one call, as `f` left it.
+        let hostcall_bound = store.hostcall_fuel() as u64;
         drop(store);
         if let Some(t) = timing {
             t.instantiate = instantiated - started;
             t.call = called - instantiated;
             t.teardown = called.elapsed();
         }
-        result.map_err(|e| classify(&e, limits))
+        result.map_err(|e| classify(&e, limits, hostcall_bound))
     }
 }
 
@@ -439,7 +442,8 @@ pub(crate) fn wasm_text(e: &wasmtime::Error) -> String {
     crate::diagnostics::printable(&format!("{e:#}")).into_owned()
 }
 
-fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
+/// `hostcall_bound`: the bytes a module could pass the host in one call in this sandbox.
+fn classify(e: &wasmtime::Error, limits: &Limits, hostcall_bound: u64) -> Failure {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
             Trap::OutOfFuel => Failure::Fuel(limits.fuel),
@@ -460,11 +464,7 @@ fn classify(e: &wasmtime::Error, limits: &Limits) -> Failure {
             .is_some_and(|b| !b.frames().is_empty())
         {
             return Failure::LookupFlood {
-                bytes: copy_bound(
-                    limits,
-                    most_violations(limits),
-                    std::mem::size_of::<Violation>(),
-                ) as u64,
+                bytes: hostcall_bound,
             };
         }
         return Failure::OutputFlood {

@@ -5,7 +5,6 @@
 //! policies receive the whole inventory as one JSON document in every evaluation.
 
 use crate::manifest::model::{Plan, Region};
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -62,18 +61,10 @@ impl std::fmt::Debug for Platform {
 }
 
 impl Platform {
-    /// The inventory of validated manifests.
+    /// The inventory of validated manifests. Each entry is serialised once; the whole
+    /// document 0.1.0 modules receive is made of the same texts.
     pub fn new(regions: &[&Region], plans: &[&Plan]) -> Platform {
-        #[derive(Serialize)]
-        struct Whole<'a> {
-            regions: &'a [&'a Region],
-            plans: &'a [&'a Plan],
-        }
-        let json = serde_json::to_string(&Whole { regions, plans }).unwrap_or_else(|_| "{}".into());
-        let mut inner = Inner {
-            json,
-            ..Inner::default()
-        };
+        let mut inner = Inner::default();
         for r in regions {
             let text = serde_json::to_string(r).unwrap_or_default();
             inner.regions.push(r.metadata.name.as_str(), text);
@@ -82,6 +73,11 @@ impl Platform {
             let text = serde_json::to_string(p).unwrap_or_default();
             inner.plans.push(p.metadata.name.as_str(), text);
         }
+        inner.json = format!(
+            r#"{{"regions":[{}],"plans":[{}]}}"#,
+            inner.regions.json.join(","),
+            inner.plans.json.join(",")
+        );
         Platform(Arc::new(inner))
     }
 

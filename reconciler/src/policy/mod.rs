@@ -173,7 +173,7 @@ impl PolicySet {
 }
 
 /// A manifest as the JSON a policy receives, written into a buffer sized for a typical tenant
-/// (growing it from empty was a tenth of the host's time per change).
+/// (growing it from empty: 4.6 against 3.3–4.0 µs per tenant in `bench-policies.sh`).
 pub fn tenant_json(tenant: &Tenant) -> String {
     let mut out = Vec::with_capacity(2048);
     match serde_json::to_writer(&mut out, tenant) {
