@@ -379,7 +379,6 @@ pub async fn run(mut opts: Options, beside: Option<Beside>) -> Result<(), Daemon
         });
         let scope = if decision == Decision::Refuse {
             if refused.as_deref() != Some(head.as_str()) {
-                metrics.non_fast_forward.inc();
                 tracing::error!(%head, last = ?last, "refusing a commit that does not descend from the last reconciled one (force-push or rewritten history); set [daemon] on-non-fast-forward = \"apply\" or reset the branch");
                 let why = format!(
                     "{} does not descend from the last reconciled commit {} (a force-push or rewritten history); nothing is applied until the branch moves forward again or [daemon] on-non-fast-forward = \"apply\"",
@@ -413,6 +412,8 @@ pub async fn run(mut opts: Options, beside: Option<Beside>) -> Result<(), Daemon
                         std::time::UNIX_EPOCH + Duration::from_millis(since.max(0) as u64)
                     )
                 )));
+                // Counted once the refusal is said: whoever sees the count sees the reason.
+                metrics.non_fast_forward.inc();
                 refused = Some(head.clone());
             }
             None
