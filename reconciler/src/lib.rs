@@ -36,6 +36,28 @@ pub mod webhooks;
 /// Helpers the unit tests share.
 #[cfg(test)]
 pub(crate) mod testing {
+    /// Every example manifest under `tenants/`: its path there and its text.
+    pub(crate) fn example_manifests() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tenants");
+        let mut dirs = vec![root.clone()];
+        let mut out = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("tenants/") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml") {
+                    let text = std::fs::read_to_string(&path).expect("read");
+                    let name = path.strip_prefix(&root).expect("under");
+                    out.push((name.display().to_string(), text));
+                }
+            }
+        }
+        out.sort();
+        assert!(out.len() >= 10, "{} examples", out.len());
+        out
+    }
+
     /// Every one of `lines` is a whole line of `text`.
     pub(crate) fn assert_lines(text: &str, lines: &[&str]) {
         for line in lines {

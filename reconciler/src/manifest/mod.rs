@@ -3,6 +3,7 @@
 
 pub mod ids;
 pub(crate) mod model;
+mod subset;
 pub mod yaml;
 
 pub use ids::{EnvName, IdError, OrgId, PlanName, RegionName, TenantId};

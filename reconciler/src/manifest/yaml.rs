@@ -179,6 +179,14 @@ pub(crate) fn parse_json_documents(
     text: &str,
     limits: &YamlLimits,
 ) -> Option<Vec<(serde_json::Value, Position)>> {
+    super::subset::scan_documents(text, limits).or_else(|| general_json_documents(text, limits))
+}
+
+/// [`parse_json_documents`] by the general parser alone, for files outside the subset.
+pub(super) fn general_json_documents(
+    text: &str,
+    limits: &YamlLimits,
+) -> Option<Vec<(serde_json::Value, Position)>> {
     let docs: Vec<Spanned<JsonValue>> =
         serde_saphyr::from_multiple_with_options(text, options(limits)).ok()?;
     Some(

@@ -471,32 +471,15 @@ mod tests {
 
     fn fast_and_positioned_agree() {
         // Every example manifest: each is clean, so each takes the fast path.
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tenants");
-        let mut examples = 0;
-        let mut dirs = vec![root.clone()];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).expect("tenants/") {
-                let path = entry.expect("entry").path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "yaml") {
-                    let text = std::fs::read_to_string(&path).expect("read");
-                    let name = path
-                        .strip_prefix(&root)
-                        .expect("under")
-                        .display()
-                        .to_string();
-                    assert!(
-                        agree(&name, &text),
-                        "{name}: a clean example missed the fast path"
-                    );
-                    examples += 1;
-                }
-            }
+        for (name, text) in crate::testing::example_manifests() {
+            assert!(
+                agree(&name, &text),
+                "{name}: a clean example missed the fast path"
+            );
         }
-        assert!(examples >= 10, "{examples} examples");
 
         // Variations of a clean tenant: YAML features, hostile values, broken documents.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tenants");
         let base = std::fs::read_to_string(root.join("org_acme/t_5002.yaml")).expect("t_5002");
         let swap = |from: &str, to: &str| {
             assert!(base.contains(from), "{from}");
