@@ -34,8 +34,16 @@ impl OutputBudget {
 
 /// The host's memory for sandboxes, shared out among concurrent evaluations.
 pub(super) struct SandboxMemory {
-    left: Mutex<u64>,
+    state: Mutex<Shares>,
     freed: std::sync::Condvar,
+}
+
+struct Shares {
+    /// MiB not given out.
+    left: u64,
+    /// Evaluations waiting for a share: only then does a returned share wake anyone (waking
+    /// costs a system call even when nobody waits, and an evaluation takes a few µs).
+    waiting: usize,
 }
 
 /// All sandboxes running at once, together (MiB): 16 evaluations at the default 64 MiB.
@@ -49,7 +57,10 @@ pub(super) struct Share<'a> {
 impl SandboxMemory {
     pub(super) fn new() -> SandboxMemory {
         SandboxMemory {
-            left: Mutex::new(SANDBOX_MEMORY_MIB),
+            state: Mutex::new(Shares {
+                left: SANDBOX_MEMORY_MIB,
+                waiting: 0,
+            }),
             freed: std::sync::Condvar::new(),
         }
     }
@@ -57,19 +68,26 @@ impl SandboxMemory {
     pub(super) fn acquire(&self, mib: u64) -> Share<'_> {
         // One evaluation alone may always run (its own limit is at most MAX_MEMORY_MIB).
         let mib = mib.min(SANDBOX_MEMORY_MIB);
-        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
-        while *left < mib {
-            left = self.freed.wait(left).unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.left < mib {
+            state.waiting += 1;
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.waiting -= 1;
         }
-        *left -= mib;
+        state.left -= mib;
         Share { pool: self, mib }
     }
 }
 
 impl Drop for Share<'_> {
     fn drop(&mut self) {
-        *self.pool.left.lock().unwrap_or_else(|p| p.into_inner()) += self.mib;
-        self.pool.freed.notify_all();
+        let mut state = self.pool.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.left += self.mib;
+        let waiting = state.waiting > 0;
+        drop(state);
+        if waiting {
+            self.pool.freed.notify_all();
+        }
     }
 }
 
@@ -174,5 +192,30 @@ mod tests {
         let rules: Vec<&str> = kept.iter().map(|v| v.rule.as_str()).collect();
         assert_eq!(rules, ["p.a", "p.b"], "a deny still denies");
         assert!(kept.iter().all(|v| v.message.chars().count() <= 257));
+    }
+
+    #[test]
+    fn shares_wait_for_each_other_and_every_waiter_is_woken() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let pool = SandboxMemory::new();
+        let (held, most) = (AtomicU64::new(0), AtomicU64::new(0));
+        // Eight threads asking for 400 MiB of 1024 at once: at most two run together, the
+        // others wait, and a returned share wakes them (none is left waiting forever).
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let _share = pool.acquire(400);
+                        let now = held.fetch_add(400, Ordering::SeqCst) + 400;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        held.fetch_sub(400, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= SANDBOX_MEMORY_MIB);
+        let state = pool.state.lock().expect("lock");
+        assert_eq!((state.left, state.waiting), (SANDBOX_MEMORY_MIB, 0));
     }
 }
