@@ -29,9 +29,11 @@ fi
 
 CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
 export CARGO_TARGET_DIR=${POLICY_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/policies}
-# A 64 KiB shadow stack (the default is 1 MiB) keeps a policy's memory small, and the host
-# resets at most 1 MiB per evaluation by memset.
-export RUSTFLAGS="--remap-path-prefix=$ROOT=/tenancy --remap-path-prefix=$CARGO_HOME=/cargo -C link-arg=-zstack-size=65536"
+# A 16 KiB shadow stack (the default is 1 MiB; it holds only the locals whose address is taken)
+# keeps a standard policy's whole memory to one 64 KiB page, which the host resets by memset
+# after every evaluation. A policy that overflows it traps (the stack sits below the data, at
+# address 0, so it cannot overwrite anything) and fails closed.
+export RUSTFLAGS="--remap-path-prefix=$ROOT=/tenancy --remap-path-prefix=$CARGO_HOME=/cargo -C link-arg=-zstack-size=16384"
 export SOURCE_DATE_EPOCH=0
 
 OUT=$ROOT

@@ -10,10 +10,10 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
 
 /// Enough for a typical evaluation (a tenant of a few KiB, its lookups and violations) with
-/// room to spare, and small enough that the module's whole memory — 64 KiB of stack, ~32 KiB
-/// of data, the arena — fits in two 64 KiB pages: the host resets every page of a sandbox's
+/// room to spare, and small enough that the module's whole memory — 16 KiB of stack, ~32 KiB
+/// of data, the arena — fits in one 64 KiB page: the host resets every page of a sandbox's
 /// memory after each evaluation, so this size is paid on every evaluation.
-const ARENA_BYTES: usize = 24 * 1024;
+const ARENA_BYTES: usize = 16 * 1024;
 
 #[repr(C, align(16))]
 struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);
