@@ -5,7 +5,7 @@ import rego.v1
 
 spec := input.tenant.spec
 
-plans := {p.metadata.name: p | some p in input.platform.plans}
+plans := {p.metadata.name: p | some p in data.platform.plans}
 
 plan := plans[spec.plan]
 

@@ -3,7 +3,7 @@ package tenancy.residency
 
 import rego.v1
 
-regions := {r.metadata.name: r | some r in input.platform.regions}
+regions := {r.metadata.name: r | some r in data.platform.regions}
 
 spec := input.tenant.spec
 

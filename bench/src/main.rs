@@ -193,15 +193,15 @@ fn main() -> Result<()> {
         }
     }
     packages.sort();
+    // The platform inventory is `data`, loaded once, as an OPA deployment holds it; each
+    // tenant is the input (as the wasm modules get the inventory from the host once per pass).
+    let data = format!(r#"{{"platform":{}}}"#, platform.json());
+    engine
+        .add_data(regorus::Value::from_json_str(&data).map_err(|e| anyhow::anyhow!("{e}"))?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let inputs: Vec<String> = tenants
         .iter()
-        .map(|t| {
-            Ok(format!(
-                r#"{{"tenant":{},"platform":{}}}"#,
-                serde_json::to_string(t)?,
-                platform.json()
-            ))
-        })
+        .map(|t| Ok(format!(r#"{{"tenant":{}}}"#, serde_json::to_string(t)?)))
         .collect::<Result<_>>()?;
     let also = match &a.also {
         Some(path) => Some(PolicySet::load(host.clone(), &Bundle::load(path)?)),
