@@ -77,43 +77,130 @@ pub fn info(rule: &str, path: impl Into<String>, message: impl Into<String>) -> 
 
 /// Build a JSON pointer from segments, escaping `~` and `/` (RFC 6901):
 /// `ptr!("spec", "environments", 1, "region")` → `/spec/environments/1/region`.
+///
+/// A segment is anything that implements `Display`. Strings and integers, which are almost all
+/// segments, are written directly rather than through `core::fmt`: policies build a pointer
+/// for every placement and quota they look at, violation or not, so this is on the hot path.
 #[macro_export]
 macro_rules! ptr {
     ($($seg:expr),* $(,)?) => {{
+        #[allow(unused_imports)]
+        use $crate::pointer::{Direct as _, Formatted as _};
+        #[allow(unused_mut)]
         let mut p = ::std::string::String::new();
-        $( $crate::push_pointer_segment(&mut p, &$seg); )*
+        $( (&$crate::pointer::Segment(&$seg)).push_to(&mut p); )*
         p
     }};
 }
 
-/// Append `/segment` to a JSON pointer, escaping `~` and `/`; written in place, since a policy
-/// builds a pointer for every placement it looks at.
+/// How [`ptr!`] writes a segment: [`pointer::Direct`] for strings and integers, chosen over
+/// [`pointer::Formatted`] (any `Display`) by method resolution at the call site.
+#[doc(hidden)]
+pub mod pointer {
+    use core::fmt::Display;
+
+    pub struct Segment<'a, T: ?Sized>(pub &'a T);
+
+    pub trait Direct {
+        fn push_to(&self, p: &mut String);
+    }
+
+    pub trait Formatted {
+        fn push_to(&self, p: &mut String);
+    }
+
+    impl<T: Display + ?Sized> Formatted for &Segment<'_, T> {
+        fn push_to(&self, p: &mut String) {
+            super::push_pointer_segment(p, &self.0);
+        }
+    }
+
+    /// `/` then `s`, with `~` → `~0` and `/` → `~1`.
+    pub fn push_str(p: &mut String, s: &str) {
+        p.push('/');
+        let mut rest = s;
+        while let Some(at) = rest.find(['~', '/']) {
+            p.push_str(&rest[..at]);
+            p.push_str(if rest.as_bytes()[at] == b'~' { "~0" } else { "~1" });
+            rest = &rest[at + 1..];
+        }
+        p.push_str(rest);
+    }
+
+    /// `/` then the decimal digits of `n`.
+    pub fn push_u64(p: &mut String, n: u64) {
+        p.push('/');
+        push_digits(p, n);
+    }
+
+    fn push_i64(p: &mut String, n: i64) {
+        p.push('/');
+        if n < 0 {
+            p.push('-');
+        }
+        push_digits(p, n.unsigned_abs());
+    }
+
+    fn push_digits(p: &mut String, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // Only ASCII digits were written.
+        p.push_str(core::str::from_utf8(&digits[at..]).unwrap_or_default());
+    }
+
+    macro_rules! direct_str {
+        ($($t:ty),*) => {$(
+            impl Direct for Segment<'_, $t> {
+                fn push_to(&self, p: &mut String) {
+                    push_str(p, self.0);
+                }
+            }
+        )*};
+    }
+    direct_str!(str, &str, String, &String);
+
+    macro_rules! direct_int {
+        ($push:ident as $wide:ty: $($t:ty),*) => {$(
+            impl Direct for Segment<'_, $t> {
+                fn push_to(&self, p: &mut String) {
+                    $push(p, *self.0 as $wide);
+                }
+            }
+            impl Direct for Segment<'_, &$t> {
+                fn push_to(&self, p: &mut String) {
+                    $push(p, **self.0 as $wide);
+                }
+            }
+        )*};
+    }
+    direct_int!(push_u64 as u64: usize, u64, u32, u16, u8);
+    // Signed too: an unsuffixed literal (`ptr!("spec", 1)`) is an `i32`.
+    direct_int!(push_i64 as i64: isize, i64, i32, i16, i8);
+
+}
+
+/// Append `/segment` to a JSON pointer, escaping `~` and `/`, for a segment of any `Display`
+/// type (see [`ptr!`]).
 #[doc(hidden)]
 pub fn push_pointer_segment(p: &mut String, seg: &dyn core::fmt::Display) {
     use core::fmt::Write;
-    struct Escaped<'a>(&'a mut String);
-    impl Write for Escaped<'_> {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            for part in s.split_inclusive(['~', '/']) {
-                match part.strip_suffix(['~', '/']) {
-                    Some(head) => {
-                        self.0.push_str(head);
-                        self.0.push_str(if part.ends_with('~') { "~0" } else { "~1" });
-                    }
-                    None => self.0.push_str(part),
-                }
-            }
-            Ok(())
-        }
-    }
-    p.push('/');
-    let _ = write!(Escaped(p), "{seg}");
+    let mut text = String::new();
+    let _ = write!(text, "{seg}");
+    pointer::push_str(p, &text);
 }
 
 /// `s` as one JSON pointer segment (RFC 6901): `~` → `~0`, `/` → `~1`.
 pub fn escape_pointer_segment(s: &str) -> String {
     let mut p = String::with_capacity(s.len() + 1);
-    push_pointer_segment(&mut p, &s);
+    pointer::push_str(&mut p, s);
     p.split_off(1)
 }
 
@@ -124,6 +211,23 @@ mod tests {
         assert_eq!(crate::ptr!("spec", "environments", 1, "region"), "/spec/environments/1/region");
         assert_eq!(crate::ptr!("a/b", "c~d", "~/", ""), "/a~1b/c~0d/~0~1/");
         assert_eq!(crate::escape_pointer_segment("x/~y"), "x~1~0y");
+    }
+
+    #[test]
+    fn every_kind_of_segment_is_written_as_display_would() {
+        struct Odd;
+        impl core::fmt::Display for Odd {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str("o/d~d")
+            }
+        }
+        let (s, owned, n): (&str, String, usize) = ("a/b", "c~d".to_owned(), 7);
+        let i: i64 = -3;
+        assert_eq!(
+            crate::ptr!(s, &s, owned, &owned, n, &n, 0u64, u64::MAX, 255u8, i, i64::MIN, 1, Odd, 'x', ""),
+            format!("/a~1b/a~1b/c~0d/c~0d/7/7/0/{}/255/-3/{}/1/o~1d~0d/x/", u64::MAX, i64::MIN)
+        );
+        assert_eq!(crate::ptr!(), "");
     }
 }
 
