@@ -247,17 +247,9 @@ impl<'a> Scanner<'a> {
 
     /// A block mapping whose keys stand at column `indent`.
     fn block_map(&mut self, indent: usize, depth: usize) -> Option<Value> {
-        if depth > self.max_depth {
-            return None;
-        }
-        self.count_node()?;
+        self.open(depth)?;
         let mut map = Map::new();
-        loop {
-            self.skip_blank_lines();
-            if self.at_end() {
-                break;
-            }
-            let c = self.col();
+        while let Some(c) = self.next_line() {
             if c < indent || (c == 0 && (self.marker(b"---") || self.marker(b"..."))) {
                 break;
             }
@@ -276,17 +268,9 @@ impl<'a> Scanner<'a> {
 
     /// A block sequence whose `-` stand at column `indent`.
     fn block_seq(&mut self, indent: usize, depth: usize) -> Option<Value> {
-        if depth > self.max_depth {
-            return None;
-        }
-        self.count_node()?;
+        self.open(depth)?;
         let mut items = Vec::new();
-        loop {
-            self.skip_blank_lines();
-            if self.at_end() {
-                break;
-            }
-            let c = self.col();
+        while let Some(c) = self.next_line() {
             if c < indent || !self.item_ahead() || (c == 0 && self.marker(b"---")) {
                 break;
             }
@@ -297,6 +281,20 @@ impl<'a> Scanner<'a> {
             items.push(self.block_value(indent, true, depth)?);
         }
         Some(Value::Array(items))
+    }
+
+    /// A block collection opened at `depth`: within the nesting limit, and counted as a node.
+    fn open(&mut self, depth: usize) -> Option<()> {
+        if depth > self.max_depth {
+            return None;
+        }
+        self.count_node()
+    }
+
+    /// The column of the next line that is not blank, or `None` at the end.
+    fn next_line(&mut self) -> Option<usize> {
+        self.skip_blank_lines();
+        (!self.at_end()).then(|| self.col())
     }
 
     /// `-` followed by a space, a line break or the end.
