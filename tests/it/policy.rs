@@ -614,6 +614,37 @@ fn policy_run_judges_one_manifest_with_exit_codes() {
     let (code, json) = run(root.join("policies/quotas/quotas.wasm"));
     assert_eq!(code, 0, "{json}");
     assert_eq!(json["allowed"], true);
+    // What the evaluation cost is reported, and a platform lookup is charged in fuel like the
+    // module's own instructions (10,000 units and 4 per byte moved).
+    let lookups = json["lookups"].as_u64().expect("lookups");
+    let fuel = json["fuel"].as_u64().expect("fuel");
+    assert!(lookups >= 1, "quotas looks up the tenant's plan: {json}");
+    assert!(fuel >= lookups * 10_000, "{json}");
+    assert!(
+        fuel < json["fuel_limit"].as_u64().expect("limit") / 100,
+        "{json}"
+    );
+    // Host work is metered, so a module that looks things up without end is stopped by its
+    // fuel at the same lookup on every run, whatever the machine's speed or load.
+    let looping = root.join("tests/data/policies/hostile/lookup-loop.wasm");
+    let stops: Vec<(u64, u64)> = (0..3)
+        .map(|_| {
+            let (code, json) = run(looping.clone());
+            assert_eq!(code, 1);
+            let error = json["error"].as_str().expect("error");
+            assert!(
+                error.contains("exceeded its fuel limit (50000000 units)"),
+                "{json}"
+            );
+            (
+                json["lookups"].as_u64().expect("n"),
+                json["fuel"].as_u64().expect("f"),
+            )
+        })
+        .collect();
+    assert!(stops[0].0 > 1_000, "{stops:?}");
+    assert_eq!(stops[0].1, 50_000_000, "{stops:?}");
+    assert!(stops.iter().all(|s| *s == stops[0]), "{stops:?}");
     let (code, json) = run(root.join("tests/data/policies/hostile/infinite-loop.wasm"));
     assert_eq!(code, 1);
     assert!(

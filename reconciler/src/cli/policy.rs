@@ -449,9 +449,14 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
     let limits = args.limits.limits();
     let host = host()?;
     let started = std::time::Instant::now();
+    let mut timing = crate::policy::host::Timing::default();
     let outcome = bytes
         .and_then(|b| host.load_with(&b, &digest, &limits))
-        .and_then(|m| host.evaluate(&m, &limits, &input));
+        .and_then(|m| {
+            let (outcome, t) = host.evaluate_timed(&m, &limits, &input);
+            timing = t;
+            outcome
+        });
     let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
     #[derive(Serialize)]
     struct V {
@@ -468,6 +473,10 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
         error: Option<String>,
         violations: Vec<V>,
         elapsed_ms: f64,
+        /// Fuel the evaluation used, of `fuel_limit`: instructions and platform lookups.
+        fuel: u64,
+        fuel_limit: u64,
+        lookups: u64,
     }
     let (violations, error) = match outcome {
         Ok(vs) => (
@@ -491,6 +500,9 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
         error,
         violations,
         elapsed_ms,
+        fuel: timing.fuel,
+        fuel_limit: limits.fuel,
+        lookups: timing.lookups,
     };
     let mut out = std::io::stdout().lock();
     match args.output {
@@ -515,9 +527,12 @@ fn run_module(args: &RunArgs) -> Result<u8, CliError> {
             }
             writeln!(
                 out,
-                "{} in {:.1} ms",
+                "{} in {:.1} ms, {} of {} fuel, {} platform lookup(s)",
                 if report.allowed { "allowed" } else { "denied" },
-                report.elapsed_ms
+                report.elapsed_ms,
+                report.fuel,
+                report.fuel_limit,
+                report.lookups
             )?;
         }
     }

@@ -5,6 +5,7 @@
 //! With `host.rs` and `compile.rs`, the only code that touches wasmtime.
 
 use wasmtime::Store;
+use wasmtime::StoreContextMut;
 use wasmtime::component::Linker;
 
 /// The current contract, `tenancy:policy@0.2.0` (policies/wit).
@@ -57,6 +58,8 @@ pub(super) struct HostState {
     budget: usize,
     /// What `tenancy:policy/platform` answers from (empty while `info()` runs).
     platform: Platform,
+    /// Platform lookups the module made.
+    pub(super) lookups: u64,
 }
 
 /// A table element's cost against the sandbox's budget (a function reference).
@@ -105,6 +108,7 @@ impl HostState {
             left: budget,
             budget,
             platform: Platform::default(),
+            lookups: 0,
         }
     }
 
@@ -121,35 +125,70 @@ impl HostState {
     }
 }
 
-/// The contract's types carry no functions.
-impl bindings::tenancy::policy::types::Host for HostState {}
+/// What one platform lookup costs in fuel: a fixed part for the call itself (lifting the
+/// name, finding the entry, lowering the answer), and a part for every byte it moves in or
+/// out. Host work is thereby metered like the module's own: a module that looks things up
+/// without end runs out of fuel at the same lookup on every machine, long before the
+/// wall-clock limit, instead of at whatever point a slow or loaded host reaches it.
+pub(super) const LOOKUP_FUEL: u64 = 10_000;
+pub(super) const LOOKUP_FUEL_PER_BYTE: u64 = 4;
 
-/// The read-only inventory lookups of contract 0.2.0. What they copy into the sandbox is
-/// allocated by the module's own `cabi_realloc`, so it counts against the sandbox's memory and
-/// fuel; what the module passes in is bounded by the hostcall fuel of each call.
-impl bindings::tenancy::policy::platform::Host for HostState {
-    fn region(&mut self, name: String) -> Option<String> {
-        self.platform.region(&name).map(str::to_owned)
+/// Charge `bytes` moved by one lookup against the evaluation's fuel; out of fuel is the same
+/// trap the module's own instructions meet.
+fn charge(store: &mut StoreContextMut<'_, HostState>, bytes: usize) -> wasmtime::Result<()> {
+    store.data_mut().lookups += 1;
+    let cost = LOOKUP_FUEL.saturating_add((bytes as u64).saturating_mul(LOOKUP_FUEL_PER_BYTE));
+    let left = store.get_fuel()?;
+    if cost > left {
+        store.set_fuel(0)?;
+        return Err(wasmtime::Trap::OutOfFuel.into());
     }
+    store.set_fuel(left - cost)
+}
 
-    fn plan(&mut self, name: String) -> Option<String> {
-        self.platform.plan(&name).map(str::to_owned)
+/// The read-only inventory lookups of contract 0.2.0, each charged in fuel (see
+/// [`LOOKUP_FUEL`]). What they copy into the sandbox is allocated by the module's own
+/// `cabi_realloc`, so it counts against the sandbox's memory as well; what the module passes
+/// in is bounded by the hostcall fuel of each call.
+fn link_platform(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    type Found = wasmtime::Result<(Option<String>,)>;
+    type Names = wasmtime::Result<(Vec<String>,)>;
+    fn entry(
+        mut store: StoreContextMut<'_, HostState>,
+        name: &str,
+        get: for<'a> fn(&'a Platform, &str) -> Option<&'a str>,
+    ) -> Found {
+        let found = get(&store.data().platform, name).map(str::to_owned);
+        charge(
+            &mut store,
+            name.len() + found.as_ref().map_or(0, String::len),
+        )?;
+        Ok((found,))
     }
-
-    fn region_names(&mut self) -> Vec<String> {
-        self.platform.region_names().to_vec()
+    fn names(mut store: StoreContextMut<'_, HostState>, get: fn(&Platform) -> &[String]) -> Names {
+        let names = get(&store.data().platform).to_vec();
+        let bytes = names.iter().map(|n| n.len() + 8).sum();
+        charge(&mut store, bytes)?;
+        Ok((names,))
     }
-
-    fn plan_names(&mut self) -> Vec<String> {
-        self.platform.plan_names().to_vec()
-    }
+    let mut platform = linker.instance("tenancy:policy/platform@0.2.0")?;
+    platform.func_wrap("region", |s, (name,): (String,)| {
+        entry(s, &name, Platform::region)
+    })?;
+    platform.func_wrap("plan", |s, (name,): (String,)| {
+        entry(s, &name, Platform::plan)
+    })?;
+    platform.func_wrap("region-names", |s, (): ()| names(s, Platform::region_names))?;
+    platform.func_wrap("plan-names", |s, (): ()| names(s, Platform::plan_names))?;
+    Ok(())
 }
 
 /// Link what each served version may import: 0.1.0's types-only interface, and 0.2.0's types
-/// and platform lookups.
+/// and metered platform lookups.
 pub(super) fn link(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.instance("tenancy:policy/types@0.1.0")?;
-    bindings::Policy::add_to_linker::<_, wasmtime::component::HasSelf<_>>(linker, |s| s)
+    linker.instance("tenancy:policy/types@0.2.0")?;
+    link_platform(linker)
 }
 
 /// A module ready to instantiate, by the contract version it is built for.

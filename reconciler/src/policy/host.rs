@@ -115,6 +115,10 @@ pub struct Timing {
     pub call: Duration,
     /// Dropping the sandbox: its memory reset for the next one and its slot returned.
     pub teardown: Duration,
+    /// Fuel the evaluation used: the module's instructions and its platform lookups.
+    pub fuel: u64,
+    /// Platform lookups the module made (each charged in fuel, see `contract::LOOKUP_FUEL`).
+    pub lookups: u64,
 }
 
 /// A compiled, contract-checked module, shared by every evaluation of that digest.
@@ -426,8 +430,12 @@ impl PolicyHost {
         let called = Instant::now();
         // What the module may pass the host in one call, as `f` left it.
         let hostcall_bound = store.hostcall_fuel() as u64;
+        let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let lookups = store.data().lookups;
         drop(store);
         if let Some(t) = timing {
+            t.fuel = fuel;
+            t.lookups = lookups;
             t.instantiate = instantiated - started;
             t.call = called - instantiated;
             t.teardown = called.elapsed();
