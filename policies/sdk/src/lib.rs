@@ -1,8 +1,8 @@
 //! Guest SDK for Tenancy governance policies.
 //!
 //! A policy is a type implementing [`Policy`]; [`export_policy!`] turns it into the exports of
-//! the `tenancy:policy/policy` world (see `policies/wit/policy.wit`). The SDK parses the JSON
-//! input into typed values once, so a policy reads `ctx.tenant.spec.regions.allowed` rather than
+//! the `tenancy:policy/policy` world (see `policies/wit/policy.wit`). The SDK reads the JSON
+//! input into typed values once (with its own reader, [`json`]), so a policy reads `ctx.tenant.spec.regions.allowed` rather than
 //! JSON, and builds violations with [`deny`], [`warn`] and [`info`] and a JSON pointer.
 //!
 //! ```ignore
@@ -23,6 +23,7 @@
 //! ```
 
 pub mod alloc;
+pub mod json;
 pub mod model;
 
 use std::cell::RefCell;
@@ -256,7 +257,7 @@ struct Lookups<T: 'static> {
     seen: RefCell<Vec<(String, Option<&'static T>)>>,
 }
 
-impl<T: serde::de::DeserializeOwned> Lookups<T> {
+impl<T: json::FromJson> Lookups<T> {
     fn new() -> Self {
         Lookups { seen: RefCell::new(Vec::new()) }
     }
@@ -268,7 +269,7 @@ impl<T: serde::de::DeserializeOwned> Lookups<T> {
         // The host serialised the entry from a validated manifest; an entry it cannot give in
         // the SDK's shape is treated as absent rather than trapping the evaluation.
         let found = fetch(name)
-            .and_then(|json| serde_json::from_str::<T>(&json).ok())
+            .and_then(|found| json::from_str::<T>(&found).ok())
             .map(|v| &*Box::leak(Box::new(v)));
         self.seen.borrow_mut().push((name.to_owned(), found));
         found
@@ -300,12 +301,12 @@ mod host {
 impl Context {
     /// Parse the host's input. Malformed input is a host defect; it becomes a deny.
     pub fn from_input(input: &wit::Input) -> Result<Context, Violation> {
-        let bad = |what: &str, e: serde_json::Error| {
+        let bad = |what: &str, e: json::Error| {
             deny("policy.input", "", format!("the policy could not read the {what} it was given: {e}"))
         };
-        let tenant: Tenant = serde_json::from_str(&input.tenant).map_err(|e| bad("tenant", e))?;
+        let tenant: Tenant = json::from_str(&input.tenant).map_err(|e| bad("tenant", e))?;
         let previous = match &input.previous {
-            Some(p) => Some(serde_json::from_str(p).map_err(|e| bad("previous tenant", e))?),
+            Some(p) => Some(json::from_str(p).map_err(|e| bad("previous tenant", e))?),
             None => None,
         };
         Ok(Context {
