@@ -59,7 +59,11 @@ impl<'a> Reader<'a> {
     }
 
     fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.s.get(self.at) {
+        // One comparison when there is none, as in the compact JSON the host sends.
+        while let Some(&b) = self.s.get(self.at) {
+            if b > b' ' || !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                break;
+            }
             self.at += 1;
         }
     }
@@ -106,7 +110,8 @@ impl<'a> Reader<'a> {
             if r.peek() != Some(b'"') {
                 return Err(r.error("expected a key"));
             }
-            let key = r.string()?;
+            r.at += 1;
+            let key = r.string_body()?;
             r.expect(b':', "expected `:`")?;
             let at = r.at;
             if let Some(i) = each(r, &key)? {
@@ -154,6 +159,11 @@ impl<'a> Reader<'a> {
     /// A string, borrowed from the document when it has no escapes.
     pub fn string(&mut self) -> Result<Cow<'a, str>> {
         self.expect(b'"', "expected a string")?;
+        self.string_body()
+    }
+
+    /// The rest of a string whose opening quote was just read.
+    fn string_body(&mut self) -> Result<Cow<'a, str>> {
         let start = self.at;
         self.at = self.plain(start);
         match self.s.get(self.at) {
@@ -281,13 +291,19 @@ impl<'a> Reader<'a> {
     fn unsigned(&mut self) -> Result<u64> {
         self.ws();
         let start = self.at;
-        let mut n: u64 = 0;
-        while let Some(&d @ b'0'..=b'9') = self.s.get(self.at) {
+        while let Some(b'0'..=b'9') = self.s.get(self.at) {
+            self.at += 1;
+        }
+        // Nineteen digits cannot overflow; only a twentieth is checked (wasm32 has no cheap
+        // overflow test for a 64-bit multiplication).
+        let all = &self.s[start..self.at];
+        let (head, tail) = all.split_at(all.len().min(19));
+        let mut n = head.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        for d in tail {
             n = n
                 .checked_mul(10)
                 .and_then(|n| n.checked_add(u64::from(d - b'0')))
                 .ok_or_else(|| self.error("number out of range for an unsigned integer"))?;
-            self.at += 1;
         }
         let digits = self.at - start;
         if digits == 0 || digits > 1 && self.s[start] == b'0' {
@@ -300,9 +316,11 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    /// Skip one value of any kind, checking its brackets and strings.
+    /// Skip one value of any kind, checking its brackets and strings. What is open is kept on
+    /// a fixed stack: nesting past [`MAX_DEPTH`] is refused as it is met.
     pub fn skip(&mut self) -> Result<()> {
-        let mut open: Vec<u8> = Vec::new();
+        let mut open = [0u8; MAX_DEPTH];
+        let mut depth = 0;
         loop {
             // A value.
             match self.peek() {
@@ -315,7 +333,11 @@ impl<'a> Reader<'a> {
                     if self.peek() == Some(close) {
                         self.at += 1;
                     } else {
-                        open.push(close);
+                        if depth == MAX_DEPTH {
+                            return Err(self.error("nested too deeply"));
+                        }
+                        open[depth] = close;
+                        depth += 1;
                         if close == b'}' {
                             self.member_key()?;
                         }
@@ -328,12 +350,9 @@ impl<'a> Reader<'a> {
                 Some(b'-' | b'0'..=b'9') => self.skip_number()?,
                 _ => return Err(self.error("expected a value")),
             }
-            if open.len() > MAX_DEPTH {
-                return Err(self.error("nested too deeply"));
-            }
             // What follows it: the next member or item, or the end of a container.
             loop {
-                let Some(&close) = open.last() else {
+                let Some(close) = depth.checked_sub(1).map(|top| open[top]) else {
                     return Ok(());
                 };
                 match self.peek() {
@@ -346,7 +365,7 @@ impl<'a> Reader<'a> {
                     }
                     Some(b) if b == close => {
                         self.at += 1;
-                        open.pop();
+                        depth -= 1;
                     }
                     _ => return Err(self.error("expected `,` or the end of a container")),
                 }
@@ -430,7 +449,8 @@ impl FromJson for String {
         if r.peek() != Some(b'"') {
             return Err(r.error("expected a string"));
         }
-        r.string().map(Cow::into_owned)
+        r.at += 1;
+        r.string_body().map(Cow::into_owned)
     }
 }
 
@@ -458,7 +478,8 @@ impl<T: FromJson> FromJson for Option<T> {
 
 impl<T: FromJson> FromJson for Vec<T> {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let mut out = Vec::new();
+        // Room for the few items a manifest's lists hold, so they rarely grow (and copy).
+        let mut out = Vec::with_capacity(4);
         r.array(|r| {
             out.push(T::read(r)?);
             Ok(())

@@ -88,7 +88,7 @@ macro_rules! ptr {
         #[allow(unused_imports)]
         use $crate::pointer::{Direct as _, Formatted as _};
         #[allow(unused_mut)]
-        let mut p = ::std::string::String::new();
+        let mut p = ::std::string::String::with_capacity(48);
         $( (&$crate::pointer::Segment(&$seg)).push_to(&mut p); )*
         p
     }};
@@ -382,9 +382,16 @@ pub fn info_of<P: Policy>() -> wit::PolicyInfo {
 #[doc(hidden)]
 pub fn evaluate_with<P: Policy>(input: wit::Input) -> Vec<wit::Violation> {
     let found = match Context::from_input(&input) {
-        Ok(ctx) => P::evaluate(&ctx),
+        Ok(ctx) => {
+            let found = P::evaluate(&ctx);
+            // The host discards the whole sandbox after the call: freeing the parsed input
+            // first would only walk it.
+            core::mem::forget(ctx);
+            found
+        }
         Err(v) => vec![v],
     };
+    core::mem::forget(input);
     found
         .into_iter()
         .map(|v| wit::Violation { rule: v.rule, message: v.message, path: v.path, severity: v.severity })
