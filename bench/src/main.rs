@@ -124,6 +124,8 @@ fn main() -> Result<()> {
         0u32,
     );
     let mut per_policy = vec![Duration::ZERO; set.policies.len()];
+    // Fuel used and platform lookups made, per policy.
+    let mut fuel = vec![(0u64, 0u64); set.policies.len()];
     let mut per_policy_inst = vec![Duration::ZERO; set.policies.len()];
     for t in sample {
         let started = Instant::now();
@@ -147,6 +149,8 @@ fn main() -> Result<()> {
             inst += timing.instantiate;
             call += timing.call;
             teardown += timing.teardown;
+            fuel[i].0 += timing.fuel;
+            fuel[i].1 += timing.lookups;
             n += 1;
         }
     }
@@ -174,6 +178,19 @@ fn main() -> Result<()> {
         })
         .collect();
     println!("  sandbox time per policy: {}", each.join(", "));
+    let k = sample.len().max(1) as u64;
+    let used: Vec<String> = set
+        .policies
+        .iter()
+        .zip(&fuel)
+        .map(|((e, _), (f, l))| {
+            format!("{} {} ({:.1} lookups)", e.name, f / k, *l as f64 / k as f64)
+        })
+        .collect();
+    println!(
+        "  fuel per evaluation (instructions and lookups): {}",
+        used.join(", ")
+    );
 
     // regorus: the same rules in Rego, the same inputs.
     let mut engine = regorus::Engine::new();
@@ -226,6 +243,10 @@ fn main() -> Result<()> {
             also_evaluations = all.iter().map(Vec::len).sum::<usize>();
         }
 
+        if packages.is_empty() {
+            // No Rego to compare with (`--rego` of an empty directory): the wasm runs alone.
+            continue;
+        }
         let started = Instant::now();
         let counts: Vec<usize> = inputs
             .par_iter()
@@ -247,6 +268,9 @@ fn main() -> Result<()> {
         rego_violations = counts.iter().sum();
     }
     let median = |runs: &mut Vec<Duration>| {
+        if runs.is_empty() {
+            return Duration::ZERO;
+        }
         runs.sort();
         runs[runs.len() / 2]
     };
@@ -262,7 +286,7 @@ fn main() -> Result<()> {
         "regorus: {rego_evals} evaluations in {:.3} s (median of {}, best {:.3} s) = {:.0} evaluations/s, {rego_violations} violations",
         rego.as_secs_f64(),
         a.runs,
-        rego_runs[0].as_secs_f64(),
+        rego_runs.first().copied().unwrap_or_default().as_secs_f64(),
         per_sec(rego_evals, rego)
     );
     println!(

@@ -212,6 +212,11 @@ pub(crate) fn engine_config(pooling: bool) -> Config {
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
     }
     config.memory_init_cow(false);
+    // For profiling policies: with `perf`, compiled guest functions by name
+    // (/tmp/perf-<pid>.map; see policies/README.md).
+    if std::env::var_os("TENANCY_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config.consume_fuel(true);
     config.epoch_interruption(true);
     config.wasm_component_model(true);
