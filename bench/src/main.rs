@@ -268,42 +268,46 @@ fn main() -> Result<()> {
         rego_violations = counts.iter().sum();
     }
     let median = |runs: &mut Vec<Duration>| {
-        if runs.is_empty() {
-            return Duration::ZERO;
-        }
         runs.sort();
-        runs[runs.len() / 2]
+        runs.get(runs.len() / 2).copied()
     };
-    let (wasm, rego) = (median(&mut wasm_runs), median(&mut rego_runs));
+    let wasm = median(&mut wasm_runs).unwrap_or_default();
     println!(
         "wasm end to end: {evaluations} evaluations in {:.3} s (median of {}, best {:.3} s) = {:.0} evaluations/s, {denies} denies",
         wasm.as_secs_f64(),
         a.runs,
-        wasm_runs[0].as_secs_f64(),
+        wasm_runs.first().copied().unwrap_or_default().as_secs_f64(),
         per_sec(evaluations, wasm)
     );
-    println!(
-        "regorus: {rego_evals} evaluations in {:.3} s (median of {}, best {:.3} s) = {:.0} evaluations/s, {rego_violations} violations",
-        rego.as_secs_f64(),
-        a.runs,
-        rego_runs.first().copied().unwrap_or_default().as_secs_f64(),
-        per_sec(rego_evals, rego)
-    );
-    println!(
-        "summary: wasm {:.0}/s vs regorus {:.0}/s, interleaved -> wasm is {:.2}x",
-        per_sec(evaluations, wasm),
-        per_sec(rego_evals, rego),
-        per_sec(evaluations, wasm) / per_sec(rego_evals, rego)
-    );
+    // Regorus's evaluations per second, when there was Rego to run.
+    let rego = median(&mut rego_runs).map(|rego| per_sec(rego_evals, rego));
+    match rego {
+        Some(rate) => {
+            println!(
+                "regorus: {rego_evals} evaluations in {:.3} s (median of {}, best {:.3} s) = {rate:.0} evaluations/s, {rego_violations} violations",
+                rego_runs[rego_runs.len() / 2].as_secs_f64(),
+                a.runs,
+                rego_runs[0].as_secs_f64(),
+            );
+            println!(
+                "summary: wasm {:.0}/s vs regorus {rate:.0}/s, interleaved -> wasm is {:.2}x",
+                per_sec(evaluations, wasm),
+                per_sec(evaluations, wasm) / rate
+            );
+        }
+        None => println!("regorus: not run (no .rego file in {})", a.rego.display()),
+    }
     if let Some(path) = &a.also {
-        let d = median(&mut also_runs);
+        let d = median(&mut also_runs).unwrap_or_default();
+        let vs_rego = rego
+            .map(|rate| format!("{:.2}x regorus, ", per_sec(also_evaluations, d) / rate))
+            .unwrap_or_default();
         println!(
-            "also {}: {also_evaluations} evaluations in {:.3} s (median of {}) = {:.0} evaluations/s -> {:.2}x regorus, {:.2}x slower than the bundle",
+            "also {}: {also_evaluations} evaluations in {:.3} s (median of {}) = {:.0} evaluations/s -> {vs_rego}{:.2}x slower than the bundle",
             path.display(),
             d.as_secs_f64(),
             a.runs,
             per_sec(also_evaluations, d),
-            per_sec(also_evaluations, d) / per_sec(rego_evals, rego),
             per_sec(evaluations, wasm) / per_sec(also_evaluations, d)
         );
     }

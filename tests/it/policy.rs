@@ -643,6 +643,9 @@ fn policy_run_judges_one_manifest_with_exit_codes() {
         })
         .collect();
     assert!(stops[0].0 > 1_000, "{stops:?}");
+    // Every lookup costs at least 10,000 of the 50,000,000 units: at most 5,000 of them fit
+    // (unmetered, the loop's own instructions would allow many times that).
+    assert!(stops[0].0 <= 5_000, "{stops:?}");
     assert_eq!(stops[0].1, 50_000_000, "{stops:?}");
     assert!(stops.iter().all(|s| *s == stops[0]), "{stops:?}");
     let (code, json) = run(root.join("tests/data/policies/hostile/infinite-loop.wasm"));

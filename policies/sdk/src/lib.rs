@@ -2,8 +2,8 @@
 //!
 //! A policy is a type implementing [`Policy`]; [`export_policy!`] turns it into the exports of
 //! the `tenancy:policy/policy` world (see `policies/wit/policy.wit`). The SDK reads the JSON
-//! input into typed values once (with its own reader, [`json`]), so a policy reads `ctx.tenant.spec.regions.allowed` rather than
-//! JSON, and builds violations with [`deny`], [`warn`] and [`info`] and a JSON pointer.
+//! input into typed values once (with its own reader, [`json`]), so a policy reads
+//! `ctx.tenant.spec.regions.allowed` rather than JSON, and builds violations with [`deny`], [`warn`] and [`info`] and a JSON pointer.
 //!
 //! ```ignore
 //! use tenancy_policy_sdk::*;

@@ -130,8 +130,8 @@ impl HostState {
 /// out. Host work is thereby metered like the module's own: a module that looks things up
 /// without end runs out of fuel at the same lookup on every machine, long before the
 /// wall-clock limit, instead of at whatever point a slow or loaded host reaches it.
-pub(super) const LOOKUP_FUEL: u64 = 10_000;
-pub(super) const LOOKUP_FUEL_PER_BYTE: u64 = 4;
+const LOOKUP_FUEL: u64 = 10_000;
+const LOOKUP_FUEL_PER_BYTE: u64 = 4;
 
 /// Charge `bytes` moved by one lookup against the evaluation's fuel; out of fuel is the same
 /// trap the module's own instructions meet.

@@ -435,12 +435,13 @@ impl PolicyHost {
         let called = Instant::now();
         // What the module may pass the host in one call, as `f` left it.
         let hostcall_bound = store.hostcall_fuel() as u64;
-        let fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let lookups = store.data().lookups;
+        let mut timing = timing;
+        if let Some(t) = timing.as_deref_mut() {
+            t.fuel = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+            t.lookups = store.data().lookups;
+        }
         drop(store);
         if let Some(t) = timing {
-            t.fuel = fuel;
-            t.lookups = lookups;
             t.instantiate = instantiated - started;
             t.call = called - instantiated;
             t.teardown = called.elapsed();
