@@ -399,26 +399,26 @@ pub fn render_text(f: &Finding, source: Option<&str>, color: bool) -> String {
     let gutter_width = f.line.map(|l| l.to_string().len()).unwrap_or(1);
     let pad = " ".repeat(gutter_width);
     let _ = writeln!(out, "{pad}{blue}-->{reset} {}", p(&f.location()));
-    if let (Some(line_no), Some(src)) = (f.line, source) {
-        if let Some(text) = src.lines().nth(line_no.saturating_sub(1) as usize) {
-            let text = sanitize_line(text);
-            let col = f.column.unwrap_or(1).max(1) as usize;
-            // Columns are in characters; the caret underlines at least one character.
-            let avail = text.chars().count().saturating_sub(col - 1).max(1);
-            let width = (f.span_len as usize).clamp(1, avail);
-            let _ = writeln!(out, "{pad} {blue}|{reset}");
-            let _ = writeln!(out, "{blue}{line_no} |{reset} {text}");
-            let indent: String = text
-                .chars()
-                .take(col - 1)
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            let _ = writeln!(
-                out,
-                "{pad} {blue}|{reset} {indent}{sev_color}{}{reset}",
-                "^".repeat(width)
-            );
-        }
+    if let (Some(line_no), Some(src)) = (f.line, source)
+        && let Some(text) = src.lines().nth(line_no.saturating_sub(1) as usize)
+    {
+        let text = sanitize_line(text);
+        let col = f.column.unwrap_or(1).max(1) as usize;
+        // Columns are in characters; the caret underlines at least one character.
+        let avail = text.chars().count().saturating_sub(col - 1).max(1);
+        let width = (f.span_len as usize).clamp(1, avail);
+        let _ = writeln!(out, "{pad} {blue}|{reset}");
+        let _ = writeln!(out, "{blue}{line_no} |{reset} {text}");
+        let indent: String = text
+            .chars()
+            .take(col - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{pad} {blue}|{reset} {indent}{sev_color}{}{reset}",
+            "^".repeat(width)
+        );
     }
     if let Some(t) = &f.tenant {
         let _ = writeln!(out, "{pad} {blue}={reset} tenant: {}", p(t));

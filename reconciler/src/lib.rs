@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod daemon;
 pub mod diagnostics;
+pub(crate) mod lockfile;
 pub mod manifest;
 pub(crate) mod net;
 pub(crate) mod placement;

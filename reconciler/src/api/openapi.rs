@@ -218,10 +218,10 @@ fn ids_from_newtypes(doc: &mut serde_json::Value) {
                 };
                 for p in params {
                     let name = p["name"].as_str().unwrap_or_default().to_owned();
-                    if let Some(pattern) = id_pattern(&name, in_tenant_path) {
-                        if let Some(schema) = p.get_mut("schema") {
-                            set(schema, pattern);
-                        }
+                    if let Some(pattern) = id_pattern(&name, in_tenant_path)
+                        && let Some(schema) = p.get_mut("schema")
+                    {
+                        set(schema, pattern);
                     }
                 }
             }

@@ -52,7 +52,7 @@ impl reconcile::pass::Observer for Progress<'_> {
         let total = bar.length().unwrap_or(0);
         if bar.is_hidden() && total >= 50 {
             let done = bar.position();
-            if done % total.div_ceil(10) == 0 || done == total {
+            if done.is_multiple_of(total.div_ceil(10)) || done == total {
                 eprintln!("apply: {done}/{total} tenants");
             }
         }

@@ -24,6 +24,7 @@ pub use outcomes::CommitOutcome;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Row};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 pub use usage::{Recorded, UsageReport};
 pub use webhooks::{Delivery, DeliveryState, DueDelivery, RetryPolicy, Webhook};
@@ -39,6 +40,11 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("state store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("state store: cannot lock {} for its migrations: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "tenant `{tenant}` was changed concurrently (expected version {expected:?}, found {found:?}); re-read and retry"
     )]
@@ -344,6 +350,29 @@ pub struct ReconcileRecord {
     pub outcome: Option<CommitOutcome>,
 }
 
+/// The file of a `sqlite:` URL; `None` for an in-memory database or another scheme.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let path = rest.trim_start_matches("//");
+    let path = path.split('?').next().unwrap_or(path);
+    (path != ":memory:" && !path.is_empty()).then(|| PathBuf::from(path))
+}
+
+/// An exclusive lock on `<file>.lock`, held while the caller migrates the SQLite file: every
+/// process (and every pool of one process) opening the store takes it, so migrations run one
+/// after the other and the later ones find them applied. Released when dropped, or when the
+/// process dies, so a crash mid-migration blocks no one.
+async fn lock_for_migrations(db: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    tokio::task::spawn_blocking(move || {
+        crate::lockfile::exclusive(&path).map_err(|source| StoreError::Lock { path, source })
+    })
+    .await
+    .expect("the lock task does not panic")
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -380,10 +409,10 @@ impl Store {
                         // process, which is what the reconciler must survive; a power loss can
                         // lose the last transactions, which a rerun reconciles again).
                         for pragma in [
+                            "PRAGMA busy_timeout = 10000",
                             "PRAGMA foreign_keys = ON",
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = NORMAL",
-                            "PRAGMA busy_timeout = 10000",
                         ] {
                             sqlx::query(pragma).execute(&mut *conn).await?;
                         }
@@ -398,6 +427,13 @@ impl Store {
                 sqlx::query("PRAGMA foreign_keys = ON")
                     .execute(&pool)
                     .await?;
+                // sqlx locks nothing around SQLite migrations (on PostgreSQL it holds an
+                // advisory lock): two processes opening a fresh file at once, an apply and
+                // `tenancy events` say, would both run migration 1 and one of them fail.
+                let _held = match sqlite_path(&url) {
+                    Some(path) => Some(lock_for_migrations(&path).await?),
+                    None => None,
+                };
                 SQLITE_MIGRATIONS.run(&pool).await?
             }
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
@@ -408,12 +444,8 @@ impl Store {
     /// [`Store::open`], but only a store that exists: `None` for a SQLite file that is not
     /// there (nothing was ever applied with it), so read-only commands never create one.
     pub(crate) async fn open_existing(url: &str) -> Result<Option<Store>, StoreError> {
-        if let Some(rest) = url.strip_prefix("sqlite:") {
-            let path = rest.trim_start_matches("//");
-            let path = path.split('?').next().unwrap_or(path);
-            if path == ":memory:" || !std::path::Path::new(path).exists() {
-                return Ok(None);
-            }
+        if url.starts_with("sqlite:") && !sqlite_path(url).is_some_and(|p| p.exists()) {
+            return Ok(None);
         }
         Store::open(url).await.map(Some)
     }

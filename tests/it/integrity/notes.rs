@@ -31,7 +31,7 @@ fn a_pass_killed_after_recording_tenants_still_gets_its_note() {
         ])
         .args(["--config", cfg, "--policies", &bundle(), "--output", "json"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("apply.err")).expect("stderr file"))
         .spawn()
         .expect("apply");
     let started = Instant::now();
@@ -41,9 +41,24 @@ fn a_pass_killed_after_recording_tenants_still_gets_its_note() {
         if events.stdout.lines().count() > 0 {
             break;
         }
+        // Reading the store while the apply creates it must not break either of them.
+        assert!(
+            events.code == 0 || events.stderr.contains("no state store"),
+            "`events` failed beside the apply: {}",
+            events.stderr
+        );
+        let stderr = || std::fs::read_to_string(work.path().join("apply.err")).unwrap_or_default();
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!(
+                "the apply ended ({status}) before recording anything: {}",
+                stderr()
+            );
+        }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "nothing recorded"
+            "nothing recorded in 60 s; `events` said: {}; the apply: {}",
+            events.stderr,
+            stderr()
         );
         std::thread::sleep(Duration::from_millis(5));
     }
