@@ -9,7 +9,10 @@ use crate::diagnostics::{Finding, Position};
 use std::path::{Path, PathBuf};
 
 mod blobs;
+mod notes;
 use blobs::{Slot, read_blobs};
+pub use notes::read_note;
+pub(crate) use notes::set_note_section;
 
 /// A file that may hold manifests.
 #[derive(Debug, Clone)]
@@ -685,54 +688,6 @@ pub fn changed_paths(
         }
     }
     Ok(changes)
-}
-
-/// The notes ref where `apply` records what it did with each commit (`git log --notes=tenancy`).
-pub(crate) const NOTES_REF: &str = "refs/notes/tenancy";
-
-/// Make `section` the part of `commit`'s note (in [`NOTES_REF`]) from the line `mark` on; text
-/// above it (notes written by hand, or by earlier versions) is kept. Writes only when the note
-/// changes; `Ok(false)` when it already said this.
-pub(crate) fn set_note_section(
-    repo: &Path,
-    commit: &str,
-    mark: &str,
-    section: &str,
-) -> Result<bool, SourceError> {
-    let repository = open_repository(repo)?;
-    let oid = git2::Oid::from_str(commit)?;
-    let existing = repository
-        .find_note(Some(NOTES_REF), oid)
-        .ok()
-        .and_then(|n| n.message().ok().map(str::to_owned));
-    let kept = existing
-        .as_deref()
-        .map(|old| match old.find(mark) {
-            Some(at) => old[..at].trim_end(),
-            None => old.trim_end(),
-        })
-        .unwrap_or_default();
-    let body = if kept.is_empty() {
-        section.to_owned()
-    } else {
-        format!("{kept}\n\n{section}")
-    };
-    if existing.as_deref() == Some(body.as_str()) {
-        return Ok(false);
-    }
-    let signature = git2::Signature::now("Tenancy", "tenancy@localhost")?;
-    repository.note(&signature, &signature, Some(NOTES_REF), oid, &body, true)?;
-    Ok(true)
-}
-
-/// The note of `commit` in [`NOTES_REF`], if any.
-pub fn read_note(repo: &Path, commit: &str) -> Result<Option<String>, SourceError> {
-    let repository = open_repository(repo)?;
-    let oid = git2::Oid::from_str(commit)?;
-    Ok(repository
-        .find_note(Some(NOTES_REF), oid)
-        .ok()
-        .and_then(|n| n.message().ok().map(str::to_owned)))
 }
 
 #[cfg(test)]
