@@ -154,7 +154,11 @@ impl LocalObjectPlane {
                 std::fs::create_dir_all(&dir).map_err(failed)?;
                 let json = serde_json::to_vec_pretty(&ObjectConfig::desired(d))
                     .map_err(|e| failed(std::io::Error::other(e)))?;
-                let tmp = dir.join(format!("{MARKER}.tmp"));
+                // A name of this writer's own: two processes converging the same tenant (an
+                // apply beside the daemon) must not write into, or rename, each other's file.
+                static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let tmp = dir.join(format!("{MARKER}.{}-{n}.tmp", std::process::id()));
                 std::fs::write(&tmp, json).map_err(failed)?;
                 std::fs::rename(&tmp, dir.join(MARKER)).map_err(failed)
             }
@@ -275,6 +279,42 @@ mod tests {
         let drift = plane.plan(&desired).await.expect("plan");
         assert_eq!(drift[0].fields[0].field, "configuration");
         converge(&plane, &desired).await;
+        assert!(plane.plan(&desired).await.expect("plan").is_empty());
+    }
+
+    /// Two writers converging the same tenant at once (an apply beside the daemon) both
+    /// succeed, and the marker left is whole: each writes and renames a file of its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_of_one_tenant_leave_a_whole_marker() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let desired = vec![env(
+            "t_5002",
+            "prod",
+            Profile::StDedicated,
+            Lifecycle::Active,
+        )];
+        let changes = LocalObjectPlane::new(dir.path())
+            .plan(&desired)
+            .await
+            .expect("plan");
+        assert_eq!(changes.len(), 1, "{changes:#?}");
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (root, changes) = (dir.path().to_owned(), changes.clone());
+                tokio::spawn(async move {
+                    let plane = LocalObjectPlane::new(&root);
+                    for _ in 0..500 {
+                        for change in &changes {
+                            plane.apply(change).await.expect("apply");
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.expect("writer");
+        }
+        let plane = LocalObjectPlane::new(dir.path());
         assert!(plane.plan(&desired).await.expect("plan").is_empty());
     }
 
