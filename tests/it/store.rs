@@ -257,8 +257,8 @@ async fn opening_is_idempotent_and_bad_urls_are_clear() {
 
 /// Several openers of a fresh store at once (an apply and `tenancy events`, replicas of the
 /// daemon) all migrate it: on SQLite they take turns under a lock file, on PostgreSQL under
-/// sqlx's advisory lock. Without the lock file, one SQLite opener failed in migration 1 with
-/// "table already exists" nearly every time.
+/// sqlx's advisory lock. Without the lock file, a SQLite opener failed in one of the migrations
+/// ("table outbox already exists") nearly every time.
 #[tokio::test]
 async fn openers_racing_on_a_fresh_store_all_succeed() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -159,8 +159,13 @@ impl LocalObjectPlane {
                 static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let tmp = dir.join(format!("{MARKER}.{}-{n}.tmp", std::process::id()));
-                std::fs::write(&tmp, json).map_err(failed)?;
-                std::fs::rename(&tmp, dir.join(MARKER)).map_err(failed)
+                let published = std::fs::write(&tmp, json)
+                    .and_then(|()| std::fs::rename(&tmp, dir.join(MARKER)));
+                if published.is_err() {
+                    // Names are never reused: one left behind would stay forever.
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                published.map_err(failed)
             }
         }
     }
